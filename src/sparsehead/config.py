@@ -1,0 +1,329 @@
+"""Typed run configuration: YAML in, `key=value` overrides, validation before any work starts.
+
+Every field carries its help text, allowed values and range in its metadata, so the same
+declaration drives validation, error messages and `sparsehead pretrain --help`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key and the fix."""
+
+
+def opt(default, help: str, *, min=None, max=None, exclusive_min: bool = False):
+    """A config field with help text and an optional numeric range."""
+    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    source: Literal["digits", "cifar10", "cifar100", "stl10", "imagefolder"] = opt(
+        "digits", "data set: digits (embedded, scikit-learn), cifar10, cifar100, stl10 (torchvision) "
+        "or imagefolder (a folder holding train/ and test/ class sub-folders)")
+    root: Optional[str] = opt(None, "data folder (torchvision sets, imagefolder); unused for digits")
+    download: bool = opt(False, "let torchvision download cifar10/cifar100/stl10 when missing")
+    image_size: int = opt(32, "side of the square training views (images are resized to it)", min=8)
+    subset: Optional[int] = opt(None, "use a class-stratified subset of this many training images", min=1)
+    cache_dir: Optional[str] = opt(
+        "~/.cache/sparsehead", "where decoded uint8 copies of imagefolder data sets are cached (null: off)")
+    bad_images: Literal["fail", "skip"] = opt(
+        "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it")
+
+
+@dataclass
+class AugmentConfig:
+    recipe: Literal["simclr", "byol", "none"] = opt(
+        "simclr", "view recipe: simclr (symmetric), byol (asymmetric blur/solarise) or none")
+    crop_scale_min: float = opt(0.08, "RandomResizedCrop smallest area fraction", min=0.0, max=1.0,
+                                exclusive_min=True)
+    crop_scale_max: float = opt(1.0, "RandomResizedCrop largest area fraction", min=0.0, max=1.0,
+                                exclusive_min=True)
+    flip_p: float = opt(0.5, "probability of a horizontal flip", min=0.0, max=1.0)
+    jitter_p: float = opt(0.8, "probability of colour jitter", min=0.0, max=1.0)
+    color_strength: float = opt(
+        0.5, "colour strength s: jitter (0.8s, 0.8s, 0.8s, 0.2s); 0.5 = the SimCLR CIFAR recipe "
+        "(0.4, 0.4, 0.4, 0.1)", min=0.0)
+    grayscale_p: float = opt(0.2, "probability of converting a view to grayscale", min=0.0, max=1.0)
+    blur_p: list = opt([0.0, 0.0], "Gaussian blur probability for view 1 and view 2", min=0.0, max=1.0)
+    solarize_p: list = opt([0.0, 0.0], "solarisation probability for view 1 and view 2", min=0.0, max=1.0)
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["resnet18", "resnet34", "resnet50"] = opt("resnet18", "torchvision ResNet")
+    width: int = opt(64, "base width (64 = the standard ResNet); smaller for CPU-sized runs", min=1)
+    stem: Literal["auto", "cifar", "imagenet"] = opt(
+        "auto", "cifar: 3x3 conv stride 1, no max-pool; imagenet: 7x7 stride 2 + max-pool; "
+        "auto: cifar below 64 px")
+    sync_batchnorm: bool = opt(True, "convert BatchNorm to SyncBatchNorm under DDP")
+
+
+@dataclass
+class HeadConfig:
+    kind: Literal["identity", "linear", "mlp"] = opt("mlp", "projection head")
+    hidden_dim: int = opt(512, "hidden width of the MLP head", min=1)
+    out_dim: int = opt(128, "embedding dimension m (ignored by identity)", min=1)
+    num_layers: int = opt(2, "linear layers in the MLP head (2 or 3)", min=2, max=3)
+    last_bn: bool = opt(False, "BatchNorm after the last linear layer of the MLP head")
+
+
+@dataclass
+class SparsityConfig:
+    lam: float = opt(0.0, "SparseHead lambda: weight of the L2,1 penalty (paper: 1e-4; 0 = off)", min=0.0)
+    layers: Literal["last", "first", "all"] = opt(
+        "last", "which linear layers of the head are penalised (paper: last)")
+    support_threshold: float = opt(
+        1e-3, "a column counts as zero when its norm is below this fraction of the largest", min=0.0)
+
+
+@dataclass
+class MethodConfig:
+    name: Literal["simclr", "byol", "barlow_twins"] = opt("simclr", "self-supervised method")
+    temperature: float = opt(0.5, "SimCLR NT-Xent temperature tau (paper: 0.5)", min=0.0,
+                             exclusive_min=True)
+    momentum: float = opt(0.99, "BYOL base EMA momentum tau_base (cosine schedule to 1)", min=0.0, max=1.0)
+    predictor_hidden_dim: int = opt(512, "BYOL predictor hidden width", min=1)
+    lambda_offdiag: float = opt(0.0051, "Barlow Twins off-diagonal weight", min=0.0)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adam", "adamw", "sgd", "lars"] = opt("adam", "optimiser (paper: adam)")
+    lr: float = opt(3e-3, "peak learning rate (paper: 3e-3 on CIFAR)", min=0.0, exclusive_min=True)
+    weight_decay: float = opt(1e-6, "weight decay (paper: 1e-6)", min=0.0)
+    momentum: float = opt(0.9, "SGD / LARS momentum", min=0.0, max=1.0)
+    warmup_epochs: float = opt(0.0, "linear warm-up length in epochs before the cosine decay", min=0.0)
+    min_lr_ratio: float = opt(0.0, "final learning rate as a fraction of the peak", min=0.0, max=1.0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(100, "pretraining epochs", min=1)
+    max_steps: Optional[int] = opt(None, "stop after this many optimiser steps (schedules still span "
+                                         "all epochs); for smoke tests", min=1)
+    batch_size: int = opt(256, "images per step across all processes (each gives two views)", min=2)
+    seed: int = opt(0, "random seed of weights, data order and augmentation")
+    device: str = opt("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N")
+    out_dir: str = opt("runs", "parent folder of run folders")
+    run_name: Optional[str] = opt(None, "run folder name (default: method-head-lam-seed-time)")
+    checkpoint_every: int = opt(0, "save a checkpoint every N steps (0: only at the end)", min=0)
+    log_every: int = opt(10, "write metrics every N steps", min=1)
+    progress: bool = opt(True, "show a tqdm progress bar")
+    threads: Optional[int] = opt(None, "CPU threads for torch (default: torch's choice)", min=1)
+
+
+@dataclass
+class EvalConfig:
+    knn_k: int = opt(5, "k of the end-of-training k-NN (paper: 5, majority vote)", min=1)
+    knn_batch_size: int = opt(1024, "test samples per k-NN block (bounds memory)", min=1)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building a Config from nested dicts, with one clear error per problem.
+
+def _allowed(tp) -> Optional[tuple]:
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    return None
+
+
+def _coerce(key: str, value: Any, tp, meta: dict) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0], meta)
+    allowed = _allowed(tp)
+    if allowed is not None:
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        _check_range(key, value, meta)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+        _check_range(key, value, meta)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is list:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ConfigError(f"{key}: expected a list of two numbers [view1, view2], got {value!r}")
+        return [_coerce(key, v, float, meta) for v in value]
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - a bug in this file
+
+
+def _check_range(key, value, meta):
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value < lo or (meta.get("exclusive_min") and value == lo)):
+        op = ">" if meta.get("exclusive_min") else ">="
+        raise ConfigError(f"{key}: {value} is out of range; it must be {op} {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{key}: {value} is out of range; it must be <= {hi}")
+
+
+def _build(cls, values: dict, prefix: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"{prefix}{key}: unknown key; allowed keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, tp, fields[name].metadata)
+    return cls(**kwargs)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. sparsity.lam=1e-4")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}: {err}") from None
+    # YAML 1.1 reads "1e-4" as a string: accept scientific notation as a number.
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip().split("."), value
+
+
+def merge(base: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` overrides to a nested dict (a copy)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for text in overrides:
+        path, value = _parse_override(text)
+        if len(path) != 2:
+            raise ConfigError(f"override {text!r}: keys have the form section.key, e.g. train.epochs=10; "
+                              f"sections: {', '.join(f.name for f in dataclasses.fields(Config))}")
+        section = out.setdefault(path[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path[0]}: expected a mapping")
+        section[path[1]] = value
+    return out
+
+
+def _fix_yaml_floats(values):
+    """YAML 1.1 reads 1e-4 (no dot) as a string; turn such strings back into numbers."""
+    if isinstance(values, dict):
+        return {k: _fix_yaml_floats(v) for k, v in values.items()}
+    if isinstance(values, str):
+        try:
+            return float(values) if any(c in values.lower() for c in "e.") else values
+        except ValueError:
+            return values
+    return values
+
+
+def from_dict(values: dict, check_paths: bool = True) -> Config:
+    """A validated Config; check_paths=False for configs saved by a run on another machine."""
+    cfg = _build(Config, _fix_yaml_floats(values or {}), "")
+    validate(cfg, check_paths)
+    return cfg
+
+
+def load(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Read a YAML config (or the defaults), apply overrides and validate everything."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; see the configs/ folder for examples")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    return from_dict(merge(values, overrides or []))
+
+
+def validate(cfg: Config, check_paths: bool = True) -> None:
+    """Checks that involve several keys or the file system."""
+    d = cfg.data
+    if d.source in ("imagefolder", "cifar10", "cifar100", "stl10") and not d.root:
+        raise ConfigError(f"data.root: required for data.source={d.source}; give the data folder, "
+                          "e.g. data.root=../shared/data/cifar10")
+    if check_paths and d.root and d.source != "digits":
+        root = Path(d.root).expanduser()
+        if not root.exists() and not (d.download and d.source != "imagefolder"):
+            hint = " or set data.download=true" if d.source != "imagefolder" else ""
+            raise ConfigError(f"data.root: folder {root} does not exist; give an existing folder{hint}")
+    if cfg.augment.crop_scale_min > cfg.augment.crop_scale_max:
+        raise ConfigError("augment.crop_scale_min: must not exceed augment.crop_scale_max")
+    dev = cfg.train.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"train.device: {dev!r} is not allowed; choose auto, cpu, cuda or cuda:N")
+    if cfg.sparsity.lam > 0 and cfg.head.kind == "identity":
+        raise ConfigError("sparsity.lam: SparseHead needs a head with a linear layer; "
+                          "set head.kind=linear or mlp, or sparsity.lam=0")
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save(cfg: Config, path: str | os.PathLike) -> None:
+    from .io import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def describe() -> str:
+    """Every key with its type, default and help: the body of `sparsehead pretrain --help`."""
+    lines = []
+    for section in dataclasses.fields(Config):
+        cls = typing.get_type_hints(Config)[section.name]
+        lines.append(f"{section.name}:")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            allowed = _allowed(hints[f.name])
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kind = "|".join(map(str, allowed)) if allowed else getattr(hints[f.name], "__name__",
+                                                                       str(hints[f.name]).replace("typing.", ""))
+            lines.append(f"  {section.name}.{f.name} ({kind}, default {default}): {f.metadata['help']}")
+    return "\n".join(lines)

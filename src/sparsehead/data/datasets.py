@@ -1,0 +1,215 @@
+"""Data sources decoded once into uint8 tensors (N, C, H, W): an epoch never re-decodes a file.
+
+Sources: scikit-learn's digits (embedded, no download), torchvision's CIFAR-10/100 and STL-10,
+and any ImageFolder-style folder (root/train/<class>/*, root/test/<class>/*).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import ConfigError, DataConfig
+from ..io import atomic_write
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class DataError(RuntimeError):
+    """A data set that cannot be used, with what to do about it."""
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,); -1 where unlabeled
+    classes: list[str]
+    skipped: int = 0  # unreadable files left out (data.bad_images=skip)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std in [0, 1] units, for normalising views."""
+        x = self.images.float().div_(255).transpose(0, 1).reshape(self.images.shape[1], -1)
+        std = x.std(dim=1).clamp_min(1e-3)  # a constant channel (blank digits border) must not divide by 0
+        return x.mean(dim=1).tolist(), std.tolist()
+
+
+def load(cfg: DataConfig, split: str) -> ImageSet:
+    """Load `split` ("pretrain", "train" or "test") of the configured source."""
+    if split not in ("pretrain", "train", "test"):
+        raise ValueError(f"split must be pretrain, train or test, not {split!r}")
+    loader = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar, "stl10": _stl10,
+              "imagefolder": _imagefolder}[cfg.source]
+    data = loader(cfg, split)
+    if split != "test" and cfg.subset is not None and cfg.subset < len(data):
+        data = stratified_subset(data, cfg.subset, seed=0)
+    return data
+
+
+def stratified_subset(data: ImageSet, n: int, seed: int) -> ImageSet:
+    """`n` samples with the class proportions of `data`, the same for the same seed."""
+    from sklearn.model_selection import train_test_split
+    labels = data.labels.numpy()
+    stratify = labels if (labels >= 0).all() and len(np.unique(labels)) <= n else None
+    idx, _ = train_test_split(np.arange(len(data)), train_size=n, random_state=seed, stratify=stratify)
+    idx = torch.as_tensor(np.sort(idx))
+    return ImageSet(data.images[idx], data.labels[idx], data.classes, data.skipped)
+
+
+def _digits(cfg: DataConfig, split: str) -> ImageSet:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    digits = load_digits()
+    x = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # pixel values 0..16
+    train_idx, test_idx = train_test_split(np.arange(len(x)), test_size=0.2, random_state=0,
+                                           stratify=digits.target)
+    idx = np.sort(test_idx if split == "test" else train_idx)
+    images = torch.from_numpy(x[idx]).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()  # gray -> RGB
+    return ImageSet(images, torch.from_numpy(digits.target[idx]).long(), [str(i) for i in range(10)])
+
+
+def _torchvision_error(cfg: DataConfig, err: Exception) -> DataError:
+    return DataError(f"{cfg.source} files not found under data.root={cfg.root} ({err}). Put the "
+                     f"torchvision copy of {cfg.source} there, or set data.download=true on a machine "
+                     "with internet access.")
+
+
+def _cifar(cfg: DataConfig, split: str) -> ImageSet:
+    from torchvision import datasets
+    cls = datasets.CIFAR10 if cfg.source == "cifar10" else datasets.CIFAR100
+    try:
+        ds = cls(str(Path(cfg.root).expanduser()), train=split != "test", download=cfg.download)
+    except RuntimeError as err:
+        raise _torchvision_error(cfg, err) from None
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(images, torch.as_tensor(ds.targets, dtype=torch.long), list(ds.classes))
+
+
+def _stl10(cfg: DataConfig, split: str) -> ImageSet:
+    from torchvision import datasets
+    tv_split = {"pretrain": "train+unlabeled", "train": "train", "test": "test"}[split]
+    try:
+        ds = datasets.STL10(str(Path(cfg.root).expanduser()), split=tv_split, download=cfg.download)
+    except RuntimeError as err:
+        raise _torchvision_error(cfg, err) from None
+    return ImageSet(torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long(), list(ds.classes))
+
+
+# ----------------------------------------------------------------------------------------------
+# ImageFolder: decoded in parallel once, then kept as a uint8 cache file with a checksum.
+
+def _split_folder(root: Path, split: str) -> Path:
+    names = ["test", "val"] if split == "test" else ["train"]
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise DataError(f"data.root={root} has no {' or '.join(names)}/ sub-folder; an imagefolder data set "
+                    "is a folder holding train/<class>/*.jpg and test/<class>/*.jpg")
+
+
+def _list_files(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{folder} holds no class sub-folders; expected {folder}/<class>/<image>")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise DataError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                            "remove it or add its images")
+        files += found
+        labels += [label] * len(found)
+    return files, labels, classes
+
+
+def _decode(path: Path, size: int) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    img = decode_image(data, mode=ImageReadMode.RGB)  # grayscale, RGBA and palette images become RGB
+    if img.shape[1:] != (size, size):  # shorter side to `size`, then centre crop
+        h, w = img.shape[1:]
+        scale = size / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        img = F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True,
+                            align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        img = img[:, top:top + size, left:left + size]
+    return img
+
+
+def _cache_key(files: list[Path], size: int) -> str:
+    h = hashlib.sha256(f"v1 size={size}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _checksum(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
+    folder = _split_folder(Path(cfg.root).expanduser(), split)
+    files, labels, classes = _list_files(folder)
+    size = cfg.image_size
+    cache_path = None
+    if cfg.cache_dir:
+        cache_path = Path(cfg.cache_dir).expanduser() / f"imagefolder-{_cache_key(files, size)}.pt"
+        cached = _read_cache(cache_path)
+        if cached is not None:
+            return cached
+
+    def decode(path):
+        try:
+            return _decode(path, size)
+        except (RuntimeError, ValueError, OSError) as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        decoded = list(pool.map(decode, files, chunksize=256))
+    bad = [(f, r) for f, r in zip(files, decoded) if isinstance(r, Exception)]
+    if bad and cfg.bad_images == "fail":
+        listing = "\n".join(f"  {f}: {r}" for f, r in bad[:10])
+        raise DataError(f"{len(bad)} unreadable image(s) in {folder}:\n{listing}\n"
+                        "Remove or repair them, or set data.bad_images=skip to leave them out.")
+    for f, r in bad:
+        warnings.warn(f"skipping unreadable image {f}: {r}")
+    keep = [i for i, r in enumerate(decoded) if not isinstance(r, Exception)]
+    data = ImageSet(torch.stack([decoded[i] for i in keep]), torch.tensor([labels[i] for i in keep]),
+                    classes, skipped=len(bad))
+    if cache_path is not None:
+        _write_cache(cache_path, data)
+    return data
+
+
+def _read_cache(path: Path) -> Optional[ImageSet]:
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if _checksum(blob["images"]) != blob["checksum"]:
+            raise ValueError("checksum mismatch")
+    except Exception as err:  # a damaged cache is rebuilt, never trusted
+        warnings.warn(f"ignoring damaged data cache {path} ({err}); decoding the images again")
+        return None
+    return ImageSet(blob["images"], blob["labels"], list(blob["classes"]), int(blob["skipped"]))
+
+
+def _write_cache(path: Path, data: ImageSet) -> None:
+    blob = {"images": data.images, "labels": data.labels, "classes": data.classes,
+            "skipped": data.skipped, "checksum": _checksum(data.images)}
+    try:
+        atomic_write(path, lambda f: torch.save(blob, f))
+    except OSError as err:  # a read-only cache folder costs speed, not the run
+        warnings.warn(f"could not write the data cache {path} ({err}); continuing without it")

@@ -1,0 +1,219 @@
+"""Batched augmentation on the training device, one random draw per image.
+
+The ops follow torchvision's per-image transforms (RandomResizedCrop, RandomHorizontalFlip,
+ColorJitter with a random op order, RandomGrayscale, GaussianBlur, RandomSolarize) but act on
+a whole uint8 batch at once: crop + flip + resize are one `grid_sample`, jitter acts on the
+sub-batch whose random order puts an op at a given position, blur is one grouped convolution.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..config import AugmentConfig
+
+# Named recipes (SPEC section 4): values that override the config's augment.* fields.
+RECIPES = {
+    "simclr": {},
+    "byol": {"blur_p": [1.0, 0.1], "solarize_p": [0.0, 0.2]},
+    "none": {"crop_scale_min": 1.0, "crop_scale_max": 1.0, "flip_p": 0.0, "jitter_p": 0.0,
+             "grayscale_p": 0.0, "blur_p": [0.0, 0.0], "solarize_p": [0.0, 0.0]},
+}
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
+
+
+def resolve_recipe(cfg: AugmentConfig) -> AugmentConfig:
+    return dataclasses.replace(cfg, **RECIPES[cfg.recipe])
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    w = x.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry
+
+def sample_crops(n: int, height: int, width: int, scale: tuple[float, float],
+                 ratio: tuple[float, float], generator: torch.Generator, device,
+                 tries: int = 10) -> torch.Tensor:
+    """RandomResizedCrop boxes (top, left, h, w) as float (n, 4), torchvision's rejection rule."""
+    area = height * width
+    u = torch.rand(n, tries, 2, generator=generator, device=device)
+    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = ok.float().argmax(dim=1)  # first acceptable try
+    pick = lambda t: t.gather(1, first[:, None]).squeeze(1)
+    w, h, any_ok = pick(w), pick(h), ok.any(dim=1)
+    # Fallback when no try fits: the largest centred crop with an allowed aspect ratio.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fw, fh = round(height * ratio[1]), height
+    else:
+        fw, fh = width, height
+    w = torch.where(any_ok, w, torch.full_like(w, fw))
+    h = torch.where(any_ok, h, torch.full_like(h, fh))
+    # Uniform integer offsets in [0, H - h] and [0, W - w], as torch.randint does per image.
+    r = torch.rand(n, 2, generator=generator, device=device)
+    top = torch.floor(r[:, 0] * (height - h + 1)).clamp(max=height - h)
+    left = torch.floor(r[:, 1] * (width - w + 1)).clamp(max=width - w)
+    top = torch.where(any_ok, top, torch.full_like(top, (height - fh) // 2))
+    left = torch.where(any_ok, left, torch.full_like(left, (width - fw) // 2))
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def crop_flip_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop each image to its box, flip where asked and resize to size x size: one grid_sample."""
+    n, _, height, width = x.shape
+    top, left, h, w = boxes.unbind(1)
+    theta = x.new_zeros(n, 2, 3)
+    sx = w / width
+    theta[:, 0, 0] = torch.where(flip, -sx, sx)
+    theta[:, 0, 2] = (2 * left + w) / width - 1
+    theta[:, 1, 1] = h / height
+    theta[:, 1, 2] = (2 * top + h) / height - 1
+    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour
+
+def adjust_brightness(x, f):
+    return (x * f.view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def adjust_contrast(x, f):
+    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    f = f.view(-1, 1, 1, 1)
+    return (f * x + (1 - f) * mean).clamp_(0, 1)
+
+
+def adjust_saturation(x, f):
+    f = f.view(-1, 1, 1, 1)
+    return (f * x + (1 - f) * grayscale(x)).clamp_(0, 1)
+
+
+def adjust_hue(x, shift):
+    """Rotate the hue by `shift` (fraction of a turn) per image, via HSV as torchvision does."""
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(dim=1)
+    minc, _ = x.min(dim=1)
+    v = maxc
+    delta = maxc - minc
+    s = torch.where(maxc > 0, delta / maxc.clamp_min(1e-12), torch.zeros_like(maxc))
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    h = (h + shift.view(-1, 1, 1)) % 1.0
+    # HSV -> RGB
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    i = i.long() % 6
+    choices = torch.stack([
+        torch.stack([v, q, p, p, t, v], dim=1),
+        torch.stack([t, v, v, q, p, p], dim=1),
+        torch.stack([p, p, t, v, v, q], dim=1)], dim=1)  # (n, 3, 6, H, W)
+    return choices.gather(2, i[:, None, None].expand(-1, 3, 1, -1, -1)).squeeze(2)
+
+
+COLOR_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def color_jitter(x, factors, order):
+    """Apply the four jitter ops per image in that image's own random `order` (n, 4)."""
+    x = x.clone()
+    for position in range(4):
+        for op_index, op in enumerate(COLOR_OPS):
+            idx = (order[:, position] == op_index).nonzero().squeeze(1)
+            if idx.numel():
+                x[idx] = op(x[idx], factors[idx, op_index])
+    return x
+
+
+def gaussian_blur(x, sigma, kernel_size):
+    """Per-image Gaussian blur with standard deviations `sigma` (n,), separable, reflect padding."""
+    n, c, h, w = x.shape
+    half = kernel_size // 2
+    t = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-(t[None] ** 2) / (2 * sigma[:, None] ** 2))
+    k = (k / k.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (n*c, K)
+    y = x.reshape(1, n * c, h, w)
+    y = F.conv2d(F.pad(y, (half, half, 0, 0), mode="reflect"), k[:, None, None, :], groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, half, half), mode="reflect"), k[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+# ---------------------------------------------------------------------------------------------
+
+class ViewGenerator:
+    """Makes the two augmented, normalised views of a uint8 batch on its own device."""
+
+    def __init__(self, cfg: AugmentConfig, image_size: int, mean, std,
+                 memory_format: torch.memory_format = torch.contiguous_format):
+        self.cfg = resolve_recipe(cfg)
+        self.size = image_size
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
+        self.memory_format = memory_format
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Evaluation input: uint8 -> float, resized to the training size, normalised."""
+        x = images.float().div_(255)
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return self.normalize(x)
+
+    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None):
+        x = images.float().div_(255)
+        return self.view(x, 0, generator), self.view(x, 1, generator)
+
+    def view(self, x: torch.Tensor, index: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """One augmented view of a float batch in [0, 1]; `index` picks the per-view probabilities."""
+        cfg, n, dev = self.cfg, x.shape[0], x.device
+        rand = lambda *shape: torch.rand(*shape, generator=generator, device=dev)
+        boxes = sample_crops(n, x.shape[2], x.shape[3], (cfg.crop_scale_min, cfg.crop_scale_max),
+                             (3 / 4, 4 / 3), generator, dev)
+        x = crop_flip_resize(x, boxes, rand(n) < cfg.flip_p, self.size)
+        if cfg.jitter_p > 0 and cfg.color_strength > 0:
+            s = cfg.color_strength
+            strength = torch.tensor([0.8 * s, 0.8 * s, 0.8 * s], device=dev)
+            lo = (1 - strength).clamp_min(0)
+            u = rand(n, 4)
+            factors = torch.cat([lo + (1 + strength - lo) * u[:, :3],
+                                 (0.2 * s) * (2 * u[:, 3:] - 1)], dim=1)  # hue in [-0.2s, 0.2s]
+            apply = rand(n) < cfg.jitter_p
+            factors = torch.where(apply[:, None], factors, factors.new_tensor([1.0, 1.0, 1.0, 0.0]))
+            order = torch.argsort(rand(n, 4), dim=1)  # a random permutation per image
+            sub = apply.nonzero().squeeze(1)
+            x[sub] = color_jitter(x[sub], factors[sub], order[sub])
+        if cfg.grayscale_p > 0:
+            gray = rand(n) < cfg.grayscale_p
+            x = torch.where(gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+        if cfg.blur_p[index] > 0:
+            kernel = max(3, 2 * round(0.05 * self.size) + 1)  # ~10% of the side, odd
+            sigma = 0.1 + 1.9 * rand(n)
+            blur = (rand(n) < cfg.blur_p[index]).nonzero().squeeze(1)
+            if blur.numel():
+                x[blur] = gaussian_blur(x[blur], sigma[blur], kernel)
+        if cfg.solarize_p[index] > 0:
+            sol = (rand(n) < cfg.solarize_p[index]).view(-1, 1, 1, 1)
+            x = torch.where(sol & (x >= 0.5), 1 - x, x)
+        return self.normalize(x)

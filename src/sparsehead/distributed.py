@@ -1,0 +1,69 @@
+"""Process-group helpers for DDP under torchrun (gloo on CPU, NCCL on GPU).
+
+Gathers used inside losses carry gradients (torch.distributed.nn.functional): a plain
+dist.all_gather / all_reduce would silently drop or mis-scale them.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def setup(device: torch.device) -> None:
+    """Join the process group torchrun describes in the environment (no-op when not launched so)."""
+    if not launched_by_torchrun() or is_distributed():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from all ranks along dim 0; gradients flow back to each rank's piece."""
+    if not is_distributed():
+        return x
+    from torch.distributed.nn.functional import all_gather
+    return torch.cat(all_gather(x), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    if not is_distributed():
+        return x
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks whose backward sums the gradients as well (Barlow Twins' correlation)."""
+    if not is_distributed():
+        return x
+    from torch.distributed.nn.functional import all_reduce
+    return all_reduce(x, op=dist.ReduceOp.SUM)

@@ -1,0 +1,46 @@
+"""BYOL (Grill et al. 2020): an online network with a predictor regresses an EMA target network."""
+import copy
+import math
+
+import torch
+import torch.nn as nn
+
+from ..losses import byol_loss
+from ..models.heads import mlp
+from .base import Method
+
+
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target <- momentum * target + (1 - momentum) * online; buffers (BN statistics) copied."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
+    for t, o in zip(target.buffers(), online.buffers()):
+        t.copy_(o)
+
+
+def cosine_momentum(base: float, step: int, total_steps: int) -> float:
+    """tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2: from tau_base up to 1."""
+    return 1 - (1 - base) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
+
+
+class BYOL(Method):
+    def __init__(self, cfg, backbone):
+        super().__init__(cfg, backbone)
+        self.predictor = mlp(self.embedding_dim, cfg.method.predictor_hidden_dim, self.embedding_dim)
+        # The target is updated only by EMA: frozen for the optimiser.
+        self.target_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+
+    def forward(self, x1, x2):
+        p1 = self.predictor(self.projector(self.backbone(x1)))
+        p2 = self.predictor(self.projector(self.backbone(x2)))
+        with torch.no_grad():
+            t1 = self.target_projector(self.target_backbone(x1))
+            t2 = self.target_projector(self.target_backbone(x2))
+        return byol_loss(p1, t2) + byol_loss(p2, t1), {}
+
+    @torch.no_grad()
+    def after_step(self, step, total_steps):
+        m = cosine_momentum(self.cfg.method.momentum, step, total_steps)
+        ema_update(self.target_backbone, self.backbone, m)
+        ema_update(self.target_projector, self.projector, m)

@@ -1,0 +1,57 @@
+"""Run folders: building a run's model from its config, and loading a trained one back."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint, config
+from .data.views import ViewGenerator
+from .methods import Method, build_method
+from .models.backbones import build_backbone
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present, else the CPU; nothing is hard-coded."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise config.ConfigError(f"train.device: {name} asked for, but no CUDA device is available; "
+                                 "use train.device=auto or cpu")
+    return device
+
+
+def build_model(cfg: config.Config) -> Method:
+    backbone = build_backbone(cfg.model.backbone, cfg.model.width, cfg.model.stem, cfg.data.image_size)
+    return build_method(cfg, backbone)
+
+
+def default_run_name(cfg: config.Config) -> str:
+    return (f"{cfg.method.name}-{cfg.head.kind}-lam{cfg.sparsity.lam:g}-s{cfg.train.seed}-"
+            f"{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+@dataclass
+class TrainedRun:
+    cfg: config.Config
+    method: Method
+    views: ViewGenerator  # the run's normalisation and image size, for evaluation input
+    checkpoint_path: Path
+    run_dir: Path
+    state: dict
+
+
+def load_trained(path_or_run: str | Path, device: torch.device | str = "cpu") -> TrainedRun:
+    """A run's model (eval mode) from a checkpoint file or the newest checkpoint of a run folder."""
+    path = checkpoint.find(path_or_run)
+    state = checkpoint.load(path)
+    cfg = config.from_dict(state["config"], check_paths=False)
+    method = build_model(cfg)
+    method.load_state_dict(state["model"])
+    method.to(device).eval()
+    views = ViewGenerator(cfg.augment, cfg.data.image_size, state["data_mean"], state["data_std"])
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return TrainedRun(cfg, method, views, path, run_dir, state)

@@ -1,0 +1,163 @@
+"""The training loop: one loop for every method, head, data set and device, read top to bottom."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from . import checkpoint, config, distributed as dist
+from .config import Config
+from .data import datasets
+from .data.views import ViewGenerator
+from .evaluate.features import extract
+from .evaluate.knn import knn_accuracy
+from .io import atomic_write_json
+from .metrics_log import MetricLogger
+from .optim import build_optimizer, warmup_cosine
+from .runs import build_model, default_run_name, resolve_device
+from .sparsity import penalized_layers, penalty, sparsity_logs
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (bad data size, non-finite loss), with the step and the fix."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pretrain(cfg: Config, run_dir: Optional[str | Path] = None) -> dict:
+    """Pretrain as `cfg` says; resume when `run_dir` already holds a checkpoint. Returns the summary."""
+    device = resolve_device(cfg.train.device)
+    dist.setup(device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    world, rank = dist.world_size(), dist.rank()
+
+    # --- data: decoded once into uint8, validated before any training work -------------------
+    data = datasets.load(cfg.data, "pretrain")
+    batch = cfg.train.batch_size
+    if batch % world:
+        raise TrainingError(f"train.batch_size={batch} must be divisible by the {world} processes")
+    if len(data) < batch:
+        raise TrainingError(f"the data set has {len(data)} images, fewer than train.batch_size={batch}; "
+                            "lower train.batch_size or use more data")
+    mean, std = data.channel_stats()
+    views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std)
+    images = data.images.to(device) if device.type == "cuda" else data.images  # small sets fit on the GPU
+    local_batch = batch // world
+    sampler = DistributedSampler(range(len(data)), num_replicas=world, rank=rank, shuffle=True,
+                                 seed=cfg.train.seed, drop_last=True)
+    steps_per_epoch = len(sampler) // local_batch
+    total_steps = steps_per_epoch * cfg.train.epochs
+
+    # --- model, optimiser, schedule ----------------------------------------------------------
+    method = build_model(cfg).to(device)
+    if world > 1 and cfg.model.sync_batchnorm:
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else method
+    optimizer = build_optimizer(cfg.optim, method)
+    scheduler = warmup_cosine(optimizer, round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps,
+                              cfg.optim.min_lr_ratio)
+    sparse_layers = penalized_layers(method.sparse_head(), cfg.sparsity.layers)
+    augment_rng = torch.Generator(device=device)
+    augment_rng.manual_seed(cfg.train.seed * 1_000_003 + rank)  # per-rank views, reproducible
+
+    # --- run folder, and resume from its last good checkpoint --------------------------------
+    run_dir = Path(run_dir) if run_dir else Path(cfg.train.out_dir) / (cfg.train.run_name or default_run_name(cfg))
+    step = 0
+    resumed = checkpoint.latest_loadable(run_dir)
+    if resumed is not None:
+        path, state = resumed
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        augment_rng.set_state(state["augment_rng"].to(augment_rng.get_state().device))
+        torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(cfg, run_dir / "config.yaml")
+    logger = MetricLogger(run_dir, enabled=dist.is_main())
+
+    def save_checkpoint():
+        if not dist.is_main():
+            return
+        checkpoint.save(run_dir, {
+            "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "step": step, "epoch": step // steps_per_epoch,
+            "augment_rng": augment_rng.get_state(), "torch_rng": torch.get_rng_state(),
+            "config": config.to_dict(cfg), "data_mean": mean, "data_std": std}, step)
+
+    # --- the loop ------------------------------------------------------------------------------
+    last_step = min(total_steps, cfg.train.max_steps or total_steps)
+    bar = tqdm(total=last_step, initial=step, desc="pretrain", unit="step", dynamic_ncols=True,
+               disable=not (cfg.train.progress and dist.is_main()))
+    model.train()
+    while step < last_step:
+        epoch, first_batch = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        for b in range(first_batch, steps_per_epoch):
+            idx = order[b * local_batch:(b + 1) * local_batch]
+            x1, x2 = views(images[idx].to(device, non_blocking=True), augment_rng)
+            ssl_loss, logs = model(x1, x2)
+            pen = penalty(sparse_layers) if cfg.sparsity.lam > 0 else torch.zeros((), device=device)
+            loss = ssl_loss + cfg.sparsity.lam * pen
+            if not torch.isfinite(loss):
+                raise TrainingError(f"non-finite loss ({loss.item()}) at step {step + 1}; the last good "
+                                    f"checkpoint in {run_dir} is intact. Lower optim.lr or check the data.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            method.after_step(step, total_steps)
+            bar.update(1)
+            if step % cfg.train.log_every == 0 or step == last_step:
+                record = {"step": step, "epoch": step / steps_per_epoch, "loss": ssl_loss.item(),
+                          "penalty": pen.item(), "lr": scheduler.get_last_lr()[0], **logs,
+                          **sparsity_logs(sparse_layers, cfg.sparsity.support_threshold)}
+                logger.log(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
+                save_checkpoint()
+            if step >= last_step:
+                break
+    bar.close()
+    save_checkpoint()
+
+    # --- k-NN of the frozen backbone (the paper's k = 5 vote and the k = 200 monitor) ----------
+    summary = {"run_dir": str(run_dir), "steps": step}
+    if dist.is_main():
+        summary.update(knn_summary(method, cfg, views, device))
+        atomic_write_json(run_dir / "results.json", summary)
+        logger.log({"step": step, **{k: v for k, v in summary.items() if k.startswith("knn")}})
+    logger.close()
+    dist.cleanup()
+    return summary
+
+
+def knn_summary(method, cfg: Config, views: ViewGenerator, device) -> dict:
+    train = datasets.load(cfg.data, "train")
+    test = datasets.load(cfg.data, "test")
+    r_train, _ = extract(method, train, views, device)
+    r_test, _ = extract(method, test, views, device)
+    k = cfg.eval.knn_k
+    return {
+        f"knn{k}_top1": knn_accuracy(r_train, train.labels, r_test, test.labels, k,
+                                     batch_size=cfg.eval.knn_batch_size),
+        "knn200_weighted_top1": knn_accuracy(r_train, train.labels, r_test, test.labels,
+                                             min(200, len(train)), temperature=0.1,
+                                             batch_size=cfg.eval.knn_batch_size),
+    }
