@@ -53,3 +53,26 @@ def sparsity_logs(layers: list[nn.Linear], threshold: float) -> dict[str, float]
         logs[f"{tag}/colnorm_median"] = norms.median().item()
         logs[f"{tag}/colnorm_min"] = norms.min().item()
     return logs
+
+
+class SparseHeadRegularizer:
+    """What the training loop needs of SparseHead: the penalty term, the work after an optimiser
+    step, and what to log. Variants (proximal step, adaptive lambda) live here, not in the loop."""
+
+    def __init__(self, cfg, head: nn.Module):
+        self.cfg = cfg
+        self.layers = penalized_layers(head, cfg.layers)
+        self.lam = cfg.lam
+
+    def loss(self) -> torch.Tensor:
+        """lambda * sum of the L2,1 norms of the penalised weights (0 when lambda is 0)."""
+        if self.lam == 0 or not self.layers:
+            return torch.zeros((), device=self.layers[0].weight.device if self.layers else "cpu")
+        return self.lam * penalty(self.layers)
+
+    @torch.no_grad()
+    def after_step(self, lr: float) -> None:
+        """Called after each optimiser step with the current learning rate."""
+
+    def logs(self) -> dict[str, float]:
+        return {"lambda": self.lam, **sparsity_logs(self.layers, self.cfg.support_threshold)}

@@ -21,7 +21,7 @@ from .io import atomic_write_json
 from .metrics_log import MetricLogger
 from .optim import build_optimizer, warmup_cosine
 from .runs import build_model, default_run_name, resolve_device
-from .sparsity import penalized_layers, penalty, sparsity_logs
+from .sparsity import SparseHeadRegularizer
 
 
 class TrainingError(RuntimeError):
@@ -69,7 +69,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None) -> dict:
     optimizer = build_optimizer(cfg.optim, method)
     scheduler = warmup_cosine(optimizer, round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps,
                               cfg.optim.min_lr_ratio)
-    sparse_layers = penalized_layers(method.sparse_head(), cfg.sparsity.layers)
+    sparse_head = SparseHeadRegularizer(cfg.sparsity, method.sparse_head())
     augment_rng = torch.Generator(device=device)
     augment_rng.manual_seed(cfg.train.seed * 1_000_003 + rank)  # per-rank views, reproducible
 
@@ -112,14 +112,15 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None) -> dict:
             idx = order[b * local_batch:(b + 1) * local_batch]
             x1, x2 = views(images[idx].to(device, non_blocking=True), augment_rng)
             ssl_loss, logs = model(x1, x2)
-            pen = penalty(sparse_layers) if cfg.sparsity.lam > 0 else torch.zeros((), device=device)
-            loss = ssl_loss + cfg.sparsity.lam * pen
+            pen = sparse_head.loss()
+            loss = ssl_loss + pen
             if not torch.isfinite(loss):
                 raise TrainingError(f"non-finite loss ({loss.item()}) at step {step + 1}; the last good "
                                     f"checkpoint in {run_dir} is intact. Lower optim.lr or check the data.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            sparse_head.after_step(scheduler.get_last_lr()[0])
             scheduler.step()
             step += 1
             method.after_step(step, total_steps)
@@ -127,7 +128,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None) -> dict:
             if step % cfg.train.log_every == 0 or step == last_step:
                 record = {"step": step, "epoch": step / steps_per_epoch, "loss": ssl_loss.item(),
                           "penalty": pen.item(), "lr": scheduler.get_last_lr()[0], **logs,
-                          **sparsity_logs(sparse_layers, cfg.sparsity.support_threshold)}
+                          **sparse_head.logs()}
                 logger.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
