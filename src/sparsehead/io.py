@@ -14,6 +14,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give the usual permissions
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -27,6 +28,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
