@@ -143,7 +143,7 @@ def load(path: str | Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only load failed" not in str(err).lower():  # a damaged pickle stream
+        if "GLOBAL" not in str(err):  # not a request for a Python object: a damaged pickle stream
             raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({err})") from None
         raise CheckpointError(
             f"refusing to load {path}: it asks to build arbitrary Python objects, which can run code "
@@ -164,9 +164,8 @@ def load(path: str | Path, map_location="cpu") -> dict:
 
 
 def _first_reason(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    detail = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
-    return (detail or lines or ["no detail"])[0][:200]
+    lines = [ln.strip() for ln in str(err).splitlines() if "GLOBAL" in ln]
+    return lines[0][:200] if lines else "no detail"
 
 
 def find(path_or_run: str | Path) -> Path:
