@@ -144,7 +144,7 @@ def _read_rgb(path: Path) -> torch.Tensor:
         img = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError as err:
         if "Unsupported image file" not in str(err):
-            raise RuntimeError(re.sub(r"^\w+, \S+:\d+, ", "", str(err))) from None  # drop the C++ location
+            raise RuntimeError(re.sub(r"^[^,]*, \S+:\d+, ", "", str(err))) from None  # drop the C++ location
         from PIL import Image
         with Image.open(path) as pil:
             img = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1).contiguous()
