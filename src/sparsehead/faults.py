@@ -45,9 +45,13 @@ class NonFiniteGuard:
         if self.mode == "skip":
             self._buffers = [b.detach().clone() for b in self.model.buffers()]
 
-    def check(self, step: int, loss: torch.Tensor) -> bool:
-        """After backward: True when loss and gradients are finite and the update may go ahead."""
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+    def check(self, step: int, loss: torch.Tensor, check_grads: bool = True) -> bool:
+        """After backward: True when loss and gradients are finite and the update may go ahead.
+
+        check_grads=False when an fp16 GradScaler is in use: overflowing scaled gradients are then
+        routine, and the scaler itself skips those steps and lowers its scale.
+        """
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None] if check_grads else []
         grad_max = torch.nn.utils.get_total_norm(grads, norm_type=float("inf")) if grads else loss.new_zeros(())
         loss_ok, grads_ok = torch.stack([loss.detach().isfinite(), grad_max.isfinite()]).tolist()  # one sync
         if loss_ok and grads_ok:
