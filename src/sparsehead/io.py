@@ -7,6 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+UMASK = os.umask(0o022)  # reading the umask means setting it: put it straight back
+os.umask(UMASK)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb") -> None:
     """Write through `write(file)` into a temporary file beside `path`, fsync, then rename."""
@@ -14,8 +17,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give the usual permissions
         with os.fdopen(fd, mode) as f:
+            os.fchmod(f.fileno(), 0o666 & ~UMASK)  # mkstemp makes it owner-only; give the usual permissions
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -28,12 +31,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
