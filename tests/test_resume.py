@@ -89,6 +89,7 @@ def test_sigkilled_run_resumes_bitwise_equal_to_an_unbroken_one(reference_run, t
     proc = run_cli(*resume_args, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert_same_training_state(final_state(run_dir), final_state(reference_run), context)
+    print(f"bitwise equal after {context}")
     # metrics.jsonl reads as one unbroken run: no duplicated steps, the same losses
     ours, theirs = read_metrics(run_dir), read_metrics(reference_run)
     assert [r["step"] for r in ours] == [r["step"] for r in theirs], context
