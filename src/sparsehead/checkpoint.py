@@ -1,36 +1,130 @@
-"""Checkpoints: written atomically, loaded without unpickling code (weights_only=True)."""
+"""Checkpoint files: written atomically, verified by a content digest, loaded without unpickling code.
+
+A checkpoint is a torch.save'd dict of tensors and plain values. It carries a SHA-256 digest of its
+own content, because torch.load does not check the zip's CRCs: a flipped byte in a tensor would
+otherwise load silently wrong. Loading uses weights_only=True, so a file that asks to build
+arbitrary Python objects (which is how a pickle runs code) is refused.
+"""
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
+import shutil
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from .faults import sigkill_point
 from .io import atomic_write
 
 PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
+FORMAT = 1  # the layout of the dict (see docs/reliability.md); bump it when the layout changes
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used, and why."""
+    """A checkpoint that cannot be used or written, and why."""
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+# --- writing ----------------------------------------------------------------------------------
+
 def save(run_dir: str | Path, state: dict, step: int, keep: int = 3) -> Path:
-    """Write `state` as checkpoints/ckpt-<step>.pt (temp file, fsync, rename); keep the last `keep`."""
-    folder = checkpoint_dir(run_dir)
-    path = folder / f"ckpt-{step:08d}.pt"
-    atomic_write(path, lambda f: torch.save(state, f))
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    """Write `state` as checkpoints/ckpt-<step>.pt (temp file, fsync, rename); keep the newest `keep`.
+
+    A failed write (disk full, read-only folder) leaves no partial file and the older checkpoints intact.
+    """
+    state = _to_cpu({**state, "format": FORMAT})
+    state["digest"] = digest(state)
+    path = checkpoint_dir(run_dir) / f"ckpt-{step:08d}.pt"
+
+    def write(f):
+        torch.save(state, f)
+        sigkill_point("checkpoint", step)
+
+    try:
+        atomic_write(path, write)
+    except OSError as err:
+        previous = list_checkpoints(run_dir)
+        kept = f"the previous checkpoint {previous[-1].name} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(
+            f"could not write checkpoint {path} ({err.strerror or err}); {kept}. Free space in (or fix the "
+            f"permissions of) {path.parent}, then continue with `sparsehead pretrain --resume {run_dir}`.") from None
+    for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
+
+def digest(state) -> str:
+    """SHA-256 of a checkpoint's content: every tensor's dtype, shape and bytes, and every plain value."""
+    h = hashlib.sha256()
+    _feed(h, state)
+    return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}|".encode())
+        for key in sorted(obj, key=repr):
+            _feed(h, key)
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__}{len(obj)}|".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r}|".encode())
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_cpu(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def check_writable(run_dir: str | Path) -> None:
+    """Before any work: the run folder (and its checkpoints/ folder) can be created and written."""
+    folder = checkpoint_dir(run_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        atomic_write(probe, lambda f: f.write(b"ok"))
+        probe.unlink()
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot write to the run folder {run_dir} ({err.strerror or err}); choose a writable place "
+            "with --run-dir or train.out_dir, or fix the folder's permissions.") from None
+
+
+def check_free_space(run_dir: str | Path, model: torch.nn.Module) -> None:
+    """Before training: room for two checkpoints (the new one is written beside the last one).
+
+    A checkpoint holds the weights and the optimiser's moments: about three times the model's state.
+    """
+    size = 3 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    free = shutil.disk_usage(checkpoint_dir(run_dir)).free
+    if free < 2 * size:
+        raise CheckpointError(
+            f"the run folder {run_dir} has {free / 2**20:.1f} MiB free, but a checkpoint of this model takes "
+            f"about {size / 2**20:.1f} MiB and writing one needs room for two; free space there or choose "
+            "another train.out_dir.")
+
+
+# --- reading ----------------------------------------------------------------------------------
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Checkpoint files of a run, oldest first."""
@@ -42,22 +136,36 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint safely: tensors and plain containers only, never arbitrary objects."""
+    """Load a checkpoint safely: tensors and plain containers only, content verified by its digest."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # not a request for a Python object: a damaged pickle stream
+            raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({err})") from None
         raise CheckpointError(
-            f"refusing to load {path}: it needs arbitrary unpickling, which can run code "
-            f"({str(err).splitlines()[0]}). Only load checkpoints from sources you trust, and re-save "
-            "them as plain state_dicts.") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({err})") from None
+            f"refusing to load {path}: it asks to build arbitrary Python objects, which can run code "
+            f"({_first_reason(err)}). sparsehead checkpoints hold only tensors and plain values; if you "
+            "trust the file's source, re-save its weights as a plain state_dict.") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as err:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a sparsehead checkpoint (no 'model' entry)")
+    stored = state.pop("digest", None)
+    if stored is None:
+        warnings.warn(f"{path} has no content digest (written by an older sparsehead); it cannot be verified")
+    elif digest(state) != stored:
+        raise CheckpointError(f"checkpoint {path} is corrupt: its content does not match the digest "
+                              "stored in it (a damaged disk or an interrupted copy)")
     return state
+
+
+def _first_reason(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if "GLOBAL" in ln]
+    return lines[0][:200] if lines else "no detail"
 
 
 def find(path_or_run: str | Path) -> Path:
@@ -73,12 +181,27 @@ def find(path_or_run: str | Path) -> Path:
     raise CheckpointError(f"{p} is neither a checkpoint file nor a run folder")
 
 
-def latest_loadable(run_dir: str | Path) -> Optional[tuple[Path, dict]]:
-    """The newest checkpoint of a run that loads; damaged newer ones are skipped with a warning."""
-    import warnings
+def latest_loadable(run_dir: str | Path, set_aside: bool = False) -> Optional[tuple[Path, dict]]:
+    """The newest checkpoint of a run that loads; damaged newer ones are skipped with a warning.
+
+    set_aside=True renames them to *.damaged, so that keeping the newest K checkpoints never
+    keeps a damaged file in place of a good one (the file stays there for inspection).
+    """
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return path, load(path)
         except CheckpointError as err:
-            warnings.warn(f"skipping damaged checkpoint: {err}")
+            note = ""
+            if set_aside:
+                path.replace(path.with_name(path.name + ".damaged"))
+                note = f" (renamed to {path.name}.damaged)"
+            warnings.warn(f"skipping damaged checkpoint{note}: {err}")
     return None
+
+
+def remove_partial_writes(run_dir: str | Path) -> None:
+    """Temporary files of checkpoint writes a kill interrupted (never renamed into place)."""
+    folder = checkpoint_dir(run_dir)
+    if folder.is_dir():
+        for tmp in folder.glob(".ckpt-*.tmp"):
+            tmp.unlink(missing_ok=True)

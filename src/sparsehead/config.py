@@ -118,7 +118,13 @@ class TrainConfig:
     device: str = opt("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N")
     out_dir: str = opt("runs", "parent folder of run folders")
     run_name: Optional[str] = opt(None, "run folder name (default: method-head-lam-seed-time)")
-    checkpoint_every: int = opt(0, "save a checkpoint every N steps (0: only at the end)", min=0)
+    checkpoint_every: int = opt(1000, "save a checkpoint every N steps (0: only at the end)", min=0)
+    keep_checkpoints: int = opt(3, "how many of the newest checkpoints a run folder keeps", min=1)
+    nonfinite: Literal["stop", "skip"] = opt(
+        "stop", "a NaN/Inf loss or gradient: stop the run (last checkpoint kept), or skip the step "
+        "(no update) and count it")
+    nonfinite_max_skips: int = opt(10, "with train.nonfinite=skip: stop after this many consecutive "
+                                       "skipped steps", min=1)
     log_every: int = opt(10, "write metrics every N steps", min=1)
     progress: bool = opt(True, "show a tqdm progress bar")
     threads: Optional[int] = opt(None, "CPU threads for torch (default: torch's choice)", min=1)

@@ -7,6 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+UMASK = os.umask(0o022)  # reading the umask means setting it: put it straight back
+os.umask(UMASK)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb") -> None:
     """Write through `write(file)` into a temporary file beside `path`, fsync, then rename."""
@@ -15,6 +18,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
+            os.fchmod(f.fileno(), 0o666 & ~UMASK)  # mkstemp makes it owner-only; give the usual permissions
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -4,16 +4,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .io import atomic_write_text
+
 
 class MetricLogger:
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True, start_step: int = 0):
+        """start_step: the step a run (re)starts from; records logged after it by an interrupted
+        earlier attempt are dropped, so a resumed run's metrics read as one unbroken run."""
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self.writer = None
+        if enabled and self.path.is_file():
+            kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=start_step + 1)
             except ImportError:  # the optional extra is not installed
                 self.writer = None
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import random
+import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -11,12 +13,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from . import checkpoint, config, distributed as dist
+from . import checkpoint, config, distributed as dist, resume
 from .config import Config
 from .data import datasets
 from .data.views import ViewGenerator
 from .evaluate.features import extract
 from .evaluate.knn import knn_accuracy
+from .faults import NonFiniteGuard, sigkill_point
 from .io import atomic_write_json
 from .metrics_log import MetricLogger
 from .optim import build_optimizer, warmup_cosine
@@ -34,14 +37,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pretrain(cfg: Config, run_dir: Optional[str | Path] = None) -> dict:
-    """Pretrain as `cfg` says; resume when `run_dir` already holds a checkpoint. Returns the summary."""
+def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = False) -> dict:
+    """Pretrain as `cfg` says; resume when `run_dir` already holds a checkpoint made with the same
+    config (force: even when other keys than resume.RESUME_MAY_DIFFER differ). Returns the summary."""
     device = resolve_device(cfg.train.device)
     dist.setup(device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     world, rank = dist.world_size(), dist.rank()
+
+    # --- run folder: writable, and its last good checkpoint checked against cfg, before any work ---
+    run_dir = Path(run_dir) if run_dir else Path(cfg.train.out_dir) / (cfg.train.run_name or default_run_name(cfg))
+    if dist.is_main():
+        checkpoint.check_writable(run_dir)
+    resumed = resume.resume_point(run_dir, cfg, force)
 
     # --- data: decoded once into uint8, validated before any training work -------------------
     data = datasets.load(cfg.data, "pretrain")
@@ -51,6 +61,8 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None) -> dict:
     if len(data) < batch:
         raise TrainingError(f"the data set has {len(data)} images, fewer than train.batch_size={batch}; "
                             "lower train.batch_size or use more data")
+    if data.skipped:
+        warnings.warn(f"training without {data.skipped} unreadable image(s) (data.bad_images=skip)")
     mean, std = data.channel_stats()
     views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std)
     images = data.images.to(device) if device.type == "cuda" else data.images  # small sets fit on the GPU
@@ -70,34 +82,39 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None) -> dict:
     scheduler = warmup_cosine(optimizer, round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps,
                               cfg.optim.min_lr_ratio)
     sparse_head = SparseHeadRegularizer(cfg.sparsity, method.sparse_head())
+    guard = NonFiniteGuard(cfg.train, method, run_dir)
     augment_rng = torch.Generator(device=device)
     augment_rng.manual_seed(cfg.train.seed * 1_000_003 + rank)  # per-rank views, reproducible
 
-    # --- run folder, and resume from its last good checkpoint --------------------------------
-    run_dir = Path(run_dir) if run_dir else Path(cfg.train.out_dir) / (cfg.train.run_name or default_run_name(cfg))
+    # --- resume exactly: weights, optimiser, schedule, every random state, the data position ------
     step = 0
-    resumed = checkpoint.latest_loadable(run_dir)
     if resumed is not None:
         path, state = resumed
+        resume.check_data_position(state, len(data), steps_per_epoch, force)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        augment_rng.set_state(state["augment_rng"].to(augment_rng.get_state().device))
-        torch.set_rng_state(state["torch_rng"])
+        resume.restore_rng(state["rng"], augment_rng)
+        guard.load_state_dict(state["nonfinite"])
         step = state["step"]
+        if dist.is_main():
+            print(f"resuming {run_dir} from {path.name} (step {step})", file=sys.stderr)
     if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.check_free_space(run_dir, method)
         config.save(cfg, run_dir / "config.yaml")
-    logger = MetricLogger(run_dir, enabled=dist.is_main())
+    logger = MetricLogger(run_dir, enabled=dist.is_main(), start_step=step)
 
     def save_checkpoint():
+        guard.check_parameters(step)
+        rng = resume.gather_rng(resume.capture_rng(augment_rng))  # a collective: every rank takes part
         if not dist.is_main():
             return
         checkpoint.save(run_dir, {
             "model": method.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "step": step, "epoch": step // steps_per_epoch,
-            "augment_rng": augment_rng.get_state(), "torch_rng": torch.get_rng_state(),
-            "config": config.to_dict(cfg), "data_mean": mean, "data_std": std}, step)
+            "rng": rng, "data_position": resume.data_position(step, steps_per_epoch, len(data)),
+            "nonfinite": guard.state_dict(), "config": config.to_dict(cfg),
+            "data_mean": mean, "data_std": std}, step, keep=cfg.train.keep_checkpoints)
 
     # --- the loop ------------------------------------------------------------------------------
     last_step = min(total_steps, cfg.train.max_steps or total_steps)
@@ -110,29 +127,29 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None) -> dict:
         order = torch.tensor(list(sampler))
         for b in range(first_batch, steps_per_epoch):
             idx = order[b * local_batch:(b + 1) * local_batch]
+            guard.begin()
             x1, x2 = views(images[idx].to(device, non_blocking=True), augment_rng)
             ssl_loss, logs = model(x1, x2)
             pen = sparse_head.loss()
             loss = ssl_loss + pen
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss ({loss.item()}) at step {step + 1}; the last good "
-                                    f"checkpoint in {run_dir} is intact. Lower optim.lr or check the data.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            sparse_head.after_step(scheduler.get_last_lr()[0])
+            if guard.check(step + 1, loss):  # NaN/Inf: stop (train.nonfinite=stop) or skip the update
+                optimizer.step()
+                sparse_head.after_step(scheduler.get_last_lr()[0])
+                method.after_step(step + 1, total_steps)
             scheduler.step()
             step += 1
-            method.after_step(step, total_steps)
             bar.update(1)
             if step % cfg.train.log_every == 0 or step == last_step:
                 record = {"step": step, "epoch": step / steps_per_epoch, "loss": ssl_loss.item(),
                           "penalty": pen.item(), "lr": scheduler.get_last_lr()[0], **logs,
-                          **sparse_head.logs()}
+                          **sparse_head.logs(), **guard.logs()}
                 logger.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 save_checkpoint()
+            sigkill_point("step", step)
             if step >= last_step:
                 break
     bar.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -132,10 +133,30 @@ def _list_files(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, classes
 
 
-def _decode(path: Path, size: int) -> torch.Tensor:
+def _read_rgb(path: Path) -> torch.Tensor:
+    """An image file as uint8 RGB (3, H, W): grayscale, RGBA (alpha dropped) and palette images are
+    converted. torchvision decodes JPEG/PNG/WebP/GIF; Pillow the other formats (BMP, TIFF, PPM)."""
     from torchvision.io import ImageReadMode, decode_image
-    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-    img = decode_image(data, mode=ImageReadMode.RGB)  # grayscale, RGBA and palette images become RGB
+    raw = path.read_bytes()
+    if not raw:
+        raise ValueError("the file is empty")
+    try:
+        img = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError as err:
+        if "Unsupported image file" not in str(err):
+            raise RuntimeError(re.sub(r"^[^,]*, \S+:\d+, ", "", str(err))) from None  # drop the C++ location
+        from PIL import Image
+        with Image.open(path) as pil:
+            img = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1).contiguous()
+    img = img[0] if img.ndim == 4 else img  # an animated GIF: its first frame
+    if img.dtype != torch.uint8:  # 16-bit PNGs decode to uint16
+        from torchvision.transforms.v2.functional import to_dtype
+        img = to_dtype(img, torch.uint8, scale=True)
+    return img
+
+
+def _decode(path: Path, size: int) -> torch.Tensor:
+    img = _read_rgb(path)
     if img.shape[1:] != (size, size):  # shorter side to `size`, then centre crop
         h, w = img.shape[1:]
         scale = size / min(h, w)
@@ -147,8 +168,9 @@ def _decode(path: Path, size: int) -> torch.Tensor:
     return img
 
 
-def _cache_key(files: list[Path], size: int) -> str:
-    h = hashlib.sha256(f"v1 size={size}".encode())
+def _cache_key(files: list[Path], size: int, bad_images: str) -> str:
+    # bad_images is part of the key: a cache built with "skip" must not hide bad files from "fail"
+    h = hashlib.sha256(f"v1 size={size} bad_images={bad_images}".encode())
     for f in files:
         st = f.stat()
         h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -165,7 +187,7 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     size = cfg.image_size
     cache_path = None
     if cfg.cache_dir:
-        cache_path = Path(cfg.cache_dir).expanduser() / f"imagefolder-{_cache_key(files, size)}.pt"
+        cache_path = Path(cfg.cache_dir).expanduser() / f"imagefolder-{_cache_key(files, size, cfg.bad_images)}.pt"
         cached = _read_cache(cache_path)
         if cached is not None:
             return cached
@@ -173,7 +195,7 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     def decode(path):
         try:
             return _decode(path, size)
-        except (RuntimeError, ValueError, OSError) as err:
+        except Exception as err:  # any decoder failure is this file's problem, reported by path
             return err
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -186,6 +208,11 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     for f, r in bad:
         warnings.warn(f"skipping unreadable image {f}: {r}")
     keep = [i for i, r in enumerate(decoded) if not isinstance(r, Exception)]
+    if not keep:
+        raise DataError(f"none of the {len(files)} images in {folder} could be read (first: {bad[0][0]}: "
+                        f"{bad[0][1]}); check the files")
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) of {len(files)} in {folder} (data.bad_images=skip)")
     data = ImageSet(torch.stack([decoded[i] for i in keep]), torch.tensor([labels[i] for i in keep]),
                     classes, skipped=len(bad))
     if cache_path is not None:

@@ -1,0 +1,94 @@
+"""What the training loop does when a step goes numerically wrong, and the fault-injection point tests use.
+
+A NaN/Inf loss or gradient either stops the run (train.nonfinite=stop: nothing is updated, so the
+last checkpoint stays the last good state) or skips the step (train.nonfinite=skip: no optimiser
+update, no EMA update, BatchNorm statistics put back) and counts it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import warnings
+
+import torch
+import torch.nn as nn
+
+KILL_ENV = "SPARSEHEAD_TEST_SIGKILL"  # "step:K" or "checkpoint:K", for tests only
+
+
+class NonFiniteError(RuntimeError):
+    """The run met a NaN/Inf and stopped; the message names the step and the fix."""
+
+
+def sigkill_point(where: str, step: int) -> None:
+    """Tests only: SIGKILL this process at a named point, as pre-emption or the OOM killer would.
+
+    "step:K" fires after step K (and its checkpoint, if any); "checkpoint:K" fires halfway through
+    writing checkpoint K, after its bytes are written and before it is renamed into place.
+    """
+    if os.environ.get(KILL_ENV) == f"{where}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NonFiniteGuard:
+    def __init__(self, cfg, model: nn.Module, run_dir):
+        self.mode = cfg.nonfinite
+        self.max_skips = cfg.nonfinite_max_skips
+        self.model = model
+        self.run_dir = run_dir
+        self.skipped = 0  # steps skipped over the whole run
+        self.consecutive = 0
+        self._buffers: list[torch.Tensor] = []
+
+    def begin(self) -> None:
+        """Before the forward pass: remember BatchNorm statistics, which a bad batch would poison."""
+        if self.mode == "skip":
+            self._buffers = [b.detach().clone() for b in self.model.buffers()]
+
+    def check(self, step: int, loss: torch.Tensor, check_grads: bool = True) -> bool:
+        """After backward: True when loss and gradients are finite and the update may go ahead.
+
+        check_grads=False when an fp16 GradScaler is in use: overflowing scaled gradients are then
+        routine, and the scaler itself skips those steps and lowers its scale.
+        """
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None] if check_grads else []
+        grad_max = torch.nn.utils.get_total_norm(grads, norm_type=float("inf")) if grads else loss.new_zeros(())
+        loss_ok, grads_ok = torch.stack([loss.detach().isfinite(), grad_max.isfinite()]).tolist()  # one sync
+        if loss_ok and grads_ok:
+            self.consecutive = 0
+            return True
+        what = f"loss ({loss.item()})" if not loss_ok else "gradient (the loss was finite)"
+        if self.mode == "stop":
+            raise NonFiniteError(
+                f"non-finite {what} at step {step}; stopped before updating, so the last checkpoint in "
+                f"{self.run_dir} is the last good state. Lower optim.lr, check the data, or set "
+                "train.nonfinite=skip to skip such steps.")
+        for saved, live in zip(self._buffers, self.model.buffers()):
+            live.copy_(saved)
+        self.skipped += 1
+        self.consecutive += 1
+        warnings.warn(f"skipping step {step}: non-finite {what} ({self.skipped} skipped so far)")
+        if self.consecutive >= self.max_skips:
+            raise NonFiniteError(
+                f"{self.consecutive} consecutive steps up to step {step} had a non-finite loss or gradient "
+                f"(train.nonfinite_max_skips={self.max_skips}); the run is diverging. Lower optim.lr or "
+                f"check the data; the last checkpoint in {self.run_dir} is intact.")
+        return False
+
+    @torch.no_grad()
+    def check_parameters(self, step: int) -> None:
+        """Before a checkpoint: never save weights an update has made non-finite."""
+        bad = [name for name, p in self.model.named_parameters() if not bool(p.isfinite().all())]
+        if bad:
+            raise NonFiniteError(
+                f"parameters became non-finite by step {step} ({', '.join(bad[:3])}...); not saving them, "
+                f"so the last checkpoint in {self.run_dir} is intact. Lower optim.lr.")
+
+    def logs(self) -> dict[str, int]:
+        return {"nonfinite_skipped": self.skipped} if self.mode == "skip" else {}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"skipped": self.skipped, "consecutive": self.consecutive}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.skipped, self.consecutive = state["skipped"], state["consecutive"]

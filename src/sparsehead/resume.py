@@ -1,0 +1,182 @@
+"""Resuming a run exactly where it stopped.
+
+Besides weights, optimiser and schedules, a checkpoint holds the random states of every process
+(torch CPU and CUDA, numpy, Python, the augmentation generator) and the position in the data
+order, so a resumed run draws the same batches and views as one that was never stopped. A run
+folder is resumed only with the config it was made with: the keys in RESUME_MAY_DIFFER may
+change, any other change is refused unless forced.
+"""
+from __future__ import annotations
+
+import random
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from . import checkpoint, config, distributed as dist
+from .checkpoint import CheckpointError
+
+# Keys that do not change what a run computes (or only where it runs); resuming may change them.
+RESUME_MAY_DIFFER = {
+    "train.progress": "the progress bar",
+    "train.log_every": "how often metrics are written",
+    "train.checkpoint_every": "how often checkpoints are written",
+    "train.keep_checkpoints": "how many checkpoints are kept",
+    "train.max_steps": "where the run stops (the schedules span train.epochs either way)",
+    "train.device": "the device (cuda:0 or cuda:1, auto or cuda); moving between cpu and cuda restarts "
+                    "the augmentation random stream, so views then differ from an unbroken run",
+    "train.threads": "CPU threads (a different count can change float rounding on the CPU)",
+    "train.out_dir": "where the run folder lives (it may be moved)",
+    "train.run_name": "the run folder's name (it may be renamed)",
+    "train.nonfinite": "what a NaN/Inf step does",
+    "train.nonfinite_max_skips": "how many consecutive NaN/Inf steps are skipped",
+    "data.cache_dir": "where decoded imagefolder data is cached",
+    "data.download": "whether torchvision may download missing data",
+    "eval.knn_batch_size": "the memory use of the final k-NN",
+}
+
+
+# --- random states ------------------------------------------------------------------------------
+
+def capture_rng(augment_rng: torch.Generator) -> dict:
+    """This process's random states as tensors and plain values (loadable with weights_only=True)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+        "augment": augment_rng.get_state(), "augment_device": augment_rng.device.type,
+    }
+    if augment_rng.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(augment_rng.device)
+    return state
+
+
+def gather_rng(local: dict) -> list[dict]:
+    """Every process's random states, in rank order (a collective: all ranks must call it)."""
+    if not dist.is_distributed():
+        return [local]
+    states: list = [None] * dist.world_size()
+    torch.distributed.all_gather_object(states, local)
+    return states
+
+
+def restore_rng(states: list[dict], augment_rng: torch.Generator) -> None:
+    """Put back this process's random states from a checkpoint's per-rank list."""
+    if len(states) != dist.world_size():
+        warnings.warn(f"the checkpoint was made by {len(states)} processes, this run has {dist.world_size()}: "
+                      "the random streams start afresh, so the run is no longer identical to an unbroken one")
+        return
+    s = states[dist.rank()]
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
+    if s["augment_device"] != augment_rng.device.type:
+        warnings.warn(f"the checkpoint's augmentation generator ran on {s['augment_device']}, this run uses "
+                      f"{augment_rng.device.type}: the augmentation random stream starts afresh")
+        return
+    augment_rng.set_state(s["augment"])
+    if "cuda" in s:
+        torch.cuda.set_rng_state(s["cuda"], augment_rng.device)
+
+
+# --- the data order -------------------------------------------------------------------------------
+
+def data_position(step: int, steps_per_epoch: int, dataset_size: int) -> dict:
+    """Where in the (seeded, per-epoch) data order the next step starts."""
+    epoch, batch = divmod(step, steps_per_epoch)
+    return {"epoch": epoch, "batch": batch, "steps_per_epoch": steps_per_epoch,
+            "dataset_size": dataset_size, "world_size": dist.world_size()}
+
+
+def check_data_position(state: dict, dataset_size: int, steps_per_epoch: int, force: bool) -> None:
+    """The data must be the data the checkpoint was made on, or the order (and so the run) differs."""
+    pos = state["data_position"]
+    if pos["dataset_size"] != dataset_size or pos["steps_per_epoch"] != steps_per_epoch:
+        msg = (f"the data set has changed since the checkpoint: {pos['dataset_size']} images "
+               f"({pos['steps_per_epoch']} steps per epoch) then, {dataset_size} ({steps_per_epoch}) now")
+        if not force:
+            raise CheckpointError(f"{msg}. Resume on the same data, or pass --force to continue on the new "
+                                  "data (its order then differs from the original run's).")
+        warnings.warn(f"{msg}; continuing (--force)")
+    if pos["world_size"] != dist.world_size():
+        warnings.warn(f"the checkpoint was made with {pos['world_size']} processes, this run has "
+                      f"{dist.world_size()}: each process now sees a different share of every batch")
+
+
+# --- the config a run folder is resumed with --------------------------------------------------
+
+def config_differences(saved: dict, current: config.Config) -> list[tuple[str, Any, Any]]:
+    """(key, value in the run, value now) for every config key that differs."""
+    try:  # keys added to sparsehead since the run was made take their defaults
+        saved = config.to_dict(config.from_dict(saved, check_paths=False))
+    except config.ConfigError:
+        pass
+    flat = lambda d: {f"{s}.{k}": v for s, sec in d.items() if isinstance(sec, dict) for k, v in sec.items()}
+    old, new = flat(saved), flat(config.to_dict(current))
+    missing = "<absent>"
+    return [(k, old.get(k, missing), new.get(k, missing)) for k in sorted(old.keys() | new.keys())
+            if old.get(k, missing) != new.get(k, missing)]
+
+
+def _listing(diffs) -> str:
+    return "\n".join(f"  {key}: {old!r} in the run, {new!r} now" for key, old, new in diffs)
+
+
+def _check_config(saved: dict, cfg: config.Config, force: bool, run_dir: Path, report: bool) -> None:
+    diffs = config_differences(saved, cfg)
+    blocking = [d for d in diffs if d[0] not in RESUME_MAY_DIFFER]
+    if blocking and not force:
+        raise CheckpointError(
+            f"run folder {run_dir} was made with a different config; refusing to resume it with:\n"
+            f"{_listing(blocking)}\nResume it as it was (`sparsehead pretrain --resume {run_dir}`), start a "
+            "new run folder (--run-dir or train.run_name), or pass --force to continue with the new values.")
+    if report and dist.is_main():
+        if blocking:
+            warnings.warn(f"resuming {run_dir} with a changed config (--force):\n{_listing(blocking)}")
+        allowed = [d for d in diffs if d[0] in RESUME_MAY_DIFFER]
+        if allowed:
+            print(f"resuming {run_dir} with changed settings:\n{_listing(allowed)}", file=sys.stderr)
+
+
+def resume_point(run_dir: Path, cfg: config.Config, force: bool = False) -> Optional[tuple[Path, dict]]:
+    """The run folder's newest good checkpoint, checked against `cfg`; None for a fresh run.
+
+    Damaged checkpoints are set aside (renamed *.damaged) with a warning and the previous good one
+    is used; temporary files of interrupted writes are removed.
+    """
+    if dist.is_main():
+        checkpoint.remove_partial_writes(run_dir)
+    found = checkpoint.latest_loadable(run_dir, set_aside=dist.is_main())
+    if found is None:
+        return None
+    path, state = found
+    if state.get("format") != checkpoint.FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {state.get('format')}, this sparsehead resumes "
+                              f"format {checkpoint.FORMAT}; resume it with the sparsehead version that wrote it")
+    _check_config(state["config"], cfg, force, run_dir, report=True)
+    return path, state
+
+
+def resume_config(run_dir: str | Path, overrides: list[str], force: bool = False) -> config.Config:
+    """The config of `sparsehead pretrain --resume RUN_DIR`: the run's own, plus overrides of keys
+    that may change on resume (any other key only with force)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder (it has no config.yaml); give a folder a "
+                              "pretraining run wrote: it holds config.yaml and checkpoints/")
+    saved = yaml.safe_load(path.read_text()) or {}
+    cfg = config.from_dict(config.merge(saved, overrides))
+    _check_config(saved, cfg, force, run_dir, report=False)  # pretrain reports against the checkpoint
+    return cfg
