@@ -103,8 +103,11 @@ def entropy_rank(values: np.ndarray, eps: float = 0.0) -> float:
 
 
 def singular_values_from_moment(moment: torch.Tensor, n: int) -> np.ndarray:
-    """Singular values of the N x d matrix whose X^T X / N is `moment` (the top min(N, d) of them)."""
-    eigs = np.clip(eigenvalues(moment), 0.0, None)
+    """Singular values of the N x d matrix whose X^T X / N is `moment` (the top min(N, d) of them).
+    Eigenvalues within float64 round-off of zero (below d x eps x the largest, the usual numerical
+    rank tolerance) are exact zeros: their square roots (~1e-8 relative) would blur the entropy."""
+    eigs = eigenvalues(moment)
+    eigs[eigs < eigs.size * np.finfo(np.float64).eps * eigs.max(initial=0.0)] = 0.0
     return np.sqrt(eigs[:min(n, eigs.size)] * n)
 
 
