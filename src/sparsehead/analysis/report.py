@@ -68,8 +68,11 @@ def with_data_overrides(cfg: config.Config, overrides: Sequence[str]) -> config.
     for text in texts:
         if "=" not in text:
             raise AnalysisError(f"--data {text[5:]!r}: expected KEY=VALUE, e.g. --data root=/path/to/cifar10")
-    cfg = config.from_dict(config.merge(config.to_dict(cfg), texts), check_paths=True)
-    return cfg
+    try:
+        return config.from_dict(config.merge(config.to_dict(cfg), texts), check_paths=True)
+    except config.ConfigError as err:
+        raise config.ConfigError(f"{err} (the run's saved data settings; change them with "
+                                 "--data KEY=VALUE, e.g. --data root=/path/to/data)") from None
 
 
 @torch.no_grad()
