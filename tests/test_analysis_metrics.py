@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from sparsehead.analysis import (alignment, alpha_req, centre_divergence, collapsed_dimensions, delta_mu,
                                  diagnostics, effective_rank, head_sparsity, min_max_ratio,
-                                 nearest_centre_accuracy, power_law_exponent, rankme, spectrum, uniformity)
+                                 nearest_centre_accuracy, power_law_exponent, rankme, spectral_summary, spectrum,
+                                 uniformity)
 from sparsehead.analysis.report import json_safe
 
 
@@ -194,8 +195,12 @@ def test_head_sparsity_reports_zeroed_columns():
 
 
 def test_diagnostics_bundle_is_json_safe_and_subsamples():
-    x = torch.randn(300, 10)
-    out = diagnostics(x, labels=np.arange(300) % 3, view_pair=(x, x + 0.01 * torch.randn(300, 10)),
+    x = torch.randn(300, 10) * torch.linspace(0.1, 2, 10) + 5.0  # off-centre: RankMe's shortcut matters
+    summary = spectral_summary(x)
+    assert summary["rankme"] == pytest.approx(rankme(x), rel=1e-9)
+    assert summary["effective_rank"] == pytest.approx(effective_rank(x), rel=1e-12)
+    assert summary["alpha_req"] == pytest.approx(alpha_req(x), rel=1e-12)
+    out = diagnostics(x, labels=np.arange(300) % 3, view_pair=(x, x + 1e-3 * torch.randn(300, 10)),
                       pairwise_samples=100)
     assert out["pairwise_samples"] == 100 and out["samples"] == 300
     assert len(out["spectra"]["raw"]) == 10 and out["alignment"] < 0.01

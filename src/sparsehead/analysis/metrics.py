@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 
 from .. import sparsity
-from .spectrum import (COLLAPSE_THRESHOLD, Features, as_features, collapsed_dimensions, entropy_rank,
-                       eigenvalues, l2_normalize, power_law_exponent, second_moment,
+from .spectrum import (COLLAPSE_THRESHOLD, Features, as_features, collapsed_dimensions, column_mean,
+                       eigenvalues, entropy_rank, l2_normalize, power_law_exponent, second_moment,
                        singular_values_from_moment)
 
 PAIR_BLOCK_ELEMENTS = 8_000_000  # float64 query-by-point distances held at once (64 MiB)
@@ -160,6 +160,8 @@ def spectral_summary(x: Features) -> dict:
     x = as_features(x)
     n, d = x.shape
     raw = second_moment(x, center=True)
+    mean = column_mean(x)
+    uncentred = raw + torch.outer(mean, mean)  # X^T X / N = C + mean mean^T: no third pass for RankMe
     eigs = eigenvalues(raw)
     eigs_norm = eigenvalues(second_moment(x, center=True, normalize=True))
     fit = power_law_exponent(eigs)
@@ -169,7 +171,7 @@ def spectral_summary(x: Features) -> dict:
         "collapsed_dims": collapsed_dimensions(eigs),
         "collapsed_dims_normalized": collapsed_dimensions(eigs_norm),
         "effective_rank": entropy_rank(singular_values_from_moment(raw, n)),
-        "rankme": entropy_rank(singular_values_from_moment(second_moment(x, center=False), n), 1e-7),
+        "rankme": entropy_rank(singular_values_from_moment(uncentred, n), 1e-7),
         "alpha_req": fit["alpha"], "alpha_req_fit_ranks": fit["fit_ranks"],
         "spectra": {"raw": eigs.tolist(), "normalized": eigs_norm.tolist()},
     }

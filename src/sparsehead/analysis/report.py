@@ -155,12 +155,12 @@ def analyze_run(path: str | Path, out_dir: Optional[str | Path] = None, data_ove
 
 
 def spectra_of_run(results: dict, description: str):
+    r, z = results["r"], results["z"]
     return plots.spectra_figure(
-        [("covariance of raw features", [(f"representation r (d={results['r']['dim']})", results["r"]["spectra"]["raw"]),
-                                          (f"embedding z (m={results['z']['dim']})", results["z"]["spectra"]["raw"])]),
-         ("covariance of L2-normalised features",
-          [("representation r", results["r"]["spectra"]["normalized"]),
-           ("embedding z", results["z"]["spectra"]["normalized"])])],
+        [("covariance of raw features", [(f"representation r (d={r['dim']})", r["spectra"]["raw"]),
+                                          (f"embedding z (m={z['dim']})", z["spectra"]["raw"])]),
+         ("covariance of L2-normalised features", [("representation r", r["spectra"]["normalized"]),
+                                                    ("embedding z", z["spectra"]["normalized"])])],
         f"eigenvalue spectra, test set ({description})")
 
 
@@ -240,9 +240,10 @@ def analyze_features(features: str | Path, labels: Optional[str | Path] = None,
                "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     name = Path(features).name
     figures = [("spectra.png",
-                plots.spectra_figure([("covariance of raw features", [(name, result["spectra"]["raw"])]),
-                                      ("covariance of L2-normalised features", [(name, result["spectra"]["normalized"])])],
-                                     f"eigenvalue spectra of {name}"),
+                plots.spectra_figure(
+                    [("covariance of raw features", [(name, result["spectra"]["raw"])]),
+                     ("covariance of L2-normalised features", [(name, result["spectra"]["normalized"])])],
+                    f"eigenvalue spectra of {name}"),
                 "Eigenvalue spectrum of the covariance of the given features: raw (left) and "
                 "L2-normalised (right).")]
     write_outputs(out, results, figures, title=f"sparsehead analysis: {name}",

@@ -38,30 +38,36 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
 
 
+def _row_blocks(x: torch.Tensor, normalize: bool, chunk_rows: int):
+    for start in range(0, x.shape[0], chunk_rows):
+        block = x[start:start + chunk_rows].to(torch.float64)
+        yield l2_normalize(block) if normalize else block
+
+
+def column_mean(x: Features, normalize: bool = False, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+    """Mean row (float64), accumulated over row chunks; normalize=True: of the L2-normalised rows."""
+    x = as_features(x)
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for block in _row_blocks(x, normalize, chunk_rows):
+        total += block.sum(dim=0)
+    return total / x.shape[0]
+
+
 def second_moment(x: Features, center: bool = True, normalize: bool = False,
                   chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
     """(X - mean)^T (X - mean) / N (or X^T X / N with center=False) as a float64 d x d matrix.
 
     normalize=True L2-normalises every row first (as DirectCLR's spectrum code does). Two passes
-    over row chunks: the mean, then the centred products.
+    over row chunks (the mean, then the centred products): centring before multiplying keeps the
+    small eigenvalues exact even when the mean is large.
     """
     x = as_features(x)
-    n, d = x.shape
-
-    def rows(start):
-        block = x[start:start + chunk_rows].to(torch.float64)
-        return l2_normalize(block) if normalize else block
-
-    mean = torch.zeros(d, dtype=torch.float64, device=x.device)
-    if center:
-        for start in range(0, n, chunk_rows):
-            mean += rows(start).sum(dim=0)
-        mean /= n
-    moment = torch.zeros(d, d, dtype=torch.float64, device=x.device)
-    for start in range(0, n, chunk_rows):
-        block = rows(start) - mean
+    mean = column_mean(x, normalize, chunk_rows) if center else 0.0
+    moment = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+    for block in _row_blocks(x, normalize, chunk_rows):
+        block = block - mean
         moment.addmm_(block.T, block)
-    return moment / n
+    return moment / x.shape[0]
 
 
 def eigenvalues(matrix: torch.Tensor) -> np.ndarray:
