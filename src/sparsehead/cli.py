@@ -10,12 +10,14 @@ from . import config
 
 
 def _expected_errors():
+    from .analysis.report import AnalysisError
     from .checkpoint import CheckpointError
     from .data.datasets import DataError
     from .export import ExportError
     from .faults import NonFiniteError
     from .train import TrainingError
-    return (config.ConfigError, DataError, TrainingError, CheckpointError, NonFiniteError, ExportError)
+    return (config.ConfigError, DataError, TrainingError, CheckpointError, NonFiniteError, ExportError,
+            AnalysisError)
 
 
 # --- pretrain -----------------------------------------------------------------------------------
@@ -90,6 +92,99 @@ def run_export(args) -> int:
           f"{Path(args.out).with_suffix('.json')}")
     print("load it without sparsehead:\n")
     print(loading_snippet(meta, args.out))
+# --- analyze ------------------------------------------------------------------------------------
+
+def add_analyze(sub):
+    p = sub.add_parser(
+        "analyze", help="dimensional-collapse diagnostics + HTML report of a run, several runs, or any embeddings",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Eigenvalue spectra, collapsed dimensions, effective rank, RankMe, alpha-ReQ, min-max "
+                    "distance ratio, alignment, uniformity, class-centre metrics and head sparsity of the "
+                    "representation r and the embedding z on the test split. Writes analysis.json, PNG "
+                    "figures and a self-contained report.html (default folder: RUN/analysis).",
+        epilog="examples:\n"
+               "  sparsehead analyze runs/demo\n"
+               "  sparsehead analyze runs/c10/checkpoints/ckpt-00001000.pt --data root=/data/cifar10\n"
+               "  sparsehead analyze --compare runs/baseline runs/sparsehead --out runs/compare\n"
+               "  sparsehead analyze --features emb.npy --labels labels.npy --out emb-analysis")
+    p.add_argument("targets", nargs="*", metavar="RUN_OR_CHECKPOINT",
+                   help="a run folder (its newest checkpoint) or a checkpoint file; several with --compare")
+    p.add_argument("--compare", action="store_true", help="overlay the spectra of several runs (needs --out)")
+    p.add_argument("--features", metavar="FILE.npy", help="analyse an (N, d) array of embeddings from any model")
+    p.add_argument("--labels", metavar="FILE.npy", help="(N,) integer labels for --features (class-centre metrics)")
+    p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's data settings, e.g. --data root=/data/cifar10 (repeatable)")
+    p.add_argument("--out", metavar="FOLDER", help="output folder (default: RUN/analysis, or FILE-analysis)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the augmented views and of subsampling")
+    p.set_defaults(run=run_analyze)
+
+
+def run_analyze(args) -> int:
+    from .analysis import report
+    if args.features:
+        if args.targets or args.compare:
+            raise report.AnalysisError("--features analyses a file on its own; leave out runs and --compare")
+        out = report.analyze_features(args.features, args.labels, args.out, args.seed)
+    elif args.labels:
+        raise report.AnalysisError("--labels goes with --features (runs bring their own labels)")
+    elif args.compare:
+        if not args.out:
+            raise report.AnalysisError("--compare needs --out FOLDER for the comparison report")
+        out = report.compare_runs(args.targets, args.out, args.data, args.device)
+    else:
+        if len(args.targets) != 1:
+            raise report.AnalysisError(f"give one run folder or checkpoint (got {len(args.targets)}); "
+                                       "use --compare for several")
+        out = report.analyze_run(args.targets[0], args.out, args.data, args.device, args.seed)
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+# --- simulate -----------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_simulate(sub):
+    p = sub.add_parser(
+        "simulate", help="toy experiments: dimensional collapse (papers/003) and the min-max ratio (papers/000)",
+        description="collapse: a 16x16 linear layer under InfoNCE with noise augmentation of amplitude k on an "
+                    "8x8 block (papers/003 Fig. 3), and a two-layer linear model with weak augmentation "
+                    "(Fig. 6). minmax: papers/000 Eq. 9 against dimension for i.i.d. data (Lemma 5.7) and "
+                    "for column-sparse vs dense projections. Writes PNG and JSON into --out.")
+    p.add_argument("experiment", choices=["collapse", "minmax"])
+    p.add_argument("--out", default="simulations", help="output folder (default: simulations)")
+    p.add_argument("--steps", type=_positive_int, default=1000,
+                   help="collapse: SGD steps of the one-layer runs (two-layer: twice as many)")
+    p.add_argument("--samples", type=_positive_int, default=1000, help="minmax: points per data set")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_simulate)
+
+
+def run_simulate(args) -> int:
+    from . import simulate
+    out = Path(args.out)
+    if args.experiment == "collapse":
+        result = simulate.run_collapse(out, simulate.ToySetup(steps=args.steps, seed=args.seed),
+                                       two_layer_steps=2 * args.steps)
+        single = result["strong_augmentation"]
+        for k, ratio in zip(single["amplitudes"], single["final_min_over_max"]):
+            print(f"one layer, k={k:g}: smallest/largest singular value of W = {ratio:.3g}")
+        two = result["two_layer"]
+        print(f"two layers, k={two['amplitude']:g}: smallest/largest singular value of W2 W1 = "
+              f"{two['final_min_over_max']:.3g} (one layer, same setting: "
+              f"{two['single_layer_same_setup_min_over_max']:.3g})")
+    else:
+        result = simulate.run_minmax(out, samples=args.samples, seed=args.seed)
+        iid = result["iid"]
+        print("i.i.d. Gaussian, mean min-max ratio by dimension: " +
+              ", ".join(f"d={d}: {m:.3g}" for d, m in zip(iid["dims"], iid["gaussian"])))
+    print(f"written to {out}")
     return 0
 
 
@@ -104,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_pretrain(sub)
     add_export(sub)
+    add_analyze(sub)
+    add_simulate(sub)
     return parser
 
 
