@@ -6,13 +6,15 @@ import json
 import sys
 
 from . import config
+from .evaluate.commands import add_evaluate, add_report
 
 
 def _expected_errors():
     from .checkpoint import CheckpointError
     from .data.datasets import DataError
+    from .evaluate.errors import EvaluationError
     from .train import TrainingError
-    return (config.ConfigError, DataError, TrainingError, CheckpointError)
+    return (config.ConfigError, DataError, TrainingError, CheckpointError, EvaluationError)
 
 
 # --- pretrain -----------------------------------------------------------------------------------
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and dimensional-collapse diagnostics. `sparsehead <command> --help` for details.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_pretrain(sub)
+    add_evaluate(sub)
+    add_report(sub)
     return parser
 
 
