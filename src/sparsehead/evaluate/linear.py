@@ -107,7 +107,7 @@ def select_weight_decay(x: torch.Tensor, y: torch.Tensor, num_classes: int,
     """The weight decay with the best top-1 on a stratified validation split of (x, y).
 
     Walks `weight_decays` from the strongest to the weakest, each fit warm-started from the
-    previous one, and stops once `patience` values in a row have not beaten the best. Returns
+    previous one, and stops once `patience` values in a row score below the best. Returns
     the choice (ties: the stronger), every value's validation top-1, and the chosen fit."""
     fit_idx, val_idx = (torch.as_tensor(i, device=x.device)
                         for i in stratified_validation_split(y.cpu().numpy(), val_fraction, seed))
@@ -121,10 +121,12 @@ def select_weight_decay(x: torch.Tensor, y: torch.Tensor, num_classes: int,
         validation[wd] = topk_accuracy(xval @ w + b, y[val_idx], ks=(1,))["top1"]
         if best is None or validation[wd] > validation[best]:
             best, chosen, since_best = wd, path, 0
-        else:
+        elif validation[wd] < validation[best]:  # a tie is a plateau, not a decline
             since_best += 1
             if since_best >= patience:
                 break
+        else:
+            since_best = 0
     return best, validation, chosen
 
 
