@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import statistics
 
 import pytest
@@ -78,6 +79,40 @@ def test_knn_agrees_with_pretraining_summary_and_features_are_cached(runs, monke
         cli.main(["evaluate", run, "--protocol", "ncc"])
 
 
+def test_an_older_checkpoint_never_overwrites_the_runs_result(runs):
+    run = runs["b"]
+    newest = load_trained(run).checkpoint_path
+    older = newest.with_name("ckpt-00000001.pt")
+    shutil.copy(newest, older)
+    evaluate(str(older), "--protocol", "ncc")
+    evaluate(run, "--protocol", "ncc")
+    assert read(run, "ncc-ckpt-00000001")["checkpoint"] == str(older)
+    assert read(run, "ncc")["checkpoint"] == str(newest)
+    older.unlink()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision.io's PNG codec
+def test_another_data_set_from_the_command_line(runs, tmp_path, capsys):
+    from torchvision.io import write_png
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", 6), ("test", 3)):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                write_png(torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8, generator=gen),
+                          str(tmp_path / split / cls / f"{i}.png"))
+    data = ["--data", "source=imagefolder", f"root={tmp_path}", "cache_dir=null"]
+    eval_dir = os.path.join(runs["a"], "eval")
+    before = set(os.listdir(eval_dir)) if os.path.isdir(eval_dir) else set()
+    assert cli.main(["evaluate", runs["a"], "--protocol", "knn", *data]) == 2
+    assert "--k-weighted 200 is larger than the training set (12 images)" in capsys.readouterr().err
+    evaluate(runs["a"], "--protocol", "knn", "--k", "3", "--k-weighted", "12", *data)
+    (saved,) = set(os.listdir(eval_dir)) - before  # its own file: the run's knn.json is untouched
+    assert saved.startswith("knn@imagefolder-")
+    record = read(runs["a"], saved[:-5])
+    assert record["data"]["train_images"] == 12 and record["data"]["test_images"] == 6
+
+
 def test_semisup_and_sgd_augment(runs):
     run = runs["a"]
     evaluate(run, "--protocol", "semisup", "--fractions", "0.01", "0.1", "--epochs", "3", "--batch-size", "64")
@@ -88,7 +123,7 @@ def test_semisup_and_sgd_augment(runs):
     splits = sorted(os.listdir(os.path.join(run, "splits")))
     assert len(splits) == 2 and all(s.endswith(".json") for s in splits)
     evaluate(run, "--protocol", "linear", "--linear-recipe", "sgd-augment", "--epochs", "2")
-    saved = read(run, "linear")
+    saved = read(run, "linear-sgd-augment")  # beside linear.json, which stays the L-BFGS probe's
     assert saved["options"]["linear_recipe"] == "sgd-augment" and 0 <= saved["r"]["top1"] <= 1
 
 
@@ -137,8 +172,8 @@ def test_finetuning_learns_and_leaves_the_run_untouched(runs):
     (["/no/such/run"], "neither a checkpoint file nor a run folder"),
     (["{empty}"], "holds no checkpoint"),
     (["{a}", "--k", "5000"], "--k 5000 is larger than the training set (1437 images)"),
-    (["{a}", "data.image_size=32"], "trained on 16x16 images"),
-    (["{a}", "train.epochs=3"], "only data.* keys"),
+    (["{a}", "--data", "image_size=32"], "trained on 16x16 images"),
+    (["{a}", "--data", "train.epochs=3"], "only data.* keys"),
 ])
 def test_bad_input_is_a_clear_error_and_writes_nothing(runs, tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()

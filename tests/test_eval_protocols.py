@@ -91,3 +91,23 @@ def test_knn_monitor_runs_every_n_epochs():
                             knn=lambda: calls.append(1) or {"knn5_top1": 0.5})
     due = [step for step in range(1, 31) if monitor.end_of_epoch(step, steps_per_epoch=5)]
     assert due == [10, 20, 30] and len(calls) == 3
+
+
+def test_pretraining_logs_the_monitors(tiny_cfg):
+    from sparsehead.metrics_log import read_metrics
+    from sparsehead.train import pretrain
+    cfg = tiny_cfg("data.subset=256", "train.epochs=2", "eval.knn_every=1", "eval.online_linear=true")
+    records = read_metrics(pretrain(cfg)["run_dir"])  # 4 steps per epoch
+    online = [r for r in records if "online_linear_acc" in r]
+    assert [r["step"] for r in online] == list(range(1, 9))  # every log line, train.log_every=1
+    assert all(0 <= r["online_linear_acc"] <= 1 and r["online_linear_loss"] > 0 for r in online)
+    knn = [r["step"] for r in records if "knn5_top1" in r]
+    assert knn == [4, 8]  # the monitor after epoch 1, the end-of-training k-NN after epoch 2
+
+
+def test_monitors_are_off_by_default(tiny_cfg):
+    from sparsehead.metrics_log import read_metrics
+    from sparsehead.train import pretrain
+    records = read_metrics(pretrain(tiny_cfg("data.subset=128", "train.epochs=2"))["run_dir"])
+    assert not any("online_linear_acc" in r for r in records)
+    assert [r["step"] for r in records if "knn5_top1" in r] == [4]

@@ -26,12 +26,13 @@ def add_evaluate(sub) -> None:
                "  sparsehead evaluate runs/demo --protocol linear\n"
                "  sparsehead evaluate runs/demo/checkpoints/ckpt-00000500.pt --protocol knn --with-z\n"
                "  sparsehead evaluate runs/c10 --protocol semisup --fractions 0.01 --epochs 5\n"
-               "  sparsehead evaluate runs/c10 --protocol knn data.source=imagefolder data.root=/data/x")
+               "  sparsehead evaluate runs/c10 --protocol knn --data source=imagefolder root=/data/x")
     p.add_argument("target", metavar="RUN_FOLDER_OR_CHECKPOINT",
                    help="a run folder (its newest checkpoint) or a checkpoint file")
-    p.add_argument("overrides", nargs="*", metavar="data.key=value",
-                   help="evaluate on another data set, e.g. data.source=imagefolder data.root=DIR")
     p.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    p.add_argument("--data", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="evaluate on another data set: keys of the data section, e.g. "
+                        "--data source=imagefolder root=DIR (default: the run's data set)")
     p.add_argument("--with-z", action="store_true", help="also evaluate the embedding z = h(r)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--resize", action="store_true",
@@ -66,7 +67,9 @@ def run_evaluate(args) -> int:
         linear_recipe=args.linear_recipe, weight_decay=args.weight_decay, val_fraction=args.val_fraction,
         epochs=args.epochs, batch_size=args.batch_size, lr_head=args.lr_head,
         lr_backbone=args.lr_backbone, train_augment=args.train_augment, fractions=tuple(args.fractions))
-    record, path = evaluate(args.target, opts, tuple(args.overrides))
+    # `root=DIR` means data.root=DIR; a key of another section is refused by evaluate().
+    overrides = tuple(o if "." in o.split("=", 1)[0] else f"data.{o}" for o in args.data)
+    record, path = evaluate(args.target, opts, overrides)
     print(json.dumps({k: record[k] for k in ("r", "z") if k in record}, indent=2))
     print(f"written: {path}")
     return 0

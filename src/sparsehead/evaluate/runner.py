@@ -2,8 +2,8 @@
 
 Every input is checked before any work starts (checkpoint, data set, image size and channels,
 labels, k); frozen features are extracted once per checkpoint and data set and cached in
-run_dir/features/; the result is written atomically to run_dir/eval/<protocol>.json (or
-<protocol>@<source>-<key>.json for a data set other than the run's own).
+run_dir/features/; the result is written atomically to run_dir/eval/<protocol>.json (with the
+checkpoint's name appended for an older checkpoint, and @<source>-<key> for another data set).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .. import config
+from .. import checkpoint, config
 from ..data import datasets
 from ..data.datasets import ImageSet
 from ..data.views import ViewGenerator
@@ -85,10 +85,23 @@ def evaluate(target: str | Path, opts: EvalOptions, data_overrides: tuple[str, .
                  "train_images": len(train), "test_images": len(test), "key": data_key},
         "options": protocol_options(opts), **results, "device": str(device),
         "seconds": round(time.perf_counter() - start, 2)}
-    name = opts.protocol if not data_overrides else f"{opts.protocol}@{data_cfg.source}-{data_key[:8]}"
-    path = trained.run_dir / "eval" / f"{name}.json"
+    path = trained.run_dir / "eval" / f"{result_name(trained, opts, data_cfg, data_key, data_overrides)}.json"
     atomic_write_json(path, record)
     return record, path
+
+
+def result_name(trained: TrainedRun, opts: EvalOptions, data_cfg, data_key: str, data_overrides) -> str:
+    """<protocol> for the run's newest checkpoint on its own data; otherwise the recipe, the
+    checkpoint and/or the data set are named, so the run's headline result is never overwritten."""
+    name = opts.protocol
+    if opts.protocol == "linear" and opts.linear_recipe != "lbfgs":
+        name += f"-{opts.linear_recipe}"
+    newest = checkpoint.list_checkpoints(trained.run_dir)
+    if not newest or newest[-1].resolve() != trained.checkpoint_path.resolve():
+        name += f"-{trained.checkpoint_path.stem}"
+    if data_overrides:
+        name += f"@{data_cfg.source}-{data_key[:8]}"
+    return name
 
 
 # --- checks, all before any work ----------------------------------------------------------------
