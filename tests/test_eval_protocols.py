@@ -93,21 +93,23 @@ def test_knn_monitor_runs_every_n_epochs():
     assert due == [10, 20, 30] and len(calls) == 3
 
 
-def test_pretraining_logs_the_monitors(tiny_cfg):
+def test_monitors_log_during_pretraining_and_leave_training_unchanged(tiny_cfg):
+    from sparsehead.checkpoint import latest_loadable
     from sparsehead.metrics_log import read_metrics
     from sparsehead.train import pretrain
-    cfg = tiny_cfg("data.subset=256", "train.epochs=2", "eval.knn_every=1", "eval.online_linear=true")
-    records = read_metrics(pretrain(cfg)["run_dir"])  # 4 steps per epoch
+    base = ["data.subset=256", "train.epochs=2"]  # 4 steps per epoch
+    watched = pretrain(tiny_cfg(*base, "train.run_name=watched", "eval.knn_every=1",
+                                "eval.online_linear=true"))["run_dir"]
+    plain = pretrain(tiny_cfg(*base, "train.run_name=plain"))["run_dir"]
+    records = read_metrics(watched)
     online = [r for r in records if "online_linear_acc" in r]
     assert [r["step"] for r in online] == list(range(1, 9))  # every log line, train.log_every=1
     assert all(0 <= r["online_linear_acc"] <= 1 and r["online_linear_loss"] > 0 for r in online)
-    knn = [r["step"] for r in records if "knn5_top1" in r]
-    assert knn == [4, 8]  # the monitor after epoch 1, the end-of-training k-NN after epoch 2
-
-
-def test_monitors_are_off_by_default(tiny_cfg):
-    from sparsehead.metrics_log import read_metrics
-    from sparsehead.train import pretrain
-    records = read_metrics(pretrain(tiny_cfg("data.subset=128", "train.epochs=2"))["run_dir"])
-    assert not any("online_linear_acc" in r for r in records)
-    assert [r["step"] for r in records if "knn5_top1" in r] == [4]
+    # The monitor after epoch 1; the end-of-training k-NN after epoch 2 (not twice).
+    assert [r["step"] for r in records if "knn5_top1" in r] == [4, 8]
+    # Off by default: only the end-of-training k-NN.
+    assert not any("online_linear_acc" in r for r in read_metrics(plain))
+    assert [r["step"] for r in read_metrics(plain) if "knn5_top1" in r] == [8]
+    # Watching changes nothing: the same weights as the run without monitors.
+    a, b = latest_loadable(watched)[1]["model"], latest_loadable(plain)[1]["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -31,7 +31,8 @@ class OnlineMonitor:
         self._r = None
         self._sums = {"loss": 0.0, "correct": 0, "count": 0}
         if cfg.online_linear:
-            self.classifier = nn.Linear(method.backbone.feature_dim, num_classes).to(device)
+            with torch.random.fork_rng(devices=[]):  # leave the run's random stream as it was
+                self.classifier = nn.Linear(method.backbone.feature_dim, num_classes).to(device)
             self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=cfg.online_linear_lr)
 
             def capture(module, inputs, output):  # a plain function: deep copies of the backbone skip it

@@ -121,6 +121,10 @@ def check_options(opts: EvalOptions) -> None:
         value = getattr(opts, name)
         if value is not None and value < 1:
             raise EvaluationError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if opts.temperature <= 0:
+        raise EvaluationError(f"--temperature must be positive, got {opts.temperature}")
+    if opts.weight_decay is not None and opts.weight_decay < 0:
+        raise EvaluationError(f"--weight-decay must be >= 0, got {opts.weight_decay}")
     if not 0 < opts.val_fraction < 1:
         raise EvaluationError(f"--val-fraction must be between 0 and 1, got {opts.val_fraction}")
     for f in opts.fractions:
@@ -133,7 +137,7 @@ def data_config(run_cfg: config.Config, overrides: tuple[str, ...]) -> config.Da
     for text in overrides:
         if not text.startswith("data."):
             raise config.ConfigError(f"{text!r}: only data.* keys can be changed for evaluation, "
-                                     "e.g. data.source=imagefolder data.root=/path/to/images")
+                                     "e.g. --data source=imagefolder root=/path/to/images")
     values = config.merge(config.to_dict(run_cfg), list(overrides))
     return config.from_dict(values, check_paths=bool(overrides)).data
 
@@ -184,7 +188,8 @@ def protocol_options(opts: EvalOptions) -> dict:
     if opts.protocol == "ncc":
         return {}
     if opts.protocol == "linear" and opts.linear_recipe == "lbfgs":
-        return {"linear_recipe": "lbfgs", "weight_decay": opts.weight_decay or "validation",
+        return {"linear_recipe": "lbfgs",
+                "weight_decay": "validation" if opts.weight_decay is None else opts.weight_decay,
                 "val_fraction": opts.val_fraction, "seed": opts.seed}
     if opts.protocol == "linear":
         return {"linear_recipe": opts.linear_recipe, "train_augment": opts.train_augment or "crop-flip",

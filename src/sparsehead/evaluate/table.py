@@ -1,8 +1,8 @@
 """`sparsehead report`: one results table across runs, laid out like papers/000 Table 1.
 
 Runs whose configs differ only in the seed (or in keys that do not change results: run name,
-output folder, logging, progress bar, threads, cache) are one row: mean ± sample standard
-deviation across them. Accuracies are shown in percent.
+output folder, logging, progress bar, threads, cache, online monitors) are one row: mean ±
+sample standard deviation across them. Accuracies are shown in percent.
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import yaml
 from .. import config
 from .errors import EvaluationError
 
-# Keys that identify a run, not a configuration.
+# Keys that identify a run or only watch it, not a configuration: they never change the numbers.
 IGNORED_KEYS = {"train.seed", "train.run_name", "train.out_dir", "train.progress", "train.log_every",
-                "train.checkpoint_every", "train.threads", "train.device", "data.cache_dir"}
+                "train.checkpoint_every", "train.threads", "train.device", "data.cache_dir",
+                "eval.knn_batch_size", "eval.knn_every", "eval.online_linear", "eval.online_linear_lr"}
 METHOD_NAMES = {"simclr": "SimCLR", "byol": "BYOL", "barlow_twins": "Barlow Twins"}
 # (column, file in run_dir/eval, path into its "r" entry)
 METRICS = [("linear top-1", "linear", ("top1",)), ("linear top-5", "linear", ("top5",)),
