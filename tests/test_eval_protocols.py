@@ -83,6 +83,10 @@ def test_online_linear_classifier_learns_from_detached_r_and_skips_unlabeled():
     method.backbone(x)  # evaluation forwards are never captured
     monitor.update(y)
     assert monitor.logs() == {}
+    method.backbone.train()
+    method.backbone(torch.full((32, 4), float("nan")))  # a non-finite step (train.nonfinite=skip)
+    monitor.update(y)
+    assert monitor.logs() == {} and all(torch.isfinite(p).all() for p in monitor.classifier.parameters())
 
 
 def test_knn_monitor_runs_every_n_epochs():

@@ -47,7 +47,7 @@ class OnlineMonitor:
         if self.classifier is None or r is None:
             return
         labels = labels.to(r.device)
-        keep = labels >= 0
+        keep = (labels >= 0) & torch.isfinite(r).all(dim=1)  # a non-finite step must not poison it
         if not keep.any():
             return
         with torch.enable_grad():
