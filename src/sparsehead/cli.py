@@ -7,17 +7,19 @@ import sys
 from pathlib import Path
 
 from . import config
+from .evaluate.commands import add_evaluate, add_report
 
 
 def _expected_errors():
     from .analysis.report import AnalysisError
     from .checkpoint import CheckpointError
     from .data.datasets import DataError
+    from .evaluate.errors import EvaluationError
     from .export import ExportError
     from .faults import NonFiniteError
     from .train import TrainingError
     return (config.ConfigError, DataError, TrainingError, CheckpointError, NonFiniteError, ExportError,
-            AnalysisError)
+            AnalysisError, EvaluationError)
 
 
 # --- pretrain -----------------------------------------------------------------------------------
@@ -198,8 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "and dimensional-collapse diagnostics. `sparsehead <command> --help` for details.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_pretrain(sub)
-    add_export(sub)
+    add_evaluate(sub)
+    add_report(sub)
     add_analyze(sub)
+    add_export(sub)
     add_simulate(sub)
     return parser
 

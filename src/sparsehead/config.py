@@ -134,6 +134,11 @@ class TrainConfig:
 class EvalConfig:
     knn_k: int = opt(5, "k of the end-of-training k-NN (paper: 5, majority vote)", min=1)
     knn_batch_size: int = opt(1024, "test samples per k-NN block (bounds memory)", min=1)
+    knn_every: int = opt(0, "k-NN monitor during pretraining every N epochs (0: off)", min=0)
+    online_linear: bool = opt(False, "train an online linear classifier on r.detach() during "
+                                     "pretraining, logged as online_linear_acc")
+    online_linear_lr: float = opt(1e-3, "Adam learning rate of the online linear classifier", min=0.0,
+                                  exclusive_min=True)
 
 
 @dataclass

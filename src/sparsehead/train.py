@@ -19,6 +19,7 @@ from .data import datasets
 from .data.views import ViewGenerator
 from .evaluate.features import extract
 from .evaluate.knn import knn_accuracy
+from .evaluate.online import OnlineMonitor
 from .faults import NonFiniteGuard, sigkill_point
 from .io import atomic_write_json
 from .metrics_log import MetricLogger
@@ -83,6 +84,8 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
                               cfg.optim.min_lr_ratio)
     sparse_head = SparseHeadRegularizer(cfg.sparsity, method.sparse_head())
     guard = NonFiniteGuard(cfg.train, method, run_dir)
+    monitor = OnlineMonitor(cfg.eval, method, len(data.classes), device,
+                            knn=lambda: knn_summary(method, cfg, views, device) if dist.is_main() else {})
     augment_rng = torch.Generator(device=device)
     augment_rng.manual_seed(cfg.train.seed * 1_000_003 + rank)  # per-rank views, reproducible
 
@@ -130,6 +133,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
             guard.begin()
             x1, x2 = views(images[idx].to(device, non_blocking=True), augment_rng)
             ssl_loss, logs = model(x1, x2)
+            monitor.update(data.labels[idx])
             pen = sparse_head.loss()
             loss = ssl_loss + pen
             optimizer.zero_grad(set_to_none=True)
@@ -144,9 +148,11 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
             if step % cfg.train.log_every == 0 or step == last_step:
                 record = {"step": step, "epoch": step / steps_per_epoch, "loss": ssl_loss.item(),
                           "penalty": pen.item(), "lr": scheduler.get_last_lr()[0], **logs,
-                          **sparse_head.logs(), **guard.logs()}
+                          **sparse_head.logs(), **guard.logs(), **monitor.logs()}
                 logger.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if step < last_step and (monitored := monitor.end_of_epoch(step, steps_per_epoch)):
+                logger.log({"step": step, "epoch": step / steps_per_epoch, **monitored})
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 save_checkpoint()
             sigkill_point("step", step)

@@ -1,10 +1,15 @@
 """Frozen-feature extraction shared by every protocol and diagnostic."""
 from __future__ import annotations
 
+import hashlib
+import warnings
+from pathlib import Path
+
 import torch
 
 from ..data.datasets import ImageSet
 from ..data.views import ViewGenerator
+from ..io import atomic_write
 
 
 @torch.no_grad()
@@ -23,3 +28,35 @@ def extract(method, data: ImageSet, views: ViewGenerator, device: torch.device,
     finally:
         method.train(was_training)
     return torch.cat(rs), torch.cat(zs)
+
+
+def fingerprint(data: ImageSet) -> str:
+    """A short hash of a data set's pixels and labels: equal only for the same images in order."""
+    h = hashlib.sha256(str(tuple(data.images.shape)).encode())
+    h.update(data.images.contiguous().numpy())
+    h.update(data.labels.contiguous().numpy())
+    return h.hexdigest()[:16]
+
+
+def cached_extract(method, data: ImageSet, views: ViewGenerator, device: torch.device,
+                   checkpoint_path: Path, cache_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """extract(), stored as cache_dir/<checkpoint>-<data fingerprint>-<split>.pt.
+
+    The file records the checkpoint's size and modification time: a checkpoint rewritten under
+    the same name, or another data set, never reuses stale features. Written atomically; a
+    damaged file is recomputed."""
+    checkpoint_path = Path(checkpoint_path)
+    st = checkpoint_path.stat()
+    stamp = {"checkpoint": checkpoint_path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+             "images": len(data)}
+    path = Path(cache_dir) / f"{checkpoint_path.stem}-{fingerprint(data)}-{split}.pt"
+    if path.is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob["stamp"] == stamp:
+                return blob["r"], blob["z"]
+        except Exception as err:  # a damaged cache costs time, never a wrong result
+            warnings.warn(f"ignoring damaged feature cache {path} ({err}); extracting again")
+    r, z = extract(method, data, views, device)
+    atomic_write(path, lambda f: torch.save({"r": r, "z": z, "stamp": stamp}, f))
+    return r, z

@@ -12,14 +12,16 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .errors import EvaluationError
+
 
 @torch.no_grad()
 def knn_classify(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, k: int,
                  temperature: Optional[float] = None, batch_size: int = 1024) -> torch.Tensor:
     """Predicted labels of `test_x` by its k nearest training samples in cosine similarity."""
     if k > train_x.shape[0]:
-        raise ValueError(f"k={k} is larger than the training set ({train_x.shape[0]} samples); "
-                         "choose a smaller k")
+        raise EvaluationError(f"k={k} is larger than the training set ({train_x.shape[0]} samples); "
+                              "choose a smaller k")
     train_x = F.normalize(train_x.float(), dim=1)
     train_y = train_y.to(train_x.device).long()
     num_classes = int(train_y.max()) + 1

@@ -1,0 +1,5 @@
+"""The error every evaluation raises for input it cannot use; the CLI prints it and exits 2."""
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot run as asked (incompatible data, k too large, ...), with the fix."""

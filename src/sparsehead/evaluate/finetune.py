@@ -1,0 +1,81 @@
+"""Training a linear classifier on augmented images, with the backbone frozen or fine-tuned.
+
+Shared by the semi-supervised protocol (backbone and classifier, separate learning rates) and
+the classic linear-evaluation recipe (frozen backbone, SGD over augmented images). SGD with
+momentum and a cosine schedule stepped per batch, as the reference recipes do.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import AugmentConfig
+from ..data.views import ViewGenerator
+from .linear import topk_accuracy
+
+
+@dataclass
+class SGDRecipe:
+    epochs: int
+    batch_size: int
+    lr_head: float
+    lr_backbone: Optional[float]  # None: the backbone stays frozen (eval mode, no gradient)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+def crop_flip(augment: AugmentConfig) -> AugmentConfig:
+    """The run's crop and flip without colour, blur or solarisation: linear-evaluation views."""
+    return dataclasses.replace(augment, recipe="simclr", jitter_p=0.0, grayscale_p=0.0,
+                               blur_p=[0.0, 0.0], solarize_p=[0.0, 0.0])
+
+
+def train_classifier(backbone: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     num_classes: int, views: ViewGenerator, recipe: SGDRecipe,
+                     device: torch.device) -> tuple[nn.Module, nn.Linear]:
+    """A copy of `backbone` (fine-tuned or frozen, per the recipe) and a new linear classifier
+    trained on `images` (uint8) under `views`' first-view augmentation. `backbone` is untouched."""
+    backbone = copy.deepcopy(backbone).to(device)
+    frozen = recipe.lr_backbone is None
+    backbone.train(not frozen).requires_grad_(not frozen)
+    classifier = nn.Linear(backbone.feature_dim, num_classes).to(device)
+    groups = [{"params": classifier.parameters(), "lr": recipe.lr_head}]
+    if not frozen:
+        groups.append({"params": backbone.parameters(), "lr": recipe.lr_backbone})
+    optimizer = torch.optim.SGD(groups, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    generator = torch.Generator(device=device).manual_seed(recipe.seed)
+    order_rng = torch.Generator().manual_seed(recipe.seed)
+    for _ in range(recipe.epochs):
+        # Near-equal batches: never a last batch of one image, which BatchNorm cannot train on.
+        for idx in torch.randperm(len(images), generator=order_rng).tensor_split(steps_per_epoch):
+            x = views.view(images[idx].to(device).float().div_(255), 0, generator)
+            with torch.set_grad_enabled(not frozen):
+                r = backbone(x)
+            loss = F.cross_entropy(classifier(r), labels[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    return backbone.eval(), classifier.eval()
+
+
+@torch.no_grad()
+def classifier_accuracy(backbone: nn.Module, classifier: nn.Module, images: torch.Tensor,
+                        labels: torch.Tensor, views: ViewGenerator, device: torch.device,
+                        batch_size: int = 512) -> dict[str, float]:
+    """Top-1 and top-5 of backbone + classifier on un-augmented images."""
+    logits = torch.cat([classifier(backbone(views.prepare(images[s:s + batch_size].to(device)))).cpu()
+                        for s in range(0, len(images), batch_size)])
+    return topk_accuracy(logits, labels.cpu(), ks=(1, 5))

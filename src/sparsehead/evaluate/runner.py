@@ -1,0 +1,273 @@
+"""`sparsehead evaluate`: one protocol on a trained checkpoint, its numbers saved in the run folder.
+
+Every input is checked before any work starts (checkpoint, data set, image size and channels,
+labels, k); frozen features are extracted once per checkpoint and data set and cached in
+run_dir/features/; the result is written atomically to run_dir/eval/<protocol>.json (with the
+checkpoint's name appended for an older checkpoint, and @<source>-<key> for another data set).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .. import checkpoint, config
+from ..data import datasets
+from ..data.datasets import ImageSet
+from ..data.views import ViewGenerator
+from ..io import atomic_write_json
+from ..runs import TrainedRun, load_trained, resolve_device
+from .errors import EvaluationError
+from .features import cached_extract, fingerprint
+from .finetune import SGDRecipe, classifier_accuracy, crop_flip, train_classifier
+from .knn import knn_accuracy
+from .linear import WEIGHT_DECAYS, linear_probe
+from .ncc import ncc_classify
+from .semisup import DEFAULT_RECIPE as SEMISUP_RECIPE
+from .semisup import load_or_create_split, semisupervised
+
+PROTOCOLS = ("knn", "linear", "semisup", "ncc")
+LINEAR_RECIPES = ("lbfgs", "sgd-augment")
+# The classic linear-evaluation recipe (solo-learn, SimCLR CIFAR): SGD over augmented images.
+SGD_AUGMENT_RECIPE = SGDRecipe(epochs=100, batch_size=256, lr_head=0.1, lr_backbone=None)
+
+
+@dataclass
+class EvalOptions:
+    protocol: str
+    with_z: bool = False  # also evaluate the embedding z (frozen-feature protocols)
+    device: str = "auto"
+    resize: bool = False  # accept images of another size, resized to the checkpoint's
+    seed: int = 0
+    # k-NN
+    k: int = 5
+    k_weighted: int = 200
+    temperature: float = 0.1
+    # linear probe
+    linear_recipe: str = "lbfgs"
+    weight_decay: Optional[float] = None  # None: chosen on a validation split of the training set
+    val_fraction: float = 0.2
+    # SGD recipes (semisup, linear sgd-augment): None keeps the protocol's default
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr_head: Optional[float] = None
+    lr_backbone: Optional[float] = None
+    train_augment: Optional[str] = None  # run | crop-flip; default: semisup run, sgd-augment crop-flip
+    fractions: tuple = (0.01, 0.1)
+
+
+def evaluate(target: str | Path, opts: EvalOptions, data_overrides: tuple[str, ...] = ()) -> tuple[dict, Path]:
+    """Run `opts.protocol` on the checkpoint (or newest checkpoint of the run folder) `target`.
+
+    `data_overrides` (data.key=value) evaluate on another data set than the run's. Returns the
+    saved record and its path."""
+    check_options(opts)
+    start = time.perf_counter()
+    device = resolve_device(opts.device)
+    trained = load_trained(target, device)
+    data_cfg = data_config(trained.cfg, data_overrides)
+    train, test = datasets.load(data_cfg, "train"), datasets.load(data_cfg, "test")
+    check_data(trained, data_cfg, train, test, opts.resize)
+    check_options_for_data(opts, train)
+
+    results = PROTOCOL_FUNCTIONS[opts.protocol](trained, train, test, opts, device)
+    data_key = hashlib.sha256((fingerprint(train) + fingerprint(test)).encode()).hexdigest()[:12]
+    record = {
+        "protocol": opts.protocol, "checkpoint": str(trained.checkpoint_path),
+        "step": trained.state.get("step"),
+        "data": {**{k: getattr(data_cfg, k) for k in ("source", "root", "image_size", "subset")},
+                 "train_images": len(train), "test_images": len(test), "key": data_key},
+        "options": protocol_options(opts), **results, "device": str(device),
+        "seconds": round(time.perf_counter() - start, 2)}
+    path = trained.run_dir / "eval" / f"{result_name(trained, opts, data_cfg, data_key, data_overrides)}.json"
+    atomic_write_json(path, record)
+    return record, path
+
+
+def result_name(trained: TrainedRun, opts: EvalOptions, data_cfg, data_key: str, data_overrides) -> str:
+    """<protocol> for the run's newest checkpoint on its own data; otherwise the recipe, the
+    checkpoint and/or the data set are named, so the run's headline result is never overwritten."""
+    name = opts.protocol
+    if opts.protocol == "linear" and opts.linear_recipe != "lbfgs":
+        name += f"-{opts.linear_recipe}"
+    newest = checkpoint.list_checkpoints(trained.run_dir)
+    if not newest or newest[-1].resolve() != trained.checkpoint_path.resolve():
+        name += f"-{trained.checkpoint_path.stem}"
+    if data_overrides:
+        name += f"@{data_cfg.source}-{data_key[:8]}"
+    return name
+
+
+# --- checks, all before any work ----------------------------------------------------------------
+
+def check_options(opts: EvalOptions) -> None:
+    if opts.protocol not in PROTOCOLS:
+        raise EvaluationError(f"unknown protocol {opts.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if opts.linear_recipe not in LINEAR_RECIPES:
+        raise EvaluationError(f"--linear-recipe {opts.linear_recipe!r}: choose {' or '.join(LINEAR_RECIPES)}")
+    frozen = opts.protocol in ("knn", "ncc") or (opts.protocol == "linear" and opts.linear_recipe == "lbfgs")
+    if opts.with_z and not frozen:
+        raise EvaluationError("--with-z applies to the frozen-feature protocols (knn, ncc, linear with "
+                              "--linear-recipe lbfgs); semisup and sgd-augment train the backbone's r")
+    if opts.train_augment not in (None, "run", "crop-flip"):
+        raise EvaluationError(f"--train-augment {opts.train_augment!r}: choose run or crop-flip")
+    for name in ("k", "k_weighted", "epochs", "batch_size"):
+        value = getattr(opts, name)
+        if value is not None and value < 1:
+            raise EvaluationError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if opts.temperature <= 0:
+        raise EvaluationError(f"--temperature must be positive, got {opts.temperature}")
+    if opts.weight_decay is not None and opts.weight_decay < 0:
+        raise EvaluationError(f"--weight-decay must be >= 0, got {opts.weight_decay}")
+    if not 0 < opts.val_fraction < 1:
+        raise EvaluationError(f"--val-fraction must be between 0 and 1, got {opts.val_fraction}")
+    for f in opts.fractions:
+        if not 0 < f <= 1:
+            raise EvaluationError(f"--fractions: {f} must be in (0, 1], e.g. 0.01 for 1% of the labels")
+
+
+def data_config(run_cfg: config.Config, overrides: tuple[str, ...]) -> config.DataConfig:
+    """The run's data section with `data.key=value` overrides, validated like a pretrain config."""
+    for text in overrides:
+        if not text.startswith("data."):
+            raise config.ConfigError(f"{text!r}: only data.* keys can be changed for evaluation, "
+                                     "e.g. --data source=imagefolder root=/path/to/images")
+    values = config.merge(config.to_dict(run_cfg), list(overrides))
+    return config.from_dict(values, check_paths=bool(overrides)).data
+
+
+def input_channels(backbone: nn.Module) -> int:
+    return next(m for m in backbone.modules() if isinstance(m, nn.Conv2d)).in_channels
+
+
+def check_data(trained: TrainedRun, data_cfg: config.DataConfig, train: ImageSet, test: ImageSet,
+               resize: bool) -> None:
+    """The images must be what the checkpoint was trained on: channels, and size unless resize."""
+    size = trained.cfg.data.image_size
+    channels = input_channels(trained.method.backbone)
+    if data_cfg.image_size != size and not resize:
+        raise EvaluationError(
+            f"data.image_size={data_cfg.image_size}, but {trained.checkpoint_path.name} was trained on "
+            f"{size}x{size} images; drop the override, or pass --resize to resize the images to {size}x{size}")
+    for split, data in (("train", train), ("test", test)):
+        c, h, w = data.images.shape[1:]
+        if c != channels:
+            raise EvaluationError(f"the {split} images have {c} channel(s), but the checkpoint's backbone "
+                                  f"takes {channels}; evaluate it on {channels}-channel images")
+        # The run's own source at its native size is what pretraining saw (e.g. 8x8 digits at 16).
+        if (h, w) != (size, size) and data_cfg.source != trained.cfg.data.source and not resize:
+            raise EvaluationError(
+                f"the {split} images of data.source={data_cfg.source} are {h}x{w}, but the checkpoint was "
+                f"trained on {size}x{size} images; use a data set of that size, or pass --resize")
+        if (data.labels < 0).any():
+            raise EvaluationError(f"the {split} split has unlabeled images; evaluation needs labels on "
+                                  "both train and test")
+    if len(train) == 0 or len(test) == 0:
+        raise EvaluationError("the train or test split is empty")
+
+
+def check_options_for_data(opts: EvalOptions, train: ImageSet) -> None:
+    if opts.protocol != "knn":
+        return
+    for flag, k in (("--k", opts.k), ("--k-weighted", opts.k_weighted)):
+        if k > len(train):
+            raise EvaluationError(f"{flag} {k} is larger than the training set ({len(train)} images); "
+                                  f"choose {flag} <= {len(train)}")
+
+
+def protocol_options(opts: EvalOptions) -> dict:
+    """The settings that produced the numbers, defaults resolved, for the saved record."""
+    if opts.protocol == "knn":
+        return {"k": opts.k, "k_weighted": opts.k_weighted, "temperature": opts.temperature}
+    if opts.protocol == "ncc":
+        return {}
+    if opts.protocol == "linear" and opts.linear_recipe == "lbfgs":
+        return {"linear_recipe": "lbfgs",
+                "weight_decay": "validation" if opts.weight_decay is None else opts.weight_decay,
+                "val_fraction": opts.val_fraction, "seed": opts.seed}
+    if opts.protocol == "linear":
+        return {"linear_recipe": opts.linear_recipe, "train_augment": opts.train_augment or "crop-flip",
+                **dataclasses.asdict(sgd_recipe(SGD_AUGMENT_RECIPE, opts))}
+    return {"fractions": list(opts.fractions), "train_augment": opts.train_augment or "run",
+            **dataclasses.asdict(sgd_recipe(SEMISUP_RECIPE, opts))}
+
+
+# --- the protocols ------------------------------------------------------------------------------
+
+def frozen_features(trained: TrainedRun, train: ImageSet, test: ImageSet, device,
+                    with_z: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{"r": (train, test)} and, with_z, {"z": ...}: cached per checkpoint and data set."""
+    cache = trained.run_dir / "features"
+    extract = lambda data, split: cached_extract(trained.method, data, trained.views, device,
+                                                 trained.checkpoint_path, cache, split)
+    (r_tr, z_tr), (r_te, z_te) = extract(train, "train"), extract(test, "test")
+    return {"r": (r_tr, r_te), **({"z": (z_tr, z_te)} if with_z else {})}
+
+
+def run_knn(trained, train, test, opts, device) -> dict:
+    out = {}
+    for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items():
+        xtr, xte = xtr.to(device), xte.to(device)
+        out[name] = {
+            "top1": knn_accuracy(xtr, train.labels, xte, test.labels, opts.k),
+            "weighted_top1": knn_accuracy(xtr, train.labels, xte, test.labels, opts.k_weighted,
+                                          temperature=opts.temperature),
+        }
+    return out
+
+
+def run_ncc(trained, train, test, opts, device) -> dict:
+    out = {}
+    for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items():
+        xtr = xtr.to(device)
+        acc = lambda norm: (ncc_classify(xtr, train.labels, xte, norm).cpu() == test.labels).float().mean().item()
+        out[name] = {"top1": acc(False), "normalized_top1": acc(True)}
+    return out
+
+
+def sgd_recipe(default: SGDRecipe, opts: EvalOptions) -> SGDRecipe:
+    given = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr_head": opts.lr_head,
+             "seed": opts.seed}
+    if default.lr_backbone is not None:
+        given["lr_backbone"] = opts.lr_backbone
+    return dataclasses.replace(default, **{k: v for k, v in given.items() if v is not None})
+
+
+def training_views(trained: TrainedRun, augment: str) -> ViewGenerator:
+    cfg = trained.cfg.augment if augment == "run" else crop_flip(trained.cfg.augment)
+    return ViewGenerator(cfg, trained.cfg.data.image_size, trained.state["data_mean"], trained.state["data_std"])
+
+
+def run_linear(trained, train, test, opts, device) -> dict:
+    if opts.linear_recipe == "sgd-augment":
+        views = training_views(trained, opts.train_augment or "crop-flip")
+        num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+        backbone, classifier = train_classifier(trained.method.backbone, train.images, train.labels,
+                                                num_classes, views, sgd_recipe(SGD_AUGMENT_RECIPE, opts),
+                                                device)
+        return {"r": classifier_accuracy(backbone, classifier, test.images, test.labels, trained.views,
+                                         device)}
+    decays = WEIGHT_DECAYS if opts.weight_decay is None else (opts.weight_decay,)
+    return {name: linear_probe(xtr, train.labels, xte, test.labels, weight_decays=decays,
+                               val_fraction=opts.val_fraction, seed=opts.seed, device=device)
+            for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items()}
+
+
+def run_semisup(trained, train, test, opts, device) -> dict:
+    views = training_views(trained, opts.train_augment or "run")
+    recipe = sgd_recipe(SEMISUP_RECIPE, opts)
+    out = {}
+    for fraction in opts.fractions:
+        indices = load_or_create_split(trained.run_dir, fingerprint(train), train.labels, fraction, opts.seed)
+        out[f"{fraction * 100:g}pct"] = semisupervised(trained.method.backbone, train, test, indices,
+                                                       views, recipe, device)
+    return {"r": out}
+
+
+PROTOCOL_FUNCTIONS = {"knn": run_knn, "linear": run_linear, "semisup": run_semisup, "ncc": run_ncc}
