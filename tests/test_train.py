@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY, requires_cifar10, CIFAR10_ROOT, run_cli
+from conftest import CIFAR10_ROOT, REPO, TINY, requires_cifar10, run_cli
 from sparsehead import config
 from sparsehead.methods.byol import cosine_momentum
 from sparsehead.metrics_log import read_metrics
@@ -13,15 +13,17 @@ from sparsehead.runs import build_model
 from sparsehead.train import pretrain
 
 
-def test_simclr_on_digits_learns(tiny_cfg):
-    """Seed 0: 60 steps of SimCLR + SparseHead; chance is 10%, we require at least 80% 5-NN."""
-    cfg = tiny_cfg("sparsity.lam=1e-4", "train.epochs=3", "train.seed=0", "train.run_name=learn")
+def test_demo_config_learns_on_digits(tmp_path):
+    """The demo (configs/demo.yaml, seed 0, 150 steps): the loss falls and 5-NN reaches 93%
+    (chance: 10%; the randomly initialised network scores about 89-90% here, measured 96.4%)."""
+    cfg = config.load(REPO / "configs" / "demo.yaml", [
+        "train.progress=false", "train.log_every=1", f"train.out_dir={tmp_path}", "train.seed=0"])
     summary = pretrain(cfg)
     losses = [r["loss"] for r in read_metrics(summary["run_dir"]) if "loss" in r]
-    assert len(losses) == summary["steps"] == 3 * (1437 // 64)
+    assert len(losses) == summary["steps"] == 30 * (1437 // 256)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 0.1, f"loss did not fall: {first:.3f} -> {last:.3f}"
-    assert summary["knn5_top1"] > 0.8, summary
+    assert summary["knn5_top1"] > 0.93, summary
 
 
 def test_cli_pretrain_writes_the_run_folder(tmp_path):
@@ -86,13 +88,14 @@ def test_cosine_momentum_schedule():
 
 @requires_cifar10
 def test_simclr_on_real_cifar10_beats_chance(tmp_path):
-    """Real data: 2,000 CIFAR-10 training images, 16x16, width 8, 2 epochs; 5-NN on the full test
-    set must beat chance (10%) by a wide margin, and the loss must fall."""
+    """Real data: 2,000 CIFAR-10 training images at 32x32, a width-8 ResNet-18, 5 epochs (75 steps),
+    seed 0. 5-NN on the full 10,000-image test set must reach 22% (chance: 10%; this network at
+    initialisation: 19.5%; measured after training: 27.7%), and the loss must fall."""
     cfg = config.load(None, [
-        "data.source=imagefolder", f"data.root={CIFAR10_ROOT}", "data.subset=2000", "data.image_size=16",
-        "model.width=8", "head.hidden_dim=128", "head.out_dim=64", "train.batch_size=128", "train.epochs=2",
+        "data.source=imagefolder", f"data.root={CIFAR10_ROOT}", "data.subset=2000", "data.image_size=32",
+        "model.width=8", "head.hidden_dim=128", "head.out_dim=64", "train.batch_size=128", "train.epochs=5",
         "train.progress=false", "train.log_every=1", f"train.out_dir={tmp_path}", "train.run_name=cifar"])
     summary = pretrain(cfg)
     losses = [r["loss"] for r in read_metrics(summary["run_dir"]) if "loss" in r]
-    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1
-    assert summary["knn5_top1"] > 0.2, summary
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+    assert summary["knn5_top1"] > 0.22, summary
