@@ -94,6 +94,9 @@ def run_export(args) -> int:
           f"{Path(args.out).with_suffix('.json')}")
     print("load it without sparsehead:\n")
     print(loading_snippet(meta, args.out))
+    return 0
+
+
 # --- analyze ------------------------------------------------------------------------------------
 
 def add_analyze(sub):
