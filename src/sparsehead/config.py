@@ -88,12 +88,27 @@ class SparsityConfig:
         1e-3, "a column counts as zero when its norm is below this fraction of the largest", min=0.0)
 
 
+METHOD_NAMES = ("simclr", "byol", "barlow_twins", "simsiam", "vicreg", "moco_v2", "moco_v3", "directclr",
+                "directpred", "directcopy", "wmse", "swav")
+
+# Keys whose default depends on the method (None in a config file = this table's value). They are
+# filled in by from_dict, so the saved config of every run records the value it used.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "temperature": {"simclr": 0.5, "moco_v2": 0.2, "moco_v3": 0.2, "directclr": 0.1, "swav": 0.1},
+    "momentum": {"byol": 0.99, "moco_v2": 0.999, "moco_v3": 0.99, "directpred": 0.99, "directcopy": 0.99},
+}
+
+
 @dataclass
 class MethodConfig:
-    name: Literal["simclr", "byol", "barlow_twins"] = opt("simclr", "self-supervised method")
-    temperature: float = opt(0.5, "SimCLR NT-Xent temperature tau (paper: 0.5)", min=0.0,
-                             exclusive_min=True)
-    momentum: float = opt(0.99, "BYOL base EMA momentum tau_base (cosine schedule to 1)", min=0.0, max=1.0)
+    name: Literal[METHOD_NAMES] = opt("simclr", "self-supervised method")
+    temperature: Optional[float] = opt(
+        None, "softmax temperature tau (null: the method's default: SimCLR 0.5 as the paper, MoCo 0.2, "
+        "DirectCLR 0.1, SwAV 0.1)", min=0.0, exclusive_min=True)
+    momentum: Optional[float] = opt(
+        None, "base EMA momentum of the target / key network, cosine schedule to 1 where the method has "
+        "one (null: the method's default: BYOL 0.99, MoCo v2 0.999, MoCo v3 0.99, DirectPred/Copy 0.99)",
+        min=0.0, max=1.0)
     predictor_hidden_dim: int = opt(512, "BYOL predictor hidden width", min=1)
     lambda_offdiag: float = opt(0.0051, "Barlow Twins off-diagonal weight", min=0.0)
 
@@ -276,8 +291,16 @@ def _fix_yaml_floats(values):
 def from_dict(values: dict, check_paths: bool = True) -> Config:
     """A validated Config; check_paths=False for configs saved by a run on another machine."""
     cfg = _build(Config, _fix_yaml_floats(values or {}), "")
+    fill_method_defaults(cfg.method)
     validate(cfg, check_paths)
     return cfg
+
+
+def fill_method_defaults(m: MethodConfig) -> None:
+    """Replace None in method-dependent keys with the method's default (METHOD_DEFAULTS)."""
+    for key, defaults in METHOD_DEFAULTS.items():
+        if getattr(m, key) is None and m.name in defaults:
+            setattr(m, key, defaults[m.name])
 
 
 def load(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
@@ -334,7 +357,11 @@ def describe() -> str:
         for f in dataclasses.fields(cls):
             allowed = _allowed(hints[f.name])
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            kind = "|".join(map(str, allowed)) if allowed else getattr(hints[f.name], "__name__",
-                                                                       str(hints[f.name]).replace("typing.", ""))
+            tp = hints[f.name]
+            optional = typing.get_origin(tp) is typing.Union
+            if optional:
+                tp = next(a for a in typing.get_args(tp) if a is not type(None))
+            kind = "|".join(map(str, allowed)) if allowed else getattr(tp, "__name__", str(tp))
+            kind += " or null" if optional else ""
             lines.append(f"  {section.name}.{f.name} ({kind}, default {default}): {f.metadata['help']}")
     return "\n".join(lines)
