@@ -166,3 +166,32 @@ def test_adaptive_and_proximal_need_valid_settings():
         config.load(None, ["sparsity.mode=prox"])
     with pytest.raises(config.ConfigError, match="sparsity.target_support"):
         config.load(None, ["sparsity.lam=1e-4", "sparsity.target_support=0"])
+
+
+def _run_sparsity(tiny_cfg, name: str, *overrides: str):
+    """A short tiny-digits run; its trained head's last-layer column norms and its metric records."""
+    import json
+    from sparsehead.runs import load_trained
+    from sparsehead.train import pretrain
+    cfg = tiny_cfg("sparsity.mode=proximal", "optim.lr=1e-2", "train.max_steps=30", "train.epochs=2",
+                   "train.threads=1", f"train.run_name={name}", *overrides)
+    threads = torch.get_num_threads()
+    try:  # one thread: a tiny model gains nothing from more, and a busy machine thrashes with them
+        run_dir = pretrain(cfg)["run_dir"]
+    finally:
+        torch.set_num_threads(threads)
+    norms = column_norms(penalized_layers(load_trained(run_dir).method.projector, "last")[0].weight.detach())
+    records = [json.loads(line) for line in open(f"{run_dir}/metrics.jsonl")]
+    return norms, [r for r in records if "lambda" in r]
+
+
+def test_adaptive_lambda_moves_the_support_towards_its_target(tiny_cfg):
+    fixed, _ = _run_sparsity(tiny_cfg, "fixed", "sparsity.lam=0.5")
+    adaptive, logs = _run_sparsity(tiny_cfg, "adaptive", "sparsity.lam=0.5", "sparsity.target_support=0.25",
+                                   "sparsity.adapt_gain=0.3")
+    frac = lambda norms: float((norms > 0).float().mean())
+    assert frac(fixed) > 0.9, "the starting lambda alone must keep (almost) every column"
+    assert logs[-1]["lambda"] > 0.5 and logs[-1]["head/support_frac"] == frac(adaptive)
+    assert abs(frac(adaptive) - 0.25) < 0.5 * abs(frac(fixed) - 0.25), \
+        f"support {frac(adaptive):.2f} did not move towards 0.25 (fixed lambda: {frac(fixed):.2f})"
+    assert (adaptive == 0).any(), "the proximal step leaves exact zeros"
