@@ -42,6 +42,9 @@ class DataConfig:
         "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it")
 
 
+AUGMENT_OPS = ("crop", "blur", "color_drop", "color_distort", "flip", "solarize")
+
+
 @dataclass
 class AugmentConfig:
     recipe: Literal["simclr", "byol", "none"] = opt(
@@ -58,6 +61,10 @@ class AugmentConfig:
     grayscale_p: float = opt(0.2, "probability of converting a view to grayscale", min=0.0, max=1.0)
     blur_p: list = opt([0.0, 0.0], "Gaussian blur probability for view 1 and view 2", min=0.0, max=1.0)
     solarize_p: list = opt([0.0, 0.0], "solarisation probability for view 1 and view 2", min=0.0, max=1.0)
+    ops: Optional[list[Literal[AUGMENT_OPS]]] = opt(
+        None, "the transformations to use, papers/002's ablation: any of crop, blur, color_drop "
+        "(grayscale), color_distort (jitter), flip, solarize, e.g. [crop, color_distort]; each keeps "
+        "the probability set above (or by the recipe), the others are off (null: all of the recipe's)")
 
 
 @dataclass
@@ -72,20 +79,45 @@ class ModelConfig:
 
 @dataclass
 class HeadConfig:
-    kind: Literal["identity", "linear", "mlp"] = opt("mlp", "projection head")
+    kind: Literal["identity", "linear", "mlp", "diagonal", "lowrank", "lowrank_diagonal", "orthogonal"] = opt(
+        "mlp", "projection head: identity (none), linear, mlp; papers/003 Table 2: diagonal (trainable "
+        "z = w * r), lowrank (fixed U diag(1 x rank, 0...) V^T, U and V random orthogonal), "
+        "lowrank_diagonal (fixed diag(1 x rank, 0...) = DirectCLR), orthogonal (a linear layer kept "
+        "orthogonal); the last four keep the backbone's dimension")
     hidden_dim: int = opt(512, "hidden width of the MLP head", min=1)
-    out_dim: int = opt(128, "embedding dimension m (ignored by identity)", min=1)
+    out_dim: int = opt(128, "embedding dimension m of the linear and mlp heads (the others keep the "
+                            "backbone's dimension)", min=1)
     num_layers: int = opt(2, "linear layers in the MLP head (2 or 3)", min=2, max=3)
     last_bn: bool = opt(False, "BatchNorm after the last linear layer of the MLP head")
+    rank: Optional[int] = opt(
+        None, "d0 of the lowrank / lowrank_diagonal heads, at most the backbone's feature dimension "
+              "(null: 360/2048 of it, DirectCLR's ratio; 90 for 512 features)", min=1)
+
+
+SPARSITY_MODES = ("penalty", "proximal")
 
 
 @dataclass
 class SparsityConfig:
-    lam: float = opt(0.0, "SparseHead lambda: weight of the L2,1 penalty (paper: 1e-4; 0 = off)", min=0.0)
+    lam: float = opt(0.0, "SparseHead lambda: weight of the L2,1 penalty (paper: 1e-4; 0 = off); "
+                          "with sparsity.target_support, the starting value", min=0.0)
     layers: Literal["last", "first", "all"] = opt(
         "last", "which linear layers of the head are penalised (paper: last)")
     support_threshold: float = opt(
         1e-3, "a column counts as zero when its norm is below this fraction of the largest", min=0.0)
+    mode: Literal[SPARSITY_MODES] = opt(
+        "penalty", "penalty: lambda * L2,1 added to the loss (the paper, subgradient); proximal: no "
+        "loss term, a group soft-threshold of each column by lr * lambda after every optimiser step "
+        "(exact zeros); see docs/sparsehead.md")
+    target_support: Optional[float] = opt(
+        None, "adaptive lambda: fraction of penalised columns to keep; lambda is multiplied by "
+        "exp(adapt_gain * (support_frac - target)) every adapt_every steps (null: fixed lambda)",
+        min=0.0, max=1.0, exclusive_min=True)
+    adapt_gain: float = opt(0.05, "adaptive lambda: gain of the multiplicative update", min=0.0,
+                            exclusive_min=True)
+    adapt_every: int = opt(1, "adaptive lambda: optimiser steps between updates", min=1)
+    lam_range: float = opt(1e4, "adaptive lambda stays within [lam / lam_range, lam * lam_range] "
+                                "of the starting sparsity.lam", min=1.0)
 
 
 METHOD_NAMES = ("simclr", "byol", "barlow_twins", "simsiam", "vicreg", "moco_v2", "moco_v3", "directclr",
@@ -209,6 +241,10 @@ def _coerce(key: str, value: Any, tp, meta: dict) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
+    if origin is list:  # list[Literal[...]]: any length, every item checked
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, e.g. [a, b], got {value!r}")
+        return [_coerce(key, v, typing.get_args(tp)[0], meta) for v in value]
     if tp is list:
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ConfigError(f"{key}: expected a list of two numbers [view1, view2], got {value!r}")
@@ -333,9 +369,42 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device: {dev!r} is not allowed; choose auto, cpu, cuda or cuda:N")
-    if cfg.sparsity.lam > 0 and cfg.head.kind == "identity":
-        raise ConfigError("sparsity.lam: SparseHead needs a head with a linear layer; "
-                          "set head.kind=linear or mlp, or sparsity.lam=0")
+    validate_head_and_sparsity(cfg)
+    from .data.views import inactive_ops  # here: views imports this module
+    if (idle := inactive_ops(cfg.augment)):
+        raise ConfigError(f"augment.ops: lists {', '.join(idle)}, which the {cfg.augment.recipe} recipe "
+                          f"and augment.* settings switch off; {INACTIVE_OP_FIX[idle[0]]}")
+
+
+# What turns each augmentation op on, for the error of an op listed in augment.ops but switched off.
+INACTIVE_OP_FIX = {
+    "crop": "set augment.crop_scale_min below 1, e.g. augment.crop_scale_min=0.08",
+    "blur": "set augment.blur_p, e.g. augment.blur_p=[0.5,0.5] (lightly's default, used by papers/002)",
+    "color_drop": "set augment.grayscale_p, e.g. augment.grayscale_p=0.2",
+    "color_distort": "set augment.jitter_p and augment.color_strength above 0, e.g. augment.jitter_p=0.8",
+    "flip": "set augment.flip_p, e.g. augment.flip_p=0.5",
+    "solarize": "set augment.solarize_p, e.g. augment.solarize_p=[0.0,0.2]",
+}
+# Heads whose map has no trainable weight with meaningful column groups (see heads.linear_layers).
+HEADS_WITHOUT_SPARSEHEAD = ("identity", "lowrank", "lowrank_diagonal", "orthogonal")
+
+
+def validate_head_and_sparsity(cfg: Config) -> None:
+    h, s = cfg.head, cfg.sparsity
+    if s.lam > 0 and h.kind in HEADS_WITHOUT_SPARSEHEAD:
+        why = ("its columns all have norm 1, so the L2,1 penalty is constant" if h.kind == "orthogonal"
+               else "it has no trainable linear layer")
+        raise ConfigError(f"sparsity.lam: SparseHead cannot act on head.kind={h.kind} ({why}); "
+                          "set head.kind=linear, mlp or diagonal, or sparsity.lam=0")
+    if s.target_support is not None and s.lam == 0:
+        raise ConfigError("sparsity.target_support: the adaptive lambda starts from sparsity.lam and "
+                          "scales it; set sparsity.lam > 0, e.g. sparsity.lam=1e-4")
+    if h.rank is not None and h.kind in ("lowrank", "lowrank_diagonal"):
+        # backbones.WidthResNet.feature_dim, without importing torchvision here
+        in_dim = 8 * cfg.model.width * (4 if cfg.model.backbone == "resnet50" else 1)
+        if h.rank > in_dim:
+            raise ConfigError(f"head.rank: {h.rank} exceeds the {in_dim} features of "
+                              f"{cfg.model.backbone} width {cfg.model.width}; choose 1..{in_dim}")
 
 
 def to_dict(cfg: Config) -> dict:

@@ -1,7 +1,19 @@
-"""Projection heads h: r -> z as small composable modules (SPEC section 3)."""
+"""Projection heads h: r -> z as small composable modules (SPEC section 3, papers/003 Table 2).
+
+Trainable: linear, mlp, diagonal, orthogonal. Fixed (buffers, no gradient, saved in the
+state_dict): lowrank, lowrank_diagonal. identity has no head at all.
+"""
 from __future__ import annotations
 
+from typing import Optional
+
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import orthogonal
+
+# DirectCLR's d0 = 360 of ResNet-50's 2048 features (papers/003); the default rank keeps that ratio.
+DIRECTCLR_RANK_RATIO = 360 / 2048
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, last_bn: bool = False,
@@ -19,22 +31,89 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, last_bn
     return nn.Sequential(*layers)
 
 
+class Diagonal(nn.Module):
+    """z = r * w elementwise, i.e. z = diag(w) r. The diagonal is stored as a (1, d) row: column j
+    of that row holds the one non-zero entry of column j of diag(w), so the column-wise SparseHead
+    helpers (L2,1 = sum_j |w_j|, support, proximal step) apply to it unchanged."""
+
+    def __init__(self, diagonal: torch.Tensor, trainable: bool = True):
+        super().__init__()
+        weight = diagonal.detach().clone().reshape(1, -1)
+        if trainable:
+            self.weight = nn.Parameter(weight)
+        else:
+            self.register_buffer("weight", weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+class FixedLinear(nn.Module):
+    """z = W r with a fixed W (a buffer: no gradient, not optimised, but saved with the model)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+def default_rank(in_dim: int) -> int:
+    return max(1, round(in_dim * DIRECTCLR_RANK_RATIO))
+
+
+def rank_mask(dim: int, rank: int) -> torch.Tensor:
+    """(1, ..., 1, 0, ..., 0): `rank` ones, the singular values of the fixed low-rank heads."""
+    return (torch.arange(dim) < rank).float()
+
+
+def random_orthogonal(dim: int) -> torch.Tensor:
+    """A Haar-random orthogonal matrix (QR of a Gaussian, signs fixed by diag(R)), drawn from
+    torch's global generator so a seeded run builds the same head."""
+    q, r = torch.linalg.qr(torch.randn(dim, dim))
+    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+
+
+def low_rank_matrix(dim: int, rank: int) -> torch.Tensor:
+    """W = U diag(rank_mask) V^T between two independent random orthogonal matrices."""
+    u, v = random_orthogonal(dim), random_orthogonal(dim)
+    return (u * rank_mask(dim, rank)) @ v.T
+
+
 def build_head(kind: str, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2,
-               last_bn: bool = False) -> nn.Module:
+               last_bn: bool = False, rank: Optional[int] = None) -> nn.Module:
+    """The head `kind` on in_dim features. diagonal, lowrank, lowrank_diagonal and orthogonal are
+    square (in_dim -> in_dim) as in papers/003; `rank` is d0 of the low-rank heads (None: default)."""
     if kind == "identity":
         return nn.Identity()
     if kind == "linear":
         return nn.Sequential(nn.Linear(in_dim, out_dim))
     if kind == "mlp":
         return mlp(in_dim, hidden_dim, out_dim, num_layers, last_bn)
+    if kind == "diagonal":
+        return nn.Sequential(Diagonal(torch.ones(in_dim)))
+    if kind == "orthogonal":  # matrix-exponential map for a square weight, as papers/003's ExpM
+        return nn.Sequential(orthogonal(nn.Linear(in_dim, in_dim)))
+    if kind in ("lowrank", "lowrank_diagonal"):
+        rank = default_rank(in_dim) if rank is None else rank
+        if not 1 <= rank <= in_dim:
+            raise ValueError(f"head.rank={rank} must be between 1 and the {in_dim} backbone features")
+        if kind == "lowrank":
+            return nn.Sequential(FixedLinear(low_rank_matrix(in_dim, rank)))
+        return nn.Sequential(Diagonal(rank_mask(in_dim, rank), trainable=False))
     raise ValueError(f"unknown head kind {kind!r}")
 
 
-def linear_layers(head: nn.Module) -> list[nn.Linear]:
-    """The head's nn.Linear layers in forward order (the candidates for SparseHead)."""
-    return [m for m in head.modules() if isinstance(m, nn.Linear)]
+def linear_layers(head: nn.Module) -> list[nn.Module]:
+    """The head's trainable linear maps in forward order (the candidates for SparseHead): nn.Linear
+    layers and trainable diagonals. Excluded: fixed maps (their weight is a buffer) and the
+    orthogonal head, whose parametrised weight is recomputed each call (its column norms are all
+    1, so an L2,1 penalty on it is a constant)."""
+    return [m for m in head.modules()
+            if isinstance(m, (nn.Linear, Diagonal)) and isinstance(m.weight, nn.Parameter)]
 
 
 def out_dim(head: nn.Module, in_dim: int) -> int:
-    layers = linear_layers(head)
-    return layers[-1].out_features if layers else in_dim
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else in_dim
