@@ -49,13 +49,14 @@ class MoCoV2(Method):
 
     def forward(self, x1, x2):
         tau = self.cfg.method.temperature
+        queue = self.queue.keys.clone()  # backward needs the negatives as they were before enqueueing
         q1, k2 = self._query_and_key(x1, x2)
         if self.cfg.method.moco_symmetric:
             q2, k1 = self._query_and_key(x2, x1)
-            loss = (moco_loss(q1, k2, self.queue.keys, tau) + moco_loss(q2, k1, self.queue.keys, tau)) / 2
+            loss = (moco_loss(q1, k2, queue, tau) + moco_loss(q2, k1, queue, tau)) / 2
             keys = torch.cat([k1, k2])
         else:
-            loss, keys = moco_loss(q1, k2, self.queue.keys, tau), k2
+            loss, keys = moco_loss(q1, k2, queue, tau), k2
         if self.training:  # evaluation passes leave the queue alone
             self.queue.enqueue(gather_no_grad(keys))
         return loss, {}
