@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
+import ddp_loss_worker
 from conftest import TINY
 from sparsehead import config
 from sparsehead.losses import huang_infonce, moco_loss, moco_v3_loss, simsiam_loss, vicreg_loss
@@ -311,27 +312,6 @@ def test_simclr_with_huang_loss_trains(tmp_path):
 # Under DDP (2 gloo processes) each loss equals the single-process loss on the whole batch, and
 # the DDP-averaged input gradients equal the single-process gradients.
 
-DDP_LOSSES = {
-    "vicreg": lambda a, b: vicreg_loss(a, b),
-    "moco_v3": lambda a, b: moco_v3_loss(a, b.detach(), 0.2),
-    "huang": lambda a, b: huang_infonce(a, b, 0.5, 0.7),
-}
-
-
-def _ddp_worker(rank, world, port, z1, z2, out):
-    import torch.distributed as dist
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    n = z1.shape[0] // world
-    for name, loss_fn in DDP_LOSSES.items():
-        a = z1[rank * n:(rank + 1) * n].clone().requires_grad_()
-        b = z2[rank * n:(rank + 1) * n].clone().requires_grad_()
-        loss = loss_fn(a, b)
-        ga, gb = torch.autograd.grad(loss, (a, b), allow_unused=True)
-        gb = torch.zeros_like(b) if gb is None else gb
-        out[f"{name}/{rank}"] = tuple(t.detach().numpy() for t in (loss, ga, gb))  # plain pickles
-    dist.destroy_process_group()
-
-
 def test_losses_under_ddp_equal_the_single_process_loss():
     import torch.multiprocessing as mp
     with socket.socket() as s:
@@ -340,12 +320,9 @@ def test_losses_under_ddp_equal_the_single_process_loss():
     scale = torch.tensor([0.3, 0.8, 1.5, 2.5], dtype=torch.float64)
     z1, z2 = randn(8, 4, seed=20) * scale, randn(8, 4, seed=21) * scale
     out = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(2, port, z1, z2, out), nprocs=2, join=True)
-    for name, loss_fn in DDP_LOSSES.items():
-        a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
-        loss = loss_fn(a, b)
-        ga, gb = torch.autograd.grad(loss, (a, b), allow_unused=True)
-        gb = torch.zeros_like(b) if gb is None else gb
+    mp.spawn(ddp_loss_worker.worker, args=(2, port, z1, z2, out), nprocs=2, join=True)
+    for name in ddp_loss_worker.DDP_LOSSES:
+        loss, ga, gb = ddp_loss_worker.loss_and_input_grads(name, z1, z2)
         parts = [[torch.from_numpy(x) for x in out[f"{name}/{r}"]] for r in range(2)]
         # DDP averages the ranks' gradients; the loss of the whole batch is the ranks' mean.
         assert torch.stack([p[0] for p in parts]).mean().item() == pytest.approx(loss.item(), rel=1e-10), name
