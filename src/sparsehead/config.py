@@ -109,7 +109,8 @@ class MethodConfig:
         None, "base EMA momentum of the target / key network, cosine schedule to 1 where the method has "
         "one (null: the method's default: BYOL 0.99, MoCo v2 0.999, MoCo v3 0.99, DirectPred/Copy 0.99)",
         min=0.0, max=1.0)
-    predictor_hidden_dim: int = opt(512, "BYOL predictor hidden width", min=1)
+    predictor_hidden_dim: int = opt(
+        512, "predictor hidden width: BYOL, MoCo v3; SimSiam's bottleneck (published: head.out_dim / 4)", min=1)
     lambda_offdiag: float = opt(0.0051, "Barlow Twins off-diagonal weight", min=0.0)
     loss: Literal["nt_xent", "huang"] = opt(
         "nt_xent", "SimCLR's loss: nt_xent, or huang = Huang et al.'s revised InfoNCE ||z1 - z2||^2 + "
