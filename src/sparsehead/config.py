@@ -141,8 +141,24 @@ class MethodConfig:
         None, "base EMA momentum of the target / key network, cosine schedule to 1 where the method has "
         "one (null: the method's default: BYOL 0.99, MoCo v2 0.999, MoCo v3 0.99, DirectPred/Copy 0.99)",
         min=0.0, max=1.0)
-    predictor_hidden_dim: int = opt(512, "BYOL predictor hidden width", min=1)
+    predictor_hidden_dim: int = opt(
+        512, "predictor hidden width: BYOL, MoCo v3; SimSiam's bottleneck (published: head.out_dim / 4)", min=1)
     lambda_offdiag: float = opt(0.0051, "Barlow Twins off-diagonal weight", min=0.0)
+    loss: Literal["nt_xent", "huang"] = opt(
+        "nt_xent", "SimCLR's loss: nt_xent, or huang = Huang et al.'s revised InfoNCE ||z1 - z2||^2 + "
+        "lambda * mean log sum exp(z^T z^- / tau) on normalised z, negatives = views of the other "
+        "images (the paper used tau 0.2: set method.temperature=0.2)")
+    huang_lambda: float = opt(1.0, "weight lambda of the negatives term of method.loss=huang", min=0.0)
+    vicreg_sim_coeff: float = opt(25.0, "VICReg invariance (MSE) weight", min=0.0)
+    vicreg_std_coeff: float = opt(25.0, "VICReg variance (std hinge) weight", min=0.0)
+    vicreg_cov_coeff: float = opt(1.0, "VICReg covariance (off-diagonal) weight", min=0.0)
+    queue_size: int = opt(
+        4096, "MoCo v2 queue length K (paper: 65536 ImageNet, 4096-32768 CIFAR); at least the keys "
+        "of one step, and best below the number of training images (else an image's own older key "
+        "is among its negatives)", min=1)
+    moco_symmetric: bool = opt(
+        False, "MoCo v2: false = the official asymmetric loss ctr(q1, k2); true = (ctr(q1, k2) + "
+        "ctr(q2, k1)) / 2 with both views' keys enqueued, as many CIFAR implementations")
 
 
 @dataclass
@@ -370,6 +386,7 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device: {dev!r} is not allowed; choose auto, cpu, cuda or cuda:N")
     validate_head_and_sparsity(cfg)
+    validate_method(cfg)
     from .data.views import inactive_ops  # here: views imports this module
     if (idle := inactive_ops(cfg.augment)):
         raise ConfigError(f"augment.ops: lists {', '.join(idle)}, which the {cfg.augment.recipe} recipe "
@@ -405,6 +422,22 @@ def validate_head_and_sparsity(cfg: Config) -> None:
         if h.rank > in_dim:
             raise ConfigError(f"head.rank: {h.rank} exceeds the {in_dim} features of "
                               f"{cfg.model.backbone} width {cfg.model.width}; choose 1..{in_dim}")
+
+
+def validate_method(cfg: Config) -> None:
+    m = cfg.method
+    if m.loss != "nt_xent" and m.name != "simclr":
+        raise ConfigError(f"method.loss: {m.loss} is a SimCLR loss; set method.name=simclr or "
+                          "method.loss=nt_xent")
+    keys_per_image = 2 if m.moco_symmetric else 1
+    keys_per_step = cfg.train.batch_size * keys_per_image
+    if m.name == "moco_v2" and m.queue_size < keys_per_step:
+        raise ConfigError(f"method.queue_size: {m.queue_size} is smaller than the {keys_per_step} keys "
+                          f"enqueued per step; set method.queue_size>={keys_per_step} or lower train.batch_size")
+    if m.name == "moco_v2" and cfg.data.subset is not None and m.queue_size >= cfg.data.subset * keys_per_image:
+        raise ConfigError(f"method.queue_size: {m.queue_size} keys span all data.subset={cfg.data.subset} "
+                          "images, so older keys of an image would be its own negatives; set "
+                          f"method.queue_size<{cfg.data.subset * keys_per_image}")
 
 
 def to_dict(cfg: Config) -> dict:

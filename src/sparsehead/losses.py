@@ -8,11 +8,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distributed import all_reduce_sum_with_grad, gather_with_grad, rank, world_size
+from .distributed import all_reduce_sum_with_grad, gather_no_grad, gather_with_grad, rank, world_size
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
-    """SimCLR's NT-Xent: each of the 2N views against the 2N - 1 others, CE to its positive."""
+def _two_view_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float):
+    """Cosine logits of this process's 2n views against all 2N gathered views (with gradient).
+
+    Returns the logits (2n, 2N) and, per anchor, the column of itself and of its positive."""
     z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     n = z1.shape[0]
     all1, all2 = gather_with_grad(z1), gather_with_grad(z2)
@@ -23,9 +25,29 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     own = torch.arange(n, device=z1.device) + rank() * n  # this process's rows in the gathered batch
     self_index = torch.cat([own, own + total])
     positive = torch.cat([own + total, own])
-    logits = logits.masked_fill(
-        F.one_hot(self_index, 2 * total).bool(), float("-inf"))
+    return logits, self_index, positive
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """SimCLR's NT-Xent: each of the 2N views against the 2N - 1 others, CE to its positive."""
+    logits, self_index, positive = _two_view_logits(z1, z2, temperature)
+    logits = logits.masked_fill(F.one_hot(self_index, logits.shape[1]).bool(), float("-inf"))
     return F.cross_entropy(logits, positive)
+
+
+def huang_infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
+                  lam: float = 1.0) -> torch.Tensor:
+    """Huang et al.'s revised InfoNCE (papers/002): ||f(x1) - f(x2)||^2 + lambda * log sum_i
+    exp(f(x1)^T f(x_i^-) / tau), f L2-normalised as in the paper's analysis (||f|| = 1).
+
+    The negatives x_i^- are augmented views of OTHER images (x' != x): for each anchor, both views
+    of every other image in the (gathered) batch; its own positive is not among them. Both views
+    take the anchor role in turn, as in NT-Xent; both terms are means over the batch."""
+    alignment = (F.normalize(z1, dim=1) - F.normalize(z2, dim=1)).pow(2).sum(dim=1).mean()
+    logits, self_index, positive = _two_view_logits(z1, z2, temperature)
+    not_negative = F.one_hot(self_index, logits.shape[1]) + F.one_hot(positive, logits.shape[1])
+    spread = torch.logsumexp(logits.masked_fill(not_negative.bool(), float("-inf")), dim=1).mean()
+    return alignment + lam * spread
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -50,3 +72,54 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float 
     diag = torch.diagonal(c)
     off = c.pow(2).sum() - diag.pow(2).sum()
     return (1 - diag).pow(2).sum() + lambda_offdiag * off
+
+
+def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """SimSiam's -0.5 (cos(p1, sg z2) + cos(p2, sg z1)), averaged over the batch."""
+    return -0.5 * (F.cosine_similarity(p1, z2.detach(), dim=1).mean()
+                   + F.cosine_similarity(p2, z1.detach(), dim=1).mean())
+
+
+def _variance_hinge(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """mean_j relu(1 - sqrt(var_j + eps)), unbiased variance over the batch (VICReg)."""
+    return F.relu(1 - torch.sqrt(z.var(dim=0) + eps)).mean()
+
+
+def _offdiag_covariance(z: torch.Tensor) -> torch.Tensor:
+    """sum_{i != j} cov_ij^2 / D, cov over the centred batch divided by N - 1 (VICReg)."""
+    n, d = z.shape
+    z = z - z.mean(dim=0)
+    cov = z.T @ z / (n - 1)
+    return (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / d
+
+
+def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
+                cov_coeff: float = 1.0) -> torch.Tensor:
+    """VICReg: sim * mse(z1, z2) + std * (hinge(z1) + hinge(z2)) / 2 + cov * (offdiag(z1) + offdiag(z2)).
+
+    The invariance term is a per-sample mean (DDP averages it); variance and covariance are
+    statistics of the global batch, gathered with gradient as the official code does."""
+    invariance = F.mse_loss(z1, z2)
+    a, b = gather_with_grad(z1), gather_with_grad(z2)
+    variance = (_variance_hinge(a) + _variance_hinge(b)) / 2
+    covariance = _offdiag_covariance(a) + _offdiag_covariance(b)
+    return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+
+
+def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """MoCo v2's InfoNCE: logits [q.k+, q.queue] / tau, cross-entropy to index 0.
+
+    q, k are L2-normalised here; `queue` (K, d) holds normalised keys of earlier batches."""
+    q, k = F.normalize(q, dim=1), F.normalize(k.detach(), dim=1)
+    positive = (q * k).sum(dim=1, keepdim=True)
+    logits = torch.cat([positive, q @ queue.detach().T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
+def moco_v3_loss(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """MoCo v3's ctr(q, k) = CE(q k_all^T / tau, own index) * 2 tau, keys of all processes
+    gathered without gradient (the key branch is a momentum encoder)."""
+    q, k = F.normalize(q, dim=1), F.normalize(k.detach(), dim=1)
+    keys = gather_no_grad(k)
+    labels = torch.arange(q.shape[0], device=q.device) + rank() * q.shape[0]
+    return F.cross_entropy(q @ keys.T / temperature, labels) * 2 * temperature

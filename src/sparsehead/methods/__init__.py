@@ -2,12 +2,20 @@
 from .barlow_twins import BarlowTwins
 from .base import Method
 from .byol import BYOL
+from .moco_v2 import MoCoV2
+from .moco_v3 import MoCoV3
 from .simclr import SimCLR
+from .simsiam import SimSiam
+from .vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
     "byol": BYOL,
     "barlow_twins": BarlowTwins,
+    "simsiam": SimSiam,
+    "vicreg": VICReg,
+    "moco_v2": MoCoV2,
+    "moco_v3": MoCoV3,
 }
 
 

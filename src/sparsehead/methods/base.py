@@ -18,10 +18,12 @@ class Method(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
-        h = cfg.head
-        self.projector = build_head(h.kind, backbone.feature_dim, h.hidden_dim, h.out_dim,
-                                    h.num_layers, h.last_bn)
+        self.projector = self.build_projector(cfg.head, backbone.feature_dim)
         self.embedding_dim = out_dim(self.projector, backbone.feature_dim)
+
+    def build_projector(self, h, in_dim: int) -> nn.Module:
+        """The projection head from the `head` config section (a method may adjust it)."""
+        return build_head(h.kind, in_dim, h.hidden_dim, h.out_dim, h.num_layers, h.last_bn, h.rank)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The self-supervised loss of two views of a batch, and extra values to log."""

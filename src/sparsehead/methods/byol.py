@@ -18,6 +18,11 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
         t.copy_(o)
 
 
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy moved only by ema_update: excluded from the optimiser and from SparseHead."""
+    return copy.deepcopy(module).requires_grad_(False)
+
+
 def cosine_momentum(base: float, step: int, total_steps: int) -> float:
     """tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2: from tau_base up to 1."""
     return 1 - (1 - base) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
@@ -28,8 +33,8 @@ class BYOL(Method):
         super().__init__(cfg, backbone)
         self.predictor = mlp(self.embedding_dim, cfg.method.predictor_hidden_dim, self.embedding_dim)
         # The target is updated only by EMA: frozen for the optimiser.
-        self.target_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
-        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.target_backbone = frozen_copy(self.backbone)
+        self.target_projector = frozen_copy(self.projector)
 
     def forward(self, x1, x2):
         p1 = self.predictor(self.projector(self.backbone(x1)))
