@@ -174,3 +174,10 @@ def test_heads_train_in_byol(kind):
     method.after_step(1, 10)  # BYOL's EMA of the projector, fixed buffers included
     r, z = method.embed(x1)
     assert torch.isfinite(loss) and z.shape == (8, 64)
+
+
+@pytest.mark.parametrize("kind", ["lowrank", "lowrank_diagonal"])
+def test_configured_rank_reaches_the_method_head(kind):
+    from sparsehead.runs import build_model
+    method = build_model(config.load(None, [f"head.kind={kind}", "head.rank=7", "model.width=8"]))
+    assert np.linalg.matrix_rank(method.projector(torch.randn(100, 64)).detach().double().numpy()) == 7
