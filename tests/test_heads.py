@@ -180,4 +180,5 @@ def test_heads_train_in_byol(kind):
 def test_configured_rank_reaches_the_method_head(kind):
     from sparsehead.runs import build_model
     method = build_model(config.load(None, [f"head.kind={kind}", "head.rank=7", "model.width=8"]))
-    assert np.linalg.matrix_rank(method.projector(torch.randn(100, 64)).detach().double().numpy()) == 7
+    singular = np.linalg.svd(method.projector(torch.randn(100, 64)).detach().double().numpy(), compute_uv=False)
+    assert (singular > 1e-4 * singular[0]).sum() == 7  # float32 round-off leaves the rest near 1e-7
