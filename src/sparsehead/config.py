@@ -111,6 +111,26 @@ class MethodConfig:
         min=0.0, max=1.0)
     predictor_hidden_dim: int = opt(512, "BYOL predictor hidden width", min=1)
     lambda_offdiag: float = opt(0.0051, "Barlow Twins off-diagonal weight", min=0.0)
+    directclr_dim: Optional[int] = opt(
+        None, "DirectCLR sub-vector size d0: the loss sees r[:, :d0] (null: 360/2048 of the backbone's "
+        "feature dimension, the paper's ratio for ResNet-50, rounded; must not exceed that dimension)", min=1)
+    predictor_freq: int = opt(1, "DirectPred/DirectCopy: set the predictor from F every N steps "
+                                 "(official code: 1)", min=1)
+    predictor_rho: float = opt(0.3, "DirectPred/DirectCopy: F <- rho F + (1 - rho) mean(f f^T)",
+                               min=0.0, max=1.0)
+    predictor_eps: float = opt(0.01, "DirectPred: eps added to the predictor's eigenvalues; DirectCopy: "
+                                     "eps I added to the predictor", min=0.0)
+    directcopy_normalize: bool = opt(True, "DirectCopy: divide F by its Frobenius norm as the paper "
+                                           "states (false: the official code, no normalisation)")
+    wmse_w_size: int = opt(128, "W-MSE whitening sub-batch size (paper: 128); a smaller per-process "
+                                "batch is whitened whole; must exceed the embedding dimension", min=2)
+    wmse_w_iter: int = opt(1, "W-MSE: random sub-batch splits per step (paper's default: 1)", min=1)
+    wmse_eps: float = opt(0.0, "W-MSE: shrink the covariance towards I before whitening (official: 0)",
+                          min=0.0, max=1.0)
+    swav_prototypes: int = opt(300, "SwAV number of prototypes K (paper: 3000 on ImageNet; 300, "
+                                    "the small end of its ablation, for CIFAR-sized runs)", min=1)
+    swav_epsilon: float = opt(0.05, "SwAV Sinkhorn-Knopp entropy epsilon", min=0.0, exclusive_min=True)
+    swav_sinkhorn_iters: int = opt(3, "SwAV Sinkhorn-Knopp iterations", min=1)
 
 
 @dataclass
@@ -333,6 +353,9 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device: {dev!r} is not allowed; choose auto, cpu, cuda or cuda:N")
+    if cfg.sparsity.lam > 0 and cfg.method.name == "directclr":
+        raise ConfigError("sparsity.lam: method.name=directclr has no projection head for SparseHead "
+                          "(it ignores head.*); set sparsity.lam=0 or choose another method.name")
     if cfg.sparsity.lam > 0 and cfg.head.kind == "identity":
         raise ConfigError("sparsity.lam: SparseHead needs a head with a linear layer; "
                           "set head.kind=linear or mlp, or sparsity.lam=0")

@@ -22,7 +22,8 @@ from .errors import EvaluationError
 IGNORED_KEYS = {"train.seed", "train.run_name", "train.out_dir", "train.progress", "train.log_every",
                 "train.checkpoint_every", "train.threads", "train.device", "data.cache_dir",
                 "eval.knn_batch_size", "eval.knn_every", "eval.online_linear", "eval.online_linear_lr"}
-METHOD_NAMES = {"simclr": "SimCLR", "byol": "BYOL", "barlow_twins": "Barlow Twins"}
+METHOD_NAMES = {"simclr": "SimCLR", "byol": "BYOL", "barlow_twins": "Barlow Twins", "directclr": "DirectCLR",
+                "directpred": "DirectPred", "directcopy": "DirectCopy", "wmse": "W-MSE", "swav": "SwAV"}
 # (column, file in run_dir/eval, path into its "r" entry)
 METRICS = [("linear top-1", "linear", ("top1",)), ("linear top-5", "linear", ("top5",)),
            ("k-NN top-1", "knn", ("top1",)), ("k-NN weighted top-1", "knn", ("weighted_top1",)),

@@ -18,10 +18,13 @@ class Method(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
-        h = cfg.head
-        self.projector = build_head(h.kind, backbone.feature_dim, h.hidden_dim, h.out_dim,
-                                    h.num_layers, h.last_bn)
+        self.projector = self.build_projector(backbone.feature_dim)
         self.embedding_dim = out_dim(self.projector, backbone.feature_dim)
+
+    def build_projector(self, feature_dim: int) -> nn.Module:
+        """The online projection head h as cfg.head describes it (a method without one overrides this)."""
+        h = self.cfg.head
+        return build_head(h.kind, feature_dim, h.hidden_dim, h.out_dim, h.num_layers, h.last_bn)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The self-supervised loss of two views of a batch, and extra values to log."""
