@@ -127,8 +127,8 @@ class MethodConfig:
     wmse_w_iter: int = opt(1, "W-MSE: random sub-batch splits per step (paper's default: 1)", min=1)
     wmse_eps: float = opt(0.0, "W-MSE: shrink the covariance towards I before whitening (official: 0)",
                           min=0.0, max=1.0)
-    swav_prototypes: int = opt(300, "SwAV number of prototypes K (paper: 3000 on ImageNet; 300, "
-                                    "the small end of its ablation, for CIFAR-sized runs)", min=1)
+    swav_prototypes: int = opt(300, "SwAV number of prototypes K (paper: 3000 on ImageNet; 300 here "
+                                    "for CIFAR-sized data sets and batches)", min=1)
     swav_epsilon: float = opt(0.05, "SwAV Sinkhorn-Knopp entropy epsilon", min=0.0, exclusive_min=True)
     swav_sinkhorn_iters: int = opt(3, "SwAV Sinkhorn-Knopp iterations", min=1)
 
