@@ -279,3 +279,47 @@ def test_swav_prototypes_stay_on_the_unit_sphere():
     assert not torch.allclose(method.prototypes.weight.norm(dim=1), torch.ones(20))
     method.after_step(1, 10)
     torch.testing.assert_close(method.prototypes.weight.norm(dim=1), torch.ones(20))
+
+
+# --- DDP: two gloo processes on halves of a batch = one process on all of it ----------------------
+
+def ddp_batch():
+    g = torch.Generator().manual_seed(7)
+    return [torch.randn(8, 6, dtype=torch.float64, generator=g) for _ in range(4)]
+
+
+def ddp_results(z1, z2, s1, s2):
+    """Each loss and statistic, with the gradients of the DDP-facing ones."""
+    from sparsehead.methods.directpred import batch_correlation
+    z1, z2, s1 = (t.clone().requires_grad_(True) for t in (z1, z2, s1))
+    clr = directclr_loss(z1, z2, 0.1)
+    clr.backward()
+    swav = swav_loss(s1, s2, 0.1, 0.05, 3)
+    swav.backward()
+    return {"directclr": clr.detach(), "directclr_grad": z1.grad, "swav": swav.detach(),
+            "swav_grad": s1.grad, "codes": sinkhorn_knopp(s2, 0.05, 3), "corr": batch_correlation(z1, z2)}
+
+
+def ddp_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    n = 8 // world
+    halves = [t[rank * n:(rank + 1) * n] for t in ddp_batch()]
+    torch.save(ddp_results(*halves), f"{out_dir}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes start and import torch
+def test_losses_under_ddp_match_one_process(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(2)]
+    full = ddp_results(*ddp_batch())
+    for key in ("directclr", "swav"):  # the per-rank means average to the global mean
+        torch.testing.assert_close((ranks[0][key] + ranks[1][key]) / 2, full[key])
+    for key in ("directclr_grad", "swav_grad"):  # DDP averages the ranks' gradients
+        torch.testing.assert_close(torch.cat([r[key] for r in ranks]) / 2, full[key])
+    torch.testing.assert_close(torch.cat([r["codes"] for r in ranks]), full["codes"])
+    for r in ranks:  # every rank sets the predictor from the same F
+        torch.testing.assert_close(r["corr"], full["corr"])
