@@ -20,7 +20,8 @@ STEPS = 24  # 1437 // 64 = 22 steps per epoch: the run crosses an epoch boundary
 # those are easy negatives, so its loss jumps up as real keys replace them. The tiny run uses the
 # smallest queue (one step's keys) so it holds real keys from step 2 on, and its first loss window
 # starts after that step: a fall is then learning, not the queue filling up.
-TINY_SETTINGS = {"moco_v2": ["method.queue_size=64"]}
+TINY_SETTINGS = {"moco_v2": ["method.queue_size=64"],
+                 "directclr": ["sparsity.lam=0"]}  # no projection head: SparseHead has nothing to penalise
 QUEUE_FILL_STEPS = {"moco_v2": 1}
 
 

@@ -159,6 +159,26 @@ class MethodConfig:
     moco_symmetric: bool = opt(
         False, "MoCo v2: false = the official asymmetric loss ctr(q1, k2); true = (ctr(q1, k2) + "
         "ctr(q2, k1)) / 2 with both views' keys enqueued, as many CIFAR implementations")
+    directclr_dim: Optional[int] = opt(
+        None, "DirectCLR sub-vector size d0: the loss sees r[:, :d0] (null: 360/2048 of the backbone's "
+        "feature dimension, the paper's ratio for ResNet-50, rounded; must not exceed that dimension)", min=1)
+    predictor_freq: int = opt(1, "DirectPred/DirectCopy: set the predictor from F every N steps "
+                                 "(official code: 1)", min=1)
+    predictor_rho: float = opt(0.3, "DirectPred/DirectCopy: F <- rho F + (1 - rho) mean(f f^T)",
+                               min=0.0, max=1.0)
+    predictor_eps: float = opt(0.01, "DirectPred: eps added to the predictor's eigenvalues; DirectCopy: "
+                                     "eps I added to the predictor", min=0.0)
+    directcopy_normalize: bool = opt(True, "DirectCopy: divide F by its Frobenius norm as the paper "
+                                           "states (false: the official code, no normalisation)")
+    wmse_w_size: int = opt(128, "W-MSE whitening sub-batch size (paper: 128); a smaller per-process "
+                                "batch is whitened whole; must exceed the embedding dimension", min=2)
+    wmse_w_iter: int = opt(1, "W-MSE: random sub-batch splits per step (paper's default: 1)", min=1)
+    wmse_eps: float = opt(0.0, "W-MSE: shrink the covariance towards I before whitening (official: 0)",
+                          min=0.0, max=1.0)
+    swav_prototypes: int = opt(300, "SwAV number of prototypes K (paper: 3000 on ImageNet; 300 here "
+                                    "for CIFAR-sized data sets and batches)", min=1)
+    swav_epsilon: float = opt(0.05, "SwAV Sinkhorn-Knopp entropy epsilon", min=0.0, exclusive_min=True)
+    swav_sinkhorn_iters: int = opt(3, "SwAV Sinkhorn-Knopp iterations", min=1)
 
 
 @dataclass
@@ -438,6 +458,9 @@ def validate_method(cfg: Config) -> None:
         raise ConfigError(f"method.queue_size: {m.queue_size} keys span all data.subset={cfg.data.subset} "
                           "images, so older keys of an image would be its own negatives; set "
                           f"method.queue_size<{cfg.data.subset * keys_per_image}")
+    if cfg.sparsity.lam > 0 and m.name == "directclr":
+        raise ConfigError("sparsity.lam: method.name=directclr has no projection head for SparseHead "
+                          "(it ignores head.*); set sparsity.lam=0 or choose another method.name")
 
 
 def to_dict(cfg: Config) -> dict:

@@ -67,3 +67,13 @@ def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
         return x
     from torch.distributed.nn.functional import all_reduce
     return all_reduce(x, op=dist.ReduceOp.SUM)
+
+
+@torch.no_grad()
+def all_reduce_sum_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Sum of a statistic over ranks, outside autograd (Sinkhorn sums, predictor statistics)."""
+    if not is_distributed():
+        return x
+    out = x.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distributed import all_reduce_sum_with_grad, gather_no_grad, gather_with_grad, rank, world_size
+from .distributed import (all_reduce_sum_no_grad, all_reduce_sum_with_grad, gather_no_grad, gather_with_grad,
+                          rank, world_size)
 
 
 def _two_view_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float):
@@ -123,3 +124,72 @@ def moco_v3_loss(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2) -> 
     keys = gather_no_grad(k)
     labels = torch.arange(q.shape[0], device=q.device) + rank() * q.shape[0]
     return F.cross_entropy(q @ keys.T / temperature, labels) * 2 * temperature
+
+
+def _cross_view_nce(anchors: torch.Tensor, others: torch.Tensor, temperature: float) -> torch.Tensor:
+    """CE of each anchor's logits against every `others` vector of the global batch (no same-view
+    negatives), the positive being its own pair."""
+    candidates = gather_with_grad(others)
+    own = torch.arange(anchors.shape[0], device=anchors.device) + rank() * anchors.shape[0]
+    return F.cross_entropy(anchors @ candidates.T / temperature, own)
+
+
+def directclr_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """DirectCLR's InfoNCE (papers/003, official code): (nce(z1, z2) + nce(z2, z1)) / 2 on the
+    L2-normalised sub-vectors, with only cross-view logits."""
+    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    return (_cross_view_nce(z1, z2, temperature) + _cross_view_nce(z2, z1, temperature)) / 2
+
+
+def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """W-MSE's Cholesky whitening of one sub-batch: (x - mean) L^{-T} with L L^T the unbiased
+    covariance shrunk towards I by eps, so the output's unbiased covariance is I (when eps = 0)."""
+    centred = x - x.mean(dim=0)
+    cov = centred.T @ centred / (x.shape[0] - 1)
+    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    chol = torch.linalg.cholesky((1 - eps) * cov + eps * eye)
+    return torch.linalg.solve_triangular(chol, centred.T, upper=False).T
+
+
+def wmse_loss(z1: torch.Tensor, z2: torch.Tensor, w_size: int, w_iter: int = 1, eps: float = 0.0,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """W-MSE (Ermolov et al. 2021, official code): w_iter times, split the batch at random into
+    sub-batches of w_size, whiten each view of each sub-batch, then 2 - 2 cos between the whitened
+    positives, averaged over samples and iterations. Sub-batches stay within a process: under DDP
+    each rank whitens its own, the same as one process whose random split respects the ranks."""
+    n = z1.shape[0]
+    if n % w_size:
+        raise ValueError(f"W-MSE: the batch of {n} is not a multiple of the whitening size {w_size}")
+    total = z1.new_zeros(())
+    for _ in range(w_iter):
+        for idx in torch.randperm(n, generator=generator).to(z1.device).view(-1, w_size):
+            w1, w2 = whiten(z1[idx], eps), whiten(z2[idx], eps)
+            total = total + (2 - 2 * F.cosine_similarity(w1, w2, dim=1)).mean()
+    return total / (w_iter * (n // w_size))
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """SwAV's equal-partition codes (Caron et al. 2020, Algorithm 1) of (B, K) prototype scores:
+    Q = exp(scores / eps), alternately scaled so each prototype gets 1/K and each sample 1/B of the
+    mass (sums over the global batch under DDP); returned with each sample's row summing to 1."""
+    q = torch.exp(scores.double() / epsilon).T  # (K, B); exp(1/eps) stays finite in float64
+    k, b_global = q.shape[0], q.shape[1] * world_size()
+    q = q / all_reduce_sum_no_grad(q.sum())
+    for _ in range(iterations):
+        q = q / all_reduce_sum_no_grad(q.sum(dim=1, keepdim=True)) / k
+        q = q / q.sum(dim=0, keepdim=True) / b_global
+    return (q * b_global).T.to(scores.dtype)
+
+
+def swav_loss(scores1: torch.Tensor, scores2: torch.Tensor, temperature: float = 0.1,
+              epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """SwAV's swapped prediction for two crops: each view's codes (no gradient) are the targets of
+    the other view's softmax(scores / temperature); cross-entropies averaged over the batch and the
+    two directions."""
+    q1 = sinkhorn_knopp(scores1.detach(), epsilon, iterations)
+    q2 = sinkhorn_knopp(scores2.detach(), epsilon, iterations)
+
+    def swapped(codes, scores):
+        return -(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()
+    return (swapped(q1, scores2) + swapped(q2, scores1)) / 2

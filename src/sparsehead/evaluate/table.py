@@ -23,7 +23,8 @@ IGNORED_KEYS = {"train.seed", "train.run_name", "train.out_dir", "train.progress
                 "train.checkpoint_every", "train.threads", "train.device", "data.cache_dir",
                 "eval.knn_batch_size", "eval.knn_every", "eval.online_linear", "eval.online_linear_lr"}
 METHOD_NAMES = {"simclr": "SimCLR", "byol": "BYOL", "barlow_twins": "Barlow Twins", "simsiam": "SimSiam",
-                "vicreg": "VICReg", "moco_v2": "MoCo v2", "moco_v3": "MoCo v3"}
+                "vicreg": "VICReg", "moco_v2": "MoCo v2", "moco_v3": "MoCo v3", "directclr": "DirectCLR",
+                "directpred": "DirectPred", "directcopy": "DirectCopy", "wmse": "W-MSE", "swav": "SwAV"}
 # (column, file in run_dir/eval, path into its "r" entry)
 METRICS = [("linear top-1", "linear", ("top1",)), ("linear top-5", "linear", ("top5",)),
            ("k-NN top-1", "knn", ("top1",)), ("k-NN weighted top-1", "knn", ("weighted_top1",)),

@@ -2,11 +2,16 @@
 from .barlow_twins import BarlowTwins
 from .base import Method
 from .byol import BYOL
+from .directclr import DirectCLR
+from .directcopy import DirectCopy
+from .directpred import DirectPred
 from .moco_v2 import MoCoV2
 from .moco_v3 import MoCoV3
 from .simclr import SimCLR
 from .simsiam import SimSiam
+from .swav import SwAV
 from .vicreg import VICReg
+from .wmse import WMSE
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
@@ -16,6 +21,11 @@ METHODS: dict[str, type[Method]] = {
     "vicreg": VICReg,
     "moco_v2": MoCoV2,
     "moco_v3": MoCoV3,
+    "directclr": DirectCLR,
+    "directpred": DirectPred,
+    "directcopy": DirectCopy,
+    "wmse": WMSE,
+    "swav": SwAV,
 }
 
 

@@ -31,18 +31,27 @@ def cosine_momentum(base: float, step: int, total_steps: int) -> float:
 class BYOL(Method):
     def __init__(self, cfg, backbone):
         super().__init__(cfg, backbone)
-        self.predictor = mlp(self.embedding_dim, cfg.method.predictor_hidden_dim, self.embedding_dim)
+        self.predictor = self.build_predictor()
         # The target is updated only by EMA: frozen for the optimiser.
         self.target_backbone = frozen_copy(self.backbone)
         self.target_projector = frozen_copy(self.projector)
 
+    def build_predictor(self) -> nn.Module:
+        """The learned MLP predictor (DirectPred/DirectCopy replace it by a set linear map)."""
+        return mlp(self.embedding_dim, self.cfg.method.predictor_hidden_dim, self.embedding_dim)
+
     def forward(self, x1, x2):
-        p1 = self.predictor(self.projector(self.backbone(x1)))
-        p2 = self.predictor(self.projector(self.backbone(x2)))
+        z1 = self.projector(self.backbone(x1))
+        z2 = self.projector(self.backbone(x2))
+        return self.regress_target(z1, z2, x1, x2), {}
+
+    def regress_target(self, z1, z2, x1, x2):
+        """The symmetrised BYOL loss of the online projections z1, z2 of views x1, x2."""
+        p1, p2 = self.predictor(z1), self.predictor(z2)
         with torch.no_grad():
             t1 = self.target_projector(self.target_backbone(x1))
             t2 = self.target_projector(self.target_backbone(x2))
-        return byol_loss(p1, t2) + byol_loss(p2, t1), {}
+        return byol_loss(p1, t2) + byol_loss(p2, t1)
 
     @torch.no_grad()
     def after_step(self, step, total_steps):

@@ -1,0 +1,30 @@
+"""W-MSE (Ermolov et al. 2021, htdt/self-supervised): MSE between normalised positives after
+whitening the embeddings of each view over random sub-batches, with two views (W-MSE 2).
+
+Defaults are the paper's CIFAR ones (w_size 128, w_iter 1, no shrinkage; it uses head.out_dim 64).
+A per-process batch smaller than w_size is whitened whole (tiny runs); a sub-batch must have more
+samples than the embedding has dimensions, or its covariance cannot be whitened.
+"""
+from ..config import ConfigError
+from ..losses import wmse_loss
+from .base import Method
+
+
+class WMSE(Method):
+    def whitening_size(self, batch: int) -> int:
+        """Sub-batch size for a per-process batch of `batch` views, checked."""
+        w_size = min(self.cfg.method.wmse_w_size, batch)
+        if batch % w_size:
+            raise ConfigError(f"method.wmse_w_size: the per-process batch of {batch} is not a multiple of "
+                              f"{w_size}; choose a divisor of it")
+        if w_size <= self.embedding_dim:
+            raise ConfigError(f"method.wmse_w_size: whitening sub-batches of {w_size} need an embedding of "
+                              f"fewer dimensions, not {self.embedding_dim}; lower head.out_dim (paper: 64) "
+                              "or raise method.wmse_w_size / train.batch_size")
+        return w_size
+
+    def forward(self, x1, x2):
+        z1 = self.projector(self.backbone(x1))
+        z2 = self.projector(self.backbone(x2))
+        m = self.cfg.method
+        return wmse_loss(z1, z2, self.whitening_size(z1.shape[0]), m.wmse_w_iter, m.wmse_eps), {}
