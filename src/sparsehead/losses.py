@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from .distributed import all_reduce_sum_with_grad, gather_with_grad, rank, world_size
+from .precision import float32_loss
 
 
+@float32_loss
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """SimCLR's NT-Xent: each of the 2N views against the 2N - 1 others, CE to its positive."""
     z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
@@ -28,6 +30,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     return F.cross_entropy(logits, positive)
 
 
+@float32_loss
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL's 2 - 2 cos(p, sg(z)), averaged over the batch (one direction; symmetrise by adding)."""
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
@@ -41,6 +44,7 @@ def _standardize_global(z: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tenso
     return (z - mean) / torch.sqrt(var + eps), n_global
 
 
+@float32_loss
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float = 0.0051) -> torch.Tensor:
     """sum_i (1 - c_ii)^2 + lambda * sum_{i != j} c_ij^2, c the cross-correlation of the
     batch-standardised embeddings over the global batch."""
