@@ -208,6 +208,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t)
             if isinstance(p, LoaderPipeline):
                 p.it = None
+            print(f"  {name}: {statistics.median(times[name][-args.steps:]):.3f} s/step this round", flush=True)
 
     peak = peak_matmul_gflops()
     sh = pipelines["sparsehead"]

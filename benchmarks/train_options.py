@@ -45,11 +45,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="timed steps per setting and round")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="rounds over all settings")
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
     args = ap.parse_args()
     cfg = config.load(None, ["data.image_size=32", "model.width=16",
                              "train.batch_size=256", "method.name=simclr"])
-    settings = [(p, cl, False) for p in ("fp32", "bf16") for cl in (False, True)]
+    settings = [(p, cl, False) for p in args.precision for cl in (False, True)]
     if args.compile:
         settings.append(("fp32", False, True))
     steps = {s: make_step(cfg, *s) for s in settings}
