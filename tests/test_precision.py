@@ -6,7 +6,7 @@ import torch
 
 from sparsehead.config import ConfigError
 from sparsehead.losses import barlow_twins_loss, byol_loss, nt_xent
-from sparsehead.precision import autocast, resolve_channels_last, resolve_precision
+from sparsehead.precision import autocast, resolve_precision
 from sparsehead.sync_batchnorm import GlobalBatchNorm, convert_sync_batchnorm
 from sparsehead.train import pretrain
 
@@ -15,7 +15,6 @@ CPU = torch.device("cpu")
 
 def test_precision_defaults_and_fp16_needs_cuda():
     assert resolve_precision("auto", CPU) == "fp32" and resolve_precision("bf16", CPU) == "bf16"
-    assert resolve_channels_last("auto", CPU) is False and resolve_channels_last(True, CPU) is True
     with pytest.raises(ConfigError, match="train.precision=fp16 needs a CUDA device"):
         resolve_precision("fp16", CPU)
 
@@ -43,8 +42,8 @@ def test_global_batchnorm_is_plain_batchnorm_in_one_process():
     torch.testing.assert_close(converted(x), expected)
 
 
-def test_bf16_channels_last_run_trains(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("train.max_steps=3", "train.precision=bf16", "train.channels_last=true")
+def test_bf16_contiguous_run_trains(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.max_steps=3", "train.precision=bf16", "train.channels_last=false")
     summary = pretrain(cfg, tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]

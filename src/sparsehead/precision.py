@@ -26,11 +26,6 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
-def resolve_channels_last(value: bool | str, device: torch.device) -> bool:
-    """`auto`: channels_last on CUDA (tensor-core convolutions), not on the CPU (measured slower)."""
-    return device.type == "cuda" if value == "auto" else bool(value)
-
-
 def autocast(precision: str, device: torch.device):
     """The context the forward pass runs in (a no-op for fp32)."""
     return torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "fp32")

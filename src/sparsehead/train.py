@@ -24,7 +24,7 @@ from .faults import NonFiniteGuard, sigkill_point
 from .io import atomic_write_json
 from .metrics_log import MetricLogger
 from .optim import build_optimizer, warmup_cosine
-from .precision import autocast, grad_scaler, resolve_channels_last, resolve_precision
+from .precision import autocast, grad_scaler, resolve_precision
 from .runs import build_model, default_run_name, resolve_device
 from .sparsity import SparseHeadRegularizer
 from .sync_batchnorm import convert_sync_batchnorm
@@ -68,8 +68,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         warnings.warn(f"training without {data.skipped} unreadable image(s) (data.bad_images=skip)")
     mean, std = data.channel_stats()
     precision = resolve_precision(cfg.train.precision, device)
-    memory_format = torch.channels_last if resolve_channels_last(cfg.train.channels_last, device) \
-        else torch.contiguous_format
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std, memory_format)
     images = data.images.to(device) if device.type == "cuda" else data.images  # small sets fit on the GPU
     local_batch = batch // world
