@@ -23,5 +23,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Throughput of sparsehead vs lightly vs torchvision (docs/performance.md); needs ../shared/data/cifar10.
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/throughput.py
+
 clean:
 	rm -rf $(VENV) runs

@@ -41,6 +41,24 @@ def test_imagefolder_decodes_exact_pixels_and_labels(tmp_path):
     assert torch.equal(again.images, data.images)
 
 
+def test_imagefolder_cache_returns_exactly_the_decoded_images(tmp_path, monkeypatch):
+    _write_folder(tmp_path / "d", sizes=(("a", 4), ("b", 3)))
+    cfg = config.load(None, ["data.source=imagefolder", f"data.root={tmp_path / 'd'}", "data.image_size=12",
+                             f"data.cache_dir={tmp_path / 'cache'}"]).data
+    first = datasets.load(cfg, "train")
+    assert len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 1
+    files = sorted((tmp_path / "d/train").rglob("*.png"))
+    expected = torch.stack([torch.from_numpy(np.asarray(Image.open(f)).transpose(2, 0, 1).copy()) for f in files])
+
+    def no_decoding(*args):
+        raise AssertionError("the cached images were decoded again")
+    monkeypatch.setattr(datasets, "_decode", no_decoding)
+    cached = datasets.load(cfg, "train")
+    for data in (first, cached):
+        assert data.images.dtype == torch.uint8 and torch.equal(data.images, expected)
+        assert data.labels.tolist() == [0] * 4 + [1] * 3 and data.classes == ["a", "b"]
+
+
 def test_imagefolder_empty_class_is_an_error(tmp_path):
     _write_folder(tmp_path / "d")
     (tmp_path / "d/train/empty").mkdir()

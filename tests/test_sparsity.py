@@ -195,3 +195,24 @@ def test_adaptive_lambda_moves_the_support_towards_its_target(tiny_cfg):
     assert abs(frac(adaptive) - 0.25) < 0.5 * abs(frac(fixed) - 0.25), \
         f"support {frac(adaptive):.2f} did not move towards 0.25 (fixed lambda: {frac(fixed):.2f})"
     assert (adaptive == 0).any(), "the proximal step leaves exact zeros"
+
+
+def test_adaptive_lambda_resumes_exactly(tiny_cfg):
+    """The controlled lambda is checkpointed: stopped at step 8 and resumed, the run ends as an
+    unbroken one (the same lambda, the same weights)."""
+    from sparsehead import checkpoint
+    from sparsehead.train import pretrain
+    run = lambda name, steps: tiny_cfg(
+        "sparsity.mode=proximal", "sparsity.lam=0.5", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.3",
+        "optim.lr=1e-2", "train.epochs=2", "train.threads=1", f"train.max_steps={steps}", f"train.run_name={name}")
+    threads = torch.get_num_threads()
+    try:
+        full = pretrain(run("full", 16))["run_dir"]
+        pretrain(run("half", 8))
+        half = pretrain(run("half", 16))["run_dir"]
+    finally:
+        torch.set_num_threads(threads)
+    a, b = (checkpoint.load(checkpoint.find(d)) for d in (full, half))
+    assert a["sparsity"] == b["sparsity"] and a["sparsity"]["lam"] != 0.5  # lambda moved, and resumed
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key

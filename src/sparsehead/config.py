@@ -211,6 +211,12 @@ class TrainConfig:
     log_every: int = opt(10, "write metrics every N steps", min=1)
     progress: bool = opt(True, "show a tqdm progress bar")
     threads: Optional[int] = opt(None, "CPU threads for torch (default: torch's choice)", min=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "auto", "autocast dtype of the forward pass (losses stay float32); fp16 (CUDA only) adds a "
+        "GradScaler; auto: fp32 on the CPU, bf16 on CUDA (fp16 where bf16 is unsupported)")
+    channels_last: bool = opt(True, "channels_last (NHWC) memory format for model and views; measured "
+                                    "faster on the CPU too (docs/performance.md)")
+    compile: bool = opt(False, "torch.compile the model (slow first steps; needs a C++ compiler on CPU)")
 
 
 @dataclass
@@ -255,7 +261,7 @@ def _coerce(key: str, value: Any, tp, meta: dict) -> Any:
         return _coerce(key, value, args[0], meta)
     allowed = _allowed(tp)
     if allowed is not None:
-        if value not in allowed:
+        if not any(value == a and type(value) is type(a) for a in allowed):  # 1 is not True
             raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
         return value
     if tp is bool:

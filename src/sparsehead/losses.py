@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from .distributed import (all_reduce_sum_no_grad, all_reduce_sum_with_grad, gather_no_grad, gather_with_grad,
                           rank, world_size)
+from .precision import float32_loss
 
 
 def _two_view_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float):
@@ -29,6 +30,7 @@ def _two_view_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float):
     return logits, self_index, positive
 
 
+@float32_loss
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """SimCLR's NT-Xent: each of the 2N views against the 2N - 1 others, CE to its positive."""
     logits, self_index, positive = _two_view_logits(z1, z2, temperature)
@@ -36,6 +38,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     return F.cross_entropy(logits, positive)
 
 
+@float32_loss
 def huang_infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
                   lam: float = 1.0) -> torch.Tensor:
     """Huang et al.'s revised InfoNCE (papers/002): ||f(x1) - f(x2)||^2 + lambda * log sum_i
@@ -51,6 +54,7 @@ def huang_infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
     return alignment + lam * spread
 
 
+@float32_loss
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL's 2 - 2 cos(p, sg(z)), averaged over the batch (one direction; symmetrise by adding)."""
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
@@ -64,6 +68,7 @@ def _standardize_global(z: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tenso
     return (z - mean) / torch.sqrt(var + eps), n_global
 
 
+@float32_loss
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float = 0.0051) -> torch.Tensor:
     """sum_i (1 - c_ii)^2 + lambda * sum_{i != j} c_ij^2, c the cross-correlation of the
     batch-standardised embeddings over the global batch."""
@@ -75,6 +80,7 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float 
     return (1 - diag).pow(2).sum() + lambda_offdiag * off
 
 
+@float32_loss
 def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """SimSiam's -0.5 (cos(p1, sg z2) + cos(p2, sg z1)), averaged over the batch."""
     return -0.5 * (F.cosine_similarity(p1, z2.detach(), dim=1).mean()
@@ -94,6 +100,7 @@ def _offdiag_covariance(z: torch.Tensor) -> torch.Tensor:
     return (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / d
 
 
+@float32_loss
 def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
                 cov_coeff: float = 1.0) -> torch.Tensor:
     """VICReg: sim * mse(z1, z2) + std * (hinge(z1) + hinge(z2)) / 2 + cov * (offdiag(z1) + offdiag(z2)).
@@ -107,6 +114,7 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std
     return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
 
 
+@float32_loss
 def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """MoCo v2's InfoNCE: logits [q.k+, q.queue] / tau, cross-entropy to index 0.
 
@@ -117,6 +125,7 @@ def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
 
+@float32_loss
 def moco_v3_loss(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """MoCo v3's ctr(q, k) = CE(q k_all^T / tau, own index) * 2 tau, keys of all processes
     gathered without gradient (the key branch is a momentum encoder)."""
@@ -134,6 +143,7 @@ def _cross_view_nce(anchors: torch.Tensor, others: torch.Tensor, temperature: fl
     return F.cross_entropy(anchors @ candidates.T / temperature, own)
 
 
+@float32_loss
 def directclr_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """DirectCLR's InfoNCE (papers/003, official code): (nce(z1, z2) + nce(z2, z1)) / 2 on the
     L2-normalised sub-vectors, with only cross-view logits."""
@@ -151,6 +161,7 @@ def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     return torch.linalg.solve_triangular(chol, centred.T, upper=False).T
 
 
+@float32_loss
 def wmse_loss(z1: torch.Tensor, z2: torch.Tensor, w_size: int, w_iter: int = 1, eps: float = 0.0,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """W-MSE (Ermolov et al. 2021, official code): w_iter times, split the batch at random into
@@ -182,6 +193,7 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
     return (q * b_global).T.to(scores.dtype)
 
 
+@float32_loss
 def swav_loss(scores1: torch.Tensor, scores2: torch.Tensor, temperature: float = 0.1,
               epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
     """SwAV's swapped prediction for two crops: each view's codes (no gradient) are the targets of

@@ -33,6 +33,8 @@ RESUME_MAY_DIFFER = {
     "train.threads": "CPU threads (a different count can change float rounding on the CPU)",
     "train.out_dir": "where the run folder lives (it may be moved)",
     "train.run_name": "the run folder's name (it may be renamed)",
+    "train.channels_last": "the memory layout (float rounding may differ)",
+    "train.compile": "whether the model is compiled (float rounding may differ)",
     "train.nonfinite": "what a NaN/Inf step does",
     "train.nonfinite_max_skips": "how many consecutive NaN/Inf steps are skipped",
     "data.cache_dir": "where decoded imagefolder data is cached",

@@ -24,8 +24,10 @@ from .faults import NonFiniteGuard, sigkill_point
 from .io import atomic_write_json
 from .metrics_log import MetricLogger
 from .optim import build_optimizer, warmup_cosine
+from .precision import autocast, grad_scaler, resolve_precision
 from .runs import build_model, default_run_name, resolve_device
 from .sparsity import SparseHeadRegularizer
+from .sync_batchnorm import convert_sync_batchnorm
 
 
 class TrainingError(RuntimeError):
@@ -65,7 +67,9 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     if data.skipped:
         warnings.warn(f"training without {data.skipped} unreadable image(s) (data.bad_images=skip)")
     mean, std = data.channel_stats()
-    views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std)
+    precision = resolve_precision(cfg.train.precision, device)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std, memory_format)
     images = data.images.to(device) if device.type == "cuda" else data.images  # small sets fit on the GPU
     local_batch = batch // world
     sampler = DistributedSampler(range(len(data)), num_replicas=world, rank=rank, shuffle=True,
@@ -74,11 +78,14 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     total_steps = steps_per_epoch * cfg.train.epochs
 
     # --- model, optimiser, schedule ----------------------------------------------------------
-    method = build_model(cfg).to(device)
+    method = build_model(cfg).to(device, memory_format=memory_format)
     if world > 1 and cfg.model.sync_batchnorm:
-        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        method = convert_sync_batchnorm(method, device)
     model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else method
+    if cfg.train.compile:
+        model = torch.compile(model)
+    scaler = grad_scaler(precision, device)  # a no-op unless fp16
     optimizer = build_optimizer(cfg.optim, method)
     scheduler = warmup_cosine(optimizer, round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps,
                               cfg.optim.min_lr_ratio)
@@ -99,6 +106,10 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         scheduler.load_state_dict(state["scheduler"])
         resume.restore_rng(state["rng"], augment_rng)
         guard.load_state_dict(state["nonfinite"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if "sparsity" in state:  # the adaptive lambda; absent from checkpoints of older versions
+            sparse_head.load_state_dict(state["sparsity"])
         step = state["step"]
         if dist.is_main():
             print(f"resuming {run_dir} from {path.name} (step {step})", file=sys.stderr)
@@ -116,7 +127,8 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
             "model": method.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "step": step, "epoch": step // steps_per_epoch,
             "rng": rng, "data_position": resume.data_position(step, steps_per_epoch, len(data)),
-            "nonfinite": guard.state_dict(), "config": config.to_dict(cfg),
+            "nonfinite": guard.state_dict(), "scaler": scaler.state_dict(), "sparsity": sparse_head.state_dict(),
+            "config": config.to_dict(cfg),
             "data_mean": mean, "data_std": std}, step, keep=cfg.train.keep_checkpoints)
 
     # --- the loop ------------------------------------------------------------------------------
@@ -132,21 +144,26 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
             idx = order[b * local_batch:(b + 1) * local_batch]
             guard.begin()
             x1, x2 = views(images[idx].to(device, non_blocking=True), augment_rng)
-            ssl_loss, logs = model(x1, x2)
+            with autocast(precision, device):  # the losses themselves run in float32
+                ssl_loss, logs = model(x1, x2)
             monitor.update(data.labels[idx])
             pen = sparse_head.loss()
             loss = ssl_loss + pen
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if guard.check(step + 1, loss):  # NaN/Inf: stop (train.nonfinite=stop) or skip the update
-                optimizer.step()
+            scaler.scale(loss).backward()
+            # NaN/Inf: stop (train.nonfinite=stop) or skip the update; under fp16 the scaler
+            # itself skips steps whose gradients overflowed, so only the loss is checked then.
+            if guard.check(step + 1, loss, check_grads=not scaler.is_enabled()):
+                scaler.step(optimizer)
+                scaler.update()
                 sparse_head.after_step(scheduler.get_last_lr()[0])
                 method.after_step(step + 1, total_steps)
             scheduler.step()
             step += 1
             bar.update(1)
             if step % cfg.train.log_every == 0 or step == last_step:
-                record = {"step": step, "epoch": step / steps_per_epoch, "loss": ssl_loss.item(),
+                record = {"step": step, "epoch": step / steps_per_epoch,
+                          "loss": dist.mean_over_ranks(ssl_loss.detach()).item(),  # a collective
                           "penalty": pen.item(), "lr": scheduler.get_last_lr()[0], **logs,
                           **sparse_head.logs(), **guard.logs(), **monitor.logs()}
                 logger.log(record)

@@ -1,0 +1,246 @@
+"""Pretraining throughput, side by side in one process: sparsehead vs lightly vs plain torchvision.
+
+    PYTHONPATH=src python benchmarks/throughput.py [--data ../shared/data/cifar10/train]
+        [--images 5000] [--steps 5] [--repeats 2] [--workers 0 1 2]
+
+All pipelines train the same network (sparsehead's CIFAR ResNet-18 of width 16 with a 2-layer
+MLP head 512 -> 128) with SimCLR's NT-Xent (temperature 0.5) at 32x32, batch 256, on the same
+JPEG subset, with the same augmentation recipe (SimCLR's CIFAR recipe: crop scale 0.08-1,
+flip 0.5, jitter 0.8 of strength 0.5, grayscale 0.2, no blur):
+
+(a) sparsehead: the uint8 cache of the images (decoded once, timed separately), batched views
+    and the model step, as train.py runs them;
+(b) lightly's documented recipe: SimCLRTransform, SimCLRProjectionHead, NTXentLoss, a torch
+    DataLoader over torchvision's ImageFolder; best over DataLoader num_workers;
+(c) a plain torchvision per-image pipeline (transforms.v2) with the same DataLoader, sparsehead's
+    model and loss; best over num_workers.
+
+Each (pipeline, workers) setting is timed in turns, `--repeats` rounds of `--steps` steps after
+one warm-up step per round (DataLoader workers are started anew each round, so idle settings
+never steal CPU), and the median step time is kept. The script also measures the machine's
+peak float32 matmul GFLOP/s and the model's FLOPs per step (FlopCounterMode).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from sparsehead import config
+from sparsehead.data import datasets
+from sparsehead.data.views import ViewGenerator
+from sparsehead.losses import nt_xent
+from sparsehead.optim import build_optimizer
+from sparsehead.runs import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH, SIZE = 256, 32
+
+
+def subset_folder(src: Path, n: int) -> Path:
+    """An ImageFolder of symlinks to the first n / classes images of every class of `src`."""
+    classes = sorted(p.name for p in src.iterdir() if p.is_dir())
+    root = Path(tempfile.mkdtemp(prefix="sparsehead-bench-")) / "data"
+    for c in classes:
+        (root / "train" / c).mkdir(parents=True)
+        for f in sorted((src / c).iterdir())[:n // len(classes)]:
+            (root / "train" / c / f.name).symlink_to(f.resolve())
+    return root
+
+
+def make_config(root: Path) -> config.Config:
+    return config.load(None, ["data.source=imagefolder", f"data.root={root}", f"data.image_size={SIZE}",
+                              f"data.cache_dir={root.parent / 'cache'}", "model.width=16", "head.hidden_dim=512",
+                              "head.out_dim=128", f"train.batch_size={BATCH}", "method.name=simclr",
+                              "optim.name=adam"])
+
+
+def peak_matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / min(times) / 1e9
+
+
+class SparseheadPipeline:
+    """(a): index the uint8 tensor, make both views as a batch, one model step."""
+
+    def __init__(self, cfg, data):
+        self.cfg, self.data = cfg, data
+        mean, std = data.channel_stats()
+        self.views = ViewGenerator(cfg.augment, SIZE, mean, std)
+        torch.manual_seed(0)
+        self.method = build_model(cfg)
+        self.opt = build_optimizer(cfg.optim, self.method)
+        self.gen = torch.Generator().manual_seed(0)
+        self.data_times, self.model_times = [], []
+
+    def start_round(self):
+        self.order = torch.randperm(len(self.data), generator=self.gen)
+        self.pos = 0
+
+    def step(self):
+        t0 = time.perf_counter()
+        idx = self.order[self.pos:self.pos + BATCH]
+        self.pos += BATCH
+        x1, x2 = self.views(self.data.images[idx], self.gen)
+        t1 = time.perf_counter()
+        loss, _ = self.method(x1, x2)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        t2 = time.perf_counter()
+        self.data_times.append(t1 - t0)
+        self.model_times.append(t2 - t1)
+
+
+class LoaderPipeline:
+    """(b) and (c): a DataLoader of per-image two-view transforms, then one model step."""
+
+    def __init__(self, folder, transform, backbone_and_head, loss_fn, workers):
+        from torchvision.datasets import ImageFolder
+        self.dataset = ImageFolder(str(folder), transform=transform)
+        self.workers = workers
+        self.model = backbone_and_head
+        self.loss_fn = loss_fn
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.wait_times = []
+
+    def start_round(self):
+        self.it = None  # shut the previous round's workers down before starting new ones
+        loader = DataLoader(self.dataset, batch_size=BATCH, shuffle=True, drop_last=True,
+                            num_workers=self.workers)
+        self.it = iter(loader)
+
+    def step(self):
+        t0 = time.perf_counter()
+        (x1, x2), _ = next(self.it)
+        self.wait_times.append(time.perf_counter() - t0)
+        loss = self.loss_fn(self.model(x1), self.model(x2))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+class TwoViews:
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, img):
+        return self.transform(img), self.transform(img)
+
+
+def torchvision_transform(mean, std):
+    from torchvision.transforms import v2
+    return TwoViews(v2.Compose([
+        v2.PILToTensor(), v2.RandomResizedCrop(SIZE, scale=(0.08, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(0.5), v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        v2.RandomGrayscale(0.2), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]))
+
+
+def lightly_parts(cfg, mean, std):
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    from lightly.transforms import SimCLRTransform
+    transform = SimCLRTransform(input_size=SIZE, cj_prob=0.8, cj_strength=0.5, min_scale=0.08,
+                                random_gray_scale=0.2, gaussian_blur=0.0, hf_prob=0.5,
+                                normalize={"mean": mean, "std": std})
+    torch.manual_seed(0)
+    backbone = build_model(cfg).backbone
+    model = nn.Sequential(backbone, SimCLRProjectionHead(backbone.feature_dim, 512, 128))
+    return transform, model, NTXentLoss(temperature=0.5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10" / "train",
+                    help="an ImageFolder train folder (<class>/<image>.jpg)")
+    ap.add_argument("--images", type=int, default=5000, help="images in the subset (equal per class)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per setting and round")
+    ap.add_argument("--repeats", type=int, default=2, help="rounds over all settings")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader num_workers to try")
+    args = ap.parse_args()
+    if args.images < BATCH * (args.steps + 1):
+        ap.error(f"--images must be at least {BATCH * (args.steps + 1)} (a round's batches without repeats)")
+    root = subset_folder(args.data, args.images)
+    cfg = make_config(root)
+
+    t0 = time.perf_counter()
+    datasets.load(cfg.data, "pretrain")  # decoded once into the uint8 cache, written to disk
+    decode_seconds = time.perf_counter() - t0
+    data = datasets.load(cfg.data, "pretrain")  # what every later run does: read the cache file
+    cached_seconds = time.perf_counter() - t0 - decode_seconds
+    mean, std = data.channel_stats()
+    pipelines = {"sparsehead": SparseheadPipeline(cfg, data)}
+    transform, model, loss = lightly_parts(cfg, mean, std)
+    tv_method = build_model(cfg)
+    for w in args.workers:
+        pipelines[f"lightly w={w}"] = LoaderPipeline(root / "train", transform, model, loss, w)
+        pipelines[f"torchvision w={w}"] = LoaderPipeline(
+            root / "train", torchvision_transform(mean, std), nn.Sequential(tv_method.backbone, tv_method.projector),
+            lambda z1, z2: nt_xent(z1, z2, 0.5), w)
+
+    times = {name: [] for name in pipelines}
+    for _ in range(args.repeats):
+        for name, p in pipelines.items():
+            p.start_round()
+            p.step()  # warm-up: worker start-up and first-touch allocations stay out of the timing
+            if isinstance(p, SparseheadPipeline):
+                p.data_times.pop(), p.model_times.pop()
+            else:
+                p.wait_times.pop()
+            for _ in range(args.steps):
+                t = time.perf_counter()
+                p.step()
+                times[name].append(time.perf_counter() - t)
+            if isinstance(p, LoaderPipeline):
+                p.it = None
+            print(f"  {name}: {statistics.median(times[name][-args.steps:]):.3f} s/step this round", flush=True)
+
+    peak = peak_matmul_gflops()
+    sh = pipelines["sparsehead"]
+    x = torch.zeros(BATCH, 3, SIZE, SIZE)
+    with FlopCounterMode(display=False) as counter:
+        loss_value, _ = sh.method(x, x)
+        loss_value.backward()
+    model_flops = counter.get_total_flops()
+
+    rate = {name: BATCH / statistics.median(ts) for name, ts in times.items()}
+    best = lambda prefix: max((r, n) for n, r in rate.items() if n.startswith(prefix))
+    data_share = sum(sh.data_times) / (sum(sh.data_times) + sum(sh.model_times))
+    model_step = statistics.median(sh.model_times)
+    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"images: {len(data)} from {args.data}; decode into the uint8 cache once: {decode_seconds:.1f} s, "
+          f"later runs read the cache file: {cached_seconds:.2f} s")
+    print(f"{'pipeline':<16} {'img/s':>7} {'s/step':>7}   (median of {args.repeats} x {args.steps} steps)")
+    for name, r in rate.items():
+        extra = ""
+        p = pipelines[name]
+        if isinstance(p, LoaderPipeline):
+            extra = f"  data wait {statistics.median(p.wait_times):.3f} s/step"
+        print(f"{name:<16} {r:7.1f} {BATCH / r:7.3f}{extra}")
+    lightly_best, lightly_name = best("lightly")
+    tv_best, tv_name = best("torchvision")
+    print(f"ratio sparsehead / best lightly ({lightly_name}): {rate['sparsehead'] / lightly_best:.2f}x")
+    print(f"ratio sparsehead / best torchvision ({tv_name}): {rate['sparsehead'] / tv_best:.2f}x")
+    print(f"sparsehead data share (index + views) of the step: {100 * data_share:.1f}% "
+          f"(data {statistics.median(sh.data_times):.3f} s, model {model_step:.3f} s per step)")
+    print(f"model step: {model_flops / 1e9:.1f} GFLOP, {model_flops / model_step / 1e9:.1f} GFLOP/s; "
+          f"peak float32 matmul {peak:.1f} GFLOP/s; fraction of peak {model_flops / model_step / 1e9 / peak:.2f}")
+
+
+if __name__ == "__main__":
+    main()
