@@ -259,11 +259,17 @@ def write_doc(seeds: list[int]) -> None:
 
 
 def main() -> None:
+    global BASE, RUNS, DOC, FIGURES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "plan", "write"])
     parser.add_argument("--experiments", nargs="+", choices=sorted(EXPERIMENTS), default=sorted(EXPERIMENTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--base", type=Path, default=BASE, help="shared config (a smoke test: a tiny one)")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="parent folder of the grid's run folders")
+    parser.add_argument("--doc", type=Path, default=DOC, help="the document `write` produces")
     args = parser.parse_args()
+    BASE, RUNS, DOC = args.base.resolve(), args.runs.resolve(), args.doc.resolve()
+    FIGURES = DOC.parent / "figures" / "reproduction"
     if args.action == "write":
         write_doc(args.seeds)
     else:

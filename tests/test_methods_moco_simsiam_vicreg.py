@@ -328,3 +328,13 @@ def test_losses_under_ddp_equal_the_single_process_loss():
         assert torch.stack([p[0] for p in parts]).mean().item() == pytest.approx(loss.item(), rel=1e-10), name
         assert torch.allclose(torch.cat([p[1] for p in parts]) / 2, ga, atol=1e-10), name
         assert torch.allclose(torch.cat([p[2] for p in parts]) / 2, gb, atol=1e-10), name
+
+
+def test_a_queue_spanning_the_whole_data_set_stops_before_training(tmp_path):
+    """digits has 1,437 training images: the default queue of 4,096 would hold each image's own
+    older keys as negatives. The loop refuses it once the data set is loaded, before any step."""
+    from sparsehead.train import TrainingError, pretrain
+    cfg = config.load(None, TINY + ["method.name=moco_v2", f"train.out_dir={tmp_path}", "train.run_name=q"])
+    with pytest.raises(TrainingError, match="method.queue_size: 4096 keys span all 1437"):
+        pretrain(cfg)
+    assert not list((tmp_path / "q" / "checkpoints").glob("ckpt-*.pt"))

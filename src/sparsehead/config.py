@@ -460,13 +460,22 @@ def validate_method(cfg: Config) -> None:
     if m.name == "moco_v2" and m.queue_size < keys_per_step:
         raise ConfigError(f"method.queue_size: {m.queue_size} is smaller than the {keys_per_step} keys "
                           f"enqueued per step; set method.queue_size>={keys_per_step} or lower train.batch_size")
-    if m.name == "moco_v2" and cfg.data.subset is not None and m.queue_size >= cfg.data.subset * keys_per_image:
-        raise ConfigError(f"method.queue_size: {m.queue_size} keys span all data.subset={cfg.data.subset} "
-                          "images, so older keys of an image would be its own negatives; set "
-                          f"method.queue_size<{cfg.data.subset * keys_per_image}")
+    if cfg.data.subset is not None and (problem := data_size_problem(cfg, cfg.data.subset)):
+        raise ConfigError(problem)
     if cfg.sparsity.lam > 0 and m.name == "directclr":
         raise ConfigError("sparsity.lam: method.name=directclr has no projection head for SparseHead "
                           "(it ignores head.*); set sparsity.lam=0 or choose another method.name")
+
+
+def data_size_problem(cfg: Config, num_images: int) -> Optional[str]:
+    """What is wrong with training `cfg` on `num_images` images beyond the batch size (None: nothing).
+    Checked on data.subset before any work, and on the loaded data set by the training loop."""
+    m = cfg.method
+    keys_per_image = 2 if m.moco_symmetric else 1
+    if m.name == "moco_v2" and m.queue_size >= num_images * keys_per_image:
+        return (f"method.queue_size: {m.queue_size} keys span all {num_images} training images, so older "
+                f"keys of an image would be its own negatives; set method.queue_size<{num_images * keys_per_image}")
+    return None
 
 
 def to_dict(cfg: Config) -> dict:

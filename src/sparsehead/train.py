@@ -64,6 +64,8 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     if len(data) < batch:
         raise TrainingError(f"the data set has {len(data)} images, fewer than train.batch_size={batch}; "
                             "lower train.batch_size or use more data")
+    if (problem := config.data_size_problem(cfg, len(data))):
+        raise TrainingError(problem)
     if data.skipped:
         warnings.warn(f"training without {data.skipped} unreadable image(s) (data.bad_images=skip)")
     mean, std = data.channel_stats()
