@@ -194,7 +194,8 @@ def write_doc(seeds: list[int]) -> None:
              "", f"Machine: {platform.machine()}, {os.cpu_count()} cores, no GPU; {len(minutes)} runs, "
              f"{sum(minutes):.0f} min of wall time in all ({statistics.fmean(minutes) if minutes else 0:.1f} "
              "min per run, pretraining + evaluation + analysis).", "",
-             "Scale: every run uses `configs/reproduce/base.yaml` plus its cell's overrides (far smaller than "
+             f"Scale: every run uses `{BASE.relative_to(REPO) if BASE.is_relative_to(REPO) else BASE}` plus its "
+             "cell's overrides (far smaller than "
              "the papers' 1000-epoch ResNet-18 runs, so absolute accuracies are much lower):", "",
              "```yaml", base, "```", "",
              "Numbers are mean ± sample standard deviation over seeds "
