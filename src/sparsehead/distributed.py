@@ -5,6 +5,7 @@ dist.all_gather / all_reduce would silently drop or mis-scale them.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -61,16 +62,6 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out, dim=0)
 
 
-@torch.no_grad()
-def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    """The average of `x` over ranks (for logging a global loss); every rank must call it."""
-    if not is_distributed():
-        return x
-    x = x.clone()
-    dist.all_reduce(x)
-    return x / world_size()
-
-
 def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Sum over ranks whose backward sums the gradients as well (Barlow Twins' correlation)."""
     if not is_distributed():
@@ -87,3 +78,18 @@ def all_reduce_sum_no_grad(x: torch.Tensor) -> torch.Tensor:
     out = x.clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
+
+
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The average of `x` over ranks, no gradient (for logging a global loss); a collective."""
+    return all_reduce_sum_no_grad(x) / world_size()
+
+
+def global_moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean and biased variance over `dims` of the batch of ALL processes (each holding the same
+    batch size), with gradients through the all-reduce, and the global count: the statistics of
+    BatchNorm on the concatenated batch (GlobalBatchNorm, Barlow Twins' standardisation)."""
+    count = math.prod(x.shape[d] for d in dims) * world_size()
+    mean = all_reduce_sum_with_grad(x.sum(dim=dims, keepdim=True)) / count
+    var = all_reduce_sum_with_grad(((x - mean) ** 2).sum(dim=dims, keepdim=True)) / count
+    return mean, var, count

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .distributed import (all_reduce_sum_no_grad, all_reduce_sum_with_grad, gather_no_grad, gather_with_grad,
-                          rank, world_size)
+                          global_moments, rank, world_size)
 from .precision import float32_loss
 
 
@@ -62,9 +62,7 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 def _standardize_global(z: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, int]:
     """BatchNorm without affine over the batch of all processes (biased variance, as BN)."""
-    n_global = z.shape[0] * world_size()
-    mean = all_reduce_sum_with_grad(z.sum(dim=0)) / n_global
-    var = all_reduce_sum_with_grad(((z - mean) ** 2).sum(dim=0)) / n_global
+    mean, var, n_global = global_moments(z, [0])
     return (z - mean) / torch.sqrt(var + eps), n_global
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .distributed import all_reduce_sum_with_grad, is_distributed, world_size
+from .distributed import global_moments, is_distributed, world_size
 
 
 class GlobalBatchNorm(_BatchNorm):
@@ -23,11 +23,9 @@ class GlobalBatchNorm(_BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and is_distributed() and world_size() > 1):
             return super().forward(x)
-        dims = [0] + list(range(2, x.dim()))  # all but the channel dimension
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = x.numel() // x.shape[1] * world_size()  # every process holds the same batch size
-        mean = all_reduce_sum_with_grad(x.sum(dim=dims)) / count
-        var = all_reduce_sum_with_grad(((x - mean.view(shape)) ** 2).sum(dim=dims)) / count  # biased, as BN
+        mean, var, count = global_moments(x, [0] + list(range(2, x.dim())))  # all but the channels
+        mean, var = mean.view(-1), var.view(-1)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
