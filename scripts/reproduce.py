@@ -354,8 +354,16 @@ def write_doc(seeds: list[int]) -> None:
     lines += table(["cell", "overrides", "runs", "minutes"],
                    [[c, " ".join(f"`{o}`" for o in CELLS[c]), str(len(d.get("minutes", []))),
                      mean_sd(d.get("minutes", []))] for c, d in data.items()]) + [""]
-    DOC.write_text("\n".join(lines) + "\n")
+    DOC.write_text("\n".join(lines) + "\n" + kept_discussion())
     print(f"written: {DOC}")
+
+
+def kept_discussion() -> str:
+    """The hand-written '## Discussion' section of an earlier document: `write` regenerates the
+    numbers and keeps the reading of them."""
+    old = DOC.read_text() if DOC.is_file() else ""
+    start = old.find("\n## Discussion")
+    return "" if start < 0 else old[start:]
 
 
 def main() -> None:

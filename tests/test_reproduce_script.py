@@ -70,3 +70,12 @@ def test_write_reports_means_verdicts_and_the_lambda_figure(synthetic_grid):
     assert "held (+412.00" in rows["2. Larger lambda, smaller head support"]
     assert (synthetic_grid / "docs" / "figures" / "reproduction" / "lambda_sweep.png").stat().st_size > 1000
     assert "39 runs, 117 min of wall time in all (3.0 min per run" in doc
+
+
+def test_write_keeps_the_hand_written_discussion(synthetic_grid):
+    doc = synthetic_grid / "docs" / "reproduction.md"
+    doc.write_text("# old numbers\n\n| stale | 1 |\n\n## Discussion\n\nRead by hand.\n")
+    reproduce.write_doc([0, 1, 2])
+    text = doc.read_text()
+    assert "stale" not in text and "| SimCLR | 3 |" in text
+    assert text.endswith("\n## Discussion\n\nRead by hand.\n")
