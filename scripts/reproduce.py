@@ -134,7 +134,8 @@ def run_numbers(cell: str, seed: int) -> dict | None:
     spectral = {}
     if analysis:
         head = analysis["head"]
-        spectral = {"erank_r": analysis["r"]["effective_rank"], "erank_z": analysis["z"]["effective_rank"],
+        spectral = {"dim_r": analysis["r"]["dim"], "dim_z": analysis["z"]["dim"],
+                    "erank_r": analysis["r"]["effective_rank"], "erank_z": analysis["z"]["effective_rank"],
                     "collapsed_r": analysis["r"]["collapsed_dims"], "collapsed_z": analysis["z"]["collapsed_dims"],
                     "support": head[0]["support"] if head else None,
                     "columns": head[0]["shape"][1] if head else None}
@@ -321,14 +322,15 @@ def write_doc(seeds: list[int]) -> None:
 
     lines += ["## 3. Spectra (papers/000 Fig. 1 and Fig. 3)", "",
               "Effective rank (Roy & Vetterli) of the test-set covariance of r and z, and the number of "
-              "collapsed dimensions (eigenvalues below 1e-5 x the largest). r is 512-d; z is 128-d for the "
-              "linear and MLP heads (the paper's Fig. 1 used 512-d z) and is r itself for the identity head:", ""]
+              "collapsed dimensions (eigenvalues below 1e-5 x the largest). The identity head's z is r itself. "
+              "(The papers' full-width ResNet-18 has a 512-d r; this one's width is 8 x model.width.)", ""]
     rows = []
     for cell in ["simclr-identity", "simclr-linear", "simclr-mlp-lam0", "simclr-mlp-lam0.0001"]:
         d = data[cell]
-        rows.append([cell, mean_sd(d.get("erank_r", [])), mean_sd(d.get("erank_z", [])),
+        rows.append([cell, " / ".join(str(d[k][0]) if d.get(k) else "-" for k in ("dim_r", "dim_z")),
+                     mean_sd(d.get("erank_r", [])), mean_sd(d.get("erank_z", [])),
                      mean_sd(d.get("collapsed_r", [])), mean_sd(d.get("collapsed_z", []))])
-    lines += table(["run", "erank r", "erank z", "collapsed r", "collapsed z"], rows) + [""]
+    lines += table(["run", "dim r / z", "erank r", "erank z", "collapsed r", "collapsed z"], rows) + [""]
     for cells, name, caption in (
             (["simclr-mlp-lam0", "simclr-mlp-lam0.0001"], "sparsehead_spectra", "SimCLR without and with SparseHead"),
             (["simclr-identity", "simclr-linear", "simclr-mlp-lam0"], "head_spectra", "identity / linear / MLP heads")):

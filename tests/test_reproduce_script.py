@@ -30,7 +30,8 @@ def fake_run(run, linear, knn, erank_r, erank_z, support):
     (run / "eval" / "knn.json").write_text(json.dumps({"r": {"top1": knn / 100, "weighted_top1": 0.3}}))
     head = [{"support": support, "shape": [128, 512]}] if support is not None else []
     (run / "analysis" / "analysis.json").write_text(json.dumps({
-        "r": {"effective_rank": erank_r, "collapsed_dims": 0}, "z": {"effective_rank": erank_z, "collapsed_dims": 3},
+        "r": {"dim": 128, "effective_rank": erank_r, "collapsed_dims": 0},
+        "z": {"dim": 64, "effective_rank": erank_z, "collapsed_dims": 3},
         "head": head}))
     (run / "wall_seconds.json").write_text(json.dumps({"pretrain": 120.0, "linear": 60.0}))
 
@@ -68,6 +69,7 @@ def test_write_reports_means_verdicts_and_the_lambda_figure(synthetic_grid):
     assert "reversed (-10.00" in rows["2. lambda = 0.01 beats lambda = 0"]
     assert "| 0.01 | 30.00 ± 1.00 | 30.00 ± 1.00 | 100.00 ± 0.00 of 512 |" in doc
     assert "held (+412.00" in rows["2. Larger lambda, smaller head support"]
+    assert "| simclr-linear | 128 / 64 | 200.00 ± 1.00 | 50.00 ± 0.00 | 0.00 ± 0.00 | 3.00 ± 0.00 |" in doc
     assert (synthetic_grid / "docs" / "figures" / "reproduction" / "lambda_sweep.png").stat().st_size > 1000
     assert "39 runs, 117 min of wall time in all (3.0 min per run" in doc
 
