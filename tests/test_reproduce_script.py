@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from scipy import stats
 
 from conftest import REPO
 
@@ -16,10 +17,14 @@ spec.loader.exec_module(reproduce)
 
 
 def test_verdict_uses_twice_the_welch_standard_error():
-    # means 2 and 5, each sample variance 1 over 3 seeds: SE = sqrt(1/3 + 1/3) = 0.8165, 2 SE = 1.63
-    assert reproduce.verdict([1, 2, 3], [4, 5, 6]) == "held (+3.00, 2 SE = 1.63)"
-    assert reproduce.verdict([4, 5, 6], [1, 2, 3]) == "reversed (-3.00, 2 SE = 1.63)"
-    assert reproduce.verdict([1, 2, 3], [2, 3, 4]) == "inside the noise (+1.00, 2 SE = 1.63)"
+    # means 2 and 5, each sample variance 1 over 3 seeds: SE = sqrt(1/3 + 1/3) = 0.8165, 2 SE = 1.63;
+    # equal variances and sizes make Welch's degrees of freedom 2 (n - 1) = 4
+    p_far = 2 * stats.t.sf(3 / math.sqrt(2 / 3), df=4)
+    p_near = 2 * stats.t.sf(1 / math.sqrt(2 / 3), df=4)
+    assert reproduce.verdict([1, 2, 3], [4, 5, 6]) == f"held (+3.00, 2 SE = 1.63, p = {p_far:.2g})"
+    assert reproduce.verdict([4, 5, 6], [1, 2, 3]) == f"reversed (-3.00, 2 SE = 1.63, p = {p_far:.2g})"
+    assert reproduce.verdict([1, 2, 3], [2, 3, 4]) == f"inside the noise (+1.00, 2 SE = 1.63, p = {p_near:.2g})"
+    assert p_far == pytest.approx(0.0213, abs=1e-4) and p_near == pytest.approx(0.288, abs=1e-3)
     assert reproduce.verdict([1], [2, 3]) == "too few seeds"
 
 
@@ -63,8 +68,7 @@ def test_write_reports_means_verdicts_and_the_lambda_figure(synthetic_grid):
     rows = {line.split(" | ")[0].strip("| "): line for line in doc.splitlines() if line.startswith("| ")}
     assert "| SimCLR | 3 | 40.00 ± 1.00 | 30.00 ± 1.00 | 91.80 / 88.42 |" in doc
     assert "| SimCLR + SparseHead | 3 | 43.00 ± 1.00 |" in doc
-    se2 = 2 * math.sqrt(1 / 3 + 1 / 3)
-    assert f"held (+3.00, 2 SE = {se2:.2f})" in rows["SimCLR: SparseHead effect"]
+    assert "held (+3.00, 2 SE = 1.63, p = 0.021)" in rows["SimCLR: SparseHead effect"]
     assert "inside the noise (+0.00" in rows["BYOL: SparseHead effect"]
     assert "reversed (-10.00" in rows["2. lambda = 0.01 beats lambda = 0"]
     assert "| 0.01 | 30.00 ± 1.00 | 30.00 ± 1.00 | 100.00 ± 0.00 of 512 |" in doc
