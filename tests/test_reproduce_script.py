@@ -33,7 +33,9 @@ def fake_run(run, linear, knn, erank_r, erank_z, support):
     (run / "analysis").mkdir()
     (run / "eval" / "linear.json").write_text(json.dumps({"r": {"top1": linear / 100, "top5": 0.9}}))
     (run / "eval" / "knn.json").write_text(json.dumps({"r": {"top1": knn / 100, "weighted_top1": 0.3}}))
-    head = [{"support": support, "shape": [128, 512]}] if support is not None else []
+    # `support` columns of norm 1 and the rest at 0.05: 0.1 x largest keeps the same columns as 1e-3
+    norms = [1.0] * support + [0.05] * (512 - support) if support is not None else []
+    head = [{"support": support, "shape": [128, 512], "column_norms": norms, "l21": sum(norms)}] if norms else []
     (run / "analysis" / "analysis.json").write_text(json.dumps({
         "r": {"dim": 128, "effective_rank": erank_r, "collapsed_dims": 0},
         "z": {"dim": 64, "effective_rank": erank_z, "collapsed_dims": 3},
@@ -71,8 +73,9 @@ def test_write_reports_means_verdicts_and_the_lambda_figure(synthetic_grid):
     assert "held (+3.00, 2 SE = 1.63, p = 0.021)" in rows["SimCLR: SparseHead effect"]
     assert "inside the noise (+0.00" in rows["BYOL: SparseHead effect"]
     assert "reversed (-10.00" in rows["2. lambda = 0.01 beats lambda = 0"]
-    assert "| 0.01 | 30.00 ± 1.00 | 30.00 ± 1.00 | 100.00 ± 0.00 of 512 |" in doc
+    assert "| 0.01 | 30.00 ± 1.00 | 30.00 ± 1.00 | 100.00 ± 0.00 of 512 | 100.00 ± 0.00 | 120.60 ± 0.00 |" in doc
     assert "held (+412.00" in rows["2. Larger lambda, smaller head support"]
+    assert "held (+412.00" in rows["2. Larger lambda, fewer large head columns"]
     assert "| simclr-linear | 128 / 64 | 200.00 ± 1.00 | 50.00 ± 0.00 | 0.00 ± 0.00 | 3.00 ± 0.00 |" in doc
     assert (synthetic_grid / "docs" / "figures" / "reproduction" / "lambda_sweep.png").stat().st_size > 1000
     assert "39 runs, 117 min of wall time in all (3.0 min per run" in doc
