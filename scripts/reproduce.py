@@ -72,6 +72,11 @@ def sparsehead_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "sparsehead", *args]
 
 
+def sparsehead_env() -> dict:
+    """This checkout's package first on the path, so a run never picks up another install."""
+    return {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+
 def steps(cell: str, seed: int) -> list[tuple[str, list[str], Path]]:
     """(name, command, file that exists once the step is done) for one run, in order."""
     run = RUNS / f"{cell}-s{seed}"
@@ -93,7 +98,6 @@ SPECTRAL_CELLS = cells_of(["lambda", "heads", "projectors"])
 
 
 def run_grid(cells: list[str], seeds: list[int], dry: bool) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     for seed in seeds:  # seed-major: a partial grid already has one seed of every cell
         for cell in cells:
             run = RUNS / f"{cell}-s{seed}"
@@ -105,7 +109,7 @@ def run_grid(cells: list[str], seeds: list[int], dry: bool) -> None:
                 if dry:
                     continue
                 start = time.perf_counter()
-                proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+                proc = subprocess.run(cmd, cwd=REPO, env=sparsehead_env(), capture_output=True, text=True)
                 if proc.returncode != 0:
                     sys.exit(f"{run.name}: {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
                 record_time(run, name, time.perf_counter() - start)
@@ -192,9 +196,8 @@ def compare_figure(cells: list[str], name: str) -> str | None:
     if not all((r / "results.json").is_file() for r in runs):
         return None
     out = RUNS / f"compare-{name}"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     subprocess.run(sparsehead_cmd("analyze", "--compare", *map(str, runs), "--out", str(out)), cwd=REPO,
-                   env=env, check=True, capture_output=True)
+                   env=sparsehead_env(), check=True, capture_output=True)
     FIGURES.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "spectra_compare.png", FIGURES / f"{name}.png")
     return f"figures/reproduction/{name}.png"
