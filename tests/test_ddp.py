@@ -1,46 +1,46 @@
-"""DDP equals one process on the concatenated batch: losses, gradients, BatchNorm statistics.
+"""DDP equals one process on the concatenated batch: every method's training step (loss, every
+gradient, BatchNorm statistics) and every loss that gathers across processes (value and input
+gradients), on two gloo CPU processes through the one harness, tests/ddp_harness.py.
 
-Two CPU processes (gloo, a free localhost port) each take half of a float64 batch. The model runs
-under DistributedDataParallel with BatchNorm made global (model.sync_batchnorm), so after DDP
-averages the gradients they must equal those of a single process on the whole batch. Float64
-makes the comparison tight: rtol 1e-7, atol 1e-10 (float32 would need ~1e-4).
-
-Adding a method to the check = adding its name to DDP_METHODS.
+Float64 makes the comparison tight: rtol 1e-7, atol 1e-10 (float32 would need ~1e-4). Each check
+runs once, in one spawn for the whole module. Adding a method or a loss to the check = adding it to
+DDP_METHODS or LOSSES.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from conftest import SRC, TINY
+from ddp_harness import WORLD, run_on_ranks, shard
 from sparsehead import config
-from sparsehead.losses import barlow_twins_loss, nt_xent
+from sparsehead.losses import (barlow_twins_loss, directclr_loss, huang_infonce, moco_v3_loss, nt_xent,
+                               sinkhorn_knopp, swav_loss, vicreg_loss)
+from sparsehead.methods.directpred import batch_correlation
 from sparsehead.runs import build_model
 from sparsehead.sync_batchnorm import convert_sync_batchnorm
 
 # W-MSE is left out by design: each process whitens its own sub-batches (losses.wmse_loss).
 DDP_METHODS = ["simclr", "barlow_twins", "byol", "simsiam", "vicreg", "moco_v2", "moco_v3", "directclr",
                "directpred", "directcopy", "swav"]
-LOSSES = {"nt_xent": partial(nt_xent, temperature=0.5), "barlow_twins_loss": barlow_twins_loss}
-WORLD, BATCH = 2, 16  # global batch; each process gets BATCH // WORLD
+# Losses of two (B, D) inputs whose value and input gradients must not depend on the sharding.
+LOSSES = {
+    "nt_xent": lambda a, b: nt_xent(a, b, 0.5),
+    "huang": lambda a, b: huang_infonce(a, b, 0.5, 0.7),
+    "barlow_twins": barlow_twins_loss,
+    "vicreg": vicreg_loss,
+    "moco_v3": lambda a, b: moco_v3_loss(a, b, 0.2),  # keys b: no gradient
+    "directclr": lambda a, b: directclr_loss(a, b, 0.1),
+    "swav": lambda a, b: swav_loss(a, b, 0.1, 0.05, 3),  # a, b: prototype scores
+}
+BATCH, DIM = 16, 8  # global batch; each process gets BATCH // WORLD
 RTOL, ATOL = 1e-7, 1e-10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _method(name: str):
@@ -53,7 +53,9 @@ def _method(name: str):
 def _inputs():
     g = torch.Generator().manual_seed(1)
     views = torch.rand(2, BATCH, 3, 8, 8, generator=g, dtype=torch.float64)
-    z = torch.randn(2, BATCH, 8, generator=g, dtype=torch.float64)
+    # Columns of different scales: VICReg's variance hinge is active on some, not on others.
+    z = torch.randn(2, BATCH, DIM, generator=g, dtype=torch.float64) * torch.linspace(0.3, 2.5, DIM,
+                                                                                       dtype=torch.float64)
     return views, z
 
 
@@ -68,45 +70,40 @@ def _step(model, method, x1, x2) -> dict:
 def _loss_step(fn, z1, z2) -> dict:
     z1, z2 = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
     loss = fn(z1, z2)
-    loss.backward()
-    return {"loss": loss.detach(), "grad1": z1.grad, "grad2": z2.grad}
+    g1, g2 = torch.autograd.grad(loss, (z1, z2), allow_unused=True)
+    return {"loss": loss.detach(), "grad1": g1, "grad2": torch.zeros_like(z2) if g2 is None else g2}
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
-        views, z = _inputs()
-        shard = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
-        results = {}
-        for name in DDP_METHODS:
-            method = convert_sync_batchnorm(_method(name), torch.device("cpu"))
-            results[name] = _step(DistributedDataParallel(method), method, views[0, shard], views[1, shard])
-        for name, fn in LOSSES.items():
-            results[name] = _loss_step(fn, z[0, shard], z[1, shard])
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _on_rank(rank: int) -> dict:
+    views, z = _inputs()
+    results = {}
+    for name in DDP_METHODS:
+        method = convert_sync_batchnorm(_method(name), torch.device("cpu"))
+        results[name] = _step(DistributedDataParallel(method), method, shard(views[0], rank), shard(views[1], rank))
+    z1, z2 = shard(z[0], rank), shard(z[1], rank)
+    for name, fn in LOSSES.items():
+        results[f"loss/{name}"] = _loss_step(fn, z1, z2)
+    results["sinkhorn_codes"] = sinkhorn_knopp(z1, 0.05, 3)
+    results["directpred_correlation"] = batch_correlation(z1, z2)
+    return results
 
 
 @pytest.fixture(scope="module")
-def ddp_results(tmp_path_factory):
-    """Every method and loss of this file run once under two processes; per-rank results."""
-    out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+def ranks():
+    """Every check of this module run once under two processes; the per-rank results."""
+    return run_on_ranks(_on_rank)
 
 
 @pytest.mark.parametrize("name", DDP_METHODS)
-def test_ddp_step_equals_single_process_on_the_whole_batch(ddp_results, name):
+def test_ddp_step_equals_single_process_on_the_whole_batch(ranks, name):
     views, _ = _inputs()
     method = _method(name)
     single = _step(method, method, views[0], views[1])
     # Each rank's loss is the mean over its shard (or the global loss itself); their mean is the
     # loss DDP's gradient averaging optimises.
-    ddp_loss = torch.stack([r[name]["loss"] for r in ddp_results]).mean()
+    ddp_loss = torch.stack([r[name]["loss"] for r in ranks]).mean()
     torch.testing.assert_close(ddp_loss, single["loss"], rtol=RTOL, atol=ATOL)
-    for r in ddp_results:
+    for r in ranks:
         assert r[name]["grads"].keys() == single["grads"].keys()
         for key, grad in single["grads"].items():
             torch.testing.assert_close(r[name]["grads"][key], grad, rtol=RTOL, atol=ATOL, msg=key)
@@ -115,18 +112,27 @@ def test_ddp_step_equals_single_process_on_the_whole_batch(ddp_results, name):
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
-def test_gathered_loss_on_shards_equals_loss_on_the_concatenation(ddp_results, name):
+def test_gathered_loss_on_shards_equals_loss_on_the_concatenation(ranks, name):
     _, z = _inputs()
     single = _loss_step(LOSSES[name], z[0], z[1])
-    torch.testing.assert_close(torch.stack([r[name]["loss"] for r in ddp_results]).mean(), single["loss"],
+    torch.testing.assert_close(torch.stack([r[f"loss/{name}"]["loss"] for r in ranks]).mean(), single["loss"],
                                rtol=RTOL, atol=ATOL)
     # A shard's gradient sums what every rank's loss sends back through the gather/all-reduce;
     # DDP divides it by the world size, which makes it the slice of the full gradient.
-    n = BATCH // WORLD
-    for rank, r in enumerate(ddp_results):
-        rows = slice(rank * n, (rank + 1) * n)
-        torch.testing.assert_close(r[name]["grad1"] / WORLD, single["grad1"][rows], rtol=RTOL, atol=ATOL)
-        torch.testing.assert_close(r[name]["grad2"] / WORLD, single["grad2"][rows], rtol=RTOL, atol=ATOL)
+    for rank, r in enumerate(ranks):
+        for key in ("grad1", "grad2"):
+            torch.testing.assert_close(r[f"loss/{name}"][key] / WORLD, shard(single[key], rank), rtol=RTOL, atol=ATOL,
+                                       msg=key)
+
+
+def test_sinkhorn_codes_and_directpred_correlation_are_those_of_the_global_batch(ranks):
+    _, z = _inputs()
+    # SwAV's equal partition is over the global batch: the ranks' codes are slices of the full one.
+    torch.testing.assert_close(torch.cat([r["sinkhorn_codes"] for r in ranks]), sinkhorn_knopp(z[0], 0.05, 3),
+                               rtol=RTOL, atol=ATOL)
+    for r in ranks:  # every rank sets DirectPred's predictor from the same F
+        torch.testing.assert_close(r["directpred_correlation"], batch_correlation(z[0], z[1]), rtol=RTOL,
+                                   atol=ATOL)
 
 
 @pytest.mark.slow

@@ -1,0 +1,46 @@
+"""The one DDP harness of the tests: run a function on two gloo CPU processes, collect what each
+rank returns.
+
+A test defines a top-level `fn(rank, *args) -> dict of tensors` (picklable, so the spawned
+processes import it by name), calls `run_on_ranks(fn, *args)` and compares the ranks' results with
+one process computing on the whole batch. `shard(t, rank)` is a rank's slice of a batch.
+"""
+from __future__ import annotations
+
+import socket
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, fn, port: int, out_dir: str, args: tuple) -> None:
+    torch.set_num_threads(1)  # two processes on a 2-core machine
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        torch.save(fn(rank, *args), Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_on_ranks(fn, *args) -> list[dict]:
+    """fn(rank, *args) on each of WORLD processes; their results, loaded safely, by rank."""
+    with tempfile.TemporaryDirectory() as out:
+        mp.spawn(_entry, args=(fn, _free_port(), out, args), nprocs=WORLD, join=True)
+        return [torch.load(Path(out) / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+def shard(t: torch.Tensor, rank: int) -> torch.Tensor:
+    """This rank's contiguous slice of a batch, as DistributedSampler hands out equal parts."""
+    n = t.shape[0] // WORLD
+    return t[rank * n:(rank + 1) * n]
