@@ -11,7 +11,10 @@ from .config import OptimConfig
 
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and a layer-wise trust ratio (You et al. 2017), as in SimCLR/Barlow Twins:
-    biases and BatchNorm parameters (1-d tensors) get neither weight decay nor adaptation."""
+    d = g + wd w, trust = eta ||w|| / ||d|| (the reference code's ||g + wd w||, not the paper's
+    ||g|| + wd ||w||), v <- momentum v + trust d, w <- w - lr v (lr outside the momentum, as Barlow
+    Twins). Biases and BatchNorm parameters (1-d tensors) get neither weight decay nor adaptation.
+    Checked against closed-form steps in tests/test_optim.py."""
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, eta=0.001):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
