@@ -12,6 +12,15 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 CIFAR10_ROOT = Path(os.environ.get("SPARSEHEAD_CIFAR10", REPO.parent / "shared" / "data" / "cifar10"))
 
+
+
+def pytest_report_header(config):
+    """Which CPU kernels this run uses: the numerics tests must pass under every one of them."""
+    import torch
+    return (f"CPU kernels: torch {torch.backends.cpu.get_cpu_capability()} (ATEN_CPU_CAPABILITY), oneDNN "
+            f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'the machine best')} (ONEDNN_MAX_CPU_ISA)")
+
+
 requires_cifar10 = pytest.mark.skipif(
     not (CIFAR10_ROOT / "train").is_dir(),
     reason=f"real CIFAR-10 not found at {CIFAR10_ROOT} (set SPARSEHEAD_CIFAR10 to its folder)")
@@ -27,6 +36,38 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
     full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
     return subprocess.run([sys.executable, "-m", "sparsehead", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def fixed_view_losses(cfg, state: dict, batches: int = 8, seed: int = 1234) -> list[float]:
+    """The method's loss, in training mode and without gradient, on `batches` fixed batches of views
+    of the first training images (the same images and the same augmentation draws for every
+    state), one value per batch: comparing two states on them leaves out the noise of the data
+    order and the views that makes the logged training loss a poor measure of learning."""
+    import torch
+    from sparsehead.data import datasets
+    from sparsehead.data.views import ViewGenerator
+    from sparsehead.runs import build_model
+
+    data = datasets.load(cfg.data, "pretrain")
+    views = ViewGenerator(cfg.augment, cfg.data.image_size, *data.channel_stats())
+    generator = torch.Generator().manual_seed(seed)
+    method = build_model(cfg)
+    method.load_state_dict(state)
+    method.train()  # BatchNorm on batch statistics, as in the training step
+    b = cfg.train.batch_size
+    with torch.no_grad():
+        return [method(*views(data.images[i * b:(i + 1) * b], generator))[0].item() for i in range(batches)]
+
+
+def assert_loss_fell(before: list[float], after: list[float], what: str, min_fall: float) -> None:
+    """The loss on the same fixed batches fell on average by at least `min_fall` of its level
+    (relative). The caller states why its margin holds whatever the float rounding."""
+    import statistics
+    level, end = statistics.fmean(before), statistics.fmean(after)
+    fall = (level - end) / abs(level)
+    summary = f"{what}: loss on fixed views {level:.4f} -> {end:.4f} (fall {fall:+.2%}, needed {min_fall:.2%})"
+    print(summary)
+    assert fall >= min_fall, summary
 
 
 @pytest.fixture

@@ -45,12 +45,45 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+# Collectives that carry gradients. torch.distributed.nn.functional's all_gather / all_reduce are
+# deprecated since torch 2.14 and their successors are private (_functional_collectives), so the two
+# are written here on the public dist API. Every rank's loss depends on every rank's input, so the
+# gradient of a rank's input is the SUM over ranks of what their losses send back: an all-reduce.
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[rank() * ctx.rows:(rank() + 1) * ctx.rows]
+
+
+class _AllReduceSumWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` from all ranks along dim 0; gradients flow back to each rank's piece."""
     if not is_distributed():
         return x
-    from torch.distributed.nn.functional import all_gather
-    return torch.cat(all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 @torch.no_grad()
@@ -66,8 +99,7 @@ def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Sum over ranks whose backward sums the gradients as well (Barlow Twins' correlation)."""
     if not is_distributed():
         return x
-    from torch.distributed.nn.functional import all_reduce
-    return all_reduce(x, op=dist.ReduceOp.SUM)
+    return _AllReduceSumWithGrad.apply(x)
 
 
 @torch.no_grad()
