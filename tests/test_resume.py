@@ -66,6 +66,7 @@ def _leaves(obj, path=""):
     return {path: obj}
 
 
+@pytest.mark.numerics
 def test_sigkilled_run_resumes_bitwise_equal_to_an_unbroken_one(reference_run, tmp_path):
     seed = int(os.environ.get("SPARSEHEAD_KILL_SEED", random.SystemRandom().randrange(10**6)))
     rng = random.Random(seed)

@@ -13,6 +13,7 @@ from sparsehead.runs import build_model
 from sparsehead.train import pretrain
 
 
+@pytest.mark.numerics
 def test_demo_config_learns_on_digits(tmp_path):
     """The demo (configs/demo.yaml, seed 0, 150 steps): the loss falls and 5-NN reaches 93%
     (chance: 10%; the randomly initialised network scores about 89-90% here, measured 96.4%)."""
@@ -86,6 +87,7 @@ def test_cosine_momentum_schedule():
     assert cosine_momentum(0.99, 100, 100) == pytest.approx(1.0)
 
 
+@pytest.mark.numerics
 @requires_cifar10
 def test_simclr_on_real_cifar10_beats_chance(tmp_path):
     """Real data: 2,000 CIFAR-10 training images at 32x32, a width-8 ResNet-18, 5 epochs (75 steps),
