@@ -198,7 +198,7 @@ def _read_rgb(path: Path) -> torch.Tensor:
     img = img[0] if img.ndim == 4 else img  # an animated GIF or WebP: its first frame
     if img.dtype != torch.uint8:  # 16 bits: the high byte, as torchvision's to_dtype(scale=True)
         img = (img.to(torch.int32) >> 8).to(torch.uint8)
-    return img.contiguous()
+    return img  # a (3, H, W) view of (H, W, 3) memory: resizing or stacking copies it once
 
 
 def _read_pillow(raw: bytes) -> torch.Tensor:
@@ -212,7 +212,7 @@ def _read_pillow(raw: bytes) -> torch.Tensor:
                 arr = np.array(pil if pil.mode == "RGB" else pil.convert("RGB"))
     except UnidentifiedImageError:
         raise ValueError("not an image file that Pillow or TorchCodec can read") from None
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(arr).permute(2, 0, 1)  # a view, as TorchCodec's
 
 
 def _decode(path: Path, size: int) -> torch.Tensor:
