@@ -259,6 +259,8 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
         if cached is not None:
             return cached
 
+    _torchcodec()  # import and check the decoder once, before the threads
+
     def decode(path):
         try:
             return _decode(path, size)
