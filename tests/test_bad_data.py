@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import CIFAR10_ROOT
 from sparsehead import checkpoint, config
 from sparsehead.data import datasets
 from sparsehead.train import TrainingError, pretrain
@@ -74,7 +75,18 @@ def folder_cfg(root: Path, tmp_path: Path, *overrides: str) -> config.Config:
                               f"train.out_dir={tmp_path / 'runs'}", *overrides])
 
 
-def test_unreadable_images_fail_listing_every_path(tmp_path):
+@pytest.fixture(params=["torchcodec", "pillow"])
+def decoder(request, monkeypatch):
+    """Both decoding paths: TorchCodec (where it loads) and Pillow alone (where it does not)."""
+    if request.param == "pillow":
+        monkeypatch.setattr(datasets, "_torchcodec", lambda: None)
+    elif datasets._torchcodec() is None:
+        pytest.skip("torchcodec does not import or load here; the pillow case covers this machine")
+    assert datasets.decoder_name() == request.param
+    return request.param
+
+
+def test_unreadable_images_fail_listing_every_path(tmp_path, decoder):
     _, bad = make_folder(tmp_path / "data")
     with pytest.raises(datasets.DataError) as err:
         datasets.load(folder_cfg(tmp_path / "data", tmp_path).data, "pretrain")
@@ -87,7 +99,7 @@ def test_unreadable_images_fail_listing_every_path(tmp_path):
         assert name not in msg
 
 
-def test_skip_leaves_out_and_counts_bad_images_and_converts_the_rest_to_rgb(tmp_path):
+def test_skip_leaves_out_and_counts_bad_images_and_converts_the_rest_to_rgb(tmp_path, decoder):
     good, bad = make_folder(tmp_path / "data")
     cfg = folder_cfg(tmp_path / "data", tmp_path, "data.bad_images=skip")
     with pytest.warns(UserWarning) as warned:
@@ -106,6 +118,30 @@ def test_skip_leaves_out_and_counts_bad_images_and_converts_the_rest_to_rgb(tmp_
         datasets.load(folder_cfg(tmp_path / "data", tmp_path).data, "pretrain")
     cached = datasets.load(cfg.data, "pretrain")
     assert cached.skipped == len(bad) and torch.equal(cached.images, data.images)
+
+
+def test_jpegs_decode_to_pillows_pixels(tmp_path, decoder):
+    """Baseline, progressive, 4:4:4, grey and CMYK JPEGs (and real CIFAR-10 ones where present):
+    the pixels Pillow's own decoder gives, so caches built by either path agree."""
+    pic = Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    files = []
+    for i, (img, options) in enumerate([(pic, {}), (pic, {"progressive": True}), (pic, {"subsampling": 0}),
+                                        (pic.convert("L"), {}), (pic.convert("CMYK"), {})]):
+        files.append(tmp_path / f"{i}.jpg")
+        img.save(files[-1], "JPEG", **options)
+    files += sorted((CIFAR10_ROOT / "train" / "cat").glob("*.jpg"))[:20]
+    for f in files:
+        with Image.open(f) as im:
+            expected = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+        assert torch.equal(datasets._read_rgb(f), expected), f
+
+
+def test_training_without_skipped_images_says_how_many(tmp_path):
+    make_folder(tmp_path / "data")
+    cfg = folder_cfg(tmp_path / "data", tmp_path, "data.bad_images=skip", "train.epochs=1")
+    with pytest.warns(UserWarning) as warned:
+        pretrain(cfg, tmp_path / "run")
+    assert "training without 4 unreadable image(s) (data.bad_images=skip)" in [str(w.message) for w in warned]
 
 
 def test_a_folder_of_only_unreadable_images_is_a_clear_error(tmp_path):

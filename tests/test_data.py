@@ -35,7 +35,7 @@ def test_imagefolder_decodes_exact_pixels_and_labels(tmp_path):
                              f"data.cache_dir={tmp_path / 'cache'}"]).data
     data = datasets.load(cfg, "train")
     assert data.classes == ["a", "b"] and data.labels.tolist() == [0, 0, 0, 1, 1]
-    first = np.asarray(Image.open(tmp_path / "d/train/a/0.png")).transpose(2, 0, 1)
+    first = np.array(Image.open(tmp_path / "d/train/a/0.png")).transpose(2, 0, 1)
     assert torch.equal(data.images[0], torch.from_numpy(first))
     again = datasets.load(cfg, "train")  # from the cache
     assert torch.equal(again.images, data.images)

@@ -5,7 +5,9 @@ and any ImageFolder-style folder (root/train/<class>/*, root/test/<class>/*).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import os
 import re
 import warnings
@@ -133,31 +135,94 @@ def _list_files(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, classes
 
 
+def _sniff(raw: bytes) -> Optional[str]:
+    """The format TorchCodec decodes, from the file's first bytes; None for any other."""
+    if raw[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if raw[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if raw[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _torchcodec() -> Optional[dict]:
+    """TorchCodec's decoders by format, or None where torchcodec does not import or its libraries
+    do not load (a torch it was not built for): Pillow then decodes every format, to the same
+    pixels (benchmarks/decode.py checks), only slower."""
+    try:
+        from torchcodec import decoders
+        formats = {"jpeg": decoders.decode_jpeg, "png": decoders.decode_png, "gif": decoders.decode_gif,
+                   "webp": decoders.decode_webp}
+        formats["png"](_as_tensor(_TINY_PNG))  # the compiled decoders load and work
+    except Exception:
+        return None
+    return formats
+
+
+def decoder_name() -> str:
+    """The library decoding JPEG, PNG, WebP and GIF files: "torchcodec" or "pillow"."""
+    return "torchcodec" if _torchcodec() is not None else "pillow"
+
+
+_TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"  # 1x1, red
+                          "0000000c4944415478da63f8cfc0000003010100f70341430000000049454e44ae426082")
+
+
+def _as_tensor(raw: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+
+
 def _read_rgb(path: Path) -> torch.Tensor:
     """An image file as uint8 RGB (3, H, W): grayscale, RGBA (alpha dropped) and palette images are
-    converted. torchvision decodes JPEG/PNG/WebP/GIF; Pillow the other formats (BMP, TIFF, PPM)."""
-    from torchvision.io import ImageReadMode, decode_image
+    converted, 16-bit images keep their high byte, an animated GIF or WebP gives its first frame.
+    TorchCodec decodes JPEG/PNG/WebP/GIF; Pillow the other formats (BMP, TIFF, PPM), and all of
+    them where TorchCodec is missing."""
     raw = path.read_bytes()
     if not raw:
         raise ValueError("the file is empty")
+    fmt = _sniff(raw)
+    codecs = _torchcodec() if fmt else None
+    if codecs is None:
+        return _read_pillow(raw)
     try:
-        img = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        if fmt == "png":  # "auto": a 16-bit PNG stays uint16 (uint8 would round v / 257)
+            img = codecs["png"](_as_tensor(raw), mode="RGB", output_dtype="auto")
+        else:
+            img = codecs[fmt](_as_tensor(raw), mode="RGB")
     except RuntimeError as err:
-        if "Unsupported image file" not in str(err):
-            raise RuntimeError(re.sub(r"^[^,]*, \S+:\d+, ", "", str(err))) from None  # drop the C++ location
-        from PIL import Image
-        with Image.open(path) as pil:
-            img = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1).contiguous()
-    img = img[0] if img.ndim == 4 else img  # an animated GIF: its first frame
-    if img.dtype != torch.uint8:  # 16-bit PNGs decode to uint16
-        from torchvision.transforms.v2.functional import to_dtype
-        img = to_dtype(img, torch.uint8, scale=True)
-    return img
+        raise RuntimeError(re.sub(r"^[^,]*, \S+:\d+, ", "", str(err))) from None  # drop the C++ location
+    img = img[0] if img.ndim == 4 else img  # an animated GIF or WebP: its first frame
+    if img.dtype != torch.uint8:  # 16 bits: the high byte, as torchvision's to_dtype(scale=True)
+        img = (img.to(torch.int32) >> 8).to(torch.uint8)
+    return img  # a (3, H, W) view of (H, W, 3) memory: resizing or stacking copies it once
+
+
+def _read_pillow(raw: bytes) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(raw)) as pil:
+            if pil.mode.startswith("I;16") or (pil.mode == "I" and pil.format == "PNG"):  # 16-bit grey
+                gray = (np.asarray(pil).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
+                arr = np.repeat(gray[:, :, None], 3, axis=2)
+            else:
+                arr = np.array(pil if pil.mode == "RGB" else pil.convert("RGB"))
+    except UnidentifiedImageError:
+        raise ValueError("not an image file that Pillow or TorchCodec can read") from None
+    return torch.from_numpy(arr).permute(2, 0, 1)  # a view, as TorchCodec's
 
 
 def _decode(path: Path, size: int) -> torch.Tensor:
-    img = _read_rgb(path)
-    if img.shape[1:] != (size, size):  # shorter side to `size`, then centre crop
+    return _resize_crop(_read_rgb(path), size)
+
+
+def _resize_crop(img: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (3, H, W) -> (3, size, size): the shorter side scaled to `size` (antialiased
+    bilinear, up or down, rounded back to uint8), then the centre crop."""
+    if img.shape[1:] != (size, size):
         h, w = img.shape[1:]
         scale = size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
@@ -170,7 +235,9 @@ def _decode(path: Path, size: int) -> torch.Tensor:
 
 def _cache_key(files: list[Path], size: int, bad_images: str) -> str:
     # bad_images is part of the key: a cache built with "skip" must not hide bad files from "fail"
-    h = hashlib.sha256(f"v1 size={size} bad_images={bad_images}".encode())
+    # v2 and the decoder: the decoder is part of the cache's content (TorchCodec and Pillow give the
+    # same pixels wherever tested, but the key must not promise it). v1: torchvision.io.
+    h = hashlib.sha256(f"v2 decoder={decoder_name()} size={size} bad_images={bad_images}".encode())
     for f in files:
         st = f.stat()
         h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -192,6 +259,8 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
         if cached is not None:
             return cached
 
+    _torchcodec()  # import and check the decoder once, before the threads
+
     def decode(path):
         try:
             return _decode(path, size)
@@ -205,12 +274,12 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
         listing = "\n".join(f"  {f}: {r}" for f, r in bad[:10])
         raise DataError(f"{len(bad)} unreadable image(s) in {folder}:\n{listing}\n"
                         "Remove or repair them, or set data.bad_images=skip to leave them out.")
-    for f, r in bad:
-        warnings.warn(f"skipping unreadable image {f}: {r}")
     keep = [i for i, r in enumerate(decoded) if not isinstance(r, Exception)]
     if not keep:
         raise DataError(f"none of the {len(files)} images in {folder} could be read (first: {bad[0][0]}: "
                         f"{bad[0][1]}); check the files")
+    for f, r in bad:
+        warnings.warn(f"skipping unreadable image {f}: {r}")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) of {len(files)} in {folder} (data.bad_images=skip)")
     data = ImageSet(torch.stack([decoded[i] for i in keep]), torch.tensor([labels[i] for i in keep]),
