@@ -8,7 +8,7 @@ Four parts, every number from this script (or from plain `sparsehead pretrain` r
                asserts the same classification.
   efflr        the effective learning rate of the scale-invariant last layer: the angle it turns per
                optimiser step after scaling it by c, for Adam, AdamW, SGD with momentum and LARS
-               (SimCLR on the demo data; VICReg, which is not scale-invariant, for contrast).
+               (SimCLR on the demo data).
   optimizers   digits runs (configs/demo.yaml, train.epochs=20) under each optimiser with no
                SparseHead, the paper's penalty at lambda 1e-2, the proximal step and sparsity.mode=prune:
                how the column norms of the last layer are distributed (top-10% share, Gini), support.
@@ -210,18 +210,31 @@ def measure_invariance() -> dict:
     return out
 
 
-EFFLR_SCALES = (1.0, 0.5, 0.25, 0.125)
+EFFLR_SCALES = (2.0, 1.0, 0.5, 0.25, 0.125)
 EFFLR_STEPS = 4
+
+
+def angle(a, b) -> float:
+    cos = (a @ b / (a.norm() * b.norm())).clamp(-1, 1)
+    return math.acos(cos.item())
+
+
+def log_slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log(y) against log(x)."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = statistics.mean(lx), statistics.mean(ly)
+    return sum((x - mx) * (y - my) for x, y in zip(lx, ly)) / sum((x - mx) ** 2 for x in lx)
 
 
 def measure_efflr() -> dict:
     """The angle (radians) the penalised layer turns per optimiser step, after scaling it by c.
 
-    The demo model after 10 Adam steps (the same for every row), then for each optimiser and c a
-    copy with the last layer scaled by c, a fresh optimiser at the grid's settings (constant lr, no
-    schedule) and EFFLR_STEPS steps on the same fixed batches; mean angle between consecutive
-    (weight, bias) vectors of the layer, and the mean relative step ||dW|| / ||W|| of all weight
-    matrices at c = 1 (the lr calibration)."""
+    SimCLR (scale-invariant) on the demo: the model after 10 Adam steps (the same for every row),
+    then for each optimiser and c a copy with the last head layer (weight and bias) scaled by c, a
+    fresh optimiser at the grid's settings (constant lr, no schedule) and EFFLR_STEPS steps on the
+    same fixed batches. Reported: the mean angle between consecutive weights W of the layer (what
+    the penalty acts on) and between consecutive (W, b); and, at c = 1, the mean relative step
+    ||dP|| / ||P|| over all weight matrices P (the lr calibration of the grid)."""
     import torch
     sys.path.insert(0, str(REPO / "src"))
     from sparsehead import config
@@ -231,57 +244,50 @@ def measure_efflr() -> dict:
     from sparsehead.runs import build_model
     from sparsehead.sparsity import penalized_layers
     torch.set_num_threads(1)
-    out = {}
-    for method in ("simclr", "vicreg"):
-        cfg = config.load(str(DEMO), [f"method.name={method}", "train.threads=1"])
-        data = datasets.load(cfg.data, "pretrain")
-        mean, std = data.channel_stats()
-        views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std)
-        g = torch.Generator().manual_seed(0)
-        batches = [views(data.images[torch.randperm(len(data), generator=g)[:256]], g)
-                   for _ in range(10 + EFFLR_STEPS)]
-        torch.manual_seed(0)
-        model = build_model(cfg).train()
-        warm = build_optimizer(cfg.optim, model)
-        for x1, x2 in batches[:10]:
-            loss, _ = model(x1, x2)
-            warm.zero_grad()
-            loss.backward()
-            warm.step()
-        rows = {}
-        for opt, overrides in OPTIMIZERS.items():
-            ocfg = config.load(str(DEMO), [*overrides, f"method.name={method}"]).optim
-            angles, rel_steps = {}, None
-            for c in EFFLR_SCALES:
-                m = copy.deepcopy(model)
-                layer = penalized_layers(m.sparse_head(), "last")[0]
-                scale_layer_(layer, c)
-                o = build_optimizer(ocfg, m)
-                mats = [p for p in m.parameters() if p.ndim > 1 and p.requires_grad]
-                turn, rel = [], []
-                for x1, x2 in batches[10:]:
-                    before_w = layer_vector(layer).detach().clone()
-                    before = [p.detach().clone() for p in mats]
-                    loss, _ = m(x1, x2)
-                    o.zero_grad()
-                    loss.backward()
-                    o.step()
-                    after_w = layer_vector(layer).detach()
-                    cos = (before_w @ after_w / (before_w.norm() * after_w.norm())).clamp(-1, 1)
-                    turn.append(math.acos(cos.item()))
-                    rel.append(sum(((p - b).norm() / b.norm()).item() for p, b in zip(mats, before)) / len(mats))
-                angles[str(c)] = statistics.mean(turn)
-                if c == 1.0:
-                    rel_steps = rel
-            # slope of log(angle) against log(c): -2 SGD, -1 Adam, 0 LARS for a scale-invariant layer
-            xs = [math.log(c) for c in EFFLR_SCALES]
-            ys = [math.log(angles[str(c)]) for c in EFFLR_SCALES]
-            mx, my = statistics.mean(xs), statistics.mean(ys)
-            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-            rows[opt] = {"angle": angles, "slope": slope, "rel_step_c1": rel_steps}
-            print(f"  efflr {method} {opt}: slope {slope:.2f}", flush=True)
-        out[method] = rows
-    return out
+    cfg = config.load(str(DEMO), ["train.threads=1"])
+    data = datasets.load(cfg.data, "pretrain")
+    mean, std = data.channel_stats()
+    views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std)
+    g = torch.Generator().manual_seed(0)
+    batches = [views(data.images[torch.randperm(len(data), generator=g)[:256]], g) for _ in range(10 + EFFLR_STEPS)]
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    warm = build_optimizer(cfg.optim, model)
+    for x1, x2 in batches[:10]:
+        loss, _ = model(x1, x2)
+        warm.zero_grad()
+        loss.backward()
+        warm.step()
+    rows = {}
+    for opt, overrides in OPTIMIZERS.items():
+        ocfg = config.load(str(DEMO), overrides).optim
+        turn_w, turn_wb, rel_steps = {}, {}, None
+        for c in EFFLR_SCALES:
+            m = copy.deepcopy(model)
+            layer = penalized_layers(m.sparse_head(), "last")[0]
+            scale_layer_(layer, c)
+            o = build_optimizer(ocfg, m)
+            mats = [p for p in m.parameters() if p.ndim > 1 and p.requires_grad]
+            tw, twb, rel = [], [], []
+            for x1, x2 in batches[10:]:
+                w0, wb0 = layer.weight.detach().reshape(-1).clone(), layer_vector(layer).detach().clone()
+                before = [p.detach().clone() for p in mats]
+                loss, _ = m(x1, x2)
+                o.zero_grad()
+                loss.backward()
+                o.step()
+                tw.append(angle(w0, layer.weight.detach().reshape(-1)))
+                twb.append(angle(wb0, layer_vector(layer).detach()))
+                rel.append(sum(((p - b).norm() / b.norm()).item() for p, b in zip(mats, before)) / len(mats))
+            turn_w[str(c)], turn_wb[str(c)] = statistics.mean(tw), statistics.mean(twb)
+            if c == 1.0:
+                rel_steps = rel
+        small = [c for c in EFFLR_SCALES if c >= 0.5]  # small angles, before the turn saturates
+        rows[opt] = {"angle_w": turn_w, "angle_wb": turn_wb, "rel_step_c1": rel_steps,
+                     "slope_w": log_slope(small, [turn_w[str(c)] for c in small]),
+                     "slope_wb": log_slope(small, [turn_wb[str(c)] for c in small])}
+        print(f"  efflr {opt}: slope of W's angle {rows[opt]['slope_w']:.2f}", flush=True)
+    return {"simclr": rows}
 
 
 # --- running ---------------------------------------------------------------------------------------
@@ -291,11 +297,17 @@ def load_results(out: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def save_results(out: Path, results: dict) -> None:
+def save_results(out: Path, updates: dict, part: str | None = None) -> dict:
+    """Merge `updates` into OUT/results.json (into results[part] when given) and return the whole:
+    read, update, write on every save, so two invocations (e.g. the grid and a measurement) can
+    run side by side without undoing each other's results."""
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.json.tmp"
+    results = load_results(out)
+    (results.setdefault(part, {}) if part else results).update(updates)
+    tmp = out / f"results.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     tmp.replace(out / "results.json")
+    return results
 
 
 def machine() -> dict:
@@ -331,16 +343,14 @@ def run_training(out: Path, part: str, seeds, dry: bool, results: dict) -> None:
                 times = json.loads(times_path.read_text()) if times_path.is_file() else {}
                 times["pretrain"] = times.get("pretrain", 0.0) + time.perf_counter() - start
                 times_path.write_text(json.dumps(times) + "\n")
-            if key not in results.setdefault(part, {}):
-                results[part][key] = {"cell": cell, "seed": seed, "overrides": cells(part)[cell],
-                                      **summarize_run(run)}
-                save_results(out, results)
+            if key not in results.get(part, {}):
+                results = save_results(out, {key: {"cell": cell, "seed": seed, "overrides": cells(part)[cell],
+                                                   **summarize_run(run)}}, part)
 
 
 def cmd_run(args) -> None:
     out = Path(args.out)
-    results = load_results(out)
-    results["machine"] = machine()
+    results = load_results(out) if args.dry else save_results(out, {"machine": machine()})
     for part in args.parts:
         if part in ("invariance", "efflr"):
             if args.dry:
@@ -348,9 +358,8 @@ def cmd_run(args) -> None:
             if part not in results or args.redo:
                 print(f"[{time.strftime('%H:%M:%S')}] {part}", flush=True)
                 start = time.perf_counter()
-                results[part] = measure_invariance() if part == "invariance" else measure_efflr()
-                results[part + "_wall_s"] = time.perf_counter() - start
-                save_results(out, results)
+                value = measure_invariance() if part == "invariance" else measure_efflr()
+                results = save_results(out, {part: value, part + "_wall_s": time.perf_counter() - start})
         else:
             run_training(out, part, args.seeds, args.dry, results)
 
@@ -387,12 +396,14 @@ def invariance_table(inv: dict) -> list[str]:
 
 def efflr_table(eff: dict) -> list[str]:
     scales = [str(c) for c in EFFLR_SCALES]
-    lines = [f"| method | optimiser | angle per step (rad) at c = {' / '.join(scales)} | slope d log(angle) / d log(c) | mean relative step of the weight matrices at c = 1 |",
-             "|---|---|---|---|---|"]
+    lines = [f"| optimiser | angle of W per step (rad) at c = {' / '.join(scales)} | slope (c = 2 .. 0.5) | "
+             f"angle of (W, b) at c = {' / '.join(scales)} | slope | relative step of the weight matrices at c = 1 |",
+             "|---|---|---|---|---|---|"]
     for method, rows in eff.items():
         for opt, row in rows.items():
-            angles = " / ".join(f"{row['angle'][c]:.2e}" for c in scales)
-            lines.append(f"| {method} | {opt} | {angles} | {row['slope']:.2f} | "
+            aw = " / ".join(f"{row['angle_w'][c]:.3f}" for c in scales)
+            awb = " / ".join(f"{row['angle_wb'][c]:.3f}" for c in scales)
+            lines.append(f"| {opt} | {aw} | {row['slope_w']:.2f} | {awb} | {row['slope_wb']:.2f} | "
                          f"{statistics.mean(row['rel_step_c1']):.1e} |")
     return lines
 
@@ -473,9 +484,10 @@ def render(results: dict) -> str:
                   "|L(c) - L(1)| / max(|L(1)|, 1).", "", *invariance_table(results["invariance"]), ""]
     if "efflr" in results:
         lines += ["### (c) The effective learning rate of a scale-invariant layer", "",
-                  f"The demo model after 10 Adam steps; the last head layer scaled by c; a fresh optimiser "
-                  f"(grid settings, constant lr) for {EFFLR_STEPS} steps on fixed batches; mean angle turned "
-                  "per step by the layer's (weight, bias).", "", *efflr_table(results["efflr"]), ""]
+                  f"SimCLR on the demo: the model after 10 Adam steps, the last head layer (weight and bias) "
+                  f"scaled by c, a fresh optimiser (the grid's settings, constant lr) for {EFFLR_STEPS} steps on "
+                  "fixed batches; the mean angle the layer's weight W (and (W, b)) turns per step. Slope = "
+                  "d log(angle) / d log(c) over c = 2, 1, 0.5 (small angles).", "", *efflr_table(results["efflr"]), ""]
     if "optimizers" in results:
         lines += ["### (b) Column norms of the last head layer under each optimiser", "",
                   f"`configs/demo.yaml` (SimCLR, head 128 -> 256 -> 64: 256 columns) with `train.epochs={GRID_EPOCHS}` "
