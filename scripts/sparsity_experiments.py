@@ -14,6 +14,8 @@ Four parts, every number from this script (or from plain `sparsehead pretrain` r
                how the column norms of the last layer are distributed (top-10% share, Gini), support.
   demo         the full demo (configs/demo.yaml, 30 epochs) as it is (lambda 1e-4, penalty) and with
                sparsity.mode=prune sparsity.target_support=0.25: the done criterion of issue 17.
+  cifar        the same two on real CIFAR-10 at the reproduction's CPU scale (configs/reproduce/base.yaml,
+               5 epochs, seed 0; not run by default: --parts cifar).
 
     python scripts/sparsity_experiments.py run                       # every part, seeds 0 1 (demo: 0 1 2)
     python scripts/sparsity_experiments.py run --parts invariance efflr
@@ -49,8 +51,10 @@ BEGIN, END = "<!-- sparsity-experiments:begin -->", "<!-- sparsity-experiments:e
 # --- the optimiser grid: settings of each optimiser on the demo ---------------------------------
 # Adam is the demo's (the paper's lr 3e-3, weight decay 1e-6). AdamW gets torch's default decoupled
 # weight decay 1e-2 (with 1e-6 it would be Adam). SGD (momentum 0.9) lr 0.1 and LARS (momentum 0.9,
-# eta 1e-3) lr 2 were chosen before any run, so that the mean relative step of the weight matrices
-# over the first 4 steps is of the order of Adam's (the `efflr` part prints those steps).
+# eta 1e-3) lr 2 were chosen before any training run, from the mean relative step of the weight
+# matrices over the first 4 steps from the initialisation (Adam 4e-2 falling to 2e-2, SGD at 0.1
+# 1e-2 rising to 2e-2, LARS at 1 1e-3 rising to 2e-3): momentum multiplies SGD's and LARS's steps
+# by up to 10 over the first tens of steps. The `efflr` table's last column shows those steps.
 OPTIMIZERS = {
     "adam": ["optim.name=adam"],
     "adamw": ["optim.name=adamw", "optim.weight_decay=1e-2"],
@@ -80,6 +84,15 @@ DEMO_CELLS = {
 }
 DEMO_SEEDS = (0, 1, 2)
 
+# --- CIFAR-10 at CPU scale: the reproduction's base (5,000 images, 5 epochs, head 128 -> 512 -> 128) -
+CIFAR_BASE = REPO / "configs" / "reproduce" / "base.yaml"
+CIFAR_CELLS = {
+    "cifar-paper": ["method.name=simclr", "sparsity.lam=1e-4"],  # = reproduce.py's simclr-mlp-lam0.0001
+    "cifar-prune": ["method.name=simclr", "sparsity.lam=1e-4", "sparsity.mode=prune",
+                    f"sparsity.target_support={TARGET}"],  # = reproduce.py's simclr-mlp-prune0.25
+}
+CIFAR_SEEDS = (0,)
+
 
 def cells(part: str) -> dict[str, list[str]]:
     if part == "optimizers":
@@ -87,12 +100,15 @@ def cells(part: str) -> dict[str, list[str]]:
                 for opt in OPTIMIZERS for reg, make in REGIMES.items()}
     if part == "demo":  # log every step: the criterion is on the support over the last quarter
         return {name: [*ov, "train.log_every=1"] for name, ov in DEMO_CELLS.items()}
+    if part == "cifar":
+        return {name: [*ov, "train.log_every=1"] for name, ov in CIFAR_CELLS.items()}
     raise KeyError(part)
 
 
 def pretrain_cmd(out: Path, part: str, cell: str, seed: int) -> tuple[list[str], Path]:
     run = out / "runs" / f"{cell}-s{seed}"
-    return [sys.executable, "-m", "sparsehead", "pretrain", "--config", str(DEMO), *cells(part)[cell],
+    base = (CIFAR_BASE if part == "cifar" else DEMO).relative_to(REPO)
+    return [sys.executable, "-m", "sparsehead", "pretrain", "--config", str(base), *cells(part)[cell],
             *COMMON, f"train.seed={seed}", "--run-dir", str(run)], run
 
 
@@ -325,7 +341,8 @@ def machine() -> dict:
 
 
 def run_training(out: Path, part: str, seeds, dry: bool, results: dict) -> None:
-    part_seeds = DEMO_SEEDS if part == "demo" and seeds is None else (seeds or (0, 1))
+    default = {"demo": DEMO_SEEDS, "cifar": CIFAR_SEEDS}.get(part, (0, 1))
+    part_seeds = seeds or default
     for seed in part_seeds:  # seed-major: a partial grid has one seed of every cell first
         for cell in cells(part):
             cmd, run = pretrain_cmd(out, part, cell, seed)
@@ -378,7 +395,7 @@ INVARIANCE_CLASS = {True: "yes, exactly", "bn": "yes, up to BatchNorm's eps", Fa
 
 
 def invariance_table(inv: dict) -> list[str]:
-    lines = ["| method | loss change at c = 0.1 / 0.5 / 2 / 10 | cos(grad W, W) | |grad| ratio at c = 0.1 / 10 | scale-invariant |",
+    lines = ["| method | loss change at c = 0.1 / 0.5 / 2 / 10 | cosine of the layer's gradient with the layer | gradient norm over that at c = 1, at c = 0.1 / 10 | scale-invariant |",
              "|---|---|---|---|---|"]
     for name, row in inv.items():
         if not row["head"]:
@@ -426,19 +443,20 @@ def grid_table(runs: dict) -> list[str]:
     return lines
 
 
-def demo_table(runs: dict) -> list[str]:
-    lines = ["| run | seed | support at the end (of 256) | min / max over the last quarter | exact zeros | 5-NN | k=200 weighted | minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+def demo_table(runs: dict, cells_: dict = DEMO_CELLS) -> list[str]:
+    columns = next(iter(runs.values()))["columns"] if runs else 256
+    lines = [f"| run | seed | support at the end (of {columns}) | min / max over the last quarter | exact zeros | top-10% share | Gini | 5-NN | k=200 weighted | minutes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in runs.items():
         lq = r["support_last_quarter"]
         wall = f"{r['wall_s'] / 60:.1f}" if r.get("wall_s") else "-"
         lines.append(f"| {r['cell']} | {r['seed']} | {r['support']} | {lq[0]} / {lq[1]} | {r['exact_zeros']} | "
-                     f"{r['knn5']:.3f} | {r['knn200']:.3f} | {wall} |")
-    for cell in DEMO_CELLS:
+                     f"{r['top10_share']:.3f} | {r['gini']:.3f} | {r['knn5']:.3f} | {r['knn200']:.3f} | {wall} |")
+    for cell in cells_:
         rows = [r for r in runs.values() if r["cell"] == cell]
         if len(rows) > 1:
             lines.append(f"| {cell}, mean ± sd | {len(rows)} seeds | {mean_sd([r['support'] for r in rows], '{:.1f}')} | "
-                         f"| | {mean_sd([r['knn5'] for r in rows])} | {mean_sd([r['knn200'] for r in rows])} | |")
+                         f"| | | | {mean_sd([r['knn5'] for r in rows])} | {mean_sd([r['knn200'] for r in rows])} | |")
     return lines
 
 
@@ -500,7 +518,15 @@ def render(results: dict) -> str:
     if "demo" in results:
         lines += ["### The done criterion: the full demo with `sparsity.mode=prune sparsity.target_support=0.25`", "",
                   "`configs/demo.yaml` (30 epochs, 150 steps), support logged every step (`train.log_every=1`); "
-                  "target 64 of 256 columns; last quarter = steps 113-150.", "", *demo_table(results["demo"]), ""]
+                  "target 64 of 256 columns; last quarter = steps 113-150. `demo-paper` is the demo as shipped "
+                  "(the paper's penalty, lambda 1e-4); `demo-prune` adds `sparsity.mode=prune sparsity.target_support=0.25`.",
+                  "", *demo_table(results["demo"]), ""]
+    if "cifar" in results:
+        lines += ["### CIFAR-10 at CPU scale", "",
+                  "`configs/reproduce/base.yaml` (real CIFAR-10, 5,000 training images, 5 epochs = 95 steps, head "
+                  "128 -> 512 -> 128: 512 columns, target 128), the k-NN of pretraining's end (5-NN and k=200 on "
+                  "the 5,000 training images against the 10,000 test images).", "",
+                  *demo_table(results["cifar"], CIFAR_CELLS), ""]
     return "\n".join(lines)
 
 
@@ -530,9 +556,9 @@ def main(argv=None) -> None:
     for name in ("run", "plan"):
         p = sub.add_parser(name)
         p.add_argument("--parts", nargs="+", default=["invariance", "efflr", "optimizers", "demo"],
-                       choices=["invariance", "efflr", "optimizers", "demo"])
+                       choices=["invariance", "efflr", "optimizers", "demo", "cifar"])
         p.add_argument("--seeds", nargs="+", type=int, default=None,
-                       help="seeds of the training parts (default: 0 1; demo: 0 1 2)")
+                       help="seeds of the training parts (default: 0 1; demo: 0 1 2; cifar: 0)")
         p.add_argument("--out", default=str(DEFAULT_OUT))
         p.add_argument("--redo", action="store_true", help="measure invariance / efflr again")
     w = sub.add_parser("write")
