@@ -106,17 +106,18 @@ class SparsityConfig:
     support_threshold: float = opt(
         1e-3, "a column counts as zero when its norm is below this fraction of the largest", min=0.0)
     mode: Literal[SPARSITY_MODES] = opt(
-        "penalty", "penalty (default; the paper): lambda * L2,1 added to the loss; the subgradient never "
-        "reaches zero, and with a scale-invariant loss (SimCLR, BYOL, Barlow Twins, ...) it shrinks all "
-        "columns together under every optimiser (Adam, AdamW, SGD, LARS) instead of selecting some. "
-        "proximal: no loss term, a group soft-threshold of each column by lr * lambda after every "
-        "optimiser step; exact zeros; the exact proximal method under SGD, under Adam/AdamW a heuristic "
-        "whose lambda lives on Adam's step scale (about 1-10, not 1e-4), under LARS lr * lambda ignores "
-        "the trust ratio. prune (recommended for a sparse head): the penalty above if lambda > 0, plus "
-        "magnitude pruning of whole columns on a cubic schedule from sparsity.prune_start to "
+        "penalty", "penalty (the default, the paper's method; use it to reproduce the paper): lambda * L2,1 "
+        "added to the loss. Every method but VICReg ignores the head layer's scale, so the penalty mostly "
+        "shrinks the whole layer: under Adam, AdamW and SGD with momentum it also spreads the column norms "
+        "but zeroes none; under LARS (trust ratio) it barely acts. proximal: no loss term, each column "
+        "group-soft-thresholded by lr * lambda after every optimiser step (exact zeros): the proximal "
+        "gradient step under plain SGD (with momentum it is weaker than the penalty at the same lambda, "
+        "which momentum amplifies); under Adam/AdamW lambda must be of order 1-10, with a narrow window "
+        "between no effect and a collapsed head; under LARS lr * lambda is off LARS's step scale. prune "
+        "(recommended for a sparse head; the same under every optimiser): the penalty as above if lambda > "
+        "0, plus pruning of the smallest-norm columns on a cubic schedule from sparsity.prune_start to "
         "sparsity.prune_end to exactly round(target_support * columns); pruned columns are set to exact "
-        "zero after every step and stay zero; the same under every optimiser (it ranks columns, so the "
-        "layer's scale does not matter); the mask is saved in checkpoints. See docs/sparsehead.md")
+        "zero after every step and stay zero; the mask is saved in checkpoints. See docs/sparsehead.md")
     target_support: Optional[float] = opt(
         None, "penalty/proximal: adaptive lambda, fraction of penalised columns to keep; lambda is "
         "multiplied by exp(adapt_gain * (support_frac - target)) every adapt_every steps (null: fixed "
