@@ -78,7 +78,8 @@ def test_write_reports_means_verdicts_and_the_lambda_figure(synthetic_grid):
     assert "held (+412.00" in rows["2. Larger lambda, fewer large head columns"]
     assert "| simclr-linear | 128 / 64 | 200.00 ± 1.00 | 50.00 ± 0.00 | 0.00 ± 0.00 | 3.00 ± 0.00 |" in doc
     assert (synthetic_grid / "docs" / "figures" / "reproduction" / "lambda_sweep.png").stat().st_size > 1000
-    assert "39 runs, 117 min of wall time in all (3.0 min per run" in doc
+    runs = 3 * len(reproduce.CELLS)  # every cell, 3 seeds, 3 minutes each (13 cells + issue 17's prune cell: 42)
+    assert f"{runs} runs, {3 * runs} min of wall time in all (3.0 min per run" in doc
 
 
 def test_write_keeps_the_hand_written_discussion(synthetic_grid):

@@ -23,6 +23,10 @@ from sparsehead.train import pretrain
 RUN = TINY + ["data.subset=256", "train.epochs=3", "train.threads=1", "train.checkpoint_every=2",
               "train.keep_checkpoints=2", "method.name=byol", "method.predictor_hidden_dim=32"]
 TOTAL_STEPS = 12
+# The same run with SparseHead's prune mode: the head's last layer pruned from step 1 to step 10
+# (of 12) to a quarter of its 64 columns, so the kills below fall inside the pruning schedule.
+PRUNE = ["sparsity.mode=prune", "sparsity.target_support=0.25", "sparsity.prune_start=0.1",
+         "sparsity.prune_end=0.8"]
 
 
 @pytest.fixture(autouse=True)
@@ -33,14 +37,24 @@ def keep_torch_threads():
     torch.set_num_threads(threads)
 
 
+def _unbroken_run(tmp_path_factory, extra: list[str]) -> Path:
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("reference")
+    pretrain(config.load(None, RUN + extra + [f"train.out_dir={out}"]), out / "run")
+    torch.set_num_threads(threads)
+    return out / "run"
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     """An unbroken run, in this process."""
-    threads = torch.get_num_threads()
-    out = tmp_path_factory.mktemp("reference")
-    pretrain(config.load(None, RUN + [f"train.out_dir={out}"]), out / "run")
-    torch.set_num_threads(threads)
-    return out / "run"
+    return _unbroken_run(tmp_path_factory, [])
+
+
+@pytest.fixture(scope="module")
+def reference_prune_run(tmp_path_factory):
+    """An unbroken run with sparsity.mode=prune, in this process."""
+    return _unbroken_run(tmp_path_factory, PRUNE)
 
 
 def final_state(run_dir: Path) -> dict:
@@ -49,7 +63,7 @@ def final_state(run_dir: Path) -> dict:
 
 def assert_same_training_state(a: dict, b: dict, context: str = "") -> None:
     assert a["step"] == b["step"] == TOTAL_STEPS, context
-    for part in ("model", "optimizer", "scheduler", "rng", "data_position", "nonfinite"):
+    for part in ("model", "optimizer", "scheduler", "rng", "data_position", "nonfinite", "sparsity"):
         la, lb = _leaves(a[part]), _leaves(b[part])
         assert la.keys() == lb.keys(), f"{part}: {context}"
         for key in la:
@@ -67,7 +81,10 @@ def _leaves(obj, path=""):
 
 
 @pytest.mark.numerics
-def test_sigkilled_run_resumes_bitwise_equal_to_an_unbroken_one(reference_run, tmp_path):
+@pytest.mark.parametrize("mode", ["penalty", "prune"])
+def test_sigkilled_run_resumes_bitwise_equal_to_an_unbroken_one(mode, request, tmp_path):
+    reference_run = request.getfixturevalue("reference_prune_run" if mode == "prune" else "reference_run")
+    extra = PRUNE if mode == "prune" else []
     seed = int(os.environ.get("SPARSEHEAD_KILL_SEED", random.SystemRandom().randrange(10**6)))
     rng = random.Random(seed)
     # Three kills in one run: after a step, halfway through writing a checkpoint, after a step.
@@ -76,7 +93,7 @@ def test_sigkilled_run_resumes_bitwise_equal_to_an_unbroken_one(reference_run, t
     k3 = rng.randint(k2, 11)
     kills = [f"step:{k1}", f"checkpoint:{k2}", f"step:{k3}"]
     run_dir = tmp_path / "run"
-    args = ["pretrain", *RUN, f"train.out_dir={tmp_path}", "--run-dir", str(run_dir)]
+    args = ["pretrain", *RUN, *extra, f"train.out_dir={tmp_path}", "--run-dir", str(run_dir)]
     resume_args = ["pretrain", "--resume", str(run_dir)]
     context = f"kill points {kills} (SPARSEHEAD_KILL_SEED={seed})"
     for kill, cmd in zip(kills, [args, resume_args, args]):
@@ -99,6 +116,10 @@ def test_sigkilled_run_resumes_bitwise_equal_to_an_unbroken_one(reference_run, t
     assert [r.get("loss") for r in ours] == [r.get("loss") for r in theirs], context
     assert not list(checkpoint.checkpoint_dir(run_dir).glob(".*.tmp")), "partial writes are cleaned up"
     assert len(checkpoint.list_checkpoints(run_dir)) == 2  # train.keep_checkpoints
+    if mode == "prune":  # the mask was restored, not rebuilt: 16 of 64 columns, the rest exact zeros
+        state = final_state(run_dir)
+        norms = state["model"]["projector.3.weight"].norm(dim=0)
+        assert int(state["sparsity"]["masks"][0].sum()) == 16 and torch.equal(state["sparsity"]["masks"][0], norms > 0)
 
 
 def copy_run(src: Path, dst: Path) -> Path:

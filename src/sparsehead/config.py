@@ -94,30 +94,44 @@ class HeadConfig:
               "(null: 360/2048 of it, DirectCLR's ratio; 90 for 512 features)", min=1)
 
 
-SPARSITY_MODES = ("penalty", "proximal")
+SPARSITY_MODES = ("penalty", "proximal", "prune")
 
 
 @dataclass
 class SparsityConfig:
     lam: float = opt(0.0, "SparseHead lambda: weight of the L2,1 penalty (paper: 1e-4; 0 = off); "
-                          "with sparsity.target_support, the starting value", min=0.0)
+                          "with sparsity.target_support in penalty/proximal mode, the starting value", min=0.0)
     layers: Literal["last", "first", "all"] = opt(
         "last", "which linear layers of the head are penalised (paper: last)")
     support_threshold: float = opt(
         1e-3, "a column counts as zero when its norm is below this fraction of the largest", min=0.0)
     mode: Literal[SPARSITY_MODES] = opt(
-        "penalty", "penalty: lambda * L2,1 added to the loss (the paper, subgradient); proximal: no "
-        "loss term, a group soft-threshold of each column by lr * lambda after every optimiser step "
-        "(exact zeros); see docs/sparsehead.md")
+        "penalty", "penalty (the default, the paper's method; use it to reproduce the paper): lambda * L2,1 "
+        "added to the loss. Every method but VICReg ignores the head layer's scale, so the penalty mostly "
+        "shrinks the whole layer: under Adam, AdamW and SGD with momentum it also spreads the column norms "
+        "but zeroes none; under LARS (trust ratio) it barely acts. proximal: no loss term, each column "
+        "group-soft-thresholded by lr * lambda after every optimiser step (exact zeros): the proximal "
+        "gradient step under plain SGD (with momentum it is weaker than the penalty at the same lambda, "
+        "which momentum amplifies); under Adam/AdamW lambda must be of order 1-10, with a narrow window "
+        "between no effect and a collapsed head; under LARS lr * lambda is off LARS's step scale. prune "
+        "(recommended for a sparse head; the same under every optimiser): the penalty as above if lambda > "
+        "0, plus pruning of the smallest-norm columns on a cubic schedule from sparsity.prune_start to "
+        "sparsity.prune_end to exactly round(target_support * columns); pruned columns are set to exact "
+        "zero after every step and stay zero; the mask is saved in checkpoints. See docs/sparsehead.md")
     target_support: Optional[float] = opt(
-        None, "adaptive lambda: fraction of penalised columns to keep; lambda is multiplied by "
-        "exp(adapt_gain * (support_frac - target)) every adapt_every steps (null: fixed lambda)",
+        None, "penalty/proximal: adaptive lambda, fraction of penalised columns to keep; lambda is "
+        "multiplied by exp(adapt_gain * (support_frac - target)) every adapt_every steps (null: fixed "
+        "lambda); prune: the fraction of columns the pruning schedule ends at (required)",
         min=0.0, max=1.0, exclusive_min=True)
     adapt_gain: float = opt(0.05, "adaptive lambda: gain of the multiplicative update", min=0.0,
                             exclusive_min=True)
     adapt_every: int = opt(1, "adaptive lambda: optimiser steps between updates", min=1)
     lam_range: float = opt(1e4, "adaptive lambda stays within [lam / lam_range, lam * lam_range] "
                                 "of the starting sparsity.lam", min=1.0)
+    prune_start: float = opt(0.1, "prune mode: fraction of the run's optimiser steps (train.epochs) "
+                                  "after which pruning starts", min=0.0, max=1.0)
+    prune_end: float = opt(0.5, "prune mode: fraction of the run's steps at which the support reaches "
+                                "target_support (then only fine-tuning with the mask)", min=0.0, max=1.0)
 
 
 METHOD_NAMES = ("simclr", "byol", "barlow_twins", "simsiam", "vicreg", "moco_v2", "moco_v3", "directclr",
@@ -432,16 +446,30 @@ INACTIVE_OP_FIX = {
 HEADS_WITHOUT_SPARSEHEAD = ("identity", "lowrank", "lowrank_diagonal", "orthogonal")
 
 
+def sparsity_active(s: SparsityConfig) -> bool:
+    """Whether SparseHead acts on the head at all: a penalty, a proximal step or pruning."""
+    return s.lam > 0 or s.mode == "prune"
+
+
 def validate_head_and_sparsity(cfg: Config) -> None:
     h, s = cfg.head, cfg.sparsity
-    if s.lam > 0 and h.kind in HEADS_WITHOUT_SPARSEHEAD:
+    if sparsity_active(s) and h.kind in HEADS_WITHOUT_SPARSEHEAD:
         why = ("its columns all have norm 1, so the L2,1 penalty is constant" if h.kind == "orthogonal"
                else "it has no trainable linear layer")
-        raise ConfigError(f"sparsity.lam: SparseHead cannot act on head.kind={h.kind} ({why}); "
-                          "set head.kind=linear, mlp or diagonal, or sparsity.lam=0")
-    if s.target_support is not None and s.lam == 0:
+        key, off = ("sparsity.lam", "sparsity.lam=0") if s.lam > 0 else ("sparsity.mode", "sparsity.mode=penalty")
+        raise ConfigError(f"{key}: SparseHead cannot act on head.kind={h.kind} ({why}); "
+                          f"set head.kind=linear, mlp or diagonal, or {off}")
+    if s.mode == "prune":
+        if s.target_support is None:
+            raise ConfigError("sparsity.target_support: sparsity.mode=prune prunes the head to this "
+                              "fraction of its columns; set it, e.g. sparsity.target_support=0.25")
+        if s.prune_start > s.prune_end:
+            raise ConfigError(f"sparsity.prune_start: {s.prune_start} is after sparsity.prune_end="
+                              f"{s.prune_end}; pruning must start before it ends, e.g. 0.1 and 0.5")
+    elif s.target_support is not None and s.lam == 0:
         raise ConfigError("sparsity.target_support: the adaptive lambda starts from sparsity.lam and "
-                          "scales it; set sparsity.lam > 0, e.g. sparsity.lam=1e-4")
+                          "scales it; set sparsity.lam > 0, e.g. sparsity.lam=1e-4, or prune to the "
+                          "target with sparsity.mode=prune")
     if h.rank is not None and h.kind in ("lowrank", "lowrank_diagonal"):
         # backbones.WidthResNet.feature_dim, without importing torchvision here
         in_dim = 8 * cfg.model.width * (4 if cfg.model.backbone == "resnet50" else 1)
@@ -462,9 +490,10 @@ def validate_method(cfg: Config) -> None:
                           f"enqueued per step; set method.queue_size>={keys_per_step} or lower train.batch_size")
     if cfg.data.subset is not None and (problem := data_size_problem(cfg, cfg.data.subset)):
         raise ConfigError(problem)
-    if cfg.sparsity.lam > 0 and m.name == "directclr":
-        raise ConfigError("sparsity.lam: method.name=directclr has no projection head for SparseHead "
-                          "(it ignores head.*); set sparsity.lam=0 or choose another method.name")
+    if sparsity_active(cfg.sparsity) and m.name == "directclr":
+        key, off = ("sparsity.lam", "sparsity.lam=0") if cfg.sparsity.lam > 0 else ("sparsity.mode", "sparsity.mode=penalty")
+        raise ConfigError(f"{key}: method.name=directclr has no projection head for SparseHead "
+                          f"(it ignores head.*); set {off} or choose another method.name")
 
 
 def data_size_problem(cfg: Config, num_images: int) -> Optional[str]:

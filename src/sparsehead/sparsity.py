@@ -7,6 +7,7 @@ units instead, which is not the paper's penalty.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -50,6 +51,37 @@ def group_soft_threshold_(weight: torch.Tensor, step: float) -> None:
     weight.mul_((1 - step / norms.clamp_min(1e-30)).clamp_min(0))
 
 
+def pruning_keep(step: int, total_steps: int, columns: int, target: float, start: float, end: float) -> int:
+    """Columns kept after `step` optimiser steps by the pruning schedule (Zhu & Gupta 2017's cubic
+    one): all of them until step t0 = round(start * total_steps), then
+
+        keep = final + ceil((columns - final) * ((t1 - step) / (t1 - t0)) ** 3),   t0 < step < t1,
+
+    and `final` = max(1, round(target * columns)) from t1 = round(end * total_steps) on. Integer
+    arithmetic throughout, so every machine prunes at the same steps."""
+    final = min(columns, max(1, round(target * columns)))
+    t0, t1 = round(start * total_steps), round(end * total_steps)
+    if step >= t1:
+        return final
+    if step <= t0:
+        return columns
+    span, left = t1 - t0, t1 - step
+    return final + -(-(columns - final) * left ** 3 // span ** 3)  # ceil division
+
+
+@torch.no_grad()
+def prune_mask(weight: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+    """The new column mask: of the columns `mask` still keeps, the `keep` of largest norm (ties: the
+    lower index). Pruned columns stay pruned, so the support only shrinks."""
+    if int(mask.sum()) <= keep:
+        return mask
+    norms = column_norms(weight).float().masked_fill(~mask, -1.0)
+    kept = torch.argsort(norms, descending=True, stable=True)[:keep]
+    new = torch.zeros_like(mask)
+    new[kept] = True
+    return new
+
+
 def sparsity_logs(layers: list[nn.Module], threshold: float) -> dict[str, float]:
     """Per penalised layer: support size, its fraction, and the column-norm summary."""
     logs: dict[str, float] = {}
@@ -69,16 +101,28 @@ class SparseHeadRegularizer:
     step, and what to log. Variants live here, not in the loop:
     - mode "penalty": lambda * L2,1 in the loss (the paper); "proximal": no loss term, a group
       soft-threshold by lr * lambda after each optimiser step (proximal SGD's step, also used
-      after Adam: see docs/sparsehead.md).
-    - target_support: lambda <- lambda * exp(gain * (support_frac - target)) every adapt_every
-      steps, within [lam / lam_range, lam * lam_range]. The controlled lambda and the step count
-      are this object's state: save state_dict() with each checkpoint for an exact resume."""
+      after Adam: see docs/sparsehead.md); "prune": the paper's penalty (if lambda > 0) plus
+      scheduled magnitude pruning of whole columns to `target_support`: after each optimiser step
+      the columns outside a mask are set to exact zero, and the mask drops the smallest-norm
+      columns as pruning_keep() schedules (needs total_steps, the length of the schedules).
+    - target_support (penalty, proximal): lambda <- lambda * exp(gain * (support_frac - target))
+      every adapt_every steps, within [lam / lam_range, lam * lam_range]. In prune mode it is the
+      support the schedule ends at, and lambda stays fixed.
+    The lambda, the step count and (prune) the masks are this object's state: save state_dict()
+    with each checkpoint for an exact resume."""
 
-    def __init__(self, cfg, head: nn.Module):
+    def __init__(self, cfg, head: nn.Module, total_steps: Optional[int] = None):
         self.cfg = cfg
         self.layers = penalized_layers(head, cfg.layers)
         self.lam = cfg.lam
-        self.steps = 0  # optimiser steps taken, for adapt_every
+        self.steps = 0  # optimiser steps taken, for adapt_every and the pruning schedule
+        self.pruning = cfg.mode == "prune"
+        if self.pruning:
+            if total_steps is None or cfg.target_support is None:
+                raise ValueError("mode prune needs target_support and the run's total_steps")
+            self.total_steps = total_steps
+            self.masks = [torch.ones(layer.weight.shape[1], dtype=torch.bool, device=layer.weight.device)
+                          for layer in self.layers]
 
     def loss(self) -> torch.Tensor:
         """lambda * sum of the L2,1 norms of the penalised weights (0 when off or proximal)."""
@@ -93,8 +137,23 @@ class SparseHeadRegularizer:
         if self.cfg.mode == "proximal" and self.lam > 0:
             for layer in self.layers:
                 group_soft_threshold_(layer.weight, lr * self.lam)
-        if self.cfg.target_support is not None and self.layers and self.steps % self.cfg.adapt_every == 0:
+        if self.pruning:
+            self.prune()
+        elif self.cfg.target_support is not None and self.layers and self.steps % self.cfg.adapt_every == 0:
             self.lam = adapted_lambda(self.lam, self.support_frac(), self.cfg)
+
+    def scheduled_keep(self, columns: int) -> int:
+        c = self.cfg
+        return pruning_keep(self.steps, self.total_steps, columns, c.target_support, c.prune_start, c.prune_end)
+
+    @torch.no_grad()
+    def prune(self) -> None:
+        """Shrink each layer's mask to the schedule, then zero every column outside it (again after
+        every step: the optimiser moves zeroed weights, whose gradient is not zero)."""
+        for i, layer in enumerate(self.layers):
+            self.masks[i] = prune_mask(layer.weight, self.masks[i], self.scheduled_keep(layer.weight.shape[1]))
+            if not self.masks[i].all():
+                layer.weight.mul_(self.masks[i].to(layer.weight.dtype))
 
     def support_frac(self) -> float:
         """Kept columns over all penalised layers, as a fraction of their columns."""
@@ -103,13 +162,25 @@ class SparseHeadRegularizer:
 
     def logs(self) -> dict[str, float]:
         l21 = sum(l21_norm(layer.weight.detach()).item() for layer in self.layers)
-        return {"lambda": self.lam, "l21": l21, **sparsity_logs(self.layers, self.cfg.support_threshold)}
+        logs = {"lambda": self.lam, "l21": l21, **sparsity_logs(self.layers, self.cfg.support_threshold)}
+        if self.pruning and self.layers:  # the mask's kept fraction (the support counts exact zeros out too)
+            logs["prune_keep_frac"] = sum(int(m.sum()) for m in self.masks) / sum(m.numel() for m in self.masks)
+        return logs
 
     def state_dict(self) -> dict:
-        return {"lam": self.lam, "steps": self.steps}
+        state = {"lam": self.lam, "steps": self.steps}
+        if self.pruning:
+            state["masks"] = [m.clone() for m in self.masks]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.lam, self.steps = float(state["lam"]), int(state["steps"])
+        if self.pruning:
+            if len(state.get("masks", ())) != len(self.layers):
+                raise ValueError("the checkpoint has no pruning masks for this head (made with another "
+                                 "sparsity.mode?)")
+            self.masks = [m.to(dtype=torch.bool, device=layer.weight.device).clone()
+                          for m, layer in zip(state["masks"], self.layers)]
 
 
 def adapted_lambda(lam: float, support_frac: float, cfg) -> float:

@@ -91,7 +91,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     optimizer = build_optimizer(cfg.optim, method)
     scheduler = warmup_cosine(optimizer, round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps,
                               cfg.optim.min_lr_ratio)
-    sparse_head = SparseHeadRegularizer(cfg.sparsity, method.sparse_head())
+    sparse_head = SparseHeadRegularizer(cfg.sparsity, method.sparse_head(), total_steps)
     guard = NonFiniteGuard(cfg.train, method, run_dir)
     monitor = OnlineMonitor(cfg.eval, method, len(data.classes), device,
                             knn=lambda: knn_summary(method, cfg, views, device) if dist.is_main() else {})
@@ -110,7 +110,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         guard.load_state_dict(state["nonfinite"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        if "sparsity" in state:  # the adaptive lambda; absent from checkpoints of older versions
+        if "sparsity" in state:  # lambda, step count, pruning masks; absent from older checkpoints
             sparse_head.load_state_dict(state["sparsity"])
         step = state["step"]
         if dist.is_main():
