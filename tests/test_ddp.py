@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import SRC, TINY
+from conftest import SRC, TINY, method_keys
 from sparsehead import config
 from sparsehead.losses import barlow_twins_loss, nt_xent
 from sparsehead.runs import build_model
@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 def _method(name: str):
     cfg = config.load(None, TINY + [f"method.name={name}", "head.hidden_dim=32", "head.out_dim=16",
-                                    "sparsity.lam=0", "method.queue_size=256"])
+                                    "sparsity.lam=0", *method_keys(name, "method.queue_size=256")])
     torch.manual_seed(0)
     return build_model(cfg).double()
 
@@ -58,7 +58,7 @@ def _inputs():
 
 
 def _step(model, method, x1, x2) -> dict:
-    loss, _ = model(x1, x2)
+    loss = model(x1, x2).loss
     loss.backward()
     return {"loss": loss.detach(),
             "grads": {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None},

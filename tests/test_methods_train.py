@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, method_keys
 from sparsehead import checkpoint, config
 from sparsehead.methods import METHODS
 from sparsehead.metrics_log import read_metrics
@@ -34,7 +34,7 @@ def keep_torch_threads():
 
 def method_run(name: str, out, *extra: str) -> config.Config:
     return config.load(None, TINY + [f"method.name={name}", "train.epochs=2", "train.threads=1",
-                                     "method.predictor_hidden_dim=32", "sparsity.lam=1e-4",
+                                     *method_keys(name, "method.predictor_hidden_dim=32"), "sparsity.lam=1e-4",
                                      f"train.out_dir={out}", *TINY_SETTINGS.get(name, []), *extra])
 
 

@@ -20,6 +20,7 @@ import torch
 
 from .faults import sigkill_point
 from .io import atomic_write
+from .rundir import RunDir
 
 PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
 FORMAT = 1  # the layout of the dict (see docs/reliability.md); bump it when the layout changes
@@ -30,7 +31,7 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return RunDir(run_dir).checkpoints_dir
 
 
 # --- writing ----------------------------------------------------------------------------------

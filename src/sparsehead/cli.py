@@ -212,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .errors import SparseheadError
+    from .plugins import import_plugins
+    try:
+        import_plugins()  # before the parser: --help lists the parameters of plugin methods too
+    except SparseheadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -15,6 +15,7 @@ import torch
 
 from .. import config
 from ..io import atomic_write_json, atomic_write_text
+from ..rundir import RunDir
 from . import plots
 from .metrics import diagnostics, head_sparsity, spectral_summary
 
@@ -120,7 +121,7 @@ def analyze_run(path: str | Path, out_dir: Optional[str | Path] = None, data_ove
     spectra.png, head_columns.png, training_curves.png and report.html. Returns out_dir."""
     from ..metrics_log import read_metrics
     feats = run_features(path, data_overrides, device, seed=seed)
-    out = Path(out_dir) if out_dir else feats.run_dir / "analysis"
+    out = Path(out_dir) if out_dir else RunDir(feats.run_dir).analysis_dir
     labels = feats.labels if (feats.labels >= 0).any() else None
     results = {
         "run_dir": str(feats.run_dir), "checkpoint": str(feats.checkpoint), "step": feats.step,

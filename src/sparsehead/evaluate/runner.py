@@ -21,12 +21,12 @@ from .. import checkpoint, config
 from ..data import datasets
 from ..data.datasets import ImageSet
 from ..data.views import ViewGenerator
-from ..io import atomic_write_json
+from ..rundir import RunDir
 from ..runs import TrainedRun, load_trained, resolve_device
 from .errors import EvaluationError
 from .features import cached_extract, fingerprint
 from .finetune import SGDRecipe, classifier_accuracy, crop_flip, train_classifier
-from .knn import knn_accuracy
+from .knn import knn_report
 from .linear import WEIGHT_DECAYS, linear_probe
 from .ncc import ncc_classify
 from .semisup import DEFAULT_RECIPE as SEMISUP_RECIPE
@@ -85,8 +85,7 @@ def evaluate(target: str | Path, opts: EvalOptions, data_overrides: tuple[str, .
                  "train_images": len(train), "test_images": len(test), "key": data_key},
         "options": protocol_options(opts), **results, "device": str(device),
         "seconds": round(time.perf_counter() - start, 2)}
-    path = trained.run_dir / "eval" / f"{result_name(trained, opts, data_cfg, data_key, data_overrides)}.json"
-    atomic_write_json(path, record)
+    path = RunDir(trained.run_dir).write_eval(result_name(trained, opts, data_cfg, data_key, data_overrides), record)
     return record, path
 
 
@@ -203,7 +202,7 @@ def protocol_options(opts: EvalOptions) -> dict:
 def frozen_features(trained: TrainedRun, train: ImageSet, test: ImageSet, device,
                     with_z: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"r": (train, test)} and, with_z, {"z": ...}: cached per checkpoint and data set."""
-    cache = trained.run_dir / "features"
+    cache = RunDir(trained.run_dir).features_dir
     extract = lambda data, split: cached_extract(trained.method, data, trained.views, device,
                                                  trained.checkpoint_path, cache, split)
     (r_tr, z_tr), (r_te, z_te) = extract(train, "train"), extract(test, "test")
@@ -214,11 +213,7 @@ def run_knn(trained, train, test, opts, device) -> dict:
     out = {}
     for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items():
         xtr, xte = xtr.to(device), xte.to(device)
-        out[name] = {
-            "top1": knn_accuracy(xtr, train.labels, xte, test.labels, opts.k),
-            "weighted_top1": knn_accuracy(xtr, train.labels, xte, test.labels, opts.k_weighted,
-                                          temperature=opts.temperature),
-        }
+        out[name] = knn_report(xtr, train.labels, xte, test.labels, opts.k, opts.k_weighted, opts.temperature)
     return out
 
 
