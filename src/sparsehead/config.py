@@ -1,7 +1,7 @@
 """Typed run configuration: YAML in, `key=value` overrides, validation before any work starts.
 
 The sections common to every run are declared here (data, model, head, sparsity, optim, train,
-eval) or beside the code they configure (augment: data/augment.py). The `method` section is
+eval) or beside the code they configure (augment: augment.py, beside the recipe logic). The `method` section is
 method.name plus the chosen method's own parameters, declared by the method itself (its Params
 class, methods/base.py): a key the chosen method does not have is refused, naming those it has.
 Every field carries its help text, allowed values and range (options.opt), so the same
@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from . import options
-from .data.augment import AugmentConfig, inactive_ops_problem
+from .augment import AugmentConfig, inactive_ops_problem
 from .errors import ConfigError
 from .methods import METHODS
 from .models.backbones import feature_dim
@@ -358,6 +358,25 @@ def data_size_problem(cfg: Config, num_images: int) -> Optional[str]:
     """What is wrong with training `cfg` on `num_images` images beyond the batch size (None: nothing).
     Checked on data.subset before any work, and on the loaded data set by the training loop."""
     return METHODS.lookup(cfg.method.name).data_size_problem(cfg.method.params, num_images)
+
+
+def with_data_overrides(cfg: Config, texts: typing.Sequence[str]) -> Config:
+    """`cfg` with `--data KEY=VALUE` overrides of its data section (KEY or data.KEY), validated with
+    the paths checked: the one meaning of --data for evaluate and analyze."""
+    full = []
+    for text in texts:
+        if "=" not in text:
+            raise ConfigError(f"--data {text!r}: expected KEY=VALUE, e.g. --data root=/path/to/data")
+        key = text.split("=", 1)[0]
+        if "." in key and not key.startswith("data."):
+            raise ConfigError(f"--data {text!r}: only data.* keys can be changed, e.g. --data "
+                              "source=imagefolder root=/path/to/images")
+        full.append(text if key.startswith("data.") else f"data.{text}")
+    try:
+        return from_dict(merge(to_dict(cfg), full), check_paths=True)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (the run's saved data settings; change them with --data KEY=VALUE, "
+                          "e.g. --data root=/path/to/data)") from None
 
 
 def to_dict(cfg: Config) -> dict:

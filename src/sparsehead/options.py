@@ -22,9 +22,11 @@ from .errors import ConfigError
 __all__ = ["opt", "build", "coerce", "describe_fields", "add_arguments", "from_arguments", "ConfigError"]
 
 
-def opt(default, help: str, *, min=None, max=None, exclusive_min: bool = False, flag: Optional[str] = None):
+def opt(default, help: str, *, min=None, max=None, exclusive_min: bool = False, exclusive_max: bool = False,
+        flag: Optional[str] = None):
     """An option with help text and an optional numeric range (`flag`: its command-line name)."""
-    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "flag": flag}
+    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "exclusive_max": exclusive_max,
+            "flag": flag}
     if isinstance(default, (list, dict, tuple)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -91,8 +93,9 @@ def check_range(key, value, meta):
     if lo is not None and (value < lo or (meta.get("exclusive_min") and value == lo)):
         op = ">" if meta.get("exclusive_min") else ">="
         raise ConfigError(f"{key}: {value} is out of range; it must be {op} {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{key}: {value} is out of range; it must be <= {hi}")
+    if hi is not None and (value > hi or (meta.get("exclusive_max") and value == hi)):
+        op = "<" if meta.get("exclusive_max") else "<="
+        raise ConfigError(f"{key}: {value} is out of range; it must be {op} {hi}")
 
 
 def build(cls, values: dict, prefix: str = "", unknown=None):
@@ -141,22 +144,25 @@ def _flag(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def add_arguments(parser, cls, skip: tuple = ()) -> None:
+def add_arguments(parser, cls, only: Optional[tuple] = None, required: tuple = ()) -> None:
     """One argparse flag per field of `cls`: `--name-with-dashes`, its help and default from the
     declaration. Values are parsed as strings and checked by from_arguments (same messages as
     a config file)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if only is not None and f.name not in only:
             continue
         tp, _ = _optional(hints[f.name])
         default = default_of(f)
-        help_text = f"{f.metadata.get('help', '')} (default {default if default is not None else 'none'})"
+        text = f.metadata.get("help", "").replace("%", "%%")  # argparse expands % in help
+        shown = default if not isinstance(default, (tuple, list)) else " ".join(map(str, default))
         if tp is bool:
-            parser.add_argument(_flag(f), dest=f.name, action="store_true", default=argparse.SUPPRESS,
-                                help=f.metadata.get("help", ""))
+            parser.add_argument(_flag(f), dest=f.name, action="store_true", default=argparse.SUPPRESS, help=text)
             continue
-        kwargs: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        kwargs: dict = {"dest": f.name, "default": argparse.SUPPRESS,
+                        "help": f"{text} (default {shown if default is not None else 'none'})"}
+        if f.name in required:
+            kwargs.update(required=True, help=text)
         if allowed_values(tp):
             kwargs["choices"] = allowed_values(tp)
         if typing.get_origin(tp) in (list, tuple):
@@ -179,6 +185,18 @@ def _parse_text(value, tp):
     return value
 
 
+def check(obj, key=lambda f: f.name) -> None:
+    """Every field of a dataclass instance against its declaration (for instances built in code);
+    `key(field)` names it in the message (e.g. its command-line flag)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        coerce(key(f), getattr(obj, f.name), hints[f.name], f.metadata)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return _flag(f)
+
+
 def from_arguments(cls, args: argparse.Namespace, **given):
     """A validated `cls` from parsed flags (absent flags keep their declared default)."""
     hints = typing.get_type_hints(cls)
@@ -192,3 +210,7 @@ def from_arguments(cls, args: argparse.Namespace, **given):
     for name, value in values.items():
         kwargs[name] = coerce(_flag(fields[name]), value, hints[name], fields[name].metadata)
     return cls(**kwargs)
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]

@@ -34,6 +34,10 @@ class RunDirError(SparseheadError, ValueError):
     """A run folder that cannot be read as asked, and what to do."""
 
 
+def _inside(name: str) -> property:
+    return property(lambda self: self.path / name, doc=f"RUN/{name}")
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -41,46 +45,17 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    # --- layout ---------------------------------------------------------------------------------
-    @property
-    def run_file(self) -> Path:
-        return self.path / "run.json"
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.path / "tensorboard"
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def results_path(self) -> Path:
-        return self.path / "results.json"
-
-    @property
-    def eval_dir(self) -> Path:
-        return self.path / "eval"
-
-    @property
-    def features_dir(self) -> Path:
-        return self.path / "features"
-
-    @property
-    def splits_dir(self) -> Path:
-        return self.path / "splits"
-
-    @property
-    def analysis_dir(self) -> Path:
-        return self.path / "analysis"
+    # --- layout: every name of the folder, in one place ------------------------------------------
+    run_file = _inside("run.json")
+    config_path = _inside("config.yaml")
+    metrics_path = _inside("metrics.jsonl")
+    tensorboard_dir = _inside("tensorboard")
+    checkpoints_dir = _inside("checkpoints")
+    results_path = _inside("results.json")
+    eval_dir = _inside("eval")
+    features_dir = _inside("features")
+    splits_dir = _inside("splits")
+    analysis_dir = _inside("analysis")
 
     @classmethod
     def of_checkpoint(cls, path: str | Path) -> "RunDir":

@@ -116,3 +116,18 @@ def adapted_lambda(lam: float, support_frac: float, cfg) -> float:
     """One multiplicative controller step: more columns kept than the target -> larger lambda."""
     lam = lam * math.exp(cfg.adapt_gain * (support_frac - cfg.target_support))
     return min(max(lam, cfg.lam / cfg.lam_range), cfg.lam * cfg.lam_range)
+
+
+def head_sparsity(head: nn.Module, which: str = "last", threshold: float = 1e-3) -> list[dict]:
+    """For each linear layer SparseHead acts on (`which` as sparsity.layers): its column norms
+    (one per input feature, descending), the support size at `threshold` x the largest norm, and
+    the L2,1 norm (the analysis report's view of the head; sparsity_logs is the training log's).
+    An identity head has none."""
+    out = []
+    for layer in penalized_layers(head, which):
+        w = layer.weight.detach().float().cpu()
+        support = support_size(w, threshold)
+        out.append({"shape": list(w.shape), "support": support, "support_frac": support / w.shape[1],
+                    "support_threshold": threshold, "l21": l21_norm(w).item(),
+                    "column_norms": column_norms(w).sort(descending=True).values.tolist()})
+    return out

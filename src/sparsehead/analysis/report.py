@@ -14,13 +14,15 @@ import numpy as np
 import torch
 
 from .. import config
+from ..errors import SparseheadError
 from ..io import atomic_write_json, atomic_write_text
 from ..rundir import RunDir
 from . import plots
-from .metrics import diagnostics, head_sparsity, spectral_summary
+from ..sparsity import head_sparsity
+from .metrics import diagnostics, spectral_summary
 
 
-class AnalysisError(ValueError):
+class AnalysisError(SparseheadError, ValueError):
     """Input the analysis cannot use (a features file of the wrong shape, missing options), and the fix."""
 
 
@@ -63,19 +65,6 @@ class RunFeatures:
     head: list = field(default_factory=list)
 
 
-def with_data_overrides(cfg: config.Config, overrides: Sequence[str]) -> config.Config:
-    """The run's config with data.* overridden (`root=...` or `data.root=...`), paths checked."""
-    texts = [o if o.startswith("data.") else f"data.{o}" for o in overrides]
-    for text in texts:
-        if "=" not in text:
-            raise AnalysisError(f"--data {text[5:]!r}: expected KEY=VALUE, e.g. --data root=/path/to/cifar10")
-    try:
-        return config.from_dict(config.merge(config.to_dict(cfg), texts), check_paths=True)
-    except config.ConfigError as err:
-        raise config.ConfigError(f"{err} (the run's saved data settings; change them with "
-                                 "--data KEY=VALUE, e.g. --data root=/path/to/data)") from None
-
-
 @torch.no_grad()
 def view_features(method, data, views, device, seed: int = 0, batch_size: int = 512):
     """(r1, r2), (z1, z2): features of two augmented views of every image (network in eval mode)."""
@@ -100,7 +89,7 @@ def run_features(path: str | Path, data_overrides: Sequence[str] = (), device: s
     from ..runs import load_trained, resolve_device
     dev = resolve_device(device)
     trained = load_trained(path, dev)
-    cfg = with_data_overrides(trained.cfg, data_overrides)
+    cfg = config.with_data_overrides(trained.cfg, data_overrides)
     test = datasets.load(cfg.data, "test")
     r, z = extract(trained.method, test, trained.views, dev)
     pairs = view_features(trained.method, test, trained.views, dev, seed) if with_views else {}

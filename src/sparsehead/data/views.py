@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .augment import OPS_OFF, RECIPES, AugmentConfig, inactive_ops, is_active, resolve_recipe  # noqa: F401
+from ..augment import OPS_OFF, RECIPES, AugmentConfig, inactive_ops, is_active, resolve_recipe  # noqa: F401
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 

@@ -15,6 +15,5 @@ class BarlowTwins(Method):
         lambda_offdiag: float = opt(0.0051, "off-diagonal weight lambda", min=0.0)
 
     def forward(self, x1, x2):
-        r1 = self.backbone(x1)
-        z1, z2 = self.projector(r1), self.projector(self.backbone(x2))
+        r1, z1, z2 = self.project_views(x1, x2)
         return MethodOutput(barlow_twins_loss(z1, z2, self.params.lambda_offdiag), {}, r1)

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..models.heads import build_head, out_dim
+from ..options import opt
 from ..registry import Registry
 
 METHODS = Registry("method", "method.name", hint=" (a method of a plugin module is registered when the "
@@ -95,6 +96,12 @@ class Method(nn.Module):
 
     # --- what the training loop uses -------------------------------------------------------------
 
+    def project_views(self, x1: torch.Tensor, x2: torch.Tensor):
+        """(r1, z1, z2): the online representation of view 1 and the embeddings of both views
+        (view 1 first, so BatchNorm statistics and random draws follow the two-view order)."""
+        r1 = self.backbone(x1)
+        return r1, self.projector(r1), self.projector(self.backbone(x2))
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> MethodOutput:
         """The self-supervised loss of two views of a batch, extra logs, and r of view 1."""
         raise NotImplementedError
@@ -112,6 +119,11 @@ class Method(nn.Module):
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         """Called after each optimiser step (EMA updates and the like)."""
+
+
+def temperature_opt(default: float):
+    """method.temperature: the softmax temperature tau of the contrastive methods (their own default)."""
+    return opt(default, "softmax temperature tau", min=0.0, exclusive_min=True)
 
 
 def params_of(name: str) -> list[str]:

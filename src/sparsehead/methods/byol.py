@@ -61,8 +61,7 @@ class BYOL(Method):
         return mlp(self.embedding_dim, self.params.predictor_hidden_dim, self.embedding_dim)
 
     def forward(self, x1, x2):
-        r1 = self.backbone(x1)
-        z1, z2 = self.projector(r1), self.projector(self.backbone(x2))
+        r1, z1, z2 = self.project_views(x1, x2)
         return MethodOutput(self.regress_target(z1, z2, x1, x2), {}, r1)
 
     def regress_target(self, z1, z2, x1, x2):

@@ -11,7 +11,7 @@ import torch.nn as nn
 from ..errors import ConfigError
 from ..losses import directclr_loss
 from ..options import opt
-from .base import Method, MethodOutput, register
+from .base import Method, MethodOutput, register, temperature_opt
 
 PAPER_DIM, PAPER_FEATURES = 360, 2048  # d0 for ResNet-50's 2048-d representation
 
@@ -48,7 +48,7 @@ class DirectCLR(Method):
 
     @dataclass
     class Params:
-        temperature: float = opt(0.1, "softmax temperature tau", min=0.0, exclusive_min=True)
+        temperature: float = temperature_opt(0.1)
         directclr_dim: Optional[int] = opt(
             None, "sub-vector size d0: the loss sees r[:, :d0] (null: 360/2048 of the backbone's feature "
             "dimension, the paper's ratio for ResNet-50, rounded; must not exceed that dimension)", min=1)
@@ -71,6 +71,5 @@ class DirectCLR(Method):
                               "(it ignores head.*); set sparsity.lam=0 or choose another method.name")
 
     def forward(self, x1, x2):
-        r1 = self.backbone(x1)
-        z1, z2 = self.projector(r1), self.projector(self.backbone(x2))
+        r1, z1, z2 = self.project_views(x1, x2)
         return MethodOutput(directclr_loss(z1, z2, self.params.temperature), {}, r1)

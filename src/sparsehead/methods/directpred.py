@@ -62,8 +62,7 @@ class DirectPred(BYOL):
         return directpred_weight(corr, self.params.predictor_eps)
 
     def forward(self, x1, x2):
-        r1 = self.backbone(x1)
-        z1, z2 = self.projector(r1), self.projector(self.backbone(x2))
+        r1, z1, z2 = self.project_views(x1, x2)
         if self.training:
             self.pending_corr = batch_correlation(z1, z2)
         return MethodOutput(self.regress_target(z1, z2, x1, x2), {}, r1)

@@ -15,7 +15,7 @@ from ..distributed import gather_no_grad
 from ..errors import ConfigError
 from ..losses import moco_loss
 from ..options import opt
-from .base import Method, MethodOutput, register
+from .base import Method, MethodOutput, register, temperature_opt
 from .byol import ema_update, frozen_copy, momentum_opt
 
 
@@ -45,7 +45,7 @@ class MoCoV2(Method):
 
     @dataclass
     class Params:
-        temperature: float = opt(0.2, "softmax temperature tau", min=0.0, exclusive_min=True)
+        temperature: float = temperature_opt(0.2)
         momentum: float = momentum_opt(0.999)
         queue_size: int = opt(
             4096, "queue length K (paper: 65536 ImageNet, 4096-32768 CIFAR); at least the keys of one "

@@ -6,8 +6,7 @@ import torch
 
 from ..losses import moco_v3_loss
 from ..models.heads import mlp
-from ..options import opt
-from .base import Method, MethodOutput, register
+from .base import Method, MethodOutput, register, temperature_opt
 from .byol import cosine_momentum, ema_update, frozen_copy, momentum_opt, predictor_hidden_dim_opt
 
 
@@ -18,7 +17,7 @@ class MoCoV3(Method):
 
     @dataclass
     class Params:
-        temperature: float = opt(0.2, "softmax temperature tau", min=0.0, exclusive_min=True)
+        temperature: float = temperature_opt(0.2)
         momentum: float = momentum_opt(0.99)
         predictor_hidden_dim: int = predictor_hidden_dim_opt()
 

@@ -23,8 +23,7 @@ class SimCLR(Method):
         huang_lambda: float = opt(1.0, "weight lambda of the negatives term of method.loss=huang", min=0.0)
 
     def forward(self, x1, x2):
-        r1 = self.backbone(x1)
-        z1, z2 = self.projector(r1), self.projector(self.backbone(x2))
+        r1, z1, z2 = self.project_views(x1, x2)
         p = self.params
         if p.loss == "huang":
             return MethodOutput(huang_infonce(z1, z2, p.temperature, p.huang_lambda), {}, r1)

@@ -34,6 +34,5 @@ class SimSiam(Method):
         return super().projector_from_config(h, in_dim, params)
 
     def forward(self, x1, x2):
-        r1 = self.backbone(x1)
-        z1, z2 = self.projector(r1), self.projector(self.backbone(x2))
+        r1, z1, z2 = self.project_views(x1, x2)
         return MethodOutput(simsiam_loss(self.predictor(z1), self.predictor(z2), z1, z2), {}, r1)

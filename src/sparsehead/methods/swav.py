@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..losses import swav_loss
 from ..options import opt
-from .base import Method, MethodOutput, register
+from .base import Method, MethodOutput, register, temperature_opt
 
 
 @register("swav")
@@ -23,7 +23,7 @@ class SwAV(Method):
 
     @dataclass
     class Params:
-        temperature: float = opt(0.1, "softmax temperature tau", min=0.0, exclusive_min=True)
+        temperature: float = temperature_opt(0.1)
         swav_prototypes: int = opt(300, "number of prototypes K (paper: 3000 on ImageNet; 300 here for "
                                         "CIFAR-sized data sets and batches)", min=1)
         swav_epsilon: float = opt(0.05, "Sinkhorn-Knopp entropy epsilon", min=0.0, exclusive_min=True)

@@ -17,8 +17,7 @@ class VICReg(Method):
         vicreg_cov_coeff: float = opt(1.0, "covariance (off-diagonal) weight", min=0.0)
 
     def forward(self, x1, x2):
-        r1 = self.backbone(x1)
-        z1, z2 = self.projector(r1), self.projector(self.backbone(x2))
+        r1, z1, z2 = self.project_views(x1, x2)
         p = self.params
         return MethodOutput(vicreg_loss(z1, z2, p.vicreg_sim_coeff, p.vicreg_std_coeff, p.vicreg_cov_coeff),
                             {}, r1)

@@ -1,6 +1,7 @@
 """The augmentation settings (config section `augment`) and the recipe logic on them.
 
-Light on purpose (no torch): config.py composes this section, data/views.py applies it.
+Light on purpose (no torch): config.py composes this section, data/views.py applies it; it sits
+outside data/ so that config.py never imports the data package (which imports config.py).
 """
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from ..options import opt
+from .options import opt
 
 AUGMENT_OPS = ("crop", "blur", "color_drop", "color_distort", "flip", "solarize")
 
