@@ -10,11 +10,11 @@ from its last checkpoint, so it can be run in pieces across sessions.
     python scripts/reproduce.py plan                         # the commands, without running them
     python scripts/reproduce.py write                        # docs/reproduction.md from finished runs
 
-Experiments (claims of papers/000, papers/001, papers/003):
+Experiments (claims of Song et al. 2023, Song et al. 2023 (summary), Jing et al. 2022):
   table1      SimCLR, BYOL, Barlow Twins, each without and with SparseHead (lambda 1e-4)
   lambda      SimCLR with lambda in 0, 1e-5, 1e-4, 1e-3, 1e-2: accuracy and support size
   heads       SimCLR with identity / linear / MLP heads: representation spectra (Fig. 1)
-  projectors  no projector < linear projector < DirectCLR / fixed low-rank (papers/003 Table 1/2)
+  projectors  no projector < linear projector < DirectCLR / fixed low-rank (Jing et al. 2022 Table 1/2)
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ EXPERIMENTS = {
     "heads": ["simclr-identity", "simclr-linear", "simclr-mlp-lam0"],
     "projectors": ["simclr-identity", "simclr-linear", "directclr", "simclr-lowrank_diagonal"],
 }
-# papers/000 Table 1, CIFAR-10, ResNet-18: (linear top-1, 5-NN top-1) in percent.
+# Song et al. 2023 Table 1, CIFAR-10, ResNet-18: (linear top-1, 5-NN top-1) in percent.
 PAPER_TABLE1 = {("simclr", False): (91.80, 88.42), ("simclr", True): (92.75, 90.32),
                 ("byol", False): (91.73, 89.26), ("byol", True): (92.45, 90.05),
                 ("barlow_twins", False): (90.88, 88.78), ("barlow_twins", True): (91.28, 89.87)}
@@ -278,11 +278,11 @@ def claims(data: dict) -> list[list[str]]:
         rows.append([f"3. z has a lower effective rank than r ({head.split('-')[0]} head, Fig. 1)",
                      "erank r against erank z of the same runs",
                      verdict(data[f"simclr-{head}"].get("erank_z", []), data[f"simclr-{head}"].get("erank_r", []))])
-    rows.append(["4. A linear projector beats no projector (papers/003)", "linear top-1",
+    rows.append(["4. A linear projector beats no projector (Jing et al. 2022)", "linear top-1",
                  higher(data, "simclr-linear", "simclr-identity", "linear")])
-    rows.append(["4. DirectCLR beats a linear projector (papers/003)", "linear top-1",
+    rows.append(["4. DirectCLR beats a linear projector (Jing et al. 2022)", "linear top-1",
                  higher(data, "directclr", "simclr-linear", "linear")])
-    rows.append(["4. A fixed low-rank diagonal projector beats a linear one (papers/003)", "linear top-1",
+    rows.append(["4. A fixed low-rank diagonal projector beats a linear one (Jing et al. 2022)", "linear top-1",
                  higher(data, "simclr-lowrank_diagonal", "simclr-linear", "linear")])
     return rows
 
@@ -314,7 +314,7 @@ def write_doc(seeds: list[int]) -> None:
     lines += ["## The claims at a glance", ""]
     lines += table(["claim", "compared", "verdict at this scale"], claims(data)) + [""]
 
-    lines += ["## 1. SparseHead against the same method without it (papers/000 Table 1)", ""]
+    lines += ["## 1. SparseHead against the same method without it (Song et al. 2023 Table 1)", ""]
     rows = []
     for m in ("simclr", "byol", "barlow_twins"):
         off, on = data[f"{m}-mlp-lam0"], data[f"{m}-mlp-lam0.0001"]
@@ -343,7 +343,7 @@ def write_doc(seeds: list[int]) -> None:
         lines += [f"![lambda sweep]({figure})", "", "*Test accuracy (grey dots: seeds) and the columns of "
                   "the head's last layer kept at two thresholds, against lambda.*", ""]
 
-    lines += ["## 3. Spectra (papers/000 Fig. 1 and Fig. 3)", "",
+    lines += ["## 3. Spectra (Song et al. 2023 Fig. 1 and Fig. 3)", "",
               "Effective rank (Roy & Vetterli) of the test-set covariance of r and z, and the number of "
               "collapsed dimensions (eigenvalues below 1e-5 x the largest). The identity head's z is r itself. "
               "(The papers' full-width ResNet-18 has a 512-d r; this one's width is 8 x model.width.)", ""]
@@ -363,7 +363,7 @@ def write_doc(seeds: list[int]) -> None:
             lines += [f"![{caption}]({figure})", "", f"*{caption}, seed 0: eigenvalue spectra of r (left) and z "
                       f"(right), made by `sparsehead analyze --compare`.*", ""]
 
-    lines += ["## 4. Projectors (papers/003 Table 1/2: no projector < linear < DirectCLR / fixed low-rank)", ""]
+    lines += ["## 4. Projectors (Jing et al. 2022 Table 1/2: no projector < linear < DirectCLR / fixed low-rank)", ""]
     paper = {"simclr-identity": "51.5", "simclr-linear": "61.1", "directclr": "62.7", "simclr-mlp-lam0": "66.5"}
     rows = [[cell, mean_sd(data[cell].get("linear", [])), mean_sd(data[cell].get("knn", [])),
              mean_sd(data[cell].get("erank_r", [])), paper.get(cell, "-")]

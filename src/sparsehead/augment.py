@@ -31,12 +31,12 @@ class AugmentConfig:
     blur_p: list = opt([0.0, 0.0], "Gaussian blur probability for view 1 and view 2", min=0.0, max=1.0)
     solarize_p: list = opt([0.0, 0.0], "solarisation probability for view 1 and view 2", min=0.0, max=1.0)
     ops: Optional[list[Literal[AUGMENT_OPS]]] = opt(
-        None, "the transformations to use, papers/002's ablation: any of crop, blur, color_drop "
+        None, "the transformations to use, Huang et al. 2023's ablation: any of crop, blur, color_drop "
         "(grayscale), color_distort (jitter), flip, solarize, e.g. [crop, color_distort]; each keeps "
         "the probability set above (or by the recipe), the others are off (null: all of the recipe's)")
 
 
-# Named recipes (SPEC section 4): values that override the config's augment.* fields.
+# Named recipes (formulas: docs/references.md, augmentations): values that override the config's augment.* fields.
 RECIPES = {
     "simclr": {},
     "byol": {"blur_p": [1.0, 0.1], "solarize_p": [0.0, 0.2]},
@@ -44,7 +44,7 @@ RECIPES = {
              "grayscale_p": 0.0, "blur_p": [0.0, 0.0], "solarize_p": [0.0, 0.0]},
 }
 
-# augment.ops (papers/002's ablations), per op: the settings that switch it off, whether the
+# augment.ops (Huang et al. 2023's ablations), per op: the settings that switch it off, whether the
 # settings leave it on, and what turns it on (the fix in the error of a listed op that is off).
 OPS_OFF = {
     "crop": {"crop_scale_min": 1.0, "crop_scale_max": 1.0},  # the whole image, only resized
@@ -56,7 +56,7 @@ OPS_OFF = {
 }
 INACTIVE_OP_FIX = {
     "crop": "set augment.crop_scale_min below 1, e.g. augment.crop_scale_min=0.08",
-    "blur": "set augment.blur_p, e.g. augment.blur_p=[0.5,0.5] (lightly's default, used by papers/002)",
+    "blur": "set augment.blur_p, e.g. augment.blur_p=[0.5,0.5] (lightly's default, used by Huang et al. 2023)",
     "color_drop": "set augment.grayscale_p, e.g. augment.grayscale_p=0.2",
     "color_distort": "set augment.jitter_p and augment.color_strength above 0, e.g. augment.jitter_p=0.8",
     "flip": "set augment.flip_p, e.g. augment.flip_p=0.5",

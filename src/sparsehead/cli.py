@@ -221,10 +221,10 @@ def _positive_int(text: str) -> int:
 
 def add_simulate(sub):
     p = sub.add_parser(
-        "simulate", help="toy experiments: dimensional collapse (papers/003) and the min-max ratio (papers/000)",
+        "simulate", help="toy experiments: dimensional collapse (Jing et al. 2022) and the min-max ratio (Song et al. 2023)",
         description="collapse: a 16x16 linear layer under InfoNCE with noise augmentation of amplitude k on an "
-                    "8x8 block (papers/003 Fig. 3), and a two-layer linear model with weak augmentation "
-                    "(Fig. 6). minmax: papers/000 Eq. 9 against dimension for i.i.d. data (Lemma 5.7) and "
+                    "8x8 block (Jing et al. 2022 Fig. 3), and a two-layer linear model with weak augmentation "
+                    "(Fig. 6). minmax: Song et al. 2023 Eq. 9 against dimension for i.i.d. data (Lemma 5.7) and "
                     "for column-sparse vs dense projections. Writes PNG and JSON into --out.")
     p.add_argument("experiment", choices=["collapse", "minmax"])
     p.add_argument("--out", default="simulations", help="output folder (default: simulations)")

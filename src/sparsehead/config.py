@@ -58,7 +58,7 @@ class ModelConfig:
 @dataclass
 class HeadConfig:
     kind: Literal["identity", "linear", "mlp", "diagonal", "lowrank", "lowrank_diagonal", "orthogonal"] = opt(
-        "mlp", "projection head: identity (none), linear, mlp; papers/003 Table 2: diagonal (trainable "
+        "mlp", "projection head: identity (none), linear, mlp; Jing et al. 2022 Table 2: diagonal (trainable "
         "z = w * r), lowrank (fixed U diag(1 x rank, 0...) V^T, U and V random orthogonal), "
         "lowrank_diagonal (fixed diag(1 x rank, 0...) = DirectCLR), orthogonal (a linear layer kept "
         "orthogonal); the last four keep the backbone's dimension")

@@ -33,7 +33,7 @@ def _squared_distances(q: torch.Tensor, x: torch.Tensor, x_sq: torch.Tensor) -> 
 
 def min_max_ratio(x: Features, normalize: bool = False, max_queries: Optional[int] = None, seed: int = 0,
                   block_elements: int = PAIR_BLOCK_ELEMENTS) -> float:
-    """papers/000 Eq. 9 averaged over queries: for each query z, (max_i ||z - z_i|| - min_i ||z - z_i||)
+    """Song et al. 2023 Eq. 9 averaged over queries: for each query z, (max_i ||z - z_i|| - min_i ||z - z_i||)
     / min_i ||z - z_i|| over all OTHER samples z_i.
 
     normalize=True L2-normalises the rows first. max_queries draws that many queries at random
@@ -84,7 +84,7 @@ def uniformity(x: Features, t: float = 2.0, block_elements: int = PAIR_BLOCK_ELE
     return math.log(total / (n * (n - 1)))
 
 
-# --- class centres (papers/002, Huang et al.) -----------------------------------------------------
+# --- class centres (Huang et al. 2023, Huang et al.) -----------------------------------------------------
 
 def normalized_centres(x: Features, labels) -> tuple[np.ndarray, torch.Tensor]:
     """(class ids, mu) with mu_k the mean of the L2-normalised features of class k (norm r = 1),
@@ -99,7 +99,7 @@ def normalized_centres(x: Features, labels) -> tuple[np.ndarray, torch.Tensor]:
 
 def centre_divergence(x: Features, labels) -> float:
     """max_{k != l} mu_k^T mu_l over class centres of normalised features (smaller: classes further
-    apart; papers/002's divergence condition)."""
+    apart; Huang et al. 2023's divergence condition)."""
     _, mu = normalized_centres(x, labels)
     if len(mu) < 2:
         return float("nan")

@@ -37,12 +37,12 @@ METRIC_HELP = {
     "alpha_req": "alpha-ReQ: power-law decay exponent of the eigenspectrum (fitted on log-log)",
     "alpha_req_fit_ranks": "eigenvalue ranks the alpha-ReQ fit used",
     "pairwise_samples": "rows used for the min-max ratio and uniformity",
-    "min_max_ratio": "papers/000 Eq. 9, (max - min) / min distance to the other samples, mean over queries",
+    "min_max_ratio": "Song et al. 2023 Eq. 9, (max - min) / min distance to the other samples, mean over queries",
     "min_max_ratio_normalized": "the same on L2-normalised features",
     "uniformity": "Wang & Isola uniformity, log mean exp(-2 ||x_i - x_j||^2) (lower = more uniform)",
     "alignment": "Wang & Isola alignment, mean ||f(view1) - f(view2)||^2 on normalised features (lower = better)",
-    "centre_divergence": "papers/002 divergence: max over class pairs of mu_k . mu_l (lower = centres further apart)",
-    "delta_mu": "papers/002 Delta_mu = 1 - min_k ||mu_k||^2 (0 = every class on one point)",
+    "centre_divergence": "Huang et al. 2023 divergence: max over class pairs of mu_k . mu_l (lower = centres further apart)",
+    "delta_mu": "Huang et al. 2023 Delta_mu = 1 - min_k ||mu_k||^2 (0 = every class on one point)",
     "nearest_centre_accuracy": "nearest class-centre classifier accuracy (centres from these same features)",
     "collapse_threshold": "relative eigenvalue threshold for a collapsed dimension",
 }
@@ -122,7 +122,7 @@ def analyze_run(path: str | Path, out_dir: Optional[str | Path] = None, data_ove
     }
     figures = [("spectra.png", spectra_of_run(results, feats.description),
                 "Eigenvalue spectra of the test-set covariance of the representation r and the embedding z "
-                "(as papers/000 Fig. 3): left on raw features, right on L2-normalised ones. A drop by many "
+                "(as Song et al. 2023 Fig. 3): left on raw features, right on L2-normalised ones. A drop by many "
                 "orders of magnitude marks collapsed dimensions.")]
     if feats.head:
         figures.append(("head_columns.png",
@@ -178,7 +178,7 @@ def compare_runs(paths: Sequence[str | Path], out_dir: str | Path, data_override
          plots.spectra_figure([("representation r", raw_panels["r"]), ("embedding z", raw_panels["z"])],
                               "eigenvalue spectra of the test-set covariance (raw features)"),
          "Eigenvalue spectra of the representation r (left) and the embedding z (right) of each run, "
-         "overlaid (as papers/000 Fig. 1 and 3), raw features."),
+         "overlaid (as Song et al. 2023 Fig. 1 and 3), raw features."),
         ("spectra_compare_normalized.png",
          plots.spectra_figure([("representation r", norm_panels["r"]), ("embedding z", norm_panels["z"])],
                               "eigenvalue spectra of the test-set covariance (L2-normalised features)"),

@@ -1,4 +1,4 @@
-"""k-nearest-neighbour classification on cosine similarity (SPEC section 5).
+"""k-nearest-neighbour classification on cosine similarity (formulas: docs/references.md, evaluation).
 
 Two conventions: temperature=None is the SparseHead paper's plain majority vote (k = 5, ties
 go to the class of the nearest tied neighbour); a temperature gives the InstDisc / MoCo monitor

@@ -1,4 +1,4 @@
-"""Semi-supervised evaluation (SPEC section 5): fine-tune backbone + linear classifier on a
+"""Semi-supervised evaluation (formulas: docs/references.md, evaluation): fine-tune backbone + linear classifier on a
 class-balanced 1% / 10% label subset of the training set.
 
 The subsets are drawn once with a seed and saved as JSON index lists in the run folder, so every

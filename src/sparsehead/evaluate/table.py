@@ -1,4 +1,4 @@
-"""`sparsehead report`: one results table across runs, laid out like papers/000 Table 1.
+"""`sparsehead report`: one results table across runs, laid out like Song et al. 2023 Table 1.
 
 Runs whose configs differ only in the seed (or in keys that do not change results: run name,
 output folder, logging, progress bar, threads, cache, online monitors) are one row: mean ±

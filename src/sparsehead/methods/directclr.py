@@ -1,4 +1,4 @@
-"""DirectCLR (Jing et al. 2022, papers/003): no projector; InfoNCE on a fixed sub-vector r[:, :d0].
+"""DirectCLR (Jing et al. 2022, Jing et al. 2022): no projector; InfoNCE on a fixed sub-vector r[:, :d0].
 
 The "head" is the slice itself, so embed() gives z = r[:, :d0], and head.* is ignored. It has no
 linear layer, so SparseHead has nothing to act on (config validation refuses sparsity.lam > 0).

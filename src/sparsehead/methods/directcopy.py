@@ -1,4 +1,4 @@
-"""DirectCopy (Wang et al. 2022, papers/004): DirectPred without the eigendecomposition, the
+"""DirectCopy (Wang et al. 2022, Wang et al. 2021): DirectPred without the eigendecomposition, the
 predictor being F itself: W = F / ||F||_F + eps I (CHOICE, as the paper states; the official code
 has no normalisation: method.directcopy_normalize=false)."""
 from dataclasses import dataclass

@@ -1,5 +1,5 @@
 """SimCLR (Chen et al. 2020): NT-Xent between the embeddings of two views, or (loss=huang)
-Huang et al.'s revised InfoNCE (papers/002)."""
+Huang et al.'s revised InfoNCE (Huang et al. 2023)."""
 from dataclasses import dataclass
 from typing import Literal
 

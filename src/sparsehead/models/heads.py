@@ -1,4 +1,4 @@
-"""Projection heads h: r -> z as small composable modules (SPEC section 3, papers/003 Table 2).
+"""Projection heads h: r -> z as small composable modules (formulas: docs/references.md, projection heads, Jing et al. 2022 Table 2).
 
 Trainable: linear, mlp, diagonal, orthogonal. Fixed (buffers, no gradient, saved in the
 state_dict): lowrank, lowrank_diagonal. identity has no head at all.
@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import orthogonal
 
-# DirectCLR's d0 = 360 of ResNet-50's 2048 features (papers/003); the default rank keeps that ratio.
+# DirectCLR's d0 = 360 of ResNet-50's 2048 features (Jing et al. 2022); the default rank keeps that ratio.
 DIRECTCLR_RANK_RATIO = 360 / 2048
 
 
@@ -84,7 +84,7 @@ def low_rank_matrix(dim: int, rank: int) -> torch.Tensor:
 def build_head(kind: str, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2,
                last_bn: bool = False, rank: Optional[int] = None) -> nn.Module:
     """The head `kind` on in_dim features. diagonal, lowrank, lowrank_diagonal and orthogonal are
-    square (in_dim -> in_dim) as in papers/003; `rank` is d0 of the low-rank heads (None: default)."""
+    square (in_dim -> in_dim) as in Jing et al. 2022; `rank` is d0 of the low-rank heads (None: default)."""
     if kind == "identity":
         return nn.Identity()
     if kind == "linear":
@@ -93,7 +93,7 @@ def build_head(kind: str, in_dim: int, hidden_dim: int, out_dim: int, num_layers
         return mlp(in_dim, hidden_dim, out_dim, num_layers, last_bn)
     if kind == "diagonal":
         return nn.Sequential(Diagonal(torch.ones(in_dim)))
-    if kind == "orthogonal":  # matrix-exponential map for a square weight, as papers/003's ExpM
+    if kind == "orthogonal":  # matrix-exponential map for a square weight, as Jing et al. 2022's ExpM
         return nn.Sequential(orthogonal(nn.Linear(in_dim, in_dim)))
     if kind in ("lowrank", "lowrank_diagonal"):
         rank = default_rank(in_dim) if rank is None else rank
