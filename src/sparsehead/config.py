@@ -23,6 +23,7 @@ from .augment import AugmentConfig, inactive_ops_problem
 from .errors import ConfigError
 from .methods import METHODS
 from .models.backbones import feature_dim
+from .models.heads import HEADS
 from .options import opt
 
 __all__ = ["Config", "ConfigError", "DataConfig", "AugmentConfig", "ModelConfig", "HeadConfig",
@@ -57,11 +58,11 @@ class ModelConfig:
 
 @dataclass
 class HeadConfig:
-    kind: Literal["identity", "linear", "mlp", "diagonal", "lowrank", "lowrank_diagonal", "orthogonal"] = opt(
-        "mlp", "projection head: identity (none), linear, mlp; Jing et al. 2022 Table 2: diagonal (trainable "
-        "z = w * r), lowrank (fixed U diag(1 x rank, 0...) V^T, U and V random orthogonal), "
-        "lowrank_diagonal (fixed diag(1 x rank, 0...) = DirectCLR), orthogonal (a linear layer kept "
-        "orthogonal); the last four keep the backbone's dimension")
+    kind: str = opt(
+        "mlp", "projection head, a name in models.heads.HEADS: identity (none), linear, mlp; Jing et al. 2022 "
+        "Table 2: diagonal (trainable z = w * r), lowrank (fixed U diag(1 x rank, 0...) V^T, U and V random "
+        "orthogonal), lowrank_diagonal (fixed diag(1 x rank, 0...) = DirectCLR), orthogonal (a linear layer "
+        "kept orthogonal); the last four keep the backbone's dimension")
     hidden_dim: int = opt(512, "hidden width of the MLP head", min=1)
     out_dim: int = opt(128, "embedding dimension m of the linear and mlp heads (the others keep the "
                             "backbone's dimension)", min=1)
@@ -202,6 +203,8 @@ def _build(values: dict) -> Config:
     hints = typing.get_type_hints(Config)
     kwargs = {name: (_build_method(value) if name == "method" else options.build(hints[name], value, f"{name}."))
               for name, value in values.items()}
+    if "head" in kwargs:
+        HEADS.lookup(kwargs["head"].kind)  # a registered head
     return Config(**kwargs)
 
 
@@ -326,13 +329,9 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
         raise ConfigError(problem)
 
 
-# Heads whose map has no trainable weight with meaningful column groups (see heads.linear_layers).
-HEADS_WITHOUT_SPARSEHEAD = ("identity", "lowrank", "lowrank_diagonal", "orthogonal")
-
-
 def validate_head_and_sparsity(cfg: Config) -> None:
     h, s = cfg.head, cfg.sparsity
-    if s.lam > 0 and h.kind in HEADS_WITHOUT_SPARSEHEAD:
+    if s.lam > 0 and not HEADS.lookup(h.kind).sparsehead:
         why = ("its columns all have norm 1, so the L2,1 penalty is constant" if h.kind == "orthogonal"
                else "it has no trainable linear layer")
         raise ConfigError(f"sparsity.lam: SparseHead cannot act on head.kind={h.kind} ({why}); "
@@ -340,7 +339,7 @@ def validate_head_and_sparsity(cfg: Config) -> None:
     if s.target_support is not None and s.lam == 0:
         raise ConfigError("sparsity.target_support: the adaptive lambda starts from sparsity.lam and "
                           "scales it; set sparsity.lam > 0, e.g. sparsity.lam=1e-4")
-    if h.rank is not None and h.kind in ("lowrank", "lowrank_diagonal"):
+    if h.rank is not None and "rank" in HEADS.lookup(h.kind).uses:
         in_dim = feature_dim(cfg.model.backbone, cfg.model.width)
         if h.rank > in_dim:
             raise ConfigError(f"head.rank: {h.rank} exceeds the {in_dim} features of "
@@ -402,6 +401,9 @@ def describe() -> str:
         lines.append(f"{section.name}:")
         if section.name != "method":
             lines += options.describe_fields(hints[section.name], f"{section.name}.")
+            if section.name == "head":
+                lines.append("  head.kind values, with the head.* keys each reads: " + ", ".join(
+                    f"{name} ({' '.join(build.uses) or '-'})" for name, build in HEADS.items()))
             continue
         lines.append(f"  method.name ({'|'.join(METHODS)}, default {MethodConfig.name}): self-supervised "
                      "method; the method.<key> lines below are the parameters of the method in brackets")
