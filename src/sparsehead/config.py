@@ -221,6 +221,10 @@ def _build_method(values: dict) -> MethodConfig:
         where = f" (a key of {', '.join(owners)})" if owners else ""
         return (f"method.{key}: not a parameter of method.name={name}{where}; the keys of {name} are: "
                 f"{', '.join(['name', *allowed])}")
+    # null for a parameter that is not optional means the method's own default (method.temperature=null)
+    required = {f.name for f in dataclasses.fields(cls.Params) if typing.get_origin(
+        typing.get_type_hints(cls.Params)[f.name]) is not typing.Union}
+    values = {k: v for k, v in values.items() if not (v is None and k in required)}
     return MethodConfig(name, options.build(cls.Params, values, "method.", unknown))
 
 
