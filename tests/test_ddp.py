@@ -5,7 +5,7 @@ under DistributedDataParallel with BatchNorm made global (model.sync_batchnorm),
 averages the gradients they must equal those of a single process on the whole batch. Float64
 makes the comparison tight: rtol 1e-7, atol 1e-10 (float32 would need ~1e-4).
 
-Adding a method to the check = adding its name to DDP_METHODS.
+Every registered method is checked (DDP_METHODS, from the registry), W-MSE excepted.
 """
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ from torch.nn.parallel import DistributedDataParallel
 from conftest import SRC, TINY, method_keys
 from sparsehead import config
 from sparsehead.losses import barlow_twins_loss, nt_xent
+from sparsehead.methods import METHODS
 from sparsehead.runs import build_model
 from sparsehead.sync_batchnorm import convert_sync_batchnorm
 
 # W-MSE is left out by design: each process whitens its own sub-batches (losses.wmse_loss).
-DDP_METHODS = ["simclr", "barlow_twins", "byol", "simsiam", "vicreg", "moco_v2", "moco_v3", "directclr",
-               "directpred", "directcopy", "swav"]
+DDP_METHODS = [name for name in METHODS if name != "wmse"]  # every registered method but W-MSE
 LOSSES = {"nt_xent": partial(nt_xent, temperature=0.5), "barlow_twins_loss": barlow_twins_loss}
 WORLD, BATCH = 2, 16  # global batch; each process gets BATCH // WORLD
 RTOL, ATOL = 1e-7, 1e-10

@@ -2,8 +2,9 @@
 imports it through SPARSEHEAD_PLUGINS, pretrains it with its own method.<key>, and `report`
 names it. Keys it does not have (another method's, or a typo) are refused naming its own.
 
-The method is registered while this module is imported (pytest's collection) and removed from
-the registry when its tests are done, so other modules' tests see only the built-in methods.
+The class is defined and registered by define_method(): at import when the CLI imports this
+module as a plugin (SPARSEHEAD_PLUGINS names it), and by a fixture in this process, which removes
+it again afterwards, so that no other test module (collected before or after) sees it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import sparsehead.methods
 from conftest import SRC, TINY, run_cli
 from sparsehead import config
 from sparsehead.options import opt
+from sparsehead.plugins import plugin_modules
 
 NAME = "toy_align_uniform"
 
@@ -32,23 +34,28 @@ def align_uniform_loss(z1: torch.Tensor, z2: torch.Tensor, spread: float) -> tor
     return align + spread * uniform
 
 
-@sparsehead.methods.register(NAME)
-class ToyAlignUniform(sparsehead.methods.Method):
-    display_name = "Toy Align-Uniform"
+def define_method():
+    @sparsehead.methods.register(NAME)
+    class ToyAlignUniform(sparsehead.methods.Method):
+        display_name = "Toy Align-Uniform"
 
-    @dataclass
-    class Params:
-        spread: float = opt(1.0, "weight of the uniformity term", min=0.0)
+        @dataclass
+        class Params:
+            spread: float = opt(1.0, "weight of the uniformity term", min=0.0)
 
-    def forward(self, x1, x2):
-        r1 = self.backbone(x1)
-        z1, z2 = self.projector(r1), self.projector(self.backbone(x2))
-        return sparsehead.methods.MethodOutput(align_uniform_loss(z1, z2, self.params.spread), {}, r1)
+        def forward(self, x1, x2):
+            r1, z1, z2 = self.project_views(x1, x2)
+            return sparsehead.methods.MethodOutput(align_uniform_loss(z1, z2, self.params.spread), {}, r1)
+    return ToyAlignUniform
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registered_only_here():
-    yield
+if Path(__file__).stem in plugin_modules():  # imported by the CLI as a plugin
+    define_method()
+
+
+@pytest.fixture(scope="module")
+def method():
+    yield define_method()
     sparsehead.methods.METHODS.unregister(NAME)
 
 
@@ -57,9 +64,9 @@ def plugin_env() -> dict:
             "PYTHONPATH": os.pathsep.join([str(SRC), str(Path(__file__).parent)])}
 
 
-def test_its_parameters_are_config_keys_and_others_are_refused():
+def test_its_parameters_are_config_keys_and_others_are_refused(method):
     cfg = config.load(None, [f"method.name={NAME}", "method.spread=0.25"])
-    assert cfg.method.params == ToyAlignUniform.Params(spread=0.25) and cfg.method.spread == 0.25
+    assert cfg.method.params == method.Params(spread=0.25) and cfg.method.spread == 0.25
     assert f"method.spread [{NAME}]" in config.describe()
     with pytest.raises(config.ConfigError) as err:
         config.load(None, [f"method.name={NAME}", "method.temperature=0.1"])  # SimCLR's, MoCo's, ...
@@ -70,12 +77,12 @@ def test_its_parameters_are_config_keys_and_others_are_refused():
         config.load(None, ["method.spread=1"])
 
 
-def test_it_is_usable_as_a_library_without_a_config():
+def test_it_is_usable_as_a_library_without_a_config(method):
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(12, 6))
     backbone.feature_dim = 6
-    method = ToyAlignUniform(backbone, nn.Linear(6, 4), spread=0.5)
-    out = method(torch.randn(8, 12), torch.randn(8, 12))
-    assert out.loss.shape == () and out.r.shape == (8, 6) and method.params.spread == 0.5
+    toy = method(backbone, nn.Linear(6, 4), spread=0.5)
+    out = toy(torch.randn(8, 12), torch.randn(8, 12))
+    assert out.loss.shape == () and out.r.shape == (8, 6) and toy.params.spread == 0.5
 
 
 def test_the_cli_pretrains_it_and_report_names_it(tmp_path):
