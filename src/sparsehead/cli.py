@@ -10,10 +10,12 @@ import argparse
 import json
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import config, options
 from .errors import SparseheadError
+from .options import opt
 
 
 def _command(sub, name: str, help: str, description: str, examples: str = "", extra: str = ""):
@@ -179,18 +181,15 @@ def add_analyze(sub):
         "  sparsehead analyze --features emb.npy --labels labels.npy --out emb-analysis")
     p.add_argument("targets", nargs="*", metavar="RUN_OR_CHECKPOINT",
                    help="a run folder (its newest checkpoint) or a checkpoint file; several with --compare")
-    p.add_argument("--compare", action="store_true", help="overlay the spectra of several runs (needs --out)")
-    p.add_argument("--features", metavar="FILE.npy", help="analyse an (N, d) array of embeddings from any model")
-    p.add_argument("--labels", metavar="FILE.npy", help="(N,) integer labels for --features (class-centre metrics)")
     _add_data_option(p, "override the run's data settings")
-    p.add_argument("--out", metavar="FOLDER", help="output folder (default: RUN/analysis, or FILE-analysis)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the augmented views and of subsampling")
+    from .analysis.report import AnalyzeOptions
+    options.add_arguments(p, AnalyzeOptions)
     p.set_defaults(run=run_analyze)
 
 
 def run_analyze(args) -> int:
     from .analysis import report
+    args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(report.AnalyzeOptions, args))})
     if args.features:
         if args.targets or args.compare:
             raise report.AnalysisError("--features analyses a file on its own; leave out runs and --compare")
@@ -212,13 +211,6 @@ def run_analyze(args) -> int:
 
 # --- simulate -----------------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def add_simulate(sub):
     p = sub.add_parser(
         "simulate", help="toy experiments: dimensional collapse (Jing et al. 2022) and the min-max ratio (Song et al. 2023)",
@@ -227,16 +219,21 @@ def add_simulate(sub):
                     "(Fig. 6). minmax: Song et al. 2023 Eq. 9 against dimension for i.i.d. data (Lemma 5.7) and "
                     "for column-sparse vs dense projections. Writes PNG and JSON into --out.")
     p.add_argument("experiment", choices=["collapse", "minmax"])
-    p.add_argument("--out", default="simulations", help="output folder (default: simulations)")
-    p.add_argument("--steps", type=_positive_int, default=1000,
-                   help="collapse: SGD steps of the one-layer runs (two-layer: twice as many)")
-    p.add_argument("--samples", type=_positive_int, default=1000, help="minmax: points per data set")
-    p.add_argument("--seed", type=int, default=0)
+    options.add_arguments(p, SimulateOptions)
     p.set_defaults(run=run_simulate)
+
+
+@dataclass
+class SimulateOptions:
+    out: str = opt("simulations", "output folder")
+    steps: int = opt(1000, "collapse: SGD steps of the one-layer runs (two-layer: twice as many)", min=1)
+    samples: int = opt(1000, "minmax: points per data set", min=1)
+    seed: int = opt(0, "random seed")
 
 
 def run_simulate(args) -> int:
     from . import simulate
+    args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(SimulateOptions, args))})
     out = Path(args.out)
     if args.experiment == "collapse":
         result = simulate.run_collapse(out, simulate.ToySetup(steps=args.steps, seed=args.seed),

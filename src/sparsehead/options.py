@@ -92,7 +92,8 @@ def check_range(key, value, meta):
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and (value < lo or (meta.get("exclusive_min") and value == lo)):
         op = ">" if meta.get("exclusive_min") else ">="
-        raise ConfigError(f"{key}: {value} is out of range; it must be {op} {lo}")
+        what = " (a positive integer)" if lo == 1 and isinstance(value, int) and op == ">=" else ""
+        raise ConfigError(f"{key}: {value} is out of range; it must be {op} {lo}{what}")
     if hi is not None and (value > hi or (meta.get("exclusive_max") and value == hi)):
         op = "<" if meta.get("exclusive_max") else "<="
         raise ConfigError(f"{key}: {value} is out of range; it must be {op} {hi}")
@@ -160,7 +161,7 @@ def add_arguments(parser, cls, only: Optional[tuple] = None, required: tuple = (
             parser.add_argument(_flag(f), dest=f.name, action="store_true", default=argparse.SUPPRESS, help=text)
             continue
         kwargs: dict = {"dest": f.name, "default": argparse.SUPPRESS,
-                        "help": f"{text} (default {shown if default is not None else 'none'})"}
+                        "help": text if "default" in text else f"{text} (default {shown if default is not None else 'none'})"}
         if f.name in required:
             kwargs.update(required=True, help=text)
         if allowed_values(tp):

@@ -16,10 +16,22 @@ import torch
 from .. import config
 from ..errors import SparseheadError
 from ..io import atomic_write_json, atomic_write_text
+from ..options import opt
 from ..rundir import RunDir
 from . import plots
 from ..sparsity import head_sparsity
 from .metrics import diagnostics, spectral_summary
+
+
+@dataclass
+class AnalyzeOptions:
+    """The flags of `sparsehead analyze` (besides the targets and --data)."""
+    compare: bool = opt(False, "overlay the spectra of several runs (needs --out)")
+    features: Optional[str] = opt(None, "analyse an (N, d) .npy array of embeddings from any model")
+    labels: Optional[str] = opt(None, "(N,) integer labels .npy for --features (class-centre metrics)")
+    out: Optional[str] = opt(None, "output folder (default: RUN/analysis, or FILE-analysis)")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = opt(0, "seed of the augmented views and of subsampling")
 
 
 class AnalysisError(SparseheadError, ValueError):
