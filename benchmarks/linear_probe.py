@@ -48,11 +48,12 @@ def random_projection_features(root: Path, dim: int, n_train: int, seed: int = 0
 
 
 def run_features(run: str, device: torch.device):
-    from sparsehead.evaluate.runner import check_data, data_config, frozen_features
+    from sparsehead.config import with_data_overrides
+    from sparsehead.evaluate.runner import check_data, frozen_features
     from sparsehead.data import datasets
     from sparsehead.runs import load_trained
     trained = load_trained(run, device)
-    data_cfg = data_config(trained.cfg, ())
+    data_cfg = with_data_overrides(trained.cfg, ()).data
     train, test = datasets.load(data_cfg, "train"), datasets.load(data_cfg, "test")
     check_data(trained, data_cfg, train, test, resize=False)
     (xtr, xte), = frozen_features(trained, train, test, device, with_z=False).values()

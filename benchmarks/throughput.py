@@ -98,7 +98,7 @@ class SparseheadPipeline:
         self.pos += BATCH
         x1, x2 = self.views(self.data.images[idx], self.gen)
         t1 = time.perf_counter()
-        loss, _ = self.method(x1, x2)
+        loss = self.method(x1, x2).loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

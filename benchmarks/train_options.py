@@ -33,7 +33,7 @@ def make_step(cfg, precision: str, channels_last: bool, compile_model: bool):
 
     def step():
         with autocast(precision, device):
-            loss, _ = model(x1, x2)
+            loss = model(x1, x2).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

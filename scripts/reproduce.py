@@ -10,11 +10,11 @@ from its last checkpoint, so it can be run in pieces across sessions.
     python scripts/reproduce.py plan                         # the commands, without running them
     python scripts/reproduce.py write                        # docs/reproduction.md from finished runs
 
-Experiments (claims of papers/000, papers/001, papers/003):
+Experiments (claims of Song et al. 2023, Song et al. 2023 (summary), Jing et al. 2022):
   table1      SimCLR, BYOL, Barlow Twins, each without and with SparseHead (lambda 1e-4)
   lambda      SimCLR with lambda in 0, 1e-5, 1e-4, 1e-3, 1e-2: accuracy and support size
   heads       SimCLR with identity / linear / MLP heads: representation spectra (Fig. 1)
-  projectors  no projector < linear projector < DirectCLR / fixed low-rank (papers/003 Table 1/2)
+  projectors  no projector < linear projector < DirectCLR / fixed low-rank (Jing et al. 2022 Table 1/2)
 """
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ RUNS = REPO / "runs" / "reproduce"
 DOC = REPO / "docs" / "reproduction.md"
 FIGURES = REPO / "docs" / "figures" / "reproduction"
 SEEDS = (0, 1, 2)
+sys.path.insert(0, str(REPO / "src"))  # this checkout's sparsehead, for its method names and run folders
+from sparsehead.methods import display_name  # noqa: E402
+from sparsehead.rundir import RunDir  # noqa: E402
 
 # Cells: run-name stem -> overrides on top of configs/reproduce/base.yaml. Shared cells run once.
 CELLS = {
@@ -65,11 +68,10 @@ EXPERIMENTS = {
     "heads": ["simclr-identity", "simclr-linear", "simclr-mlp-lam0"],
     "projectors": ["simclr-identity", "simclr-linear", "directclr", "simclr-lowrank_diagonal"],
 }
-# papers/000 Table 1, CIFAR-10, ResNet-18: (linear top-1, 5-NN top-1) in percent.
+# Song et al. 2023 Table 1, CIFAR-10, ResNet-18: (linear top-1, 5-NN top-1) in percent.
 PAPER_TABLE1 = {("simclr", False): (91.80, 88.42), ("simclr", True): (92.75, 90.32),
                 ("byol", False): (91.73, 89.26), ("byol", True): (92.45, 90.05),
                 ("barlow_twins", False): (90.88, 88.78), ("barlow_twins", True): (91.28, 89.87)}
-METHOD_NAMES = {"simclr": "SimCLR", "byol": "BYOL", "barlow_twins": "Barlow Twins"}
 
 
 def sparsehead_cmd(*args: str) -> list[str]:
@@ -134,24 +136,24 @@ def read_json(path: Path):
 
 def run_numbers(cell: str, seed: int) -> dict | None:
     """Percentages and spectral numbers of one finished run (None while it is not finished)."""
-    run = RUNS / f"{cell}-s{seed}"
-    linear, knn, analysis = (read_json(run / "eval" / "linear.json"), read_json(run / "eval" / "knn.json"),
-                             read_json(run / "analysis" / "analysis.json"))
-    if not (linear and knn and (analysis or cell not in SPECTRAL_CELLS)):
+    run = RunDir(RUNS / f"{cell}-s{seed}")  # a missing field is an error naming the file, not a blank cell
+    linear, knn, analysis = run.read_eval("linear"), run.read_eval("knn"), run.read_analysis()
+    if linear is None or knn is None or (analysis is None and cell in SPECTRAL_CELLS):
         return None
     spectral = {}
-    if analysis:
-        head = analysis["head"]
-        spectral = {"dim_r": analysis["r"]["dim"], "dim_z": analysis["z"]["dim"],
-                    "erank_r": analysis["r"]["effective_rank"], "erank_z": analysis["z"]["effective_rank"],
-                    "collapsed_r": analysis["r"]["collapsed_dims"], "collapsed_z": analysis["z"]["collapsed_dims"],
+    if analysis is not None:
+        head = analysis.field("head")
+        spectral = {"dim_r": analysis.field("r", "dim"), "dim_z": analysis.field("z", "dim"),
+                    "erank_r": analysis.number("r", "effective_rank"), "erank_z": analysis.number("z", "effective_rank"),
+                    "collapsed_r": analysis.field("r", "collapsed_dims"),
+                    "collapsed_z": analysis.field("z", "collapsed_dims"),
                     "support": head[0]["support"] if head else None,
                     "large_columns": large_columns(head[0]["column_norms"]) if head else None,
                     "l21": head[0]["l21"] if head else None,
                     "columns": head[0]["shape"][1] if head else None}
-    return {**spectral, "linear": 100 * linear["r"]["top1"], "linear5": 100 * linear["r"]["top5"],
-            "knn": 100 * knn["r"]["top1"], "knn_weighted": 100 * knn["r"]["weighted_top1"],
-            "minutes": sum((read_json(run / "wall_seconds.json") or {}).values()) / 60}
+    return {**spectral, "linear": 100 * linear.number("r", "top1"), "linear5": 100 * linear.number("r", "top5"),
+            "knn": 100 * knn.number("r", "top1"), "knn_weighted": 100 * knn.number("r", "weighted_top1"),
+            "minutes": sum((read_json(run.path / "wall_seconds.json") or {}).values()) / 60}
 
 
 def large_columns(norms: list[float], share: float = 0.1) -> int:
@@ -258,7 +260,7 @@ def claims(data: dict) -> list[list[str]]:
     rows = []
     for m in ("simclr", "byol", "barlow_twins"):
         for key, name in (("linear", "linear top-1"), ("knn", "5-NN top-1")):
-            rows.append([f"1. SparseHead improves {METHOD_NAMES[m]}", name,
+            rows.append([f"1. SparseHead improves {display_name(m)}", name,
                          higher(data, f"{m}-mlp-lam0.0001", f"{m}-mlp-lam0", key)])
     for cell in EXPERIMENTS["lambda"][1:]:  # each lambda against 0: picking the best would tune on the test set
         rows.append([f"2. lambda = {cell.split('lam')[-1]} beats lambda = 0", "linear top-1",
@@ -280,11 +282,11 @@ def claims(data: dict) -> list[list[str]]:
         rows.append([f"3. z has a lower effective rank than r ({head.split('-')[0]} head, Fig. 1)",
                      "erank r against erank z of the same runs",
                      verdict(data[f"simclr-{head}"].get("erank_z", []), data[f"simclr-{head}"].get("erank_r", []))])
-    rows.append(["4. A linear projector beats no projector (papers/003)", "linear top-1",
+    rows.append(["4. A linear projector beats no projector (Jing et al. 2022)", "linear top-1",
                  higher(data, "simclr-linear", "simclr-identity", "linear")])
-    rows.append(["4. DirectCLR beats a linear projector (papers/003)", "linear top-1",
+    rows.append(["4. DirectCLR beats a linear projector (Jing et al. 2022)", "linear top-1",
                  higher(data, "directclr", "simclr-linear", "linear")])
-    rows.append(["4. A fixed low-rank diagonal projector beats a linear one (papers/003)", "linear top-1",
+    rows.append(["4. A fixed low-rank diagonal projector beats a linear one (Jing et al. 2022)", "linear top-1",
                  higher(data, "simclr-lowrank_diagonal", "simclr-linear", "linear")])
     return rows
 
@@ -316,16 +318,16 @@ def write_doc(seeds: list[int]) -> None:
     lines += ["## The claims at a glance", ""]
     lines += table(["claim", "compared", "verdict at this scale"], claims(data)) + [""]
 
-    lines += ["## 1. SparseHead against the same method without it (papers/000 Table 1)", ""]
+    lines += ["## 1. SparseHead against the same method without it (Song et al. 2023 Table 1)", ""]
     rows = []
     for m in ("simclr", "byol", "barlow_twins"):
         off, on = data[f"{m}-mlp-lam0"], data[f"{m}-mlp-lam0.0001"]
         for sparse, d in ((False, off), (True, on)):
             paper = PAPER_TABLE1[(m, sparse)]
-            rows.append([METHOD_NAMES[m] + (" + SparseHead" if sparse else ""), str(len(d.get("linear", []))),
+            rows.append([display_name(m) + (" + SparseHead" if sparse else ""), str(len(d.get("linear", []))),
                          mean_sd(d.get("linear", [])), mean_sd(d.get("knn", [])),
                          f"{paper[0]:.2f} / {paper[1]:.2f}"])
-        rows.append([f"{METHOD_NAMES[m]}: SparseHead effect", "",
+        rows.append([f"{display_name(m)}: SparseHead effect", "",
                      verdict(off.get("linear", []), on.get("linear", [])),
                      verdict(off.get("knn", []), on.get("knn", [])), f"{PAPER_TABLE1[(m, True)][0] - PAPER_TABLE1[(m, False)][0]:+.2f} / "
                      f"{PAPER_TABLE1[(m, True)][1] - PAPER_TABLE1[(m, False)][1]:+.2f}"])
@@ -345,7 +347,7 @@ def write_doc(seeds: list[int]) -> None:
         lines += [f"![lambda sweep]({figure})", "", "*Test accuracy (grey dots: seeds) and the columns of "
                   "the head's last layer kept at two thresholds, against lambda.*", ""]
 
-    lines += ["## 3. Spectra (papers/000 Fig. 1 and Fig. 3)", "",
+    lines += ["## 3. Spectra (Song et al. 2023 Fig. 1 and Fig. 3)", "",
               "Effective rank (Roy & Vetterli) of the test-set covariance of r and z, and the number of "
               "collapsed dimensions (eigenvalues below 1e-5 x the largest). The identity head's z is r itself. "
               "(The papers' full-width ResNet-18 has a 512-d r; this one's width is 8 x model.width.)", ""]
@@ -365,7 +367,7 @@ def write_doc(seeds: list[int]) -> None:
             lines += [f"![{caption}]({figure})", "", f"*{caption}, seed 0: eigenvalue spectra of r (left) and z "
                       f"(right), made by `sparsehead analyze --compare`.*", ""]
 
-    lines += ["## 4. Projectors (papers/003 Table 1/2: no projector < linear < DirectCLR / fixed low-rank)", ""]
+    lines += ["## 4. Projectors (Jing et al. 2022 Table 1/2: no projector < linear < DirectCLR / fixed low-rank)", ""]
     paper = {"simclr-identity": "51.5", "simclr-linear": "61.1", "directclr": "62.7", "simclr-mlp-lam0": "66.5"}
     rows = [[cell, mean_sd(data[cell].get("linear", [])), mean_sd(data[cell].get("knn", [])),
              mean_sd(data[cell].get("erank_r", [])), paper.get(cell, "-")]

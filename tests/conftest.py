@@ -31,6 +31,13 @@ TINY = ["data.source=digits", "data.image_size=16", "model.width=8", "head.hidde
         "train.log_every=1"]
 
 
+def method_keys(name: str, *overrides: str) -> list[str]:
+    """The `method.<key>=value` overrides that method `name` has: a config refuses the keys of
+    other methods, so helpers shared by several methods pass their common list through this."""
+    from sparsehead.methods import params_of
+    return [o for o in overrides if o.split("=", 1)[0].split(".", 1)[1] in params_of(name)]
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
     """Run `python -m sparsehead ARGS` against this checkout's source; returns CompletedProcess."""
     full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}

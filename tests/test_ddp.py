@@ -3,8 +3,8 @@ gradient, BatchNorm statistics) and every loss that gathers across processes (va
 gradients), on two gloo CPU processes through the one harness, tests/ddp_harness.py.
 
 Float64 makes the comparison tight: rtol 1e-7, atol 1e-10 (float32 would need ~1e-4). Each check
-runs once, in one spawn for the whole module. Adding a method or a loss to the check = adding it to
-DDP_METHODS or LOSSES.
+runs once, in one spawn for the whole module. Every registered method is checked (W-MSE
+excepted); adding a loss to the check = adding it to LOSSES.
 """
 from __future__ import annotations
 
@@ -17,18 +17,19 @@ import pytest
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import SRC, TINY
+from conftest import SRC, TINY, method_keys
 from ddp_harness import WORLD, run_on_ranks, shard
 from sparsehead import config
 from sparsehead.losses import (barlow_twins_loss, directclr_loss, huang_infonce, moco_v3_loss, nt_xent,
                                sinkhorn_knopp, swav_loss, vicreg_loss)
+from sparsehead.methods import METHODS
 from sparsehead.methods.directpred import batch_correlation
 from sparsehead.runs import build_model
 from sparsehead.sync_batchnorm import convert_sync_batchnorm
 
-# W-MSE is left out by design: each process whitens its own sub-batches (losses.wmse_loss).
-DDP_METHODS = ["simclr", "barlow_twins", "byol", "simsiam", "vicreg", "moco_v2", "moco_v3", "directclr",
-               "directpred", "directcopy", "swav"]
+# Every registered method but W-MSE, left out by design: each process whitens its own sub-batches
+# (losses.wmse_loss).
+DDP_METHODS = [name for name in METHODS if name != "wmse"]
 # Losses of two (B, D) inputs whose value and input gradients must not depend on the sharding.
 LOSSES = {
     "nt_xent": lambda a, b: nt_xent(a, b, 0.5),
@@ -45,7 +46,7 @@ RTOL, ATOL = 1e-7, 1e-10
 
 def _method(name: str):
     cfg = config.load(None, TINY + [f"method.name={name}", "head.hidden_dim=32", "head.out_dim=16",
-                                    "sparsity.lam=0", "method.queue_size=256"])
+                                    "sparsity.lam=0", *method_keys(name, "method.queue_size=256")])
     torch.manual_seed(0)
     return build_model(cfg).double()
 
@@ -60,7 +61,7 @@ def _inputs():
 
 
 def _step(model, method, x1, x2) -> dict:
-    loss, _ = model(x1, x2)
+    loss = model(x1, x2).loss
     loss.backward()
     return {"loss": loss.detach(),
             "grads": {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None},

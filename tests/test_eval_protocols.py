@@ -8,7 +8,7 @@ from sklearn.neighbors import NearestCentroid
 
 from sparsehead.config import EvalConfig
 from sparsehead.evaluate.ncc import ncc_classify
-from sparsehead.evaluate.online import OnlineMonitor
+from sparsehead.train_monitors import OnlineMonitor
 from sparsehead.evaluate.semisup import balanced_subset, load_or_create_split
 
 
@@ -67,31 +67,28 @@ class Toy(nn.Module):
 def test_online_linear_classifier_learns_from_detached_r_and_skips_unlabeled():
     method = nn.Module()
     method.backbone = Toy()
-    monitor = OnlineMonitor(EvalConfig(online_linear=True, online_linear_lr=0.05), method, 2, torch.device("cpu"))
+    monitor = OnlineMonitor(EvalConfig(online_linear=True, online_linear_lr=0.05), Toy.feature_dim, 2,
+                            torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     for _ in range(100):
         y = torch.randint(0, 2, (32,), generator=gen)
         x = torch.randn(32, 4, generator=gen) + 3 * y[:, None].float()
-        method.backbone(x)  # the training step's first forward (view 1)
+        r = method.backbone(x)  # view 1's r, as the method's forward returns it (not detached)
         method.backbone(3 - x)  # view 2, labels reversed: learning from it would fail the test
-        monitor.update(torch.where(torch.arange(32) < 4, -1, y))  # the first 4 unlabeled
+        monitor.update(torch.where(torch.arange(32) < 4, -1, y), r)  # the first 4 unlabeled
     assert method.backbone.layer.weight.grad is None  # the backbone got no gradient
     logs = monitor.logs()
     assert logs["online_linear_acc"] > 0.9 and logs["online_linear_loss"] < 0.3
     assert monitor.logs() == {}  # averages restart after each log
-    method.backbone.eval()
-    method.backbone(x)  # evaluation forwards are never captured
-    monitor.update(y)
+    monitor.update(y, None)  # a step without a representation (nothing to learn from)
     assert monitor.logs() == {}
-    method.backbone.train()
-    method.backbone(torch.full((32, 4), float("nan")))  # a non-finite step (train.nonfinite=skip)
-    monitor.update(y)
+    monitor.update(y, method.backbone(torch.full((32, 4), float("nan"))))  # a non-finite step (train.nonfinite=skip)
     assert monitor.logs() == {} and all(torch.isfinite(p).all() for p in monitor.classifier.parameters())
 
 
 def test_knn_monitor_runs_every_n_epochs():
     calls = []
-    monitor = OnlineMonitor(EvalConfig(knn_every=2), nn.Module(), 2, torch.device("cpu"),
+    monitor = OnlineMonitor(EvalConfig(knn_every=2), 4, 2, torch.device("cpu"),
                             knn=lambda: calls.append(1) or {"knn5_top1": 0.5})
     due = [step for step in range(1, 31) if monitor.end_of_epoch(step, steps_per_epoch=5)]
     assert due == [10, 20, 30] and len(calls) == 3

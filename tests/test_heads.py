@@ -167,7 +167,7 @@ def test_heads_train_in_byol(kind):
     assert method.embedding_dim == 64
     opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3)
     x1, x2 = torch.randn(2, 8, 3, 16, 16).unbind(0)
-    loss, _ = method(x1, x2)
+    loss = method(x1, x2).loss
     opt.zero_grad()
     loss.backward()
     opt.step()

@@ -78,7 +78,7 @@ def test_directclr_uses_only_the_first_dims():
         r.retain_grad()
         captured.setdefault("r", []).append(r)
     hook = method.backbone.register_forward_hook(keep)
-    loss, _ = method(*views())
+    loss = method(*views()).loss
     loss.backward()
     hook.remove()
     for r in captured["r"]:
@@ -128,7 +128,7 @@ def test_set_predictor_is_never_touched_by_the_optimiser(name):
     method = tiny_method(name, "method.predictor_rho=0.3")
     method.train()
     assert not method.predictor.weight.requires_grad and method.predictor.bias is None
-    optimizer = build_optimizer(method.cfg.optim, method)
+    optimizer = build_optimizer(config.OptimConfig(), method)
     assert all(p is not method.predictor.weight for g in optimizer.param_groups for p in g["params"])
     projections = []
     method.projector.register_forward_hook(lambda m, i, out: projections.append(out.detach().double()))
@@ -146,7 +146,7 @@ def test_set_predictor_is_never_touched_by_the_optimiser(name):
     for step in (1, 2):
         projections.clear()
         before = method.predictor.weight.clone()
-        loss, _ = method(*views(seed=step))
+        loss = method(*views(seed=step)).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -270,10 +270,10 @@ def test_swav_loss_matches_formula_and_its_gradient():
 
 def test_swav_prototypes_stay_on_the_unit_sphere():
     method = tiny_method("swav", "method.swav_prototypes=20")
-    optimizer = build_optimizer(method.cfg.optim, method)
+    optimizer = build_optimizer(config.OptimConfig(), method)
     norms = method.prototypes.weight.norm(dim=1)
     torch.testing.assert_close(norms, torch.ones(20))
-    loss, _ = method(*views())
+    loss = method(*views()).loss
     loss.backward()
     optimizer.step()
     assert not torch.allclose(method.prototypes.weight.norm(dim=1), torch.ones(20))

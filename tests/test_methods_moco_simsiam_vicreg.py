@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from conftest import TINY
+from conftest import TINY, method_keys
 from sparsehead import config
 from sparsehead.losses import huang_infonce, moco_loss, moco_v3_loss, simsiam_loss, vicreg_loss
 from sparsehead.methods.byol import cosine_momentum
@@ -180,8 +180,9 @@ def test_queue_starts_with_unit_keys():
 
 def tiny_method(tmp_path, name, *extra):
     torch.manual_seed(0)
-    cfg = config.load(None, TINY + [f"method.name={name}", "method.predictor_hidden_dim=16",
-                                    "train.batch_size=8", "method.queue_size=20", "sparsity.lam=1e-4",
+    cfg = config.load(None, TINY + [f"method.name={name}",
+                                    *method_keys(name, "method.predictor_hidden_dim=16", "method.queue_size=20"),
+                                    "train.batch_size=8", "sparsity.lam=1e-4",
                                     f"train.out_dir={tmp_path}", *extra])
     return cfg, build_model(cfg)
 
@@ -216,7 +217,7 @@ def test_key_encoder_is_moved_only_by_ema(tmp_path, name):
     assert not in_optimizer & {id(p) for p in keys.values()}
 
     before = {n: p.detach().clone() for n, p in keys.items()}
-    loss, _ = method(randn(8, 3, 16, 16, seed=14).float(), randn(8, 3, 16, 16, seed=15).float())
+    loss = method(randn(8, 3, 16, 16, seed=14).float(), randn(8, 3, 16, 16, seed=15).float()).loss
     loss.backward()
     optimizer.step()
     assert all(torch.equal(p, before[n]) for n, p in keys.items())  # the optimiser does not move them

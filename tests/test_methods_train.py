@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from conftest import TINY, assert_loss_fell, fixed_view_losses
+from conftest import TINY, assert_loss_fell, fixed_view_losses, method_keys
 from sparsehead import checkpoint, config
 from sparsehead.methods import METHODS
 from sparsehead.metrics_log import read_metrics
@@ -59,7 +59,7 @@ def keep_torch_threads():
 def method_run(variant: str, out, *extra: str) -> config.Config:
     name = variant.split("-")[0]
     return config.load(None, TINY + [f"method.name={name}", "train.epochs=2", "train.threads=1",
-                                     "method.predictor_hidden_dim=32", "sparsity.lam=1e-4",
+                                     *method_keys(name, "method.predictor_hidden_dim=32"), "sparsity.lam=1e-4",
                                      f"train.out_dir={out}", *VARIANTS[variant], *extra])
 
 

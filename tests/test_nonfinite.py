@@ -29,9 +29,9 @@ def poison(monkeypatch, steps, how="input"):
             return real(self, x1, x2)
         if how == "input":
             return real(self, x1 * float("nan"), x2)
-        loss, logs = real(self, x1, x2)
+        out = real(self, x1, x2)
         weight = next(self.projector.parameters())
-        return loss + (weight.sum() * 0).sqrt(), logs
+        return out._replace(loss=out.loss + (weight.sum() * 0).sqrt())
     monkeypatch.setattr(SimCLR, "forward", forward)
 
 

@@ -18,19 +18,21 @@ from typing import Optional
 
 import torch
 
+from .errors import SparseheadError
 from .faults import sigkill_point
 from .io import atomic_write
+from .rundir import RunDir
 
 PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
 FORMAT = 1  # the layout of the dict (see docs/reliability.md); bump it when the layout changes
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SparseheadError, RuntimeError):
     """A checkpoint that cannot be used or written, and why."""
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return RunDir(run_dir).checkpoints_dir
 
 
 # --- writing ----------------------------------------------------------------------------------

@@ -1,40 +1,49 @@
-"""The `sparsehead` command: one sub-command per job, each a thin wrapper over the library."""
+"""The `sparsehead` command: one sub-command per job, each a thin wrapper over the library.
+
+Every sub-command is registered here (COMMANDS at the bottom). Options are declared once:
+pretrain's as config keys (config.py, the methods' Params), evaluate's as the fields of
+evaluate.runner.EvalOptions, turned into flags, help and validation by sparsehead.options.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import config
-from .evaluate.commands import add_evaluate, add_report
+from . import config, options
+from .errors import SparseheadError
+from .options import opt
 
 
-def _expected_errors():
-    from .analysis.report import AnalysisError
-    from .checkpoint import CheckpointError
-    from .data.datasets import DataError
-    from .evaluate.errors import EvaluationError
-    from .export import ExportError
-    from .faults import NonFiniteError
-    from .train import TrainingError
-    return (config.ConfigError, DataError, TrainingError, CheckpointError, NonFiniteError, ExportError,
-            AnalysisError, EvaluationError)
+def _command(sub, name: str, help: str, description: str, examples: str = "", extra: str = ""):
+    """A sub-command parser with its help line, description and an epilog of examples."""
+    epilog = (extra + "\n\n" if extra else "") + ("examples:\n" + examples if examples else "")
+    return sub.add_parser(name, help=help, description=description, epilog=epilog or None,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_data_option(p, what: str) -> None:
+    """--data KEY=VALUE ...: the one meaning of --data (config.with_data_overrides)."""
+    p.add_argument("--data", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help=f"{what}: keys of the data section, KEY or data.KEY, several after one --data or "
+                        "one per --data, e.g. --data source=imagefolder root=DIR (default: the run's)")
 
 
 # --- pretrain -----------------------------------------------------------------------------------
 
 def add_pretrain(sub):
-    p = sub.add_parser(
-        "pretrain", help="pretrain an encoder (any method, head, SparseHead setting, data set)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Pretrain a backbone with a self-supervised method. Settings come from a YAML "
-                    "file (--config) and key=value overrides, validated before any work starts.",
-        epilog="examples:\n"
-               "  sparsehead pretrain --config configs/demo.yaml\n"
-               "  sparsehead pretrain --config configs/cifar10_simclr.yaml sparsity.lam=1e-4 train.epochs=20\n"
-               "  sparsehead pretrain --resume runs/my-run          # continue a stopped run exactly\n\n"
-               "configuration keys (section.key (type, default): meaning):\n" + config.describe())
+    p = _command(
+        sub, "pretrain", "pretrain an encoder (any method, head, SparseHead setting, data set)",
+        "Pretrain a backbone with a self-supervised method. Settings come from a YAML file (--config) "
+        "and key=value overrides, validated before any work starts.",
+        "  sparsehead pretrain --config configs/demo.yaml\n"
+        "  sparsehead pretrain --config configs/cifar10_simclr.yaml sparsity.lam=1e-4 train.epochs=20\n"
+        "  sparsehead pretrain --resume runs/my-run          # continue a stopped run exactly\n"
+        "  SPARSEHEAD_PLUGINS=my_method sparsehead pretrain method.name=mine   # a plugin's method",
+        "configuration keys (section.key (type, default): meaning):\n" + config.describe())
     p.add_argument("--config", help="YAML file with any of the keys below (default: all defaults)")
     p.add_argument("--run-dir", help="run folder to create, or to resume when it holds a checkpoint "
                                      "(default: train.out_dir/train.run_name)")
@@ -71,16 +80,76 @@ def run_pretrain(args) -> int:
     return 0
 
 
+# --- evaluate and report ------------------------------------------------------------------------
+
+def add_evaluate(sub):
+    from .evaluate.runner import OPTION_GROUPS, PROTOCOLS, EvalOptions
+    listing = "\n".join(textwrap.fill(f.summary, 100, initial_indent=f"  {name:<9}", subsequent_indent=" " * 11)
+                         for name, f in PROTOCOLS.items())
+    p = _command(
+        sub, "evaluate", "evaluate a trained backbone: k-NN, linear probe, semi-supervised, nearest centre",
+        "Evaluate the frozen representation r of a checkpoint (and, with --with-z, the embedding z) on the "
+        "run's data set or another one. Prints the numbers and writes them to RUN/eval/<protocol>.json; "
+        "features are cached in RUN/features/.",
+        "  sparsehead evaluate runs/demo --protocol linear\n"
+        "  sparsehead evaluate runs/demo/checkpoints/ckpt-00000500.pt --protocol knn --with-z\n"
+        "  sparsehead evaluate runs/c10 --protocol semisup --fractions 0.01 --epochs 5\n"
+        "  sparsehead evaluate runs/c10 --protocol knn --data source=imagefolder root=/data/x",
+        "protocols:\n" + listing)
+    p.add_argument("target", metavar="RUN_FOLDER_OR_CHECKPOINT",
+                   help="a run folder (its newest checkpoint) or a checkpoint file")
+    p.add_argument("--protocol", required=True, choices=list(PROTOCOLS), help="the evaluation protocol")
+    _add_data_option(p, "evaluate on another data set")
+    grouped = {name for names in OPTION_GROUPS.values() for name in names}
+    ungrouped = tuple(f for f in options.field_names(EvalOptions) if f not in grouped and f != "protocol")
+    options.add_arguments(p, EvalOptions, only=ungrouped)
+    for title, names in OPTION_GROUPS.items():
+        options.add_arguments(p.add_argument_group(title), EvalOptions, only=names)
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from .evaluate.runner import EvalOptions, evaluate
+    opts = options.from_arguments(EvalOptions, args)
+    record, path = evaluate(args.target, opts, tuple(args.data))
+    print(json.dumps({k: record[k] for k in ("r", "z") if k in record}, indent=2))
+    print(f"written: {path}")
+    return 0
+
+
+def add_report(sub):
+    p = _command(
+        sub, "report", "one results table across runs (Markdown and CSV), mean ± std over seeds",
+        "Tabulate the evaluations of several runs like Song et al. 2023 Table 1: method, head, lambda, "
+        "linear top-1/top-5, k-NN (and NCC, semi-supervised when evaluated). Runs whose configs differ "
+        "only in the seed are one row (mean ± sample std, percent).")
+    p.add_argument("runs", nargs="+", metavar="RUN_FOLDER")
+    p.add_argument("--out", metavar="PREFIX", help="also write PREFIX.md and PREFIX.csv")
+    p.set_defaults(run=run_report)
+
+
+def run_report(args) -> int:
+    from .evaluate.table import build_table, to_csv, to_markdown
+    from .io import atomic_write_text
+    columns, rows = build_table(args.runs)
+    markdown = to_markdown(columns, rows)
+    print(markdown, end="")
+    if args.out:
+        atomic_write_text(f"{args.out}.md", markdown)
+        atomic_write_text(f"{args.out}.csv", to_csv(columns, rows))
+        print(f"written: {args.out}.md, {args.out}.csv")
+    return 0
+
+
 # --- export -------------------------------------------------------------------------------------
 
 def add_export(sub):
-    p = sub.add_parser(
-        "export", help="write a run's backbone as a plain torchvision state_dict (.pt or .safetensors)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Write the backbone of a run (its newest checkpoint) or of a checkpoint file as a "
-                    "torchvision ResNet state_dict without fc, plus a .json sidecar (arch, width, stem, "
-                    "feature_dim, normalisation), and print the code that loads it without sparsehead.",
-        epilog="example:\n  sparsehead export runs/my-run --out backbone.safetensors")
+    p = _command(
+        sub, "export", "write a run's backbone as a plain torchvision state_dict (.pt or .safetensors)",
+        "Write the backbone of a run (its newest checkpoint) or of a checkpoint file as a torchvision ResNet "
+        "state_dict without fc, plus a .json sidecar (arch, width, stem, feature_dim, normalisation), and "
+        "print the code that loads it without sparsehead.",
+        "  sparsehead export runs/my-run --out backbone.safetensors")
     p.add_argument("source", metavar="RUN_FOLDER_OR_CHECKPOINT")
     p.add_argument("--out", required=True, help="output file, ending in .pt or .safetensors")
     p.set_defaults(run=run_export)
@@ -100,33 +169,27 @@ def run_export(args) -> int:
 # --- analyze ------------------------------------------------------------------------------------
 
 def add_analyze(sub):
-    p = sub.add_parser(
-        "analyze", help="dimensional-collapse diagnostics + HTML report of a run, several runs, or any embeddings",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Eigenvalue spectra, collapsed dimensions, effective rank, RankMe, alpha-ReQ, min-max "
-                    "distance ratio, alignment, uniformity, class-centre metrics and head sparsity of the "
-                    "representation r and the embedding z on the test split. Writes analysis.json, PNG "
-                    "figures and a self-contained report.html (default folder: RUN/analysis).",
-        epilog="examples:\n"
-               "  sparsehead analyze runs/demo\n"
-               "  sparsehead analyze runs/c10/checkpoints/ckpt-00001000.pt --data root=/data/cifar10\n"
-               "  sparsehead analyze --compare runs/baseline runs/sparsehead --out runs/compare\n"
-               "  sparsehead analyze --features emb.npy --labels labels.npy --out emb-analysis")
+    p = _command(
+        sub, "analyze", "dimensional-collapse diagnostics + HTML report of a run, several runs, or any embeddings",
+        "Eigenvalue spectra, collapsed dimensions, effective rank, RankMe, alpha-ReQ, min-max distance ratio, "
+        "alignment, uniformity, class-centre metrics and head sparsity of the representation r and the "
+        "embedding z on the test split. Writes analysis.json, PNG figures and a self-contained report.html "
+        "(default folder: RUN/analysis).",
+        "  sparsehead analyze runs/demo\n"
+        "  sparsehead analyze runs/c10/checkpoints/ckpt-00001000.pt --data root=/data/cifar10\n"
+        "  sparsehead analyze --compare runs/baseline runs/sparsehead --out runs/compare\n"
+        "  sparsehead analyze --features emb.npy --labels labels.npy --out emb-analysis")
     p.add_argument("targets", nargs="*", metavar="RUN_OR_CHECKPOINT",
                    help="a run folder (its newest checkpoint) or a checkpoint file; several with --compare")
-    p.add_argument("--compare", action="store_true", help="overlay the spectra of several runs (needs --out)")
-    p.add_argument("--features", metavar="FILE.npy", help="analyse an (N, d) array of embeddings from any model")
-    p.add_argument("--labels", metavar="FILE.npy", help="(N,) integer labels for --features (class-centre metrics)")
-    p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the run's data settings, e.g. --data root=/data/cifar10 (repeatable)")
-    p.add_argument("--out", metavar="FOLDER", help="output folder (default: RUN/analysis, or FILE-analysis)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the augmented views and of subsampling")
+    _add_data_option(p, "override the run's data settings")
+    from .analysis.report import AnalyzeOptions
+    options.add_arguments(p, AnalyzeOptions)
     p.set_defaults(run=run_analyze)
 
 
 def run_analyze(args) -> int:
     from .analysis import report
+    args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(report.AnalyzeOptions, args))})
     if args.features:
         if args.targets or args.compare:
             raise report.AnalysisError("--features analyses a file on its own; leave out runs and --compare")
@@ -148,31 +211,29 @@ def run_analyze(args) -> int:
 
 # --- simulate -----------------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def add_simulate(sub):
     p = sub.add_parser(
-        "simulate", help="toy experiments: dimensional collapse (papers/003) and the min-max ratio (papers/000)",
+        "simulate", help="toy experiments: dimensional collapse (Jing et al. 2022) and the min-max ratio (Song et al. 2023)",
         description="collapse: a 16x16 linear layer under InfoNCE with noise augmentation of amplitude k on an "
-                    "8x8 block (papers/003 Fig. 3), and a two-layer linear model with weak augmentation "
-                    "(Fig. 6). minmax: papers/000 Eq. 9 against dimension for i.i.d. data (Lemma 5.7) and "
+                    "8x8 block (Jing et al. 2022 Fig. 3), and a two-layer linear model with weak augmentation "
+                    "(Fig. 6). minmax: Song et al. 2023 Eq. 9 against dimension for i.i.d. data (Lemma 5.7) and "
                     "for column-sparse vs dense projections. Writes PNG and JSON into --out.")
     p.add_argument("experiment", choices=["collapse", "minmax"])
-    p.add_argument("--out", default="simulations", help="output folder (default: simulations)")
-    p.add_argument("--steps", type=_positive_int, default=1000,
-                   help="collapse: SGD steps of the one-layer runs (two-layer: twice as many)")
-    p.add_argument("--samples", type=_positive_int, default=1000, help="minmax: points per data set")
-    p.add_argument("--seed", type=int, default=0)
+    options.add_arguments(p, SimulateOptions)
     p.set_defaults(run=run_simulate)
+
+
+@dataclass
+class SimulateOptions:
+    out: str = opt("simulations", "output folder")
+    steps: int = opt(1000, "collapse: SGD steps of the one-layer runs (two-layer: twice as many)", min=1)
+    samples: int = opt(1000, "minmax: points per data set", min=1)
+    seed: int = opt(0, "random seed")
 
 
 def run_simulate(args) -> int:
     from . import simulate
+    args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(SimulateOptions, args))})
     out = Path(args.out)
     if args.experiment == "collapse":
         result = simulate.run_collapse(out, simulate.ToySetup(steps=args.steps, seed=args.seed),
@@ -195,27 +256,29 @@ def run_simulate(args) -> int:
 
 # --- entry point --------------------------------------------------------------------------------
 
+COMMANDS = (add_pretrain, add_evaluate, add_report, add_analyze, add_export, add_simulate)  # the help order
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparsehead",
         description="Self-supervised representation learning around the projection head: "
                     "SparseHead (L2,1-sparse heads) on SimCLR / BYOL / Barlow Twins, with evaluation "
-                    "and dimensional-collapse diagnostics. `sparsehead <command> --help` for details.")
+                    "and dimensional-collapse diagnostics. `sparsehead <command> --help` for details. "
+                    "Plugin modules named in SPARSEHEAD_PLUGINS (comma-separated) are imported first.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    add_pretrain(sub)
-    add_evaluate(sub)
-    add_report(sub)
-    add_analyze(sub)
-    add_export(sub)
-    add_simulate(sub)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from .plugins import import_plugins
     try:
+        import_plugins()  # before the parser: --help lists the parameters of plugin methods too
+        args = build_parser().parse_args(argv)
         return args.run(args)
-    except _expected_errors() as err:
+    except SparseheadError as err:  # every error with a message for the user (errors.py)
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

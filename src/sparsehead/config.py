@@ -1,6 +1,10 @@
 """Typed run configuration: YAML in, `key=value` overrides, validation before any work starts.
 
-Every field carries its help text, allowed values and range in its metadata, so the same
+The sections common to every run are declared here (data, model, head, sparsity, optim, train,
+eval) or beside the code they configure (augment: augment.py, beside the recipe logic). The `method` section is
+method.name plus the chosen method's own parameters, declared by the method itself (its Params
+class, methods/base.py): a key the chosen method does not have is refused, naming those it has.
+Every field carries its help text, allowed values and range (options.opt), so the same
 declaration drives validation, error messages and `sparsehead pretrain --help`.
 """
 from __future__ import annotations
@@ -14,17 +18,18 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from . import options
+from .augment import AugmentConfig, inactive_ops_problem
+from .errors import ConfigError
+from .methods import METHODS
+from .models.backbones import feature_dim
+from .models.heads import HEADS
+from .options import opt
+from .sparsity import sparsity_active
 
-class ConfigError(ValueError):
-    """A configuration problem, with a message that names the key and the fix."""
-
-
-def opt(default, help: str, *, min=None, max=None, exclusive_min: bool = False):
-    """A config field with help text and an optional numeric range."""
-    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+__all__ = ["Config", "ConfigError", "DataConfig", "AugmentConfig", "ModelConfig", "HeadConfig",
+           "SparsityConfig", "MethodConfig", "OptimConfig", "TrainConfig", "EvalConfig", "load", "from_dict",
+           "from_saved", "merge", "to_dict", "save", "describe", "validate", "data_size_problem", "opt"]
 
 
 @dataclass
@@ -42,31 +47,6 @@ class DataConfig:
         "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it")
 
 
-AUGMENT_OPS = ("crop", "blur", "color_drop", "color_distort", "flip", "solarize")
-
-
-@dataclass
-class AugmentConfig:
-    recipe: Literal["simclr", "byol", "none"] = opt(
-        "simclr", "view recipe: simclr (symmetric), byol (asymmetric blur/solarise) or none")
-    crop_scale_min: float = opt(0.08, "RandomResizedCrop smallest area fraction", min=0.0, max=1.0,
-                                exclusive_min=True)
-    crop_scale_max: float = opt(1.0, "RandomResizedCrop largest area fraction", min=0.0, max=1.0,
-                                exclusive_min=True)
-    flip_p: float = opt(0.5, "probability of a horizontal flip", min=0.0, max=1.0)
-    jitter_p: float = opt(0.8, "probability of colour jitter", min=0.0, max=1.0)
-    color_strength: float = opt(
-        0.5, "colour strength s: jitter (0.8s, 0.8s, 0.8s, 0.2s); 0.5 = the SimCLR CIFAR recipe "
-        "(0.4, 0.4, 0.4, 0.1)", min=0.0)
-    grayscale_p: float = opt(0.2, "probability of converting a view to grayscale", min=0.0, max=1.0)
-    blur_p: list = opt([0.0, 0.0], "Gaussian blur probability for view 1 and view 2", min=0.0, max=1.0)
-    solarize_p: list = opt([0.0, 0.0], "solarisation probability for view 1 and view 2", min=0.0, max=1.0)
-    ops: Optional[list[Literal[AUGMENT_OPS]]] = opt(
-        None, "the transformations to use, papers/002's ablation: any of crop, blur, color_drop "
-        "(grayscale), color_distort (jitter), flip, solarize, e.g. [crop, color_distort]; each keeps "
-        "the probability set above (or by the recipe), the others are off (null: all of the recipe's)")
-
-
 @dataclass
 class ModelConfig:
     backbone: Literal["resnet18", "resnet34", "resnet50"] = opt("resnet18", "torchvision ResNet")
@@ -79,11 +59,11 @@ class ModelConfig:
 
 @dataclass
 class HeadConfig:
-    kind: Literal["identity", "linear", "mlp", "diagonal", "lowrank", "lowrank_diagonal", "orthogonal"] = opt(
-        "mlp", "projection head: identity (none), linear, mlp; papers/003 Table 2: diagonal (trainable "
-        "z = w * r), lowrank (fixed U diag(1 x rank, 0...) V^T, U and V random orthogonal), "
-        "lowrank_diagonal (fixed diag(1 x rank, 0...) = DirectCLR), orthogonal (a linear layer kept "
-        "orthogonal); the last four keep the backbone's dimension")
+    kind: str = opt(
+        "mlp", "projection head, a name in models.heads.HEADS: identity (none), linear, mlp; Jing et al. 2022 "
+        "Table 2: diagonal (trainable z = w * r), lowrank (fixed U diag(1 x rank, 0...) V^T, U and V random "
+        "orthogonal), lowrank_diagonal (fixed diag(1 x rank, 0...) = DirectCLR), orthogonal (a linear layer "
+        "kept orthogonal); the last four keep the backbone's dimension")
     hidden_dim: int = opt(512, "hidden width of the MLP head", min=1)
     out_dim: int = opt(128, "embedding dimension m of the linear and mlp heads (the others keep the "
                             "backbone's dimension)", min=1)
@@ -134,65 +114,27 @@ class SparsityConfig:
                                 "target_support (then only fine-tuning with the mask)", min=0.0, max=1.0)
 
 
-METHOD_NAMES = ("simclr", "byol", "barlow_twins", "simsiam", "vicreg", "moco_v2", "moco_v3", "directclr",
-                "directpred", "directcopy", "wmse", "swav")
-
-# Keys whose default depends on the method (None in a config file = this table's value). They are
-# filled in by from_dict, so the saved config of every run records the value it used.
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "temperature": {"simclr": 0.5, "moco_v2": 0.2, "moco_v3": 0.2, "directclr": 0.1, "swav": 0.1},
-    "momentum": {"byol": 0.99, "moco_v2": 0.999, "moco_v3": 0.99, "directpred": 0.99, "directcopy": 0.99},
-}
-
-
 @dataclass
 class MethodConfig:
-    name: Literal[METHOD_NAMES] = opt("simclr", "self-supervised method")
-    temperature: Optional[float] = opt(
-        None, "softmax temperature tau (null: the method's default: SimCLR 0.5 as the paper, MoCo 0.2, "
-        "DirectCLR 0.1, SwAV 0.1)", min=0.0, exclusive_min=True)
-    momentum: Optional[float] = opt(
-        None, "base EMA momentum of the target / key network, cosine schedule to 1 where the method has "
-        "one (null: the method's default: BYOL 0.99, MoCo v2 0.999, MoCo v3 0.99, DirectPred/Copy 0.99)",
-        min=0.0, max=1.0)
-    predictor_hidden_dim: int = opt(
-        512, "predictor hidden width: BYOL, MoCo v3; SimSiam's bottleneck (published: head.out_dim / 4)", min=1)
-    lambda_offdiag: float = opt(0.0051, "Barlow Twins off-diagonal weight", min=0.0)
-    loss: Literal["nt_xent", "huang"] = opt(
-        "nt_xent", "SimCLR's loss: nt_xent, or huang = Huang et al.'s revised InfoNCE ||z1 - z2||^2 + "
-        "lambda * mean log sum exp(z^T z^- / tau) on normalised z, negatives = views of the other "
-        "images (the paper used tau 0.2: set method.temperature=0.2)")
-    huang_lambda: float = opt(1.0, "weight lambda of the negatives term of method.loss=huang", min=0.0)
-    vicreg_sim_coeff: float = opt(25.0, "VICReg invariance (MSE) weight", min=0.0)
-    vicreg_std_coeff: float = opt(25.0, "VICReg variance (std hinge) weight", min=0.0)
-    vicreg_cov_coeff: float = opt(1.0, "VICReg covariance (off-diagonal) weight", min=0.0)
-    queue_size: int = opt(
-        4096, "MoCo v2 queue length K (paper: 65536 ImageNet, 4096-32768 CIFAR); at least the keys "
-        "of one step, and best below the number of training images (else an image's own older key "
-        "is among its negatives)", min=1)
-    moco_symmetric: bool = opt(
-        False, "MoCo v2: false = the official asymmetric loss ctr(q1, k2); true = (ctr(q1, k2) + "
-        "ctr(q2, k1)) / 2 with both views' keys enqueued, as many CIFAR implementations")
-    directclr_dim: Optional[int] = opt(
-        None, "DirectCLR sub-vector size d0: the loss sees r[:, :d0] (null: 360/2048 of the backbone's "
-        "feature dimension, the paper's ratio for ResNet-50, rounded; must not exceed that dimension)", min=1)
-    predictor_freq: int = opt(1, "DirectPred/DirectCopy: set the predictor from F every N steps "
-                                 "(official code: 1)", min=1)
-    predictor_rho: float = opt(0.3, "DirectPred/DirectCopy: F <- rho F + (1 - rho) mean(f f^T)",
-                               min=0.0, max=1.0)
-    predictor_eps: float = opt(0.01, "DirectPred: eps added to the predictor's eigenvalues; DirectCopy: "
-                                     "eps I added to the predictor", min=0.0)
-    directcopy_normalize: bool = opt(True, "DirectCopy: divide F by its Frobenius norm as the paper "
-                                           "states (false: the official code, no normalisation)")
-    wmse_w_size: int = opt(128, "W-MSE whitening sub-batch size (paper: 128); a smaller per-process "
-                                "batch is whitened whole; must exceed the embedding dimension", min=2)
-    wmse_w_iter: int = opt(1, "W-MSE: random sub-batch splits per step (paper's default: 1)", min=1)
-    wmse_eps: float = opt(0.0, "W-MSE: shrink the covariance towards I before whitening (official: 0)",
-                          min=0.0, max=1.0)
-    swav_prototypes: int = opt(300, "SwAV number of prototypes K (paper: 3000 on ImageNet; 300 here "
-                                    "for CIFAR-sized data sets and batches)", min=1)
-    swav_epsilon: float = opt(0.05, "SwAV Sinkhorn-Knopp entropy epsilon", min=0.0, exclusive_min=True)
-    swav_sinkhorn_iters: int = opt(3, "SwAV Sinkhorn-Knopp iterations", min=1)
+    """method.name and the chosen method's own parameters (method.<key>: its Params instance).
+
+    cfg.method.temperature reads params.temperature; a key the method does not have is an
+    AttributeError naming the method."""
+    name: str = "simclr"
+    params: Any = None
+
+    def __post_init__(self):
+        if self.params is None:
+            self.params = METHODS.lookup(self.name).Params()
+
+    def __getattr__(self, key):
+        params = self.__dict__.get("params")
+        if params is None or key.startswith("__"):
+            raise AttributeError(key)
+        try:
+            return getattr(params, key)
+        except AttributeError:
+            raise AttributeError(f"method {self.name} has no parameter {key!r}") from None
 
 
 @dataclass
@@ -233,9 +175,14 @@ class TrainConfig:
     compile: bool = opt(False, "torch.compile the model (slow first steps; needs a C++ compiler on CPU)")
 
 
+# The k-NN conventions, used by the training monitors and `sparsehead evaluate --protocol knn`:
+# the SparseHead paper's 5-NN majority vote, and InstDisc / MoCo's 200-NN vote weighted exp(sim / 0.1).
+KNN_K, KNN_WEIGHTED_K, KNN_TEMPERATURE = 5, 200, 0.1
+
+
 @dataclass
 class EvalConfig:
-    knn_k: int = opt(5, "k of the end-of-training k-NN (paper: 5, majority vote)", min=1)
+    knn_k: int = opt(KNN_K, "k of the end-of-training k-NN (paper: 5, majority vote)", min=1)
     knn_batch_size: int = opt(1024, "test samples per k-NN block (bounds memory)", min=1)
     knn_every: int = opt(0, "k-NN monitor during pretraining every N epochs (0: off)", min=0)
     online_linear: bool = opt(False, "train an online linear classifier on r.detach() during "
@@ -260,80 +207,40 @@ class Config:
 # ----------------------------------------------------------------------------------------------
 # Building a Config from nested dicts, with one clear error per problem.
 
-def _allowed(tp) -> Optional[tuple]:
-    if typing.get_origin(tp) is Literal:
-        return typing.get_args(tp)
-    return None
-
-
-def _coerce(key: str, value: Any, tp, meta: dict) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:  # Optional[X]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(key, value, args[0], meta)
-    allowed = _allowed(tp)
-    if allowed is not None:
-        if not any(value == a and type(value) is type(a) for a in allowed):  # 1 is not True
-            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        _check_range(key, value, meta)
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        value = float(value)
-        _check_range(key, value, meta)
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if origin is list:  # list[Literal[...]]: any length, every item checked
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, e.g. [a, b], got {value!r}")
-        return [_coerce(key, v, typing.get_args(tp)[0], meta) for v in value]
-    if tp is list:
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise ConfigError(f"{key}: expected a list of two numbers [view1, view2], got {value!r}")
-        return [_coerce(key, v, float, meta) for v in value]
-    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - a bug in this file
-
-
-def _check_range(key, value, meta):
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and (value < lo or (meta.get("exclusive_min") and value == lo)):
-        op = ">" if meta.get("exclusive_min") else ">="
-        raise ConfigError(f"{key}: {value} is out of range; it must be {op} {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{key}: {value} is out of range; it must be <= {hi}")
-
-
-def _build(cls, values: dict, prefix: str):
+def _build(values: dict) -> Config:
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(values) - set(fields)
+        raise ConfigError(f"config: expected a mapping of sections, got {values!r}")
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = set(values) - set(sections)
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(f"{prefix}{key}: unknown key; allowed keys here: {', '.join(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(f"{prefix}{name}", value, tp, fields[name].metadata)
-    return cls(**kwargs)
+        raise ConfigError(f"{key}: unknown key; allowed keys here: {', '.join(sections)}")
+    hints = typing.get_type_hints(Config)
+    kwargs = {name: (_build_method(value) if name == "method" else options.build(hints[name], value, f"{name}."))
+              for name, value in values.items()}
+    if "head" in kwargs:
+        HEADS.lookup(kwargs["head"].kind)  # a registered head
+    return Config(**kwargs)
+
+
+def _build_method(values: dict) -> MethodConfig:
+    """method.name, then the keys of that method's Params, checked against its declarations."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"method: expected a mapping of keys, got {values!r}")
+    values = dict(values)
+    name = values.pop("name", MethodConfig.name)
+    cls = METHODS.lookup(name)
+
+    def unknown(key, allowed):
+        owners = [n for n, c in METHODS.items() if key in c.param_names()]
+        where = f" (a key of {', '.join(owners)})" if owners else ""
+        return (f"method.{key}: not a parameter of method.name={name}{where}; the keys of {name} are: "
+                f"{', '.join(['name', *allowed])}")
+    # null for a parameter that is not optional means the method's own default (method.temperature=null)
+    required = {f.name for f in dataclasses.fields(cls.Params) if typing.get_origin(
+        typing.get_type_hints(cls.Params)[f.name]) is not typing.Union}
+    values = {k: v for k, v in values.items() if not (v is None and k in required)}
+    return MethodConfig(name, options.build(cls.Params, values, "method.", unknown))
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -382,17 +289,27 @@ def _fix_yaml_floats(values):
 
 def from_dict(values: dict, check_paths: bool = True) -> Config:
     """A validated Config; check_paths=False for configs saved by a run on another machine."""
-    cfg = _build(Config, _fix_yaml_floats(values or {}), "")
-    fill_method_defaults(cfg.method)
+    cfg = _build(_fix_yaml_floats(values or {}))
     validate(cfg, check_paths)
     return cfg
 
 
-def fill_method_defaults(m: MethodConfig) -> None:
-    """Replace None in method-dependent keys with the method's default (METHOD_DEFAULTS)."""
-    for key, defaults in METHOD_DEFAULTS.items():
-        if getattr(m, key) is None and m.name in defaults:
-            setattr(m, key, defaults[m.name])
+def migrate(values: dict, schema: int) -> dict:
+    """A config dict saved with run-folder schema `schema` (rundir.SCHEMA) in today's layout.
+
+    Schema 1 (no run.json; sparsehead before the method registry) saved one flat method section
+    holding the keys of every method; only the chosen method's keys are kept (the old code
+    ignored the others)."""
+    method = values.get("method") if isinstance(values, dict) else None
+    if schema < 2 and isinstance(method, dict) and method.get("name", MethodConfig.name) in METHODS:
+        keep = {"name", *METHODS[method.get("name", MethodConfig.name)].param_names()}
+        values = {**values, "method": {k: v for k, v in method.items() if k in keep}}
+    return values
+
+
+def from_saved(values: dict, schema: int) -> Config:
+    """The config a run saved (config.yaml or a checkpoint's), paths not checked."""
+    return from_dict(migrate(values or {}, schema), check_paths=False)
 
 
 def load(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
@@ -427,33 +344,13 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
         raise ConfigError(f"train.device: {dev!r} is not allowed; choose auto, cpu, cuda or cuda:N")
     validate_head_and_sparsity(cfg)
     validate_method(cfg)
-    from .data.views import inactive_ops  # here: views imports this module
-    if (idle := inactive_ops(cfg.augment)):
-        raise ConfigError(f"augment.ops: lists {', '.join(idle)}, which the {cfg.augment.recipe} recipe "
-                          f"and augment.* settings switch off; {INACTIVE_OP_FIX[idle[0]]}")
-
-
-# What turns each augmentation op on, for the error of an op listed in augment.ops but switched off.
-INACTIVE_OP_FIX = {
-    "crop": "set augment.crop_scale_min below 1, e.g. augment.crop_scale_min=0.08",
-    "blur": "set augment.blur_p, e.g. augment.blur_p=[0.5,0.5] (lightly's default, used by papers/002)",
-    "color_drop": "set augment.grayscale_p, e.g. augment.grayscale_p=0.2",
-    "color_distort": "set augment.jitter_p and augment.color_strength above 0, e.g. augment.jitter_p=0.8",
-    "flip": "set augment.flip_p, e.g. augment.flip_p=0.5",
-    "solarize": "set augment.solarize_p, e.g. augment.solarize_p=[0.0,0.2]",
-}
-# Heads whose map has no trainable weight with meaningful column groups (see heads.linear_layers).
-HEADS_WITHOUT_SPARSEHEAD = ("identity", "lowrank", "lowrank_diagonal", "orthogonal")
-
-
-def sparsity_active(s: SparsityConfig) -> bool:
-    """Whether SparseHead acts on the head at all: a penalty, a proximal step or pruning."""
-    return s.lam > 0 or s.mode == "prune"
+    if (problem := inactive_ops_problem(cfg.augment)):
+        raise ConfigError(problem)
 
 
 def validate_head_and_sparsity(cfg: Config) -> None:
     h, s = cfg.head, cfg.sparsity
-    if sparsity_active(s) and h.kind in HEADS_WITHOUT_SPARSEHEAD:
+    if sparsity_active(s) and not HEADS.lookup(h.kind).sparsehead:
         why = ("its columns all have norm 1, so the L2,1 penalty is constant" if h.kind == "orthogonal"
                else "it has no trainable linear layer")
         key, off = ("sparsity.lam", "sparsity.lam=0") if s.lam > 0 else ("sparsity.mode", "sparsity.mode=penalty")
@@ -470,45 +367,53 @@ def validate_head_and_sparsity(cfg: Config) -> None:
         raise ConfigError("sparsity.target_support: the adaptive lambda starts from sparsity.lam and "
                           "scales it; set sparsity.lam > 0, e.g. sparsity.lam=1e-4, or prune to the "
                           "target with sparsity.mode=prune")
-    if h.rank is not None and h.kind in ("lowrank", "lowrank_diagonal"):
-        # backbones.WidthResNet.feature_dim, without importing torchvision here
-        in_dim = 8 * cfg.model.width * (4 if cfg.model.backbone == "resnet50" else 1)
+    if h.rank is not None and "rank" in HEADS.lookup(h.kind).uses:
+        in_dim = feature_dim(cfg.model.backbone, cfg.model.width)
         if h.rank > in_dim:
             raise ConfigError(f"head.rank: {h.rank} exceeds the {in_dim} features of "
                               f"{cfg.model.backbone} width {cfg.model.width}; choose 1..{in_dim}")
 
 
 def validate_method(cfg: Config) -> None:
-    m = cfg.method
-    if m.loss != "nt_xent" and m.name != "simclr":
-        raise ConfigError(f"method.loss: {m.loss} is a SimCLR loss; set method.name=simclr or "
-                          "method.loss=nt_xent")
-    keys_per_image = 2 if m.moco_symmetric else 1
-    keys_per_step = cfg.train.batch_size * keys_per_image
-    if m.name == "moco_v2" and m.queue_size < keys_per_step:
-        raise ConfigError(f"method.queue_size: {m.queue_size} is smaller than the {keys_per_step} keys "
-                          f"enqueued per step; set method.queue_size>={keys_per_step} or lower train.batch_size")
+    """The chosen method's own checks against the other sections, and against data.subset."""
+    METHODS.lookup(cfg.method.name).check(cfg.method.params, cfg)
     if cfg.data.subset is not None and (problem := data_size_problem(cfg, cfg.data.subset)):
         raise ConfigError(problem)
-    if sparsity_active(cfg.sparsity) and m.name == "directclr":
-        key, off = ("sparsity.lam", "sparsity.lam=0") if cfg.sparsity.lam > 0 else ("sparsity.mode", "sparsity.mode=penalty")
-        raise ConfigError(f"{key}: method.name=directclr has no projection head for SparseHead "
-                          f"(it ignores head.*); set {off} or choose another method.name")
 
 
 def data_size_problem(cfg: Config, num_images: int) -> Optional[str]:
     """What is wrong with training `cfg` on `num_images` images beyond the batch size (None: nothing).
     Checked on data.subset before any work, and on the loaded data set by the training loop."""
-    m = cfg.method
-    keys_per_image = 2 if m.moco_symmetric else 1
-    if m.name == "moco_v2" and m.queue_size >= num_images * keys_per_image:
-        return (f"method.queue_size: {m.queue_size} keys span all {num_images} training images, so older "
-                f"keys of an image would be its own negatives; set method.queue_size<{num_images * keys_per_image}")
-    return None
+    return METHODS.lookup(cfg.method.name).data_size_problem(cfg.method.params, num_images)
+
+
+def with_data_overrides(cfg: Config, texts: typing.Sequence[str]) -> Config:
+    """`cfg` with `--data KEY=VALUE` overrides of its data section (KEY or data.KEY), validated with
+    the paths checked: the one meaning of --data for evaluate and analyze."""
+    full = []
+    for text in texts:
+        if "=" not in text:
+            raise ConfigError(f"--data {text!r}: expected KEY=VALUE, e.g. --data root=/path/to/data")
+        key = text.split("=", 1)[0]
+        if "." in key and not key.startswith("data."):
+            raise ConfigError(f"--data {text!r}: only data.* keys can be changed, e.g. --data "
+                              "source=imagefolder root=/path/to/images")
+        full.append(text if key.startswith("data.") else f"data.{text}")
+    try:
+        return from_dict(merge(to_dict(cfg), full), check_paths=True)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (the run's saved data settings; change them with --data KEY=VALUE, "
+                          "e.g. --data root=/path/to/data)") from None
 
 
 def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    """Plain nested dicts (the layout of config.yaml): method as {name, its parameters}."""
+    out = {}
+    for f in dataclasses.fields(Config):
+        section = getattr(cfg, f.name)
+        out[f.name] = ({"name": section.name, **dataclasses.asdict(section.params)} if f.name == "method"
+                       else dataclasses.asdict(section))
+    return out
 
 
 def save(cfg: Config, path: str | os.PathLike) -> None:
@@ -519,18 +424,17 @@ def save(cfg: Config, path: str | os.PathLike) -> None:
 def describe() -> str:
     """Every key with its type, default and help: the body of `sparsehead pretrain --help`."""
     lines = []
+    hints = typing.get_type_hints(Config)
     for section in dataclasses.fields(Config):
-        cls = typing.get_type_hints(Config)[section.name]
         lines.append(f"{section.name}:")
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            allowed = _allowed(hints[f.name])
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            tp = hints[f.name]
-            optional = typing.get_origin(tp) is typing.Union
-            if optional:
-                tp = next(a for a in typing.get_args(tp) if a is not type(None))
-            kind = "|".join(map(str, allowed)) if allowed else getattr(tp, "__name__", str(tp))
-            kind += " or null" if optional else ""
-            lines.append(f"  {section.name}.{f.name} ({kind}, default {default}): {f.metadata['help']}")
+        if section.name != "method":
+            lines += options.describe_fields(hints[section.name], f"{section.name}.")
+            if section.name == "head":
+                lines.append("  head.kind values, with the head.* keys each reads: " + ", ".join(
+                    f"{name} ({' '.join(build.uses) or '-'})" for name, build in HEADS.items()))
+            continue
+        lines.append(f"  method.name ({'|'.join(METHODS)}, default {MethodConfig.name}): self-supervised "
+                     "method; the method.<key> lines below are the parameters of the method in brackets")
+        for name, cls in METHODS.items():
+            lines += options.describe_fields(cls.Params, "method.", f" [{name}]")
     return "\n".join(lines)

@@ -14,13 +14,14 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint, config
+from .errors import SparseheadError
 from .io import atomic_write, atomic_write_json
 from .models.backbones import build_backbone
 
 SUFFIXES = (".pt", ".safetensors")
 
 
-class ExportError(ValueError):
+class ExportError(SparseheadError, ValueError):
     """An export that cannot be written as asked."""
 
 

@@ -13,10 +13,12 @@ import warnings
 import torch
 import torch.nn as nn
 
+from .errors import SparseheadError
+
 KILL_ENV = "SPARSEHEAD_TEST_SIGKILL"  # "step:K" or "checkpoint:K", for tests only
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(SparseheadError, RuntimeError):
     """The run met a NaN/Inf and stopped; the message names the step and the fix."""
 
 

@@ -1,4 +1,4 @@
-"""Self-supervised losses as plain functions (SPEC section 2), each a mean over the batch.
+"""Self-supervised losses as plain functions (formulas: docs/references.md, losses), each a mean over the batch.
 
 Under DDP they gather across processes themselves, with gradients, so the same call gives the
 single-process loss on the concatenated batch.
@@ -41,7 +41,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
 @float32_loss
 def huang_infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
                   lam: float = 1.0) -> torch.Tensor:
-    """Huang et al.'s revised InfoNCE (papers/002): ||f(x1) - f(x2)||^2 + lambda * log sum_i
+    """Huang et al.'s revised InfoNCE (Huang et al. 2023): ||f(x1) - f(x2)||^2 + lambda * log sum_i
     exp(f(x1)^T f(x_i^-) / tau), f L2-normalised as in the paper's analysis (||f|| = 1).
 
     The negatives x_i^- are augmented views of OTHER images (x' != x): for each anchor, both views
@@ -143,7 +143,7 @@ def _cross_view_nce(anchors: torch.Tensor, others: torch.Tensor, temperature: fl
 
 @float32_loss
 def directclr_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """DirectCLR's InfoNCE (papers/003, official code): (nce(z1, z2) + nce(z2, z1)) / 2 on the
+    """DirectCLR's InfoNCE (Jing et al. 2022, official code): (nce(z1, z2) + nce(z2, z1)) / 2 on the
     L2-normalised sub-vectors, with only cross-view logits."""
     z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     return (_cross_view_nce(z1, z2, temperature) + _cross_view_nce(z2, z1, temperature)) / 2

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from .io import atomic_write_text
+from .rundir import RunDir
 
 
 class MetricLogger:
@@ -12,7 +13,7 @@ class MetricLogger:
         """start_step: the step a run (re)starts from; records logged after it by an interrupted
         earlier attempt are dropped, so a resumed run's metrics read as one unbroken run."""
         self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = RunDir(run_dir).metrics_path
         self.writer = None
         if enabled and self.path.is_file():
             kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
@@ -20,7 +21,7 @@ class MetricLogger:
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=start_step + 1)
+                self.writer = SummaryWriter(str(RunDir(run_dir).tensorboard_dir), purge_step=start_step + 1)
             except ImportError:  # the optional extra is not installed
                 self.writer = None
 
@@ -41,7 +42,7 @@ class MetricLogger:
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The records of a run's metrics.jsonl (a torn last line from a killed run is ignored)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunDir(run_dir).metrics_path
     records = []
     if path.is_file():
         for line in path.read_text().splitlines():

@@ -16,10 +16,9 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import yaml
-
 from . import checkpoint, config, distributed as dist
 from .checkpoint import CheckpointError
+from .rundir import SCHEMA, RunDir
 
 # Keys that do not change what a run computes (or only where it runs); resuming may change them.
 RESUME_MAY_DIFFER = {
@@ -118,8 +117,10 @@ def check_data_position(state: dict, dataset_size: int, steps_per_epoch: int, fo
 
 # --- the config a run folder is resumed with --------------------------------------------------
 
-def config_differences(saved: dict, current: config.Config) -> list[tuple[str, Any, Any]]:
-    """(key, value in the run, value now) for every config key that differs."""
+def config_differences(saved: dict, current: config.Config, schema: int = SCHEMA) -> list[tuple[str, Any, Any]]:
+    """(key, value in the run, value now) for every config key that differs (`saved` written with
+    run-folder schema `schema`)."""
+    saved = config.migrate(saved, schema)
     try:  # keys added to sparsehead since the run was made take their defaults
         saved = config.to_dict(config.from_dict(saved, check_paths=False))
     except config.ConfigError:
@@ -135,8 +136,9 @@ def _listing(diffs) -> str:
     return "\n".join(f"  {key}: {old!r} in the run, {new!r} now" for key, old, new in diffs)
 
 
-def _check_config(saved: dict, cfg: config.Config, force: bool, run_dir: Path, report: bool) -> None:
-    diffs = config_differences(saved, cfg)
+def _check_config(saved: dict, cfg: config.Config, force: bool, run_dir: Path, report: bool,
+                  schema: int) -> None:
+    diffs = config_differences(saved, cfg, schema)
     blocking = [d for d in diffs if d[0] not in RESUME_MAY_DIFFER]
     if blocking and not force:
         raise CheckpointError(
@@ -166,19 +168,19 @@ def resume_point(run_dir: Path, cfg: config.Config, force: bool = False) -> Opti
     if state.get("format") != checkpoint.FORMAT:
         raise CheckpointError(f"{path} has checkpoint format {state.get('format')}, this sparsehead resumes "
                               f"format {checkpoint.FORMAT}; resume it with the sparsehead version that wrote it")
-    _check_config(state["config"], cfg, force, run_dir, report=True)
+    _check_config(state["config"], cfg, force, run_dir, report=True, schema=state.get("schema", 1))
     return path, state
 
 
 def resume_config(run_dir: str | Path, overrides: list[str], force: bool = False) -> config.Config:
     """The config of `sparsehead pretrain --resume RUN_DIR`: the run's own, plus overrides of keys
     that may change on resume (any other key only with force)."""
-    run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    run = RunDir(run_dir)
+    if not run.is_run():
         raise CheckpointError(f"{run_dir} is not a run folder (it has no config.yaml); give a folder a "
                               "pretraining run wrote: it holds config.yaml and checkpoints/")
-    saved = yaml.safe_load(path.read_text()) or {}
+    schema = run.schema
+    saved = config.migrate(run.read_config_dict(), schema)
     cfg = config.from_dict(config.merge(saved, overrides))
-    _check_config(saved, cfg, force, run_dir, report=False)  # pretrain reports against the checkpoint
+    _check_config(saved, cfg, force, run.path, report=False, schema=SCHEMA)  # pretrain reports against the checkpoint
     return cfg

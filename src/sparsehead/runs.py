@@ -11,6 +11,7 @@ from . import checkpoint, config
 from .data.views import ViewGenerator
 from .methods import Method, build_method
 from .models.backbones import build_backbone
+from .rundir import RunDir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,10 +49,9 @@ def load_trained(path_or_run: str | Path, device: torch.device | str = "cpu") ->
     """A run's model (eval mode) from a checkpoint file or the newest checkpoint of a run folder."""
     path = checkpoint.find(path_or_run)
     state = checkpoint.load(path)
-    cfg = config.from_dict(state["config"], check_paths=False)
+    cfg = config.from_saved(state["config"], state.get("schema", 1))
     method = build_model(cfg)
     method.load_state_dict(state["model"])
     method.to(device).eval()
     views = ViewGenerator(cfg.augment, cfg.data.image_size, state["data_mean"], state["data_std"])
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return TrainedRun(cfg, method, views, path, run_dir, state)
+    return TrainedRun(cfg, method, views, path, RunDir.of_checkpoint(path).path, state)

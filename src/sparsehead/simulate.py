@@ -1,6 +1,6 @@
-"""Toy experiments of the papers, small enough for a CPU in seconds (SPEC section 6).
+"""Toy experiments of the papers, small enough for a CPU in seconds (formulas: docs/references.md, diagnostics).
 
-collapse (papers/003, Jing et al., Fig. 3 and Fig. 6): a linear model z = W x, or z = W2 W1 x, trained
+collapse (Jing et al. 2022, Jing et al., Fig. 3 and Fig. 6): a linear model z = W x, or z = W2 W1 x, trained
 with the InfoNCE loss of the paper's Eq. 2 on isotropic Gaussian inputs; the positive view adds
 Gaussian noise with covariance blockdiag(0, k I) (noise on the last `block` coordinates only).
   - one layer, several amplitudes k: strong augmentation makes singular values of W vanish (Fig. 3);
@@ -9,7 +9,7 @@ Gaussian noise with covariance blockdiag(0, k I) (noise on the last `block` coor
 The paper states neither learning rate, steps, batch size nor initialisation; the choices here
 (ToySetup defaults) are stated in every output JSON.
 
-minmax (papers/000, Eq. 9 and Lemma 5.7): the min-max distance ratio of i.i.d. points falls towards 0
+minmax (Song et al. 2023, Eq. 9 and Lemma 5.7): the min-max distance ratio of i.i.d. points falls towards 0
 as the dimension grows; a column-sparse projection (few input features used) keeps it higher
 than a dense one.
 """
@@ -39,7 +39,7 @@ class ToySetup:
 
 
 def infonce_distance(z: torch.Tensor, z_pos: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """papers/003 Eq. 2, averaged over anchors (batched over leading dims):
+    """Jing et al. 2022 Eq. 2, averaged over anchors (batched over leading dims):
     -log exp(-|z_i - z_i'|^2 / 2tau) / (sum_{j != i} exp(-|z_i - z_j|^2 / 2tau) + exp(-|z_i - z_i'|^2 / 2tau)),
     the negatives z_j being the other samples of the anchor's own branch."""
     n = z.shape[-2]
@@ -102,7 +102,7 @@ def train_linear(amplitudes: Sequence[float], layers: int, init_singular_values:
 
 def strong_augmentation(amplitudes: Sequence[float] = (0.0, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0),
                         setup: ToySetup = ToySetup()) -> dict:
-    """papers/003 Fig. 3: one 16x16 linear layer, orthogonal init (W(0)^T W(0) = I as in the
+    """Jing et al. 2022 Fig. 3: one 16x16 linear layer, orthogonal init (W(0)^T W(0) = I as in the
     paper's proof), for each augmentation amplitude k."""
     result = train_linear(amplitudes, 1, torch.ones(setup.dim), setup)
     final = result["W1"][:, -1]
@@ -113,7 +113,7 @@ def strong_augmentation(amplitudes: Sequence[float] = (0.0, 0.1, 0.5, 1.0, 2.0, 
 
 
 def two_layer(amplitude: float = 0.1, init_scale: float = 0.5, setup: ToySetup = ToySetup(steps=2000)) -> dict:
-    """papers/003 Fig. 6: z = W2 W1 x with weak augmentation. Each W_l starts as U diag(s) V^T with
+    """Jing et al. 2022 Fig. 6: z = W2 W1 x with weak augmentation. Each W_l starts as U diag(s) V^T with
     distinct singular values s = init_scale x logspace(0, -1, dim) (the paper initialises with
     non-degenerate singular values). The embedding covariance is W2 W1 (W2 W1)^T, exact for
     N(0, I) inputs; its eigenvalues are the squared singular values of the product."""
@@ -140,7 +140,7 @@ def run_collapse(out_dir: str | Path, setup: ToySetup = ToySetup(),
         amplitudes, np.asarray(single["final_singular_values"]), single["steps"],
         np.asarray(single["singular_values"][strongest]), amplitudes[strongest],
         f"one {setup.dim}x{setup.dim} linear layer, InfoNCE, noise blockdiag(0, kI) on {setup.block} "
-        f"coordinates (papers/003 Fig. 3)")
+        f"coordinates (Jing et al. 2022 Fig. 3)")
     plots.save_png(fig, out / "collapse_strong_augmentation.png")
     steps = np.asarray(two["steps"])
     fig = plots.evolution_figure(
@@ -148,7 +148,7 @@ def run_collapse(out_dir: str | Path, setup: ToySetup = ToySetup(),
          ("W2", "singular value (log scale)", steps, np.asarray(two["W2"])),
          ("embedding covariance W2W1(W2W1)^T", "eigenvalue (log scale)", steps,
           np.asarray(two["embedding_covariance"]))],
-        f"two-layer linear model W2 W1, weak augmentation k = {two['amplitude']:g} (papers/003 Fig. 6)")
+        f"two-layer linear model W2 W1, weak augmentation k = {two['amplitude']:g} (Jing et al. 2022 Fig. 6)")
     plots.save_png(fig, out / "collapse_two_layer.png")
     result = {"strong_augmentation": single, "two_layer": two}
     atomic_write_json(out / "collapse.json", result)
@@ -196,7 +196,7 @@ def run_minmax(out_dir: str | Path, samples: int = 1000, seed: int = 0) -> dict:
          "mean min-max ratio (Eq. 9)",
          [("column-sparse W", proj["supports"], proj["sparse"]),
           ("dense W (all columns)", [proj["supports"][0], proj["supports"][-1]], [proj["dense"]] * 2)]),
-    ], f"min-max distance ratio, {samples} samples (papers/000 Eq. 9)")
+    ], f"min-max distance ratio, {samples} samples (Song et al. 2023 Eq. 9)")
     plots.save_png(fig, out / "minmax.png")
     result = {"iid": iid, "projection": proj}
     atomic_write_json(out / "minmax.json", result)

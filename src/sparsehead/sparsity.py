@@ -1,4 +1,4 @@
-"""SparseHead: the L2,1 penalty on a projection head and its sparsity statistics (SPEC section 1).
+"""SparseHead: the L2,1 penalty on a projection head and its sparsity statistics (formulas: docs/references.md, SparseHead).
 
 Groups are the COLUMNS of an nn.Linear weight (shape out x in): one group per input feature,
 so a zero column means the layer ignores that input. `weight.norm(dim=1)` would prune output
@@ -13,6 +13,12 @@ import torch
 import torch.nn as nn
 
 from .models.heads import linear_layers
+
+
+def sparsity_active(cfg) -> bool:
+    """Whether SparseHead acts on the head at all (a `sparsity` config section): a penalty, a
+    proximal step or pruning."""
+    return cfg.lam > 0 or cfg.mode == "prune"
 
 
 def column_norms(weight: torch.Tensor) -> torch.Tensor:
@@ -187,3 +193,18 @@ def adapted_lambda(lam: float, support_frac: float, cfg) -> float:
     """One multiplicative controller step: more columns kept than the target -> larger lambda."""
     lam = lam * math.exp(cfg.adapt_gain * (support_frac - cfg.target_support))
     return min(max(lam, cfg.lam / cfg.lam_range), cfg.lam * cfg.lam_range)
+
+
+def head_sparsity(head: nn.Module, which: str = "last", threshold: float = 1e-3) -> list[dict]:
+    """For each linear layer SparseHead acts on (`which` as sparsity.layers): its column norms
+    (one per input feature, descending), the support size at `threshold` x the largest norm, and
+    the L2,1 norm (the analysis report's view of the head; sparsity_logs is the training log's).
+    An identity head has none."""
+    out = []
+    for layer in penalized_layers(head, which):
+        w = layer.weight.detach().float().cpu()
+        support = support_size(w, threshold)
+        out.append({"shape": list(w.shape), "support": support, "support_frac": support / w.shape[1],
+                    "support_threshold": threshold, "l21": l21_norm(w).item(),
+                    "column_norms": column_norms(w).sort(descending=True).values.tolist()})
+    return out

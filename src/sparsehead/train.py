@@ -17,20 +17,20 @@ from . import checkpoint, config, distributed as dist, resume
 from .config import Config
 from .data import datasets
 from .data.views import ViewGenerator
-from .evaluate.features import extract
-from .evaluate.knn import knn_accuracy
-from .evaluate.online import OnlineMonitor
+from .errors import SparseheadError
 from .faults import NonFiniteGuard, sigkill_point
-from .io import atomic_write_json
 from .metrics_log import MetricLogger
 from .optim import build_optimizer, warmup_cosine
 from .precision import autocast, grad_scaler, resolve_precision
+from .rundir import SCHEMA, RunDir
 from .runs import build_model, default_run_name, resolve_device
 from .sparsity import SparseHeadRegularizer
 from .sync_batchnorm import convert_sync_batchnorm
+from .train_monitors import OnlineMonitor, knn_summary
+from .train_state import TrainState
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SparseheadError, RuntimeError):
     """A run that cannot go on (bad data size, non-finite loss), with the step and the fix."""
 
 
@@ -93,44 +93,38 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
                               cfg.optim.min_lr_ratio)
     sparse_head = SparseHeadRegularizer(cfg.sparsity, method.sparse_head(), total_steps)
     guard = NonFiniteGuard(cfg.train, method, run_dir)
-    monitor = OnlineMonitor(cfg.eval, method, len(data.classes), device,
+    monitor = OnlineMonitor(cfg.eval, method.backbone.feature_dim, len(data.classes), device,
                             knn=lambda: knn_summary(method, cfg, views, device) if dist.is_main() else {})
     augment_rng = torch.Generator(device=device)
     augment_rng.manual_seed(cfg.train.seed * 1_000_003 + rank)  # per-rank views, reproducible
+    state = TrainState(method, optimizer, scheduler, scaler, guard, sparse_head, augment_rng)
 
     # --- resume exactly: weights, optimiser, schedule, every random state, the data position ------
-    step = 0
     if resumed is not None:
-        path, state = resumed
-        resume.check_data_position(state, len(data), steps_per_epoch, force)
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        resume.restore_rng(state["rng"], augment_rng)
-        guard.load_state_dict(state["nonfinite"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if "sparsity" in state:  # lambda, step count, pruning masks; absent from older checkpoints
-            sparse_head.load_state_dict(state["sparsity"])
-        step = state["step"]
+        path, saved = resumed
+        resume.check_data_position(saved, len(data), steps_per_epoch, force)
+        state.load_state_dict(saved)
         if dist.is_main():
-            print(f"resuming {run_dir} from {path.name} (step {step})", file=sys.stderr)
+            print(f"resuming {run_dir} from {path.name} (step {state.step})", file=sys.stderr)
     if dist.is_main():
         checkpoint.check_free_space(run_dir, method)
-        config.save(cfg, run_dir / "config.yaml")
+        RunDir(run_dir).write_config(cfg)
+    step = state.step
     logger = MetricLogger(run_dir, enabled=dist.is_main(), start_step=step)
+    saved_at = None  # the step of the last checkpoint this process wrote
 
     def save_checkpoint():
+        nonlocal saved_at
         guard.check_parameters(step)
-        rng = resume.gather_rng(resume.capture_rng(augment_rng))  # a collective: every rank takes part
+        state.step = step
+        entries = state.state_dict()  # a collective: every rank takes part
+        saved_at = step
         if not dist.is_main():
             return
         checkpoint.save(run_dir, {
-            "model": method.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "step": step, "epoch": step // steps_per_epoch,
-            "rng": rng, "data_position": resume.data_position(step, steps_per_epoch, len(data)),
-            "nonfinite": guard.state_dict(), "scaler": scaler.state_dict(), "sparsity": sparse_head.state_dict(),
-            "config": config.to_dict(cfg),
+            **entries, "epoch": step // steps_per_epoch,
+            "data_position": resume.data_position(step, steps_per_epoch, len(data)),
+            "config": config.to_dict(cfg), "schema": SCHEMA,
             "data_mean": mean, "data_std": std}, step, keep=cfg.train.keep_checkpoints)
 
     # --- the loop ------------------------------------------------------------------------------
@@ -147,8 +141,8 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
             guard.begin()
             x1, x2 = views(images[idx].to(device, non_blocking=True), augment_rng)
             with autocast(precision, device):  # the losses themselves run in float32
-                ssl_loss, logs = model(x1, x2)
-            monitor.update(data.labels[idx])
+                ssl_loss, logs, r = model(x1, x2)
+            monitor.update(data.labels[idx], r)
             pen = sparse_head.loss()
             loss = ssl_loss + pen
             optimizer.zero_grad(set_to_none=True)
@@ -178,29 +172,16 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
             if step >= last_step:
                 break
     bar.close()
-    save_checkpoint()
+    if saved_at != step:  # the loop's last checkpoint_every save may already be this step's
+        save_checkpoint()
 
     # --- k-NN of the frozen backbone (the paper's k = 5 vote and the k = 200 monitor) ----------
     summary = {"run_dir": str(run_dir), "steps": step}
     if dist.is_main():
         summary.update(knn_summary(method, cfg, views, device))
-        atomic_write_json(run_dir / "results.json", summary)
+        RunDir(run_dir).write_results(summary)
         logger.log({"step": step, **{k: v for k, v in summary.items() if k.startswith("knn")}})
     logger.close()
     dist.cleanup()
     return summary
 
-
-def knn_summary(method, cfg: Config, views: ViewGenerator, device) -> dict:
-    train = datasets.load(cfg.data, "train")
-    test = datasets.load(cfg.data, "test")
-    r_train, _ = extract(method, train, views, device)
-    r_test, _ = extract(method, test, views, device)
-    k = cfg.eval.knn_k
-    return {
-        f"knn{k}_top1": knn_accuracy(r_train, train.labels, r_test, test.labels, k,
-                                     batch_size=cfg.eval.knn_batch_size),
-        "knn200_weighted_top1": knn_accuracy(r_train, train.labels, r_test, test.labels,
-                                             min(200, len(train)), temperature=0.1,
-                                             batch_size=cfg.eval.knn_batch_size),
-    }

@@ -10,9 +10,9 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from .. import sparsity
+from ..evaluate.ncc import class_centres, ncc_classify
+from ..sparsity import head_sparsity  # noqa: F401 - re-exported with the diagnostics
 from .spectrum import (COLLAPSE_THRESHOLD, Features, as_features, collapsed_dimensions, column_mean,
                        eigenvalues, entropy_rank, l2_normalize, power_law_exponent, second_moment,
                        singular_values_from_moment)
@@ -33,7 +33,7 @@ def _squared_distances(q: torch.Tensor, x: torch.Tensor, x_sq: torch.Tensor) -> 
 
 def min_max_ratio(x: Features, normalize: bool = False, max_queries: Optional[int] = None, seed: int = 0,
                   block_elements: int = PAIR_BLOCK_ELEMENTS) -> float:
-    """papers/000 Eq. 9 averaged over queries: for each query z, (max_i ||z - z_i|| - min_i ||z - z_i||)
+    """Song et al. 2023 Eq. 9 averaged over queries: for each query z, (max_i ||z - z_i|| - min_i ||z - z_i||)
     / min_i ||z - z_i|| over all OTHER samples z_i.
 
     normalize=True L2-normalises the rows first. max_queries draws that many queries at random
@@ -84,24 +84,23 @@ def uniformity(x: Features, t: float = 2.0, block_elements: int = PAIR_BLOCK_ELE
     return math.log(total / (n * (n - 1)))
 
 
-# --- class centres (papers/002, Huang et al.) -----------------------------------------------------
+# --- class centres (Huang et al. 2023, Huang et al.) -----------------------------------------------------
 
-def class_centres(x: Features, labels) -> tuple[np.ndarray, torch.Tensor]:
-    """(class ids, mu) with mu_k the mean of the L2-normalised features of class k (norm r = 1).
-    Samples labelled -1 (unlabelled) are left out."""
+def normalized_centres(x: Features, labels) -> tuple[np.ndarray, torch.Tensor]:
+    """(class ids, mu) with mu_k the mean of the L2-normalised features of class k (norm r = 1),
+    by evaluate.ncc.class_centres; samples labelled -1 (unlabelled) are left out."""
     x = l2_normalize(as_features(x).to(torch.float64))
     labels = torch.as_tensor(np.asarray(labels), device=x.device).long()
     if labels.shape != (x.shape[0],):
         raise ValueError(f"labels must be one per sample ({x.shape[0]}), got shape {tuple(labels.shape)}")
-    classes = torch.unique(labels[labels >= 0])
-    mu = torch.stack([x[labels == c].mean(0) for c in classes]) if len(classes) else x[:0]
+    classes, mu = class_centres(x, labels)
     return classes.cpu().numpy(), mu
 
 
 def centre_divergence(x: Features, labels) -> float:
     """max_{k != l} mu_k^T mu_l over class centres of normalised features (smaller: classes further
-    apart; papers/002's divergence condition)."""
-    _, mu = class_centres(x, labels)
+    apart; Huang et al. 2023's divergence condition)."""
+    _, mu = normalized_centres(x, labels)
     if len(mu) < 2:
         return float("nan")
     gram = mu @ mu.T
@@ -111,43 +110,32 @@ def centre_divergence(x: Features, labels) -> float:
 def delta_mu(x: Features, labels) -> float:
     """Delta_mu = 1 - min_k ||mu_k||^2 / r^2 with r = 1 (normalised features): 0 when every class
     sits on one point, towards 1 when some class is spread over the sphere."""
-    _, mu = class_centres(x, labels)
+    _, mu = normalized_centres(x, labels)
     if len(mu) == 0:
         return float("nan")
     return 1.0 - mu.pow(2).sum(1).min().item()
 
 
 def nearest_centre_accuracy(x: Features, labels, train_x: Optional[Features] = None, train_labels=None) -> float:
-    """Accuracy of argmin_k ||f(x) - mu_k|| on normalised features. The centres come from
-    (train_x, train_labels) when given, else from (x, labels) themselves (an in-sample measure)."""
+    """Accuracy of argmin_k ||f(x) - mu_k|| on normalised features (evaluate.ncc.ncc_classify). The
+    centres come from (train_x, train_labels) when given, else from (x, labels) themselves (an
+    in-sample measure). Samples labelled -1 are left out."""
     if (train_x is None) != (train_labels is None):
         raise ValueError("give both train_x and train_labels, or neither")
-    classes, mu = class_centres(train_x, train_labels) if train_x is not None else class_centres(x, labels)
-    if len(mu) == 0:
-        return float("nan")
-    feats = l2_normalize(as_features(x).to(torch.float64))
+    if train_x is None:
+        train_x, train_labels = x, labels
+    feats = as_features(x).to(torch.float64)
     labels = torch.as_tensor(np.asarray(labels)).long()
+    train = as_features(train_x).to(torch.float64)
+    train_y = torch.as_tensor(np.asarray(train_labels)).long()
+    if not (train_y >= 0).any():
+        return float("nan")
     keep = labels >= 0
-    pred = torch.as_tensor(classes)[torch.cdist(feats.to(mu.device), mu).argmin(1).cpu()]
+    pred = ncc_classify(train, train_y, feats, normalize=True).cpu()
     return (pred[keep] == labels[keep]).double().mean().item()
 
 
 # --- the projection head -------------------------------------------------------------------------
-
-def head_sparsity(head: nn.Module, which: str = "last", threshold: float = 1e-3) -> list[dict]:
-    """For each linear layer SparseHead acts on (`which` as sparsity.layers): its column norms
-    (one per input feature, descending), the support size at `threshold` x the largest norm, and
-    the L2,1 norm. An identity head has none."""
-    out = []
-    for layer in sparsity.penalized_layers(head, which):
-        w = layer.weight.detach().float().cpu()
-        norms = sparsity.column_norms(w)
-        support = sparsity.support_size(w, threshold)
-        out.append({"shape": list(w.shape), "support": support, "support_frac": support / w.shape[1],
-                    "support_threshold": threshold, "l21": sparsity.l21_norm(w).item(),
-                    "column_norms": norms.sort(descending=True).values.tolist()})
-    return out
-
 
 # --- everything at once -----------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def log_safe(values: Sequence[float], floor_ratio: float = 1e-16) -> np.ndarray:
 
 
 def spectra_figure(panels: Sequence[tuple[str, Sequence[Curve]]], title: str) -> Figure:
-    """One panel per (panel title, curves): sorted eigenvalues on a log axis, as papers/000 Fig. 1/3."""
+    """One panel per (panel title, curves): sorted eigenvalues on a log axis, as Song et al. 2023 Fig. 1/3."""
     fig = Figure(figsize=(5.2 * len(panels), 4.0))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel_title, curves) in zip(axes, panels):
@@ -144,7 +144,7 @@ def lines_figure(panels: Sequence[tuple[str, str, str, Sequence[tuple[str, Seque
 
 def amplitude_figure(amplitudes: Sequence[float], final: np.ndarray, steps: Sequence[int], history: np.ndarray,
                      shown_amplitude: float, title: str) -> Figure:
-    """Left: final singular values of W per amplitude (papers/003 Fig. 3); right: one run's
+    """Left: final singular values of W per amplitude (Jing et al. 2022 Fig. 3); right: one run's
     singular values over training."""
     fig = Figure(figsize=(10.4, 4.0))
     left, right = fig.subplots(1, 2)

@@ -14,12 +14,27 @@ import numpy as np
 import torch
 
 from .. import config
+from ..errors import SparseheadError
 from ..io import atomic_write_json, atomic_write_text
+from ..options import opt
+from ..rundir import RunDir
 from . import plots
-from .metrics import diagnostics, head_sparsity, spectral_summary
+from ..sparsity import head_sparsity
+from .metrics import diagnostics, spectral_summary
 
 
-class AnalysisError(ValueError):
+@dataclass
+class AnalyzeOptions:
+    """The flags of `sparsehead analyze` (besides the targets and --data)."""
+    compare: bool = opt(False, "overlay the spectra of several runs (needs --out)")
+    features: Optional[str] = opt(None, "analyse an (N, d) .npy array of embeddings from any model")
+    labels: Optional[str] = opt(None, "(N,) integer labels .npy for --features (class-centre metrics)")
+    out: Optional[str] = opt(None, "output folder (default: RUN/analysis, or FILE-analysis)")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = opt(0, "seed of the augmented views and of subsampling")
+
+
+class AnalysisError(SparseheadError, ValueError):
     """Input the analysis cannot use (a features file of the wrong shape, missing options), and the fix."""
 
 
@@ -34,12 +49,12 @@ METRIC_HELP = {
     "alpha_req": "alpha-ReQ: power-law decay exponent of the eigenspectrum (fitted on log-log)",
     "alpha_req_fit_ranks": "eigenvalue ranks the alpha-ReQ fit used",
     "pairwise_samples": "rows used for the min-max ratio and uniformity",
-    "min_max_ratio": "papers/000 Eq. 9, (max - min) / min distance to the other samples, mean over queries",
+    "min_max_ratio": "Song et al. 2023 Eq. 9, (max - min) / min distance to the other samples, mean over queries",
     "min_max_ratio_normalized": "the same on L2-normalised features",
     "uniformity": "Wang & Isola uniformity, log mean exp(-2 ||x_i - x_j||^2) (lower = more uniform)",
     "alignment": "Wang & Isola alignment, mean ||f(view1) - f(view2)||^2 on normalised features (lower = better)",
-    "centre_divergence": "papers/002 divergence: max over class pairs of mu_k . mu_l (lower = centres further apart)",
-    "delta_mu": "papers/002 Delta_mu = 1 - min_k ||mu_k||^2 (0 = every class on one point)",
+    "centre_divergence": "Huang et al. 2023 divergence: max over class pairs of mu_k . mu_l (lower = centres further apart)",
+    "delta_mu": "Huang et al. 2023 Delta_mu = 1 - min_k ||mu_k||^2 (0 = every class on one point)",
     "nearest_centre_accuracy": "nearest class-centre classifier accuracy (centres from these same features)",
     "collapse_threshold": "relative eigenvalue threshold for a collapsed dimension",
 }
@@ -60,19 +75,6 @@ class RunFeatures:
     z: torch.Tensor
     views: dict = field(default_factory=dict)  # {"r": (r1, r2), "z": (z1, z2)} of two augmented views
     head: list = field(default_factory=list)
-
-
-def with_data_overrides(cfg: config.Config, overrides: Sequence[str]) -> config.Config:
-    """The run's config with data.* overridden (`root=...` or `data.root=...`), paths checked."""
-    texts = [o if o.startswith("data.") else f"data.{o}" for o in overrides]
-    for text in texts:
-        if "=" not in text:
-            raise AnalysisError(f"--data {text[5:]!r}: expected KEY=VALUE, e.g. --data root=/path/to/cifar10")
-    try:
-        return config.from_dict(config.merge(config.to_dict(cfg), texts), check_paths=True)
-    except config.ConfigError as err:
-        raise config.ConfigError(f"{err} (the run's saved data settings; change them with "
-                                 "--data KEY=VALUE, e.g. --data root=/path/to/data)") from None
 
 
 @torch.no_grad()
@@ -99,7 +101,7 @@ def run_features(path: str | Path, data_overrides: Sequence[str] = (), device: s
     from ..runs import load_trained, resolve_device
     dev = resolve_device(device)
     trained = load_trained(path, dev)
-    cfg = with_data_overrides(trained.cfg, data_overrides)
+    cfg = config.with_data_overrides(trained.cfg, data_overrides)
     test = datasets.load(cfg.data, "test")
     r, z = extract(trained.method, test, trained.views, dev)
     pairs = view_features(trained.method, test, trained.views, dev, seed) if with_views else {}
@@ -120,7 +122,7 @@ def analyze_run(path: str | Path, out_dir: Optional[str | Path] = None, data_ove
     spectra.png, head_columns.png, training_curves.png and report.html. Returns out_dir."""
     from ..metrics_log import read_metrics
     feats = run_features(path, data_overrides, device, seed=seed)
-    out = Path(out_dir) if out_dir else feats.run_dir / "analysis"
+    out = Path(out_dir) if out_dir else RunDir(feats.run_dir).analysis_dir
     labels = feats.labels if (feats.labels >= 0).any() else None
     results = {
         "run_dir": str(feats.run_dir), "checkpoint": str(feats.checkpoint), "step": feats.step,
@@ -132,7 +134,7 @@ def analyze_run(path: str | Path, out_dir: Optional[str | Path] = None, data_ove
     }
     figures = [("spectra.png", spectra_of_run(results, feats.description),
                 "Eigenvalue spectra of the test-set covariance of the representation r and the embedding z "
-                "(as papers/000 Fig. 3): left on raw features, right on L2-normalised ones. A drop by many "
+                "(as Song et al. 2023 Fig. 3): left on raw features, right on L2-normalised ones. A drop by many "
                 "orders of magnitude marks collapsed dimensions.")]
     if feats.head:
         figures.append(("head_columns.png",
@@ -188,7 +190,7 @@ def compare_runs(paths: Sequence[str | Path], out_dir: str | Path, data_override
          plots.spectra_figure([("representation r", raw_panels["r"]), ("embedding z", raw_panels["z"])],
                               "eigenvalue spectra of the test-set covariance (raw features)"),
          "Eigenvalue spectra of the representation r (left) and the embedding z (right) of each run, "
-         "overlaid (as papers/000 Fig. 1 and 3), raw features."),
+         "overlaid (as Song et al. 2023 Fig. 1 and 3), raw features."),
         ("spectra_compare_normalized.png",
          plots.spectra_figure([("representation r", norm_panels["r"]), ("embedding z", norm_panels["z"])],
                               "eigenvalue spectra of the test-set covariance (L2-normalised features)"),

@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError, DataConfig
+from ..errors import SparseheadError
 from ..io import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-class DataError(RuntimeError):
+class DataError(SparseheadError, RuntimeError):
     """A data set that cannot be used, with what to do about it."""
 
 

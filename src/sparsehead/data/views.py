@@ -7,58 +7,15 @@ sub-batch whose random order puts an op at a given position, blur is one grouped
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from ..config import AugmentConfig
+from ..augment import OPS_OFF, RECIPES, AugmentConfig, inactive_ops, is_active, resolve_recipe  # noqa: F401
 
-# Named recipes (SPEC section 4): values that override the config's augment.* fields.
-RECIPES = {
-    "simclr": {},
-    "byol": {"blur_p": [1.0, 0.1], "solarize_p": [0.0, 0.2]},
-    "none": {"crop_scale_min": 1.0, "crop_scale_max": 1.0, "flip_p": 0.0, "jitter_p": 0.0,
-             "grayscale_p": 0.0, "blur_p": [0.0, 0.0], "solarize_p": [0.0, 0.0]},
-}
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
-
-
-# augment.ops (papers/002's ablations): the settings that switch each op off.
-OPS_OFF = {
-    "crop": {"crop_scale_min": 1.0, "crop_scale_max": 1.0},  # the whole image, only resized
-    "blur": {"blur_p": [0.0, 0.0]},
-    "color_drop": {"grayscale_p": 0.0},
-    "color_distort": {"jitter_p": 0.0},
-    "flip": {"flip_p": 0.0},
-    "solarize": {"solarize_p": [0.0, 0.0]},
-}
-
-
-def is_active(cfg: AugmentConfig, op: str) -> bool:
-    return {"crop": cfg.crop_scale_min < 1.0,
-            "blur": max(cfg.blur_p) > 0,
-            "color_drop": cfg.grayscale_p > 0,
-            "color_distort": cfg.jitter_p > 0 and cfg.color_strength > 0,
-            "flip": cfg.flip_p > 0,
-            "solarize": max(cfg.solarize_p) > 0}[op]
-
-
-def resolve_recipe(cfg: AugmentConfig) -> AugmentConfig:
-    """The recipe's values over the config's, then every op not in augment.ops switched off."""
-    cfg = dataclasses.replace(cfg, **RECIPES[cfg.recipe])
-    for op in OPS_OFF if cfg.ops is not None else ():
-        if op not in cfg.ops:
-            cfg = dataclasses.replace(cfg, **OPS_OFF[op])
-    return cfg
-
-
-def inactive_ops(cfg: AugmentConfig) -> list[str]:
-    """Ops listed in augment.ops that the recipe and settings leave switched off (a config error)."""
-    resolved = resolve_recipe(cfg)
-    return [op for op in cfg.ops or () if not is_active(resolved, op)]
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:

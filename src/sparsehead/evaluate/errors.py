@@ -1,5 +1,6 @@
 """The error every evaluation raises for input it cannot use; the CLI prints it and exits 2."""
+from ..errors import SparseheadError
 
 
-class EvaluationError(ValueError):
+class EvaluationError(SparseheadError, ValueError):
     """An evaluation that cannot run as asked (incompatible data, k too large, ...), with the fix."""

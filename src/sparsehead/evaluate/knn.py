@@ -1,4 +1,4 @@
-"""k-nearest-neighbour classification on cosine similarity (SPEC section 5).
+"""k-nearest-neighbour classification on cosine similarity (formulas: docs/references.md, evaluation).
 
 Two conventions: temperature=None is the SparseHead paper's plain majority vote (k = 5, ties
 go to the class of the nearest tied neighbour); a temperature gives the InstDisc / MoCo monitor
@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..config import KNN_K, KNN_TEMPERATURE, KNN_WEIGHTED_K
 from .errors import EvaluationError
 
 
@@ -49,3 +50,12 @@ def knn_accuracy(train_x, train_y, test_x, test_y, k: int, temperature: Optional
                  batch_size: int = 1024) -> float:
     pred = knn_classify(train_x, train_y, test_x, k, temperature, batch_size)
     return (pred.cpu() == test_y.cpu()).float().mean().item()
+
+
+def knn_report(train_x, train_y, test_x, test_y, k: int = KNN_K, k_weighted: int = KNN_WEIGHTED_K,
+               temperature: float = KNN_TEMPERATURE, batch_size: int = 1024) -> dict[str, float]:
+    """The one k-NN report: top-1 of the k-NN majority vote and of the k_weighted-NN vote weighted
+    exp(sim / temperature)."""
+    return {"top1": knn_accuracy(train_x, train_y, test_x, test_y, k, batch_size=batch_size),
+            "weighted_top1": knn_accuracy(train_x, train_y, test_x, test_y, k_weighted, temperature=temperature,
+                                          batch_size=batch_size)}

@@ -1,7 +1,7 @@
 """Linear probe on frozen features: multinomial logistic regression, full-batch L-BFGS on the device.
 
 The reference recipes train a linear layer with SGD for 100 epochs over augmented images; what
-must match is the result (SPEC section 5), and this convex problem solved to convergence takes
+must match is the result (formulas: docs/references.md, evaluation), and this convex problem solved to convergence takes
 a few dozen passes over the features. Features are standardised with training statistics; the L2 weight decay is chosen
 on a stratified validation split carved from the training set (never the test set), then the
 classifier is refit on the whole training set with that weight decay.

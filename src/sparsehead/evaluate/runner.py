@@ -12,27 +12,29 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn as nn
 
-from .. import checkpoint, config
+from .. import checkpoint, config, options
+from ..config import KNN_K, KNN_TEMPERATURE, KNN_WEIGHTED_K
+from ..options import opt
+from ..registry import Registry
 from ..data import datasets
 from ..data.datasets import ImageSet
 from ..data.views import ViewGenerator
-from ..io import atomic_write_json
+from ..rundir import RunDir
 from ..runs import TrainedRun, load_trained, resolve_device
 from .errors import EvaluationError
 from .features import cached_extract, fingerprint
 from .finetune import SGDRecipe, classifier_accuracy, crop_flip, train_classifier
-from .knn import knn_accuracy
+from .knn import knn_report
 from .linear import WEIGHT_DECAYS, linear_probe
 from .ncc import ncc_classify
 from .semisup import DEFAULT_RECIPE as SEMISUP_RECIPE
 from .semisup import load_or_create_split, semisupervised
 
-PROTOCOLS = ("knn", "linear", "semisup", "ncc")
 LINEAR_RECIPES = ("lbfgs", "sgd-augment")
 # The classic linear-evaluation recipe (solo-learn, SimCLR CIFAR): SGD over augmented images.
 SGD_AUGMENT_RECIPE = SGDRecipe(epochs=100, batch_size=256, lr_head=0.1, lr_backbone=None)
@@ -40,26 +42,40 @@ SGD_AUGMENT_RECIPE = SGDRecipe(epochs=100, batch_size=256, lr_head=0.1, lr_backb
 
 @dataclass
 class EvalOptions:
-    protocol: str
-    with_z: bool = False  # also evaluate the embedding z (frozen-feature protocols)
-    device: str = "auto"
-    resize: bool = False  # accept images of another size, resized to the checkpoint's
-    seed: int = 0
+    """The options of `sparsehead evaluate`, declared once: the CLI's flags, their help and the
+    validation come from these fields (options.add_arguments / options.check)."""
+    protocol: str = opt("knn", "the evaluation protocol: a name registered in PROTOCOLS (see the list below)")
+    with_z: bool = opt(False, "also evaluate the embedding z = h(r) (frozen-feature protocols)")
+    device: str = opt("auto", "auto (cuda if available), cpu, cuda, cuda:N")
+    resize: bool = opt(False, "accept images of another size than the checkpoint's, resized to it")
+    seed: int = opt(0, "validation split, label subsets, fine-tuning")
     # k-NN
-    k: int = 5
-    k_weighted: int = 200
-    temperature: float = 0.1
+    k: int = opt(KNN_K, "neighbours of the majority vote", min=1)
+    k_weighted: int = opt(KNN_WEIGHTED_K, "neighbours of the weighted vote", min=1)
+    temperature: float = opt(KNN_TEMPERATURE, "weighted vote: exp(sim / T)", min=0.0, exclusive_min=True)
     # linear probe
-    linear_recipe: str = "lbfgs"
-    weight_decay: Optional[float] = None  # None: chosen on a validation split of the training set
-    val_fraction: float = 0.2
+    linear_recipe: Literal[LINEAR_RECIPES] = opt("lbfgs", "lbfgs (frozen features) or sgd-augment")
+    weight_decay: Optional[float] = opt(None, "fixed L2 weight decay (none: chosen on a validation split of "
+                                              "the training set)", min=0.0)
+    val_fraction: float = opt(0.2, "validation share of the training set", min=0.0, max=1.0,
+                              exclusive_min=True, exclusive_max=True)
     # SGD recipes (semisup, linear sgd-augment): None keeps the protocol's default
-    epochs: Optional[int] = None
-    batch_size: Optional[int] = None
-    lr_head: Optional[float] = None
-    lr_backbone: Optional[float] = None
-    train_augment: Optional[str] = None  # run | crop-flip; default: semisup run, sgd-augment crop-flip
-    fractions: tuple = (0.01, 0.1)
+    fractions: tuple[float, ...] = opt((0.01, 0.1), "label fractions (semisup), e.g. 0.01 for 1% of the labels",
+                                       min=0.0, max=1.0, exclusive_min=True)
+    epochs: Optional[int] = opt(None, "epochs (semisup 20, sgd-augment 100)", min=1)
+    batch_size: Optional[int] = opt(None, "batch size (256)", min=1)
+    lr_head: Optional[float] = opt(None, "classifier learning rate (semisup 0.5, sgd-augment 0.1)")
+    lr_backbone: Optional[float] = opt(None, "backbone learning rate (semisup 0.005)")
+    train_augment: Optional[Literal["run", "crop-flip"]] = opt(
+        None, "training views: the run's augmentation (semisup default) or its crop and flip only "
+              "(sgd-augment default)")
+
+
+# Which options each group of `sparsehead evaluate --help` shows.
+OPTION_GROUPS = {"knn": ("k", "k_weighted", "temperature"),
+                 "linear": ("linear_recipe", "weight_decay", "val_fraction"),
+                 "semisup and sgd-augment (default: the protocol's published recipe)":
+                     ("fractions", "epochs", "batch_size", "lr_head", "lr_backbone", "train_augment")}
 
 
 def evaluate(target: str | Path, opts: EvalOptions, data_overrides: tuple[str, ...] = ()) -> tuple[dict, Path]:
@@ -71,12 +87,12 @@ def evaluate(target: str | Path, opts: EvalOptions, data_overrides: tuple[str, .
     start = time.perf_counter()
     device = resolve_device(opts.device)
     trained = load_trained(target, device)
-    data_cfg = data_config(trained.cfg, data_overrides)
+    data_cfg = config.with_data_overrides(trained.cfg, data_overrides).data
     train, test = datasets.load(data_cfg, "train"), datasets.load(data_cfg, "test")
     check_data(trained, data_cfg, train, test, opts.resize)
     check_options_for_data(opts, train)
 
-    results = PROTOCOL_FUNCTIONS[opts.protocol](trained, train, test, opts, device)
+    results = PROTOCOLS.lookup(opts.protocol)(trained, train, test, opts, device)
     data_key = hashlib.sha256((fingerprint(train) + fingerprint(test)).encode()).hexdigest()[:12]
     record = {
         "protocol": opts.protocol, "checkpoint": str(trained.checkpoint_path),
@@ -85,8 +101,7 @@ def evaluate(target: str | Path, opts: EvalOptions, data_overrides: tuple[str, .
                  "train_images": len(train), "test_images": len(test), "key": data_key},
         "options": protocol_options(opts), **results, "device": str(device),
         "seconds": round(time.perf_counter() - start, 2)}
-    path = trained.run_dir / "eval" / f"{result_name(trained, opts, data_cfg, data_key, data_overrides)}.json"
-    atomic_write_json(path, record)
+    path = RunDir(trained.run_dir).write_eval(result_name(trained, opts, data_cfg, data_key, data_overrides), record)
     return record, path
 
 
@@ -107,39 +122,12 @@ def result_name(trained: TrainedRun, opts: EvalOptions, data_cfg, data_key: str,
 # --- checks, all before any work ----------------------------------------------------------------
 
 def check_options(opts: EvalOptions) -> None:
-    if opts.protocol not in PROTOCOLS:
-        raise EvaluationError(f"unknown protocol {opts.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if opts.linear_recipe not in LINEAR_RECIPES:
-        raise EvaluationError(f"--linear-recipe {opts.linear_recipe!r}: choose {' or '.join(LINEAR_RECIPES)}")
-    frozen = opts.protocol in ("knn", "ncc") or (opts.protocol == "linear" and opts.linear_recipe == "lbfgs")
-    if opts.with_z and not frozen:
+    """Every option against its declaration, then what involves several of them."""
+    options.check(opts, key=options.flag_of)
+    run = PROTOCOLS.lookup(opts.protocol)
+    if opts.with_z and not run.frozen(opts):
         raise EvaluationError("--with-z applies to the frozen-feature protocols (knn, ncc, linear with "
                               "--linear-recipe lbfgs); semisup and sgd-augment train the backbone's r")
-    if opts.train_augment not in (None, "run", "crop-flip"):
-        raise EvaluationError(f"--train-augment {opts.train_augment!r}: choose run or crop-flip")
-    for name in ("k", "k_weighted", "epochs", "batch_size"):
-        value = getattr(opts, name)
-        if value is not None and value < 1:
-            raise EvaluationError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if opts.temperature <= 0:
-        raise EvaluationError(f"--temperature must be positive, got {opts.temperature}")
-    if opts.weight_decay is not None and opts.weight_decay < 0:
-        raise EvaluationError(f"--weight-decay must be >= 0, got {opts.weight_decay}")
-    if not 0 < opts.val_fraction < 1:
-        raise EvaluationError(f"--val-fraction must be between 0 and 1, got {opts.val_fraction}")
-    for f in opts.fractions:
-        if not 0 < f <= 1:
-            raise EvaluationError(f"--fractions: {f} must be in (0, 1], e.g. 0.01 for 1% of the labels")
-
-
-def data_config(run_cfg: config.Config, overrides: tuple[str, ...]) -> config.DataConfig:
-    """The run's data section with `data.key=value` overrides, validated like a pretrain config."""
-    for text in overrides:
-        if not text.startswith("data."):
-            raise config.ConfigError(f"{text!r}: only data.* keys can be changed for evaluation, "
-                                     "e.g. --data source=imagefolder root=/path/to/images")
-    values = config.merge(config.to_dict(run_cfg), list(overrides))
-    return config.from_dict(values, check_paths=bool(overrides)).data
 
 
 def input_channels(backbone: nn.Module) -> int:
@@ -200,28 +188,40 @@ def protocol_options(opts: EvalOptions) -> dict:
 
 # --- the protocols ------------------------------------------------------------------------------
 
+PROTOCOLS = Registry("protocol", "--protocol")
+
+
+def protocol(name: str, summary: str, frozen: Callable[[EvalOptions], bool] = lambda opts: True):
+    """Register `fn(trained, train, test, opts, device) -> {"r": ..., ["z": ...]}` as protocol `name`;
+    `summary`: its line in `sparsehead evaluate --help`; `frozen(opts)`: whether it evaluates frozen
+    features (so --with-z applies)."""
+    def decorate(fn):
+        fn.frozen, fn.summary = frozen, summary
+        return PROTOCOLS.register(name)(fn)
+    return decorate
+
+
 def frozen_features(trained: TrainedRun, train: ImageSet, test: ImageSet, device,
                     with_z: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"r": (train, test)} and, with_z, {"z": ...}: cached per checkpoint and data set."""
-    cache = trained.run_dir / "features"
+    cache = RunDir(trained.run_dir).features_dir
     extract = lambda data, split: cached_extract(trained.method, data, trained.views, device,
                                                  trained.checkpoint_path, cache, split)
     (r_tr, z_tr), (r_te, z_te) = extract(train, "train"), extract(test, "test")
     return {"r": (r_tr, r_te), **({"z": (z_tr, z_te)} if with_z else {})}
 
 
+@protocol("knn", "cosine k-NN: k=5 majority vote (the SparseHead paper) and k=200 weighted exp(sim/0.1) "
+                 "(InstDisc/MoCo monitor)")
 def run_knn(trained, train, test, opts, device) -> dict:
     out = {}
     for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items():
         xtr, xte = xtr.to(device), xte.to(device)
-        out[name] = {
-            "top1": knn_accuracy(xtr, train.labels, xte, test.labels, opts.k),
-            "weighted_top1": knn_accuracy(xtr, train.labels, xte, test.labels, opts.k_weighted,
-                                          temperature=opts.temperature),
-        }
+        out[name] = knn_report(xtr, train.labels, xte, test.labels, opts.k, opts.k_weighted, opts.temperature)
     return out
 
 
+@protocol("ncc", "nearest class centre, raw and L2-normalised features")
 def run_ncc(trained, train, test, opts, device) -> dict:
     out = {}
     for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items():
@@ -244,6 +244,9 @@ def training_views(trained: TrainedRun, augment: str) -> ViewGenerator:
     return ViewGenerator(cfg, trained.cfg.data.image_size, trained.state["data_mean"], trained.state["data_std"])
 
 
+@protocol("linear", "logistic regression on standardised frozen features, weight decay chosen on a validation "
+                    "split of the training set (full-batch L-BFGS); or the classic SGD over augmented images "
+                    "(--linear-recipe sgd-augment, 100 epochs)", frozen=lambda opts: opts.linear_recipe == "lbfgs")
 def run_linear(trained, train, test, opts, device) -> dict:
     if opts.linear_recipe == "sgd-augment":
         views = training_views(trained, opts.train_augment or "crop-flip")
@@ -259,6 +262,8 @@ def run_linear(trained, train, test, opts, device) -> dict:
             for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items()}
 
 
+@protocol("semisup", "fine-tune backbone + linear classifier on class-balanced 1% and 10% label subsets (saved "
+                     "in RUN/splits/); 20 epochs, lr 0.005 / 0.5, SGD, cosine", frozen=lambda opts: False)
 def run_semisup(trained, train, test, opts, device) -> dict:
     views = training_views(trained, opts.train_augment or "run")
     recipe = sgd_recipe(SEMISUP_RECIPE, opts)
@@ -270,4 +275,3 @@ def run_semisup(trained, train, test, opts, device) -> dict:
     return {"r": out}
 
 
-PROTOCOL_FUNCTIONS = {"knn": run_knn, "linear": run_linear, "semisup": run_semisup, "ncc": run_ncc}

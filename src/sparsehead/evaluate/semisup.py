@@ -1,4 +1,4 @@
-"""Semi-supervised evaluation (SPEC section 5): fine-tune backbone + linear classifier on a
+"""Semi-supervised evaluation (formulas: docs/references.md, evaluation): fine-tune backbone + linear classifier on a
 class-balanced 1% / 10% label subset of the training set.
 
 The subsets are drawn once with a seed and saved as JSON index lists in the run folder, so every
@@ -17,6 +17,7 @@ import torch
 from ..data.datasets import ImageSet
 from ..data.views import ViewGenerator
 from ..io import atomic_write_json
+from ..rundir import RunDir
 from .errors import EvaluationError
 from .finetune import SGDRecipe, classifier_accuracy, train_classifier
 
@@ -38,7 +39,7 @@ def balanced_subset(labels: torch.Tensor, fraction: float, seed: int) -> list[in
 
 
 def split_path(folder: Path, data_key: str, fraction: float, seed: int) -> Path:
-    return Path(folder) / "splits" / f"semisup-{fraction * 100:g}pct-seed{seed}-{data_key}.json"
+    return RunDir(folder).split_path(data_key, fraction, seed)
 
 
 def load_or_create_split(folder: Path, data_key: str, labels: torch.Tensor, fraction: float,

@@ -1,4 +1,4 @@
-"""`sparsehead report`: one results table across runs, laid out like papers/000 Table 1.
+"""`sparsehead report`: one results table across runs, laid out like Song et al. 2023 Table 1.
 
 Runs whose configs differ only in the seed (or in keys that do not change results: run name,
 output folder, logging, progress bar, threads, cache, online monitors) are one row: mean ±
@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
 from .. import config
+from ..methods import METHODS, display_name
+from ..rundir import RunDir
 from .errors import EvaluationError
 
 # Keys that identify a run or only watch it, not a configuration: they never change the numbers.
 IGNORED_KEYS = {"train.seed", "train.run_name", "train.out_dir", "train.progress", "train.log_every",
                 "train.checkpoint_every", "train.threads", "train.device", "data.cache_dir",
                 "eval.knn_batch_size", "eval.knn_every", "eval.online_linear", "eval.online_linear_lr"}
-METHOD_NAMES = {"simclr": "SimCLR", "byol": "BYOL", "barlow_twins": "Barlow Twins", "simsiam": "SimSiam",
-                "vicreg": "VICReg", "moco_v2": "MoCo v2", "moco_v3": "MoCo v3", "directclr": "DirectCLR",
-                "directpred": "DirectPred", "directcopy": "DirectCopy", "wmse": "W-MSE", "swav": "SwAV"}
 # (column, file in run_dir/eval, path into its "r" entry)
 METRICS = [("linear top-1", "linear", ("top1",)), ("linear top-5", "linear", ("top5",)),
            ("k-NN top-1", "knn", ("top1",)), ("k-NN weighted top-1", "knn", ("weighted_top1",)),
@@ -42,34 +38,30 @@ def flatten(values: dict, prefix: str = "") -> dict:
     return out
 
 
-def run_metrics(run_dir: Path, cfg: config.Config) -> dict[str, float]:
-    """The run's accuracies (fractions) from eval/*.json; k-NN falls back to results.json."""
+def run_metrics(run: RunDir, cfg: config.Config) -> dict[str, float]:
+    """The run's accuracies (fractions) from its eval records; k-NN falls back to results.json.
+    A protocol not evaluated leaves its column empty; a record without the field is an error."""
     found = {}
     for column, protocol, keys in METRICS:
-        path = run_dir / "eval" / f"{protocol}.json"
-        if not path.is_file():
+        record = run.read_eval(protocol)
+        if record is None:
             continue
-        value = json.loads(path.read_text()).get("r", {})
-        for key in keys:
-            value = value.get(key, {}) if isinstance(value, dict) else {}
-        if isinstance(value, (int, float)):
-            found[column] = float(value)
-    results = run_dir / "results.json"
-    if "k-NN top-1" not in found and results.is_file():
-        value = json.loads(results.read_text()).get(f"knn{cfg.eval.knn_k}_top1")
-        if value is not None:
-            found["k-NN top-1"] = float(value)
+        if protocol == "semisup" and keys[0] not in {f"{f * 100:g}pct" for f in record.field("options", "fractions")}:
+            continue  # evaluated with other label fractions
+        found[column] = record.number("r", *keys)
+    results = run.read_results()
+    if "k-NN top-1" not in found and results is not None:
+        found["k-NN top-1"] = results.number(f"knn{cfg.eval.knn_k}_top1")
     return found
 
 
 def load_run(run_dir: str | Path) -> tuple[config.Config, dict[str, float]]:
-    run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    run = RunDir(run_dir)
+    if not run.is_run():
         raise EvaluationError(f"{run_dir} is not a run folder (no config.yaml); give folders made by "
                               "`sparsehead pretrain`")
-    cfg = config.from_dict(yaml.safe_load(path.read_text()), check_paths=False)
-    return cfg, run_metrics(run_dir, cfg)
+    cfg = run.read_config()
+    return cfg, run_metrics(run, cfg)
 
 
 def mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
@@ -96,14 +88,14 @@ def build_table(run_dirs: list[str | Path]) -> tuple[list[str], list[dict]]:
                      if k not in shown and len({repr(g["settings"].get(k)) for g in groups.values()}) > 1)
     metrics = [m for m, _, _ in METRICS if any(m in r for g in groups.values() for r in g["runs"])]
     columns = ["method", "head", "lambda"] + (["setting"] if varying else []) + ["runs"] + metrics
-    order = list(METHOD_NAMES)
+    order = list(METHODS)  # registration order
     rows = []
     for group in sorted(groups.values(), key=lambda g: (
             order.index(g["cfg"].method.name) if g["cfg"].method.name in order else len(order),
             g["cfg"].method.name, g["cfg"].sparsity.lam, g["cfg"].head.kind,
             [repr(g["settings"].get(k)) for k in varying])):
         cfg = group["cfg"]
-        row = {"method": METHOD_NAMES.get(cfg.method.name, cfg.method.name), "head": cfg.head.kind,
+        row = {"method": display_name(cfg.method.name), "head": cfg.head.kind,
                "lambda": f"{cfg.sparsity.lam:g}", "runs": len(group["runs"])}
         if varying:
             row["setting"] = " ".join(f"{k}={group['settings'].get(k)}" for k in varying)

@@ -1,10 +1,19 @@
 """Barlow Twins (Zbontar et al. 2021): the cross-correlation of the two views' embeddings to I."""
+from dataclasses import dataclass
+
 from ..losses import barlow_twins_loss
-from .base import Method
+from ..options import opt
+from .base import Method, MethodOutput, register
 
 
+@register("barlow_twins")
 class BarlowTwins(Method):
+    display_name = "Barlow Twins"
+
+    @dataclass
+    class Params:
+        lambda_offdiag: float = opt(0.0051, "off-diagonal weight lambda", min=0.0)
+
     def forward(self, x1, x2):
-        z1 = self.projector(self.backbone(x1))
-        z2 = self.projector(self.backbone(x2))
-        return barlow_twins_loss(z1, z2, self.cfg.method.lambda_offdiag), {}
+        r1, z1, z2 = self.project_views(x1, x2)
+        return MethodOutput(barlow_twins_loss(z1, z2, self.params.lambda_offdiag), {}, r1)

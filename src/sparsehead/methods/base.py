@@ -1,32 +1,109 @@
-"""The small interface every method shares; the training loop knows nothing else about methods.
+"""The small interface every method shares, and the registry that names them.
 
-A method is an nn.Module holding the backbone f, its projection head h and whatever state it
-needs (EMA target, predictor, queue) as submodules or buffers, so one state_dict checkpoints
-all of it.
+A method is one file: an nn.Module subclass registered with `@register("name")` that declares
+
+- `Params`: a dataclass of its own parameters (`method.<key>` in a config), each an `opt(...)`
+  with default, range and help, read by the same machinery as config.py's sections;
+- `display_name`: how tables and reports name it;
+- `STATE`: the submodules and buffers it checkpoints (its state_dict is exactly these);
+- `check(params, cfg)` and `data_size_problem(params, num_images)`: its own validation;
+- `forward(x1, x2) -> MethodOutput(loss, logs, r)`: the loss of two views, values to log and the
+  representation r of the first view (for online monitors);
+- optionally `after_step(step, total_steps)` (EMA updates and the like) and `sparse_head()`.
+
+It is built with explicit arguments, so it is usable without a Config:
+
+    SimCLR(backbone, projector, temperature=0.2)     # or params=SimCLR.Params(temperature=0.2)
+
+and from a run's config by `Method.from_config(cfg, backbone)` (which builds the projection head
+from the `head` section). The loss itself is a plain function in sparsehead.losses.
 """
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 
-from ..config import Config
 from ..models.heads import build_head, out_dim
+from ..options import opt
+from ..registry import Registry
+
+METHODS = Registry("method", "method.name", hint=" (a method of a plugin module is registered when the "
+                                                  "module is named in SPARSEHEAD_PLUGINS)")
+register = METHODS.register
+
+
+class MethodOutput(NamedTuple):
+    loss: torch.Tensor  # the self-supervised loss (a scalar)
+    logs: dict  # extra values to log
+    r: torch.Tensor  # the online representation of the first view (not detached)
 
 
 class Method(nn.Module):
-    def __init__(self, cfg: Config, backbone: nn.Module):
+    name: ClassVar[str]  # set by @register
+    display_name: ClassVar[str] = ""
+    STATE: ClassVar[tuple[str, ...]] = ("backbone", "projector")
+
+    @dataclass
+    class Params:
+        """A method without parameters of its own."""
+
+    def __init__(self, backbone: nn.Module, projector: Optional[nn.Module] = None, params=None, **values):
+        """`params` (an instance of this class's Params) or its fields as keywords; `projector`
+        defaults to the identity (a method with a fixed head builds its own)."""
         super().__init__()
-        self.cfg = cfg
+        if params is not None and values:
+            raise TypeError("give params or keyword parameters, not both")
+        self.params = params if params is not None else self.Params(**values)
         self.backbone = backbone
-        self.projector = self.build_projector(cfg.head, backbone.feature_dim)
+        self.projector = projector if projector is not None else self.default_projector(backbone.feature_dim)
         self.embedding_dim = out_dim(self.projector, backbone.feature_dim)
 
-    def build_projector(self, h, in_dim: int) -> nn.Module:
+    # --- building from a config -----------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg, backbone: nn.Module) -> "Method":
+        """The method of `cfg` (cfg.method.params its parameters) on `backbone`."""
+        params = cfg.method.params
+        return cls(backbone, cls.projector_from_config(cfg.head, backbone.feature_dim, params), params)
+
+    @classmethod
+    def projector_from_config(cls, h, in_dim: int, params) -> nn.Module:
         """The projection head from the `head` config section (a method may adjust it)."""
         return build_head(h.kind, in_dim, h.hidden_dim, h.out_dim, h.num_layers, h.last_bn, h.rank)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """The self-supervised loss of two views of a batch, and extra values to log."""
+    def default_projector(self, in_dim: int) -> nn.Module:
+        return nn.Identity()
+
+    # --- validation (config.validate calls these) ----------------------------------------------
+
+    @classmethod
+    def check(cls, params, cfg) -> None:
+        """Checks of this method's parameters against other config sections; raise ConfigError."""
+
+    @classmethod
+    def data_size_problem(cls, params, num_images: int) -> Optional[str]:
+        """What is wrong with training on `num_images` images (None: nothing). Checked on
+        data.subset before any work, and on the loaded data set by the training loop."""
+        return None
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls.Params)]
+
+    # --- what the training loop uses -------------------------------------------------------------
+
+    def project_views(self, x1: torch.Tensor, x2: torch.Tensor):
+        """(r1, z1, z2): the online representation of view 1 and the embeddings of both views
+        (view 1 first, so BatchNorm statistics and random draws follow the two-view order)."""
+        r1 = self.backbone(x1)
+        return r1, self.projector(r1), self.projector(self.backbone(x2))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> MethodOutput:
+        """The self-supervised loss of two views of a batch, extra logs, and r of view 1."""
         raise NotImplementedError
 
     def sparse_head(self) -> nn.Module:
@@ -42,3 +119,13 @@ class Method(nn.Module):
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         """Called after each optimiser step (EMA updates and the like)."""
+
+
+def temperature_opt(default: float):
+    """method.temperature: the softmax temperature tau of the contrastive methods (their own default)."""
+    return opt(default, "softmax temperature tau", min=0.0, exclusive_min=True)
+
+
+def params_of(name: str) -> list[str]:
+    """The `method.<key>` names method `name` accepts (besides method.name)."""
+    return METHODS.lookup(name).param_names()

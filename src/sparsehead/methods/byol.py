@@ -1,13 +1,15 @@
 """BYOL (Grill et al. 2020): an online network with a predictor regresses an EMA target network."""
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from ..losses import byol_loss
 from ..models.heads import mlp
-from .base import Method
+from ..options import opt
+from .base import Method, MethodOutput, register
 
 
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
@@ -28,9 +30,27 @@ def cosine_momentum(base: float, step: int, total_steps: int) -> float:
     return 1 - (1 - base) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
 
 
+def momentum_opt(default: float):
+    return opt(default, "base EMA momentum of the target / key network (cosine schedule to 1 where the "
+                        "method has one)", min=0.0, max=1.0)
+
+
+def predictor_hidden_dim_opt():
+    return opt(512, "predictor hidden width (SimSiam: its bottleneck, published head.out_dim / 4)", min=1)
+
+
+@register("byol")
 class BYOL(Method):
-    def __init__(self, cfg, backbone):
-        super().__init__(cfg, backbone)
+    display_name = "BYOL"
+    STATE = ("backbone", "projector", "predictor", "target_backbone", "target_projector")
+
+    @dataclass
+    class Params:
+        momentum: float = momentum_opt(0.99)
+        predictor_hidden_dim: int = predictor_hidden_dim_opt()
+
+    def __init__(self, backbone, projector=None, params=None, **values):
+        super().__init__(backbone, projector, params, **values)
         self.predictor = self.build_predictor()
         # The target is updated only by EMA: frozen for the optimiser.
         self.target_backbone = frozen_copy(self.backbone)
@@ -38,12 +58,11 @@ class BYOL(Method):
 
     def build_predictor(self) -> nn.Module:
         """The learned MLP predictor (DirectPred/DirectCopy replace it by a set linear map)."""
-        return mlp(self.embedding_dim, self.cfg.method.predictor_hidden_dim, self.embedding_dim)
+        return mlp(self.embedding_dim, self.params.predictor_hidden_dim, self.embedding_dim)
 
     def forward(self, x1, x2):
-        z1 = self.projector(self.backbone(x1))
-        z2 = self.projector(self.backbone(x2))
-        return self.regress_target(z1, z2, x1, x2), {}
+        r1, z1, z2 = self.project_views(x1, x2)
+        return MethodOutput(self.regress_target(z1, z2, x1, x2), {}, r1)
 
     def regress_target(self, z1, z2, x1, x2):
         """The symmetrised BYOL loss of the online projections z1, z2 of views x1, x2."""
@@ -55,6 +74,6 @@ class BYOL(Method):
 
     @torch.no_grad()
     def after_step(self, step, total_steps):
-        m = cosine_momentum(self.cfg.method.momentum, step, total_steps)
+        m = cosine_momentum(self.params.momentum, step, total_steps)
         ema_update(self.target_backbone, self.backbone, m)
         ema_update(self.target_projector, self.projector, m)

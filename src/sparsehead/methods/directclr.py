@@ -1,13 +1,18 @@
-"""DirectCLR (Jing et al. 2022, papers/003): no projector; InfoNCE on a fixed sub-vector r[:, :d0].
+"""DirectCLR (Jing et al. 2022, Jing et al. 2022): no projector; InfoNCE on a fixed sub-vector r[:, :d0].
 
 The "head" is the slice itself, so embed() gives z = r[:, :d0], and head.* is ignored. It has no
 linear layer, so SparseHead has nothing to act on (config validation refuses sparsity.lam > 0).
 """
+from dataclasses import dataclass
+from typing import Optional
+
 import torch.nn as nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..losses import directclr_loss
-from .base import Method
+from ..options import opt
+from ..sparsity import sparsity_active
+from .base import Method, MethodOutput, register, temperature_opt
 
 PAPER_DIM, PAPER_FEATURES = 360, 2048  # d0 for ResNet-50's 2048-d representation
 
@@ -37,15 +42,36 @@ def subvector_dim(configured: int | None, feature_dim: int) -> int:
     return configured
 
 
+@register("directclr")
 class DirectCLR(Method):
-    def __init__(self, cfg, backbone):
-        super().__init__(cfg, backbone)
+    display_name = "DirectCLR"
+    STATE = ("backbone",)  # the slice r[:, :d0] has no weights
+
+    @dataclass
+    class Params:
+        temperature: float = temperature_opt(0.1)
+        directclr_dim: Optional[int] = opt(
+            None, "sub-vector size d0: the loss sees r[:, :d0] (null: 360/2048 of the backbone's feature "
+            "dimension, the paper's ratio for ResNet-50, rounded; must not exceed that dimension)", min=1)
+
+    def __init__(self, backbone, projector=None, params=None, **values):
+        super().__init__(backbone, projector, params, **values)
         self.embedding_dim = self.projector.dim
 
-    def build_projector(self, h, in_dim):  # ignores the head section: z is r's first d0 features
-        return FirstDims(subvector_dim(self.cfg.method.directclr_dim, in_dim))
+    @classmethod
+    def projector_from_config(cls, h, in_dim, params):  # ignores the head section
+        return FirstDims(subvector_dim(params.directclr_dim, in_dim))
+
+    def default_projector(self, in_dim):  # z is r's first d0 features
+        return FirstDims(subvector_dim(self.params.directclr_dim, in_dim))
+
+    @classmethod
+    def check(cls, params, cfg):
+        if sparsity_active(cfg.sparsity):
+            key, off = ("sparsity.lam", "sparsity.lam=0") if cfg.sparsity.lam > 0 else ("sparsity.mode", "sparsity.mode=penalty")
+            raise ConfigError(f"{key}: method.name=directclr has no projection head for SparseHead "
+                              f"(it ignores head.*); set {off} or choose another method.name")
 
     def forward(self, x1, x2):
-        z1 = self.projector(self.backbone(x1))
-        z2 = self.projector(self.backbone(x2))
-        return directclr_loss(z1, z2, self.cfg.method.temperature), {}
+        r1, z1, z2 = self.project_views(x1, x2)
+        return MethodOutput(directclr_loss(z1, z2, self.params.temperature), {}, r1)

@@ -1,8 +1,12 @@
-"""DirectCopy (Wang et al. 2022, papers/004): DirectPred without the eigendecomposition, the
+"""DirectCopy (Wang et al. 2022, Wang et al. 2021): DirectPred without the eigendecomposition, the
 predictor being F itself: W = F / ||F||_F + eps I (CHOICE, as the paper states; the official code
 has no normalisation: method.directcopy_normalize=false)."""
+from dataclasses import dataclass
+
 import torch
 
+from ..options import opt
+from .base import register
 from .directpred import DirectPred
 
 
@@ -12,7 +16,15 @@ def directcopy_weight(corr: torch.Tensor, eps: float = 0.01, normalize: bool = T
     return corr + eps * torch.eye(corr.shape[0], dtype=corr.dtype, device=corr.device)
 
 
+@register("directcopy")
 class DirectCopy(DirectPred):
+    display_name = "DirectCopy"
+
+    @dataclass
+    class Params(DirectPred.Params):
+        directcopy_normalize: bool = opt(True, "divide F by its Frobenius norm as the paper states "
+                                               "(false: the official code, no normalisation)")
+
     def predictor_weight(self, corr):
-        m = self.cfg.method
-        return directcopy_weight(corr, m.predictor_eps, m.directcopy_normalize)
+        p = self.params
+        return directcopy_weight(corr, p.predictor_eps, p.directcopy_normalize)

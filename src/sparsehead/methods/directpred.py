@@ -9,11 +9,15 @@ weight is set from F. Doing both in after_step means a skipped (non-finite) step
 F and the weight are in the state_dict, so a resumed run is identical. Before the first step the
 predictor is nn.Linear's initialisation, as in the official code.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
 from ..distributed import all_reduce_sum_no_grad, world_size
-from .byol import BYOL
+from ..options import opt
+from .base import MethodOutput, register
+from .byol import BYOL, momentum_opt
 
 
 def directpred_weight(corr: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
@@ -30,9 +34,21 @@ def batch_correlation(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return all_reduce_sum_no_grad(f.T @ f) / (f.shape[0] * world_size())
 
 
+@register("directpred")
 class DirectPred(BYOL):
-    def __init__(self, cfg, backbone):
-        super().__init__(cfg, backbone)
+    display_name = "DirectPred"
+    STATE = BYOL.STATE + ("corr", "corr_updates")
+
+    @dataclass
+    class Params:
+        momentum: float = momentum_opt(0.99)
+        predictor_freq: int = opt(1, "set the predictor from F every N steps (official code: 1)", min=1)
+        predictor_rho: float = opt(0.3, "F <- rho F + (1 - rho) mean(f f^T)", min=0.0, max=1.0)
+        predictor_eps: float = opt(0.01, "eps added to the predictor's eigenvalues (DirectCopy: eps I "
+                                         "added to the predictor)", min=0.0)
+
+    def __init__(self, backbone, projector=None, params=None, **values):
+        super().__init__(backbone, projector, params, **values)
         m = self.embedding_dim
         self.register_buffer("corr", torch.zeros(m, m))
         self.register_buffer("corr_updates", torch.zeros((), dtype=torch.long))
@@ -43,22 +59,21 @@ class DirectPred(BYOL):
         return nn.Linear(self.embedding_dim, self.embedding_dim, bias=False).requires_grad_(False)
 
     def predictor_weight(self, corr: torch.Tensor) -> torch.Tensor:
-        return directpred_weight(corr, self.cfg.method.predictor_eps)
+        return directpred_weight(corr, self.params.predictor_eps)
 
     def forward(self, x1, x2):
-        z1 = self.projector(self.backbone(x1))
-        z2 = self.projector(self.backbone(x2))
+        r1, z1, z2 = self.project_views(x1, x2)
         if self.training:
             self.pending_corr = batch_correlation(z1, z2)
-        return self.regress_target(z1, z2, x1, x2), {}
+        return MethodOutput(self.regress_target(z1, z2, x1, x2), {}, r1)
 
     @torch.no_grad()
     def after_step(self, step, total_steps):
         super().after_step(step, total_steps)
         if self.pending_corr is not None:
-            rho = self.cfg.method.predictor_rho if self.corr_updates > 0 else 0.0
+            rho = self.params.predictor_rho if self.corr_updates > 0 else 0.0
             self.corr.mul_(rho).add_(self.pending_corr, alpha=1 - rho)
             self.corr_updates += 1
             self.pending_corr = None
-        if (step - 1) % self.cfg.method.predictor_freq == 0 and self.corr_updates > 0:
+        if (step - 1) % self.params.predictor_freq == 0 and self.corr_updates > 0:
             self.predictor.weight.copy_(self.predictor_weight(self.corr))

@@ -5,14 +5,18 @@ CHOICE (method.moco_symmetric): false = the official asymmetric loss ctr(q1, k2)
 true = (ctr(q1, k2) + ctr(q2, k1)) / 2, enqueueing both keys, as many CIFAR implementations.
 The key encoder uses plain BatchNorm (no Shuffle BN), as solo-learn's MoCo v2+.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..distributed import gather_no_grad
+from ..errors import ConfigError
 from ..losses import moco_loss
-from .base import Method
-from .byol import ema_update, frozen_copy
+from ..options import opt
+from .base import Method, MethodOutput, register, temperature_opt
+from .byol import ema_update, frozen_copy, momentum_opt
 
 
 class KeyQueue(nn.Module):
@@ -34,34 +38,66 @@ class KeyQueue(nn.Module):
         self.ptr.copy_((self.ptr + keys.shape[0]) % size)
 
 
+@register("moco_v2")
 class MoCoV2(Method):
-    def __init__(self, cfg, backbone):
-        super().__init__(cfg, backbone)
+    display_name = "MoCo v2"
+    STATE = ("backbone", "projector", "key_backbone", "key_projector", "queue")
+
+    @dataclass
+    class Params:
+        temperature: float = temperature_opt(0.2)
+        momentum: float = momentum_opt(0.999)
+        queue_size: int = opt(
+            4096, "queue length K (paper: 65536 ImageNet, 4096-32768 CIFAR); at least the keys of one "
+            "step, and best below the number of training images (else an image's own older key is among "
+            "its negatives)", min=1)
+        moco_symmetric: bool = opt(
+            False, "false = the official asymmetric loss ctr(q1, k2); true = (ctr(q1, k2) + ctr(q2, k1)) / 2 "
+            "with both views' keys enqueued, as many CIFAR implementations")
+
+    def __init__(self, backbone, projector=None, params=None, **values):
+        super().__init__(backbone, projector, params, **values)
         self.key_backbone = frozen_copy(self.backbone)
         self.key_projector = frozen_copy(self.projector)
-        self.queue = KeyQueue(cfg.method.queue_size, self.embedding_dim)
+        self.queue = KeyQueue(self.params.queue_size, self.embedding_dim)
+
+    @classmethod
+    def check(cls, params, cfg):
+        keys_per_step = cfg.train.batch_size * (2 if params.moco_symmetric else 1)
+        if params.queue_size < keys_per_step:
+            raise ConfigError(f"method.queue_size: {params.queue_size} is smaller than the {keys_per_step} keys "
+                              f"enqueued per step; set method.queue_size>={keys_per_step} or lower train.batch_size")
+
+    @classmethod
+    def data_size_problem(cls, params, num_images):
+        keys = num_images * (2 if params.moco_symmetric else 1)
+        if params.queue_size >= keys:
+            return (f"method.queue_size: {params.queue_size} keys span all {num_images} training images, so "
+                    f"older keys of an image would be its own negatives; set method.queue_size<{keys}")
+        return None
 
     def _query_and_key(self, x_query, x_key):
-        q = self.projector(self.backbone(x_query))
+        r = self.backbone(x_query)
+        q = self.projector(r)
         with torch.no_grad():
             k = F.normalize(self.key_projector(self.key_backbone(x_key)), dim=1)
-        return q, k
+        return q, k, r
 
     def forward(self, x1, x2):
-        tau = self.cfg.method.temperature
+        tau = self.params.temperature
         queue = self.queue.keys.clone()  # backward needs the negatives as they were before enqueueing
-        q1, k2 = self._query_and_key(x1, x2)
-        if self.cfg.method.moco_symmetric:
-            q2, k1 = self._query_and_key(x2, x1)
+        q1, k2, r1 = self._query_and_key(x1, x2)
+        if self.params.moco_symmetric:
+            q2, k1, _ = self._query_and_key(x2, x1)
             loss = (moco_loss(q1, k2, queue, tau) + moco_loss(q2, k1, queue, tau)) / 2
             keys = torch.cat([k1, k2])
         else:
             loss, keys = moco_loss(q1, k2, queue, tau), k2
         if self.training:  # evaluation passes leave the queue alone
             self.queue.enqueue(gather_no_grad(keys))
-        return loss, {}
+        return MethodOutput(loss, {}, r1)
 
     @torch.no_grad()
     def after_step(self, step, total_steps):
-        ema_update(self.key_backbone, self.backbone, self.cfg.method.momentum)
-        ema_update(self.key_projector, self.projector, self.cfg.method.momentum)
+        ema_update(self.key_backbone, self.backbone, self.params.momentum)
+        ema_update(self.key_projector, self.projector, self.params.momentum)

@@ -6,22 +6,33 @@ except that a last BatchNorm (head.last_bn=true) has no affine parameters, as pu
 published recipe is head.kind=mlp, head.num_layers=3, head.last_bn=true (configs/cifar10_simsiam.yaml)
 and a bottleneck predictor: method.predictor_hidden_dim = head.out_dim / 4.
 """
+from dataclasses import dataclass
+
 from ..losses import simsiam_loss
 from ..models.heads import mlp
-from .base import Method
+from .base import Method, MethodOutput, register
+from .byol import predictor_hidden_dim_opt
 
 
+@register("simsiam")
 class SimSiam(Method):
-    def __init__(self, cfg, backbone):
-        super().__init__(cfg, backbone)
-        self.predictor = mlp(self.embedding_dim, cfg.method.predictor_hidden_dim, self.embedding_dim)
+    display_name = "SimSiam"
+    STATE = ("backbone", "projector", "predictor")
 
-    def build_projector(self, h, in_dim):
+    @dataclass
+    class Params:
+        predictor_hidden_dim: int = predictor_hidden_dim_opt()
+
+    def __init__(self, backbone, projector=None, params=None, **values):
+        super().__init__(backbone, projector, params, **values)
+        self.predictor = mlp(self.embedding_dim, self.params.predictor_hidden_dim, self.embedding_dim)
+
+    @classmethod
+    def projector_from_config(cls, h, in_dim, params):
         if h.kind == "mlp":
             return mlp(in_dim, h.hidden_dim, h.out_dim, h.num_layers, h.last_bn, last_bn_affine=False)
-        return super().build_projector(h, in_dim)
+        return super().projector_from_config(h, in_dim, params)
 
     def forward(self, x1, x2):
-        z1 = self.projector(self.backbone(x1))
-        z2 = self.projector(self.backbone(x2))
-        return simsiam_loss(self.predictor(z1), self.predictor(z2), z1, z2), {}
+        r1, z1, z2 = self.project_views(x1, x2)
+        return MethodOutput(simsiam_loss(self.predictor(z1), self.predictor(z2), z1, z2), {}, r1)

@@ -5,15 +5,29 @@ Defaults are the paper's CIFAR ones (w_size 128, w_iter 1, no shrinkage; it uses
 A per-process batch smaller than w_size is whitened whole (tiny runs); a sub-batch must have more
 samples than the embedding has dimensions, or its covariance cannot be whitened.
 """
-from ..config import ConfigError
+from dataclasses import dataclass
+
+from ..errors import ConfigError
 from ..losses import wmse_loss
-from .base import Method
+from ..options import opt
+from .base import Method, MethodOutput, register
 
 
+@register("wmse")
 class WMSE(Method):
+    display_name = "W-MSE"
+
+    @dataclass
+    class Params:
+        wmse_w_size: int = opt(128, "whitening sub-batch size (paper: 128); a smaller per-process batch is "
+                                    "whitened whole; must exceed the embedding dimension", min=2)
+        wmse_w_iter: int = opt(1, "random sub-batch splits per step (paper's default: 1)", min=1)
+        wmse_eps: float = opt(0.0, "shrink the covariance towards I before whitening (official: 0)",
+                              min=0.0, max=1.0)
+
     def whitening_size(self, batch: int) -> int:
         """Sub-batch size for a per-process batch of `batch` views, checked."""
-        w_size = min(self.cfg.method.wmse_w_size, batch)
+        w_size = min(self.params.wmse_w_size, batch)
         if batch % w_size:
             raise ConfigError(f"method.wmse_w_size: the per-process batch of {batch} is not a multiple of "
                               f"{w_size}; choose a divisor of it")
@@ -24,7 +38,6 @@ class WMSE(Method):
         return w_size
 
     def forward(self, x1, x2):
-        z1 = self.projector(self.backbone(x1))
-        z2 = self.projector(self.backbone(x2))
-        m = self.cfg.method
-        return wmse_loss(z1, z2, self.whitening_size(z1.shape[0]), m.wmse_w_iter, m.wmse_eps), {}
+        r1, z1, z2 = self.project_views(x1, x2)
+        p = self.params
+        return MethodOutput(wmse_loss(z1, z2, self.whitening_size(z1.shape[0]), p.wmse_w_iter, p.wmse_eps), {}, r1)

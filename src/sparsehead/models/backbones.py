@@ -8,6 +8,11 @@ ARCHS = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet34": (BasicBlock, [3, 4,
          "resnet50": (Bottleneck, [3, 4, 6, 3])}
 
 
+def feature_dim(arch: str, width: int) -> int:
+    """The dimension of r: the last stage's width, 8 x width x the block's expansion."""
+    return 8 * width * ARCHS[arch][0].expansion
+
+
 class WidthResNet(ResNet):
     """torchvision's ResNet with base width `width` instead of 64 (module names unchanged, so a
     width-64 state_dict loads into torchvision.models.resnet18/50 directly)."""
@@ -22,7 +27,7 @@ class WidthResNet(ResNet):
         else:
             self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.feature_dim = 8 * width * block.expansion
+        self.feature_dim = feature_dim(arch, width)
         self.fc = nn.Identity()
         for m in self.modules():  # torchvision's init, re-applied to the replaced stem
             if isinstance(m, nn.Conv2d):

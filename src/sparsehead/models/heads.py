@@ -1,4 +1,4 @@
-"""Projection heads h: r -> z as small composable modules (SPEC section 3, papers/003 Table 2).
+"""Projection heads h: r -> z as small composable modules (formulas: docs/references.md, projection heads, Jing et al. 2022 Table 2).
 
 Trainable: linear, mlp, diagonal, orthogonal. Fixed (buffers, no gradient, saved in the
 state_dict): lowrank, lowrank_diagonal. identity has no head at all.
@@ -12,7 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import orthogonal
 
-# DirectCLR's d0 = 360 of ResNet-50's 2048 features (papers/003); the default rank keeps that ratio.
+from ..registry import Registry
+
+# DirectCLR's d0 = 360 of ResNet-50's 2048 features (Jing et al. 2022); the default rank keeps that ratio.
 DIRECTCLR_RANK_RATIO = 360 / 2048
 
 
@@ -81,28 +83,73 @@ def low_rank_matrix(dim: int, rank: int) -> torch.Tensor:
     return (u * rank_mask(dim, rank)) @ v.T
 
 
+HEADS = Registry("head", "head.kind")
+
+
+def head(name: str, uses: tuple[str, ...] = (), sparsehead: bool = True, square: bool = False):
+    """Register `build(in_dim, hidden_dim, out_dim, num_layers, last_bn, rank) -> nn.Module` as
+    head.kind=`name`. Declared: `uses`, the head.* keys it reads (shown in --help; the section is
+    shared by every kind, so one config can sweep head.kind); `sparsehead`, whether it has a
+    trainable linear map with meaningful column groups for the L2,1 penalty; `square`, whether it
+    keeps the backbone's dimension."""
+    def decorate(build):
+        build.uses, build.sparsehead, build.square = uses, sparsehead, square
+        return HEADS.register(name)(build)
+    return decorate
+
+
+@head("identity", sparsehead=False, square=True)
+def _identity(in_dim, hidden_dim, out_dim, num_layers, last_bn, rank):
+    return nn.Identity()
+
+
+@head("linear", uses=("out_dim",))
+def _linear(in_dim, hidden_dim, out_dim, num_layers, last_bn, rank):
+    return nn.Sequential(nn.Linear(in_dim, out_dim))
+
+
+@head("mlp", uses=("hidden_dim", "out_dim", "num_layers", "last_bn"))
+def _mlp(in_dim, hidden_dim, out_dim, num_layers, last_bn, rank):
+    return mlp(in_dim, hidden_dim, out_dim, num_layers, last_bn)
+
+
+@head("diagonal", square=True)
+def _diagonal(in_dim, hidden_dim, out_dim, num_layers, last_bn, rank):
+    return nn.Sequential(Diagonal(torch.ones(in_dim)))
+
+
+@head("lowrank", uses=("rank",), sparsehead=False, square=True)
+def _lowrank(in_dim, hidden_dim, out_dim, num_layers, last_bn, rank):
+    return nn.Sequential(FixedLinear(low_rank_matrix(in_dim, checked_rank(in_dim, rank))))
+
+
+@head("lowrank_diagonal", uses=("rank",), sparsehead=False, square=True)
+def _lowrank_diagonal(in_dim, hidden_dim, out_dim, num_layers, last_bn, rank):
+    return nn.Sequential(Diagonal(rank_mask(in_dim, checked_rank(in_dim, rank)), trainable=False))
+
+
+@head("orthogonal", sparsehead=False, square=True)
+def _orthogonal(in_dim, hidden_dim, out_dim, num_layers, last_bn, rank):
+    # matrix-exponential map for a square weight, as Jing et al. 2022's ExpM; its columns all have
+    # norm 1, so the L2,1 penalty would be a constant
+    return nn.Sequential(orthogonal(nn.Linear(in_dim, in_dim)))
+
+
+def checked_rank(in_dim: int, rank: Optional[int]) -> int:
+    rank = default_rank(in_dim) if rank is None else rank
+    if not 1 <= rank <= in_dim:
+        raise ValueError(f"head.rank={rank} must be between 1 and the {in_dim} backbone features")
+    return rank
+
+
 def build_head(kind: str, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2,
                last_bn: bool = False, rank: Optional[int] = None) -> nn.Module:
-    """The head `kind` on in_dim features. diagonal, lowrank, lowrank_diagonal and orthogonal are
-    square (in_dim -> in_dim) as in papers/003; `rank` is d0 of the low-rank heads (None: default)."""
-    if kind == "identity":
-        return nn.Identity()
-    if kind == "linear":
-        return nn.Sequential(nn.Linear(in_dim, out_dim))
-    if kind == "mlp":
-        return mlp(in_dim, hidden_dim, out_dim, num_layers, last_bn)
-    if kind == "diagonal":
-        return nn.Sequential(Diagonal(torch.ones(in_dim)))
-    if kind == "orthogonal":  # matrix-exponential map for a square weight, as papers/003's ExpM
-        return nn.Sequential(orthogonal(nn.Linear(in_dim, in_dim)))
-    if kind in ("lowrank", "lowrank_diagonal"):
-        rank = default_rank(in_dim) if rank is None else rank
-        if not 1 <= rank <= in_dim:
-            raise ValueError(f"head.rank={rank} must be between 1 and the {in_dim} backbone features")
-        if kind == "lowrank":
-            return nn.Sequential(FixedLinear(low_rank_matrix(in_dim, rank)))
-        return nn.Sequential(Diagonal(rank_mask(in_dim, rank), trainable=False))
-    raise ValueError(f"unknown head kind {kind!r}")
+    """The head `kind` (a name in HEADS) on in_dim features. diagonal, lowrank, lowrank_diagonal and
+    orthogonal are square (in_dim -> in_dim) as in Jing et al. 2022; `rank` is d0 of the low-rank
+    heads (None: default)."""
+    if kind not in HEADS:
+        raise ValueError(f"unknown head kind {kind!r}")
+    return HEADS[kind](in_dim, hidden_dim, out_dim, num_layers, last_bn, rank)
 
 
 def linear_layers(head: nn.Module) -> list[nn.Module]:

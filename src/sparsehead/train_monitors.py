@@ -1,15 +1,13 @@
-"""Online monitors during pretraining (off by default; config section `eval`).
+"""Monitors of a pretraining run (config section `eval`): the k-NN report of the frozen backbone
+(at the end of training and, with eval.knn_every, every N epochs) and an online linear classifier.
 
-- An online linear classifier on r.detach() of the first view (as solo-learn and directclr do):
-  its own nn.Linear and optimiser, trained one step per batch on the batch's labels (unlabeled
-  images, label < 0, are skipped). It never touches the backbone's gradients. Logged as
-  online_linear_acc / online_linear_loss, averaged over the steps since the last log line.
-- A k-NN monitor every `eval.knn_every` epochs on the frozen backbone (the end-of-training k-NN).
-
-The loop only hands over the batch labels and asks for the logs: the classifier sees r through a
-forward hook on method.backbone that keeps the first output of each training step. Under DDP
-every process trains its own classifier on its shard; the main process logs. The classifier is
-not checkpointed: after a resume it starts again from scratch.
+- The online linear classifier (off by default; as solo-learn and directclr do) trains on
+  r.detach() of the first view, which the method's forward returns (MethodOutput.r): its own
+  nn.Linear and optimiser, one step per batch on the batch's labels (unlabeled images, label < 0,
+  are skipped). It never touches the backbone's gradients. Logged as online_linear_acc /
+  online_linear_loss, averaged over the steps since the last log line. Under DDP every process
+  trains its own classifier on its shard; the main process logs. It is not checkpointed: after a
+  resume it starts again from scratch.
 """
 from __future__ import annotations
 
@@ -19,33 +17,41 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import EvalConfig
+from .config import KNN_WEIGHTED_K, EvalConfig
+from .data import datasets
+from .evaluate.features import extract
+from .evaluate.knn import knn_report
+
+
+def knn_summary(method, cfg, views, device) -> dict:
+    """The run's k-NN numbers as results.json records them: knn<k>_top1 (eval.knn_k majority vote)
+    and knn200_weighted_top1 (200 neighbours, or all of a smaller training set)."""
+    train = datasets.load(cfg.data, "train")
+    test = datasets.load(cfg.data, "test")
+    r_train, _ = extract(method, train, views, device)
+    r_test, _ = extract(method, test, views, device)
+    report = knn_report(r_train, train.labels, r_test, test.labels, k=cfg.eval.knn_k,
+                        k_weighted=min(KNN_WEIGHTED_K, len(train)), batch_size=cfg.eval.knn_batch_size)
+    return {f"knn{cfg.eval.knn_k}_top1": report["top1"], f"knn{KNN_WEIGHTED_K}_weighted_top1": report["weighted_top1"]}
 
 
 class OnlineMonitor:
-    def __init__(self, cfg: EvalConfig, method: nn.Module, num_classes: int, device: torch.device,
+    def __init__(self, cfg: EvalConfig, feature_dim: int, num_classes: int, device: torch.device,
                  knn: Optional[Callable[[], dict]] = None):
         self.knn_every = cfg.knn_every
         self.knn = knn  # returns the k-NN accuracies of the current backbone
         self.classifier = None
-        self._r = None
         self._sums = {"loss": 0.0, "correct": 0, "count": 0}
         if cfg.online_linear:
             with torch.random.fork_rng(devices=[]):  # leave the run's random stream as it was
-                self.classifier = nn.Linear(method.backbone.feature_dim, num_classes).to(device)
+                self.classifier = nn.Linear(feature_dim, num_classes).to(device)
             self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=cfg.online_linear_lr)
 
-            def capture(module, inputs, output):  # a plain function: deep copies of the backbone skip it
-                if module.training and self._r is None:
-                    self._r = output.detach()
-
-            method.backbone.register_forward_hook(capture)
-
-    def update(self, labels: torch.Tensor) -> None:
-        """One step of the online classifier on the r captured during this training step."""
-        r, self._r = self._r, None
+    def update(self, labels: torch.Tensor, r: Optional[torch.Tensor]) -> None:
+        """One step of the online classifier on this training step's r (of the first view)."""
         if self.classifier is None or r is None:
             return
+        r = r.detach()
         labels = labels.to(r.device)
         keep = (labels >= 0) & torch.isfinite(r).all(dim=1)  # a non-finite step must not poison it
         if not keep.any():

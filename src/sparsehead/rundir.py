@@ -1,0 +1,166 @@
+"""RunDir: the one owner of a run folder's layout and of every record in it.
+
+    RUN/
+      run.json            {"schema": SCHEMA, "sparsehead": version}; absent in folders of schema 1
+      config.yaml         the resolved config (config.to_dict)
+      metrics.jsonl       one JSON object per logged step (metrics_log.MetricLogger)
+      tensorboard/        the same scalars as TensorBoard events (when installed)
+      checkpoints/        ckpt-<step>.pt (checkpoint.py); each holds "schema" too
+      results.json        end of pretraining: run_dir, steps, knn<k>_top1, knn200_weighted_top1
+      eval/<name>.json    one record per `sparsehead evaluate` (runner.result_name)
+      features/, splits/  caches of evaluate (frozen features, semi-supervised label subsets)
+      analysis/           analysis.json, figures and report.html of `sparsehead analyze`
+
+Readers go through this class, so a renamed or missing field is an error naming the file and
+what to do, never an empty table cell. Folders of an older schema are read (and migrated) where
+their layout allows, and refused with the fix where it does not.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from . import __version__, config
+from .errors import SparseheadError
+from .io import atomic_write_json
+
+SCHEMA = 2  # 1: before run.json (flat method section); 2: per-method parameters, run.json
+
+
+class RunDirError(SparseheadError, ValueError):
+    """A run folder that cannot be read as asked, and what to do."""
+
+
+def _inside(name: str) -> property:
+    return property(lambda self: self.path / name, doc=f"RUN/{name}")
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # --- layout: every name of the folder, in one place ------------------------------------------
+    run_file = _inside("run.json")
+    config_path = _inside("config.yaml")
+    metrics_path = _inside("metrics.jsonl")
+    tensorboard_dir = _inside("tensorboard")
+    checkpoints_dir = _inside("checkpoints")
+    results_path = _inside("results.json")
+    eval_dir = _inside("eval")
+    features_dir = _inside("features")
+    splits_dir = _inside("splits")
+    analysis_dir = _inside("analysis")
+
+    @classmethod
+    def of_checkpoint(cls, path: str | Path) -> "RunDir":
+        """The run folder a checkpoint file belongs to (its folder, for a loose checkpoint file)."""
+        path = Path(path)
+        return cls(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+
+    def split_path(self, data_key: str, fraction: float, seed: int) -> Path:
+        return self.splits_dir / f"semisup-{fraction * 100:g}pct-seed{seed}-{data_key}.json"
+
+    def eval_path(self, name: str) -> Path:
+        return self.eval_dir / f"{name}.json"
+
+    # --- schema -----------------------------------------------------------------------------------
+    @property
+    def schema(self) -> int:
+        """The folder's schema: run.json's, or 1 for folders written before run.json existed."""
+        if not self.run_file.is_file():
+            return 1
+        schema = self._json(self.run_file).get("schema")
+        if not isinstance(schema, int):
+            raise RunDirError(f"{self.run_file} has no integer 'schema'; it was not written by sparsehead")
+        if schema > SCHEMA:
+            raise RunDirError(f"{self.path} has run-folder schema {schema}, newer than this sparsehead's "
+                              f"({SCHEMA}); read it with the sparsehead version that wrote it (run.json names it)")
+        return schema
+
+    def write_run_file(self) -> None:
+        atomic_write_json(self.run_file, {"schema": SCHEMA, "sparsehead": __version__})
+
+    # --- config -----------------------------------------------------------------------------------
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def read_config_dict(self) -> dict:
+        if not self.config_path.is_file():
+            raise RunDirError(f"{self.path} is not a run folder (it has no config.yaml); give a folder "
+                              "made by `sparsehead pretrain`")
+        return yaml.safe_load(self.config_path.read_text()) or {}
+
+    def read_config(self) -> config.Config:
+        """The run's config in today's layout (migrated from older schemas)."""
+        return config.from_saved(self.read_config_dict(), self.schema)
+
+    def write_config(self, cfg: config.Config) -> None:
+        self.write_run_file()
+        config.save(cfg, self.config_path)
+
+    # --- records ------------------------------------------------------------------------------------
+    @staticmethod
+    def _json(path: Path) -> dict:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise RunDirError(f"{path} cannot be read as JSON ({err}); delete it and write it again "
+                              "with the command that makes it") from None
+
+    # --- results, evaluation records, analysis ------------------------------------------------------
+    def write_results(self, summary: dict) -> None:
+        atomic_write_json(self.results_path, summary)
+
+    def read_results(self) -> Optional["Record"]:
+        """results.json (None before pretraining finished)."""
+        return self._record(self.results_path, "finish or resume the pretraining "
+                                                f"(`sparsehead pretrain --resume {self.path}`)")
+
+    def write_eval(self, name: str, record: dict) -> Path:
+        path = self.eval_path(name)
+        atomic_write_json(path, record)
+        return path
+
+    def read_eval(self, name: str) -> Optional["Record"]:
+        """eval/<name>.json (None when that evaluation has not been run)."""
+        protocol = name.split("-")[0].split("@")[0]
+        return self._record(self.eval_path(name), f"run `sparsehead evaluate {self.path} --protocol {protocol}` "
+                                                  "again to rewrite it")
+
+    def read_analysis(self, folder: Optional[Path] = None) -> Optional["Record"]:
+        """analysis/analysis.json (or that of `folder`); None when not analysed."""
+        path = Path(folder or self.analysis_dir) / "analysis.json"
+        return self._record(path, f"run `sparsehead analyze {self.path}` again to rewrite it")
+
+    def _record(self, path: Path, fix: str) -> Optional["Record"]:
+        return Record(path, self._json(path), fix) if path.is_file() else None
+
+
+class Record(dict):
+    """One JSON record of a run folder; `record.field("r", "top1")` is its value, or a RunDirError
+    naming the file, the missing field and the fix (never a silent blank)."""
+
+    def __init__(self, path: Path, data: dict, fix: str):
+        super().__init__(data)
+        self.path, self.fix = Path(path), fix
+
+    def field(self, *keys: str) -> Any:
+        value: Any = self
+        for i, key in enumerate(keys):
+            if not isinstance(value, dict) or key not in value:
+                raise RunDirError(f"{self.path} has no field {'.'.join(keys[:i + 1])} (written by another "
+                                  f"sparsehead version?); {self.fix}")
+            value = value[key]
+        return value
+
+    def number(self, *keys: str) -> float:
+        value = self.field(*keys)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RunDirError(f"{self.path}: field {'.'.join(keys)} is {value!r}, not a number; {self.fix}")
+        return float(value)
