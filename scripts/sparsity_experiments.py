@@ -187,15 +187,17 @@ def measure_invariance() -> dict:
     import torch
     sys.path.insert(0, str(REPO / "src"))
     from sparsehead import config
-    from sparsehead.methods import METHODS
+    from sparsehead.methods import METHODS, params_of
     from sparsehead.runs import build_model
     from sparsehead.sparsity import penalized_layers
     torch.set_num_threads(1)
     tiny = ["data.source=digits", "data.image_size=16", "model.width=8", "head.hidden_dim=64",
-            "head.out_dim=16", "train.batch_size=64", "method.predictor_hidden_dim=32", "method.queue_size=256"]
+            "head.out_dim=16", "train.batch_size=64"]
+    method_keys = {"predictor_hidden_dim": 32, "queue_size": 256}  # where the method has them
     out = {}
     for name in METHODS:
-        cfg = config.load(None, tiny + [f"method.name={name}", f"sparsity.lam={0 if name == 'directclr' else 1e-4}"])
+        keys = [f"method.{k}={v}" for k, v in method_keys.items() if k in params_of(name)]
+        cfg = config.load(None, tiny + [f"method.name={name}", f"sparsity.lam={0 if name == 'directclr' else 1e-4}", *keys])
         torch.manual_seed(0)
         model = build_model(cfg).double().train()
         g = torch.Generator().manual_seed(1)
@@ -208,7 +210,7 @@ def measure_invariance() -> dict:
             m = copy.deepcopy(model)
             layer = penalized_layers(m.sparse_head(), "last")[0]
             scale_layer_(layer, c)
-            loss, _ = m(x1, x2)
+            loss = m(x1, x2).loss
             loss.backward()
             w = layer_vector(layer).detach()
             grad = torch.cat([layer.weight.grad.reshape(-1)] + ([layer.bias.grad.reshape(-1)]
@@ -270,7 +272,7 @@ def measure_efflr() -> dict:
     model = build_model(cfg).train()
     warm = build_optimizer(cfg.optim, model)
     for x1, x2 in batches[:10]:
-        loss, _ = model(x1, x2)
+        loss = model(x1, x2).loss
         warm.zero_grad()
         loss.backward()
         warm.step()
@@ -288,7 +290,7 @@ def measure_efflr() -> dict:
             for x1, x2 in batches[10:]:
                 w0, wb0 = layer.weight.detach().reshape(-1).clone(), layer_vector(layer).detach().clone()
                 before = [p.detach().clone() for p in mats]
-                loss, _ = m(x1, x2)
+                loss = m(x1, x2).loss
                 o.zero_grad()
                 loss.backward()
                 o.step()
