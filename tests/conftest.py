@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"  # on the path of CLI subprocesses that import a test module (plugins)
 SRC = REPO / "src"
 CIFAR10_ROOT = Path(os.environ.get("SPARSEHEAD_CIFAR10", REPO.parent / "shared" / "data" / "cifar10"))
 

@@ -111,7 +111,7 @@ def test_barlow_twins_equals_lightly_in_one_process(lam):
 def test_barlow_twins_ddp_convention_differs_from_lightly():
     """Convention difference under DDP. Ours (and the official code, whose BatchNorm is a
     SyncBatchNorm) standardises with the mean and variance of the GLOBAL batch and sums a^T b over
-    processes / N_global: the loss on the concatenated batch (tests/test_ddp.py). lightly's
+    processes / N_global: the loss on the concatenated batch (tests/test_distributed.py). lightly's
     gather_distributed=True standardises each process's batch with its OWN statistics and averages
     the per-process correlation matrices (all_reduce(c / world_size)). Emulated here for two
     processes with lightly's own standardisation: the two agree only when every shard has the

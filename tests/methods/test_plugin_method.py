@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import sparsehead.methods
-from conftest import SRC, TINY, run_cli
+from conftest import SRC, TESTS, TINY, run_cli
 from sparsehead import config
 from sparsehead.options import opt
 from sparsehead.plugins import plugin_modules
@@ -61,7 +61,7 @@ def method():
 
 def plugin_env() -> dict:
     return {"SPARSEHEAD_PLUGINS": Path(__file__).stem,
-            "PYTHONPATH": os.pathsep.join([str(SRC), str(Path(__file__).parent)])}
+            "PYTHONPATH": os.pathsep.join([str(SRC), str(Path(__file__).parent), str(TESTS)])}
 
 
 def test_its_parameters_are_config_keys_and_others_are_refused(method):

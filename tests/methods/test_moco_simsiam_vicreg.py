@@ -1,6 +1,6 @@
 """SimSiam, VICReg, MoCo v2/v3 and Huang et al.'s revised InfoNCE: each loss against naive float64
 loops, gradients by gradcheck, the MoCo queue's ring semantics, key encoders moved only by EMA,
-SimSiam's stop-gradient (their DDP equivalence: test_ddp.py)."""
+SimSiam's stop-gradient (their DDP equivalence: test_distributed.py)."""
 from __future__ import annotations
 
 import itertools
