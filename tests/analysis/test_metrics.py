@@ -156,7 +156,7 @@ def test_alignment_and_uniformity_match_wang_isola():
     assert uniformity(torch.ones(10, 3)) == pytest.approx(0.0, abs=1e-12)  # all on one point
 
 
-# --- class centres (papers/002) -----------------------------------------------------------------------
+# --- class centres (Huang et al. 2023) -----------------------------------------------------------------------
 
 def test_class_centre_metrics_hand_derived():
     x = np.array([[1.0, 0], [0, 2.0], [-3.0, 0]])  # normalised: (1,0), (0,1) | (-1,0)

@@ -1,4 +1,4 @@
-"""Augmentation recipes and papers/002's op compositions: two different valid views, and each op
+"""Augmentation recipes and Huang et al. 2023's op compositions: two different valid views, and each op
 does what its name says (checked against direct numpy computations on synthetic colour images)."""
 import numpy as np
 import pytest
@@ -103,7 +103,7 @@ def test_solarize_only_inverts_bright_pixels():
 def test_colour_strength_orders_the_colour_change():
     x = _images().float().numpy() / 255
     change = []
-    for s in (1, 0.5, 0.25, 0.125):  # papers/002's strengths
+    for s in (1, 0.5, 0.25, 0.125):  # Huang et al. 2023's strengths
         _, _, u1, _ = _views([_ops(["color_distort"]), "augment.jitter_p=1.0", f"augment.color_strength={s}"])
         change.append(np.abs(u1 - x).mean())
     assert change == sorted(change, reverse=True) and change[-1] > 0

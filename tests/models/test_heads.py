@@ -1,4 +1,4 @@
-"""Projection heads of papers/003 Table 2: each head's defining property, against numpy."""
+"""Projection heads of Jing et al. 2022 Table 2: each head's defining property, against numpy."""
 import numpy as np
 import pytest
 import torch
