@@ -79,6 +79,17 @@ def assert_loss_fell(before: list[float], after: list[float], what: str, min_fal
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models: one thread is fastest, and does not fight the other tests for the cores; the
+    process's thread count is given back afterwards. Use with pytest.mark.usefixtures."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_cfg(tmp_path):
     """A validated tiny digits config writing into tmp_path (extra overrides via the returned fn)."""
     from sparsehead import config

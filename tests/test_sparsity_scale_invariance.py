@@ -51,12 +51,7 @@ def loss_and_grad(model, x1, x2, c: float):
     return loss.item(), flat([p.grad for p in params]), flat([p.detach() for p in params])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -18,13 +18,7 @@ from sparsehead.optim import build_optimizer
 from sparsehead.runs import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and does not fight the other tests for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_method(name: str, *extra: str):
