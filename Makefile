@@ -28,7 +28,7 @@ OTHER_KERNELS := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null \
 	|| echo ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 	env $(OTHER_KERNELS) $(BIN)/python -m pytest -q -m numerics
 
 # Throughput of sparsehead vs lightly vs torchvision (docs/performance.md); needs ../shared/data/cifar10.
