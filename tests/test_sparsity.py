@@ -389,3 +389,13 @@ def test_demo_prunes_to_the_target_support_and_stays_there(tmp_path):
     norms = weight.norm(dim=0)
     assert int((norms == 0).sum()) == 256 - 64
     assert torch.equal(state["sparsity"]["masks"][0], norms > 0)
+
+
+def test_prune_mode_on_a_diagonal_head_zeroes_the_smallest_entries():
+    head = build_head("diagonal", 6, 0, 0)
+    with torch.no_grad():
+        head[0].weight.copy_(torch.tensor([[0.5, -0.05, 0.2, -1.0, 0.3, 0.01]]))
+    cfg = config.SparsityConfig(mode="prune", target_support=0.5, prune_start=0.0, prune_end=0.0)
+    reg = SparseHeadRegularizer(cfg, head, total_steps=10)
+    reg.after_step(lr=0.1)  # prune_end = 0: the whole schedule at once
+    assert head[0].weight.tolist() == [[0.5, 0.0, 0.0, -1.0, 0.30000001192092896, 0.0]]
