@@ -9,6 +9,12 @@ from its last checkpoint, so it can be run in pieces across sessions.
     python scripts/reproduce.py run --cells directclr --seeds 3   # one cell, another seed
     python scripts/reproduce.py plan                         # the commands, without running them
     python scripts/reproduce.py write                        # docs/reproduction.md from finished runs
+    python scripts/reproduce.py write-long --base configs/reproduce/long.yaml --ledger docs/results/long.json
+                                       # the longer experiment's table in docs/sparsehead.md and reproduction.md
+
+--ledger FILE keeps the numbers of every finished run in one JSON file that is committed with the
+docs: a run found there is not run again, so a grid can be continued in another session (or on
+another machine) whose run folders are gone.
 
 Experiments (claims of Song et al. 2023, Song et al. 2023 (summary), Jing et al. 2022):
   table1      SimCLR, BYOL, Barlow Twins, each without and with SparseHead (lambda 1e-4)
@@ -33,12 +39,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "configs" / "reproduce" / "base.yaml"
 RUNS = REPO / "runs" / "reproduce"
+LEDGER: Path | None = None  # --ledger: the finished runs' numbers, kept beyond the run folders
 DOC = REPO / "docs" / "reproduction.md"
 FIGURES = REPO / "docs" / "figures" / "reproduction"
 SEEDS = (0, 1, 2)
 sys.path.insert(0, str(REPO / "src"))  # this checkout's sparsehead, for its method names and run folders
 from sparsehead.methods import display_name  # noqa: E402
+import torch  # noqa: E402
+from sparsehead.io import atomic_write_json, atomic_write_text  # noqa: E402
 from sparsehead.rundir import RunDir  # noqa: E402
+from sparsehead.sparsity import gini, top_share  # noqa: E402
 
 # Cells: run-name stem -> overrides on top of configs/reproduce/base.yaml. Shared cells run once.
 CELLS = {
@@ -67,6 +77,8 @@ EXPERIMENTS = {
                "simclr-mlp-lam0.01"],
     "heads": ["simclr-identity", "simclr-linear", "simclr-mlp-lam0"],
     "projectors": ["simclr-identity", "simclr-linear", "directclr", "simclr-lowrank_diagonal"],
+    # Issue 17's longer experiment (configs/reproduce/long.yaml): no SparseHead, the paper's penalty, prune
+    "long": ["simclr-mlp-lam0", "simclr-mlp-lam0.0001", "simclr-mlp-prune0.25"],
 }
 # Song et al. 2023 Table 1, CIFAR-10, ResNet-18: (linear top-1, 5-NN top-1) in percent.
 PAPER_TABLE1 = {("simclr", False): (91.80, 88.42), ("simclr", True): (92.75, 90.32),
@@ -107,6 +119,8 @@ def run_grid(cells: list[str], seeds: list[int], dry: bool) -> None:
     for seed in seeds:  # seed-major: a partial grid already has one seed of every cell
         for cell in cells:
             run = RUNS / f"{cell}-s{seed}"
+            if run.name in ledger():
+                continue
             for name, cmd, done in steps(cell, seed):
                 if done.is_file():
                     continue
@@ -119,6 +133,8 @@ def run_grid(cells: list[str], seeds: list[int], dry: bool) -> None:
                 if proc.returncode != 0:
                     sys.exit(f"{run.name}: {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
                 record_time(run, name, time.perf_counter() - start)
+            if LEDGER is not None and not dry:
+                record_in_ledger(run.name, run_numbers(cell, seed))
 
 
 def record_time(run: Path, step: str, seconds: float) -> None:
@@ -128,6 +144,27 @@ def record_time(run: Path, step: str, seconds: float) -> None:
     path.write_text(json.dumps(times, indent=2) + "\n")
 
 
+def ledger() -> dict:
+    return (read_json(LEDGER) or {}) if LEDGER is not None else {}
+
+
+def machine() -> str:
+    """The CPU's model name, core count and GPU, as a table's footnote names the machine."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 platform.machine())
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{model}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def record_in_ledger(name: str, numbers: dict) -> None:
+    """Add one finished run's numbers, with the machine and date they came from."""
+    entries = ledger()
+    entries[name] = {**numbers, "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M")}
+    LEDGER.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(LEDGER, dict(sorted(entries.items())))
+
+
 # --- reading the results ---------------------------------------------------------------------------
 
 def read_json(path: Path):
@@ -135,7 +172,10 @@ def read_json(path: Path):
 
 
 def run_numbers(cell: str, seed: int) -> dict | None:
-    """Percentages and spectral numbers of one finished run (None while it is not finished)."""
+    """Percentages and spectral numbers of one finished run (None while it is not finished): from
+    its run folder, or from the ledger once the folder is gone."""
+    if not (RUNS / f"{cell}-s{seed}").is_dir() and f"{cell}-s{seed}" in ledger():
+        return ledger()[f"{cell}-s{seed}"]
     run = RunDir(RUNS / f"{cell}-s{seed}")  # a missing field is an error naming the file, not a blank cell
     linear, knn, analysis = run.read_eval("linear"), run.read_eval("knn"), run.read_analysis()
     if linear is None or knn is None or (analysis is None and cell in SPECTRAL_CELLS):
@@ -148,6 +188,8 @@ def run_numbers(cell: str, seed: int) -> dict | None:
                     "collapsed_r": analysis.field("r", "collapsed_dims"),
                     "collapsed_z": analysis.field("z", "collapsed_dims"),
                     "support": head[0]["support"] if head else None,
+                    "top10_share": top_share(torch.tensor(head[0]["column_norms"])) if head else None,
+                    "gini": gini(torch.tensor(head[0]["column_norms"])) if head else None,
                     "large_columns": large_columns(head[0]["column_norms"]) if head else None,
                     "l21": head[0]["l21"] if head else None,
                     "columns": head[0]["shape"][1] if head else None}
@@ -388,6 +430,55 @@ def write_doc(seeds: list[int]) -> None:
     print(f"written: {DOC}")
 
 
+LONG_ROWS = {"simclr-mlp-lam0": ("none", "0"), "simclr-mlp-lam0.0001": ("penalty (the paper)", "1e-4"),
+             "simclr-mlp-prune0.25": ("prune, target 0.25", "1e-4")}
+
+
+def long_section(seeds: list[int]) -> str:
+    """The longer experiment's table: per mode, the head's support and concentration, accuracy and
+    effective ranks, then the verdicts of each mode against no SparseHead."""
+    data = {c: collect(c, seeds) for c in EXPERIMENTS["long"]}
+    minutes = [m for d in data.values() for m in d.get("minutes", [])]
+    columns = next((d["columns"][0] for d in data.values() if d.get("columns")), "?")
+    lines = [f"Generated by `python scripts/reproduce.py write-long` from `{BASE.name}` runs ({len(minutes)} of "
+             f"{len(seeds) * len(data)} finished; {statistics.fmean(minutes) if minutes else 0:.0f} min per run: "
+             "pretraining + linear probe + k-NN + analysis). Machines: "
+             + "; ".join(sorted({e["machine"] for e in ledger().values() if "machine" in e}) or ["-"]) + ".", ""]
+    rows = []
+    for cell, d in data.items():
+        mode, lam = LONG_ROWS[cell]
+        rows.append([mode, lam, str(len(d.get("linear", []))), mean_sd(d.get("linear", [])), mean_sd(d.get("knn", [])),
+                     f"{mean_sd(d.get('support', []))} of {columns}", mean_sd(d.get("large_columns", [])),
+                     mean_sd([100 * v for v in d.get("top10_share", [])]), mean_sd(d.get("gini", [])),
+                     mean_sd(d.get("erank_r", [])), mean_sd(d.get("erank_z", []))])
+    lines += table(["sparsity.mode", "lambda", "seeds", "linear top-1", "5-NN top-1", "support (>= 1e-3 x largest)",
+                    "columns >= 0.1 x largest", "top-10% share of the L2,1 norm (%)", "Gini of the column norms",
+                    "erank r", "erank z"], rows) + [""]
+    off = data["simclr-mlp-lam0"]
+    rows = [[f"{LONG_ROWS[cell][0]} against none", verdict(off.get("linear", []), data[cell].get("linear", [])),
+             verdict(off.get("knn", []), data[cell].get("knn", []))] for cell in EXPERIMENTS["long"][1:]]
+    lines += table(["comparison", "linear top-1", "5-NN top-1"], rows)
+    return "\n".join(lines) + "\n"
+
+
+def replace_marked(path: Path, name: str, text: str) -> None:
+    """Put `text` between the markers `<!-- begin NAME -->` / `<!-- end NAME -->` of a hand-written
+    document, which must have them (so nothing is written where a reader does not expect it)."""
+    begin, end = f"<!-- begin {name} (generated) -->", f"<!-- end {name} -->"
+    doc = path.read_text()
+    if begin not in doc or end not in doc:
+        sys.exit(f"{path}: no '{begin}' ... '{end}' markers to write the {name} table between; add them")
+    head, rest = doc.split(begin, 1)
+    atomic_write_text(path, head + begin + "\n" + text + end + rest.split(end, 1)[1])
+
+
+def write_long(seeds: list[int]) -> None:
+    text = long_section(seeds)
+    for path in (DOC, DOC.parent / "sparsehead.md"):
+        replace_marked(path, "long", text)
+        print(f"written: {path}")
+
+
 def kept_discussion() -> str:
     """The hand-written '## Discussion' section of an earlier document: `write` regenerates the
     numbers and keeps the reading of them."""
@@ -397,20 +488,24 @@ def kept_discussion() -> str:
 
 
 def main() -> None:
-    global BASE, RUNS, DOC, FIGURES
+    global BASE, RUNS, DOC, FIGURES, LEDGER
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "plan", "write"])
+    parser.add_argument("action", choices=["run", "plan", "write", "write-long"])
     parser.add_argument("--experiments", nargs="+", choices=sorted(EXPERIMENTS), default=sorted(EXPERIMENTS))
     parser.add_argument("--cells", nargs="+", choices=list(CELLS), help="only these cells (instead of --experiments)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--base", type=Path, default=BASE, help="shared config (a smoke test: a tiny one)")
     parser.add_argument("--runs", type=Path, default=RUNS, help="parent folder of the grid's run folders")
     parser.add_argument("--doc", type=Path, default=DOC, help="the document `write` produces")
+    parser.add_argument("--ledger", type=Path, help="JSON file of finished runs' numbers (kept with the docs)")
     args = parser.parse_args()
     BASE, RUNS, DOC = args.base.resolve(), args.runs.resolve(), args.doc.resolve()
+    LEDGER = args.ledger.resolve() if args.ledger else None
     FIGURES = DOC.parent / "figures" / "reproduction"
     if args.action == "write":
         write_doc(args.seeds)
+    elif args.action == "write-long":
+        write_long(args.seeds)
     else:
         run_grid(args.cells or cells_of(args.experiments), args.seeds, dry=args.action == "plan")
 

@@ -118,26 +118,11 @@ def env() -> dict:
 
 # --- statistics of a head's columns ---------------------------------------------------------------
 
-def gini(values: list[float]) -> float:
-    """Gini coefficient of non-negative values: 0 = all equal, (n - 1) / n = one holds everything."""
-    x = sorted(values)
-    n, total = len(x), sum(x)
-    if total == 0:
-        return 0.0
-    return 2 * sum((i + 1) * v for i, v in enumerate(x)) / (n * total) - (n + 1) / n
-
-
-def top_share(values: list[float], fraction: float = 0.1) -> float:
-    """Share of the total held by the largest `fraction` of the values (0.1 for uniform ones)."""
-    x = sorted(values, reverse=True)
-    k = max(1, math.ceil(fraction * len(x)))
-    total = sum(x)
-    return sum(x[:k]) / total if total else 0.0
-
-
 def column_stats(norms: list[float], threshold: float = 1e-3) -> dict:
+    import torch
+    from sparsehead.sparsity import gini, top_share
     top = max(norms)
-    return {"columns": len(norms), "top10_share": top_share(norms), "gini": gini(norms),
+    return {"columns": len(norms), "top10_share": top_share(torch.tensor(norms)), "gini": gini(torch.tensor(norms)),
             "support": sum(v >= threshold * top for v in norms) if top > 0 else 0,
             "exact_zeros": sum(v == 0 for v in norms),
             "cols_ge_0.1max": sum(v >= 0.1 * top for v in norms) if top > 0 else 0,

@@ -7,8 +7,9 @@ import torch
 import torch.nn as nn
 
 from sparsehead import config
-from sparsehead.sparsity import (SparseHeadRegularizer, column_norms, group_soft_threshold_, l21_norm,
-                                 penalized_layers, prune_mask, pruning_keep, sparsity_logs, support_size)
+from sparsehead.sparsity import (SparseHeadRegularizer, column_norms, gini, group_soft_threshold_, l21_norm,
+                                 penalized_layers, prune_mask, pruning_keep, sparsity_logs, support_size,
+                                 top_share)
 from sparsehead.models.heads import build_head
 
 
@@ -399,3 +400,16 @@ def test_prune_mode_on_a_diagonal_head_zeroes_the_smallest_entries():
     reg = SparseHeadRegularizer(cfg, head, total_steps=10)
     reg.after_step(lr=0.1)  # prune_end = 0: the whole schedule at once
     assert head[0].weight.tolist() == [[0.5, 0.0, 0.0, -1.0, 0.30000001192092896, 0.0]]
+
+
+def test_column_norm_concentration_against_hand_values_and_the_pairwise_gini():
+    assert gini(torch.ones(8)) == pytest.approx(0.0, abs=1e-12)
+    assert gini(torch.tensor([0.0, 0.0, 0.0, 5.0])) == pytest.approx(3 / 4)  # (n - 1) / n: one holds all
+    values = np.random.default_rng(0).exponential(size=37)
+    # Gini as the mean absolute difference over all ordered pairs / (2 x mean)
+    pairwise = np.abs(values[:, None] - values[None, :]).mean() / (2 * values.mean())
+    assert gini(torch.tensor(values)) == pytest.approx(pairwise, rel=1e-9)
+    assert top_share(torch.ones(20)) == pytest.approx(0.1)
+    # the largest ceil(10% of 37) = 4 values' share of the total
+    assert top_share(torch.tensor(values)) == pytest.approx(np.sort(values)[-4:].sum() / values.sum(), rel=1e-9)
+    assert gini(torch.zeros(5)) == 0.0 and top_share(torch.zeros(5)) == 0.0

@@ -50,6 +50,24 @@ def support_size(weight: torch.Tensor, threshold: float = 1e-3) -> int:
     return int((norms >= threshold * norms.max().clamp_min(1e-30)).sum())
 
 
+def top_share(norms: torch.Tensor, fraction: float = 0.1) -> float:
+    """Share of the total held by the largest `fraction` of the values (0.1 for equal ones): how
+    concentrated a layer's column norms are."""
+    x = norms.detach().double().flatten().sort(descending=True).values
+    total = x.sum()
+    return float(x[:max(1, math.ceil(fraction * x.numel()))].sum() / total) if total > 0 else 0.0
+
+
+def gini(norms: torch.Tensor) -> float:
+    """Gini coefficient of non-negative values: 0 when all are equal, (n - 1) / n when one holds all."""
+    x = norms.detach().double().flatten().sort().values
+    n, total = x.numel(), x.sum()
+    if total == 0:
+        return 0.0
+    ranks = torch.arange(1, n + 1, dtype=x.dtype)
+    return float(2 * (ranks * x).sum() / (n * total) - (n + 1) / n)
+
+
 def group_soft_threshold_(weight: torch.Tensor, step: float) -> None:
     """In place, the proximal map of step * ||W||_{2,1}: W[:, j] <- W[:, j] * max(0, 1 - step /
     ||W[:, j]||). Columns with norm <= step become exactly zero; the others shrink by `step`."""
@@ -197,14 +215,15 @@ def adapted_lambda(lam: float, support_frac: float, cfg) -> float:
 
 def head_sparsity(head: nn.Module, which: str = "last", threshold: float = 1e-3) -> list[dict]:
     """For each linear layer SparseHead acts on (`which` as sparsity.layers): its column norms
-    (one per input feature, descending), the support size at `threshold` x the largest norm, and
-    the L2,1 norm (the analysis report's view of the head; sparsity_logs is the training log's).
-    An identity head has none."""
+    (one per input feature, descending), the support size at `threshold` x the largest norm, the
+    L2,1 norm and the concentration of the norms (top-10% share, Gini) (the analysis report's view
+    of the head; sparsity_logs is the training log's). An identity head has none."""
     out = []
     for layer in penalized_layers(head, which):
         w = layer.weight.detach().float().cpu()
-        support = support_size(w, threshold)
+        support, norms = support_size(w, threshold), column_norms(w)
         out.append({"shape": list(w.shape), "support": support, "support_frac": support / w.shape[1],
                     "support_threshold": threshold, "l21": l21_norm(w).item(),
-                    "column_norms": column_norms(w).sort(descending=True).values.tolist()})
+                    "top10_share": top_share(norms), "gini": gini(norms),
+                    "column_norms": norms.sort(descending=True).values.tolist()})
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 
 import pytest
 from scipy import stats
@@ -89,3 +90,31 @@ def test_write_keeps_the_hand_written_discussion(synthetic_grid):
     text = doc.read_text()
     assert "stale" not in text and "| SimCLR | 3 |" in text
     assert text.endswith("\n## Discussion\n\nRead by hand.\n")
+
+
+def test_the_ledger_keeps_finished_runs_and_write_long_reports_them(synthetic_grid, monkeypatch):
+    """A finished run goes into the ledger, is read from it once its folder is gone, is not run
+    again, and the longer experiment's table is written between the documents' markers."""
+    monkeypatch.setattr(reproduce, "LEDGER", synthetic_grid / "docs" / "results" / "long.json")
+    started = []
+    monkeypatch.setattr(reproduce.subprocess, "run", lambda cmd, **kw: started.append(cmd))
+    for run in (reproduce.RUNS).iterdir():  # the grid's other step outputs, so every step is done
+        (run / "results.json").write_text("{}")
+    reproduce.run_grid(reproduce.EXPERIMENTS["long"], [0, 1, 2], dry=False)
+    assert started == []
+    entries = json.loads(reproduce.LEDGER.read_text())
+    assert sorted(entries) == sorted(f"{c}-s{s}" for c in reproduce.EXPERIMENTS["long"] for s in range(3))
+    # 512 columns of norm 1: the largest ceil(51.2) = 52 hold 52 / 512 of the L2,1 norm, Gini 0
+    assert entries["simclr-mlp-lam0-s0"]["top10_share"] == pytest.approx(52 / 512)
+    assert entries["simclr-mlp-lam0-s0"]["gini"] == pytest.approx(0.0, abs=1e-12)
+    shutil.rmtree(reproduce.RUNS)  # a later session: the run folders are gone, the ledger is not
+    reproduce.run_grid(reproduce.EXPERIMENTS["long"], [0, 1, 2], dry=False)
+    assert started == []
+    for name in ("reproduction.md", "sparsehead.md"):
+        (synthetic_grid / "docs" / name).write_text("# doc\n\n<!-- begin long (generated) -->\nold\n"
+                                                    "<!-- end long -->\n\n## Discussion\n")
+    reproduce.write_long([0, 1, 2])
+    doc = (synthetic_grid / "docs" / "sparsehead.md").read_text()
+    assert "old" not in doc and doc.endswith("<!-- end long -->\n\n## Discussion\n")
+    assert "| penalty (the paper) | 1e-4 | 3 | 43.00 ± 1.00 | 30.00 ± 1.00 | 512.00 ± 0.00 of 512 |" in doc
+    assert "| penalty (the paper) against none | held (+3.00, 2 SE = 1.63" in doc
