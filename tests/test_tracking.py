@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import struct
+import sys
 import subprocess
 import time
 
@@ -103,10 +104,7 @@ def test_a_failing_tracker_warns_and_is_switched_off_while_jsonl_keeps_every_rec
 
 
 def test_asking_for_an_uninstalled_tracker_names_its_extra(monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
-                        if name == "wandb" else real_import(name, *a, **k))
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb now raises ImportError
     with pytest.raises(ConfigError, match=r"wandb is not installed; pip install 'sparsehead\[wandb\]'"):
         check_loggers(["jsonl", "wandb"])
     with pytest.raises(ConfigError, match="train.loggers.*not allowed"):
