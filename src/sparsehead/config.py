@@ -165,6 +165,11 @@ class TrainConfig:
     nonfinite_max_skips: int = opt(10, "with train.nonfinite=skip: stop after this many consecutive "
                                        "skipped steps", min=1)
     log_every: int = opt(10, "write metrics every N steps", min=1)
+    loggers: list[Literal["jsonl", "tensorboard", "csv", "wandb"]] = opt(
+        ["jsonl", "tensorboard"], "where metrics go: RUN/metrics.jsonl always, plus any of tensorboard "
+        "(RUN/tensorboard), csv (RUN/metrics.csv), wandb (the wandb extra; WANDB_MODE=offline works "
+        "without a network); the config and environment are recorded in tensorboard and wandb too")
+    wandb_project: str = opt("sparsehead", "wandb project of the run (train.loggers: wandb)")
     progress: bool = opt(True, "show a tqdm progress bar")
     threads: Optional[int] = opt(None, "CPU threads for torch (default: torch's choice)", min=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(

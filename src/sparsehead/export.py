@@ -1,4 +1,5 @@
-"""Export a run's backbone for use without sparsehead: a plain torchvision ResNet state_dict.
+"""Export a run's backbone for use without sparsehead: a plain torchvision ResNet state_dict, or
+the same weights for detection transfer (FORMATS: torchvision-detection, detectron2).
 
 The keys are torchvision's own (conv1.*, bn1.*, layer1.* ... layer4.*), without fc: the feature r
 is the pooled output, so the loading model sets fc = nn.Identity(). A JSON sidecar records what a
@@ -8,6 +9,7 @@ normalisation), and `loading_snippet` prints the few lines of plain torchvision 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -18,7 +20,10 @@ from .errors import SparseheadError
 from .io import atomic_write, atomic_write_json
 from .models.backbones import build_backbone
 
-SUFFIXES = (".pt", ".safetensors")
+# format -> the file suffixes it may be written as; the one list of formats (CLI choices too)
+FORMATS = {"torchvision": (".pt", ".safetensors"), "torchvision-detection": (".pt", ".safetensors"),
+           "detectron2": (".pkl",)}
+SUFFIXES = FORMATS["torchvision"]
 
 
 class ExportError(SparseheadError, ValueError):
@@ -32,27 +37,69 @@ def backbone_state(model_state: dict) -> dict[str, torch.Tensor]:
             if k.startswith(prefix) and not k.startswith(prefix + "fc.")}
 
 
-def export_backbone(path_or_run: str | Path, out: str | Path) -> dict:
-    """Write the backbone of a run (its newest checkpoint) or of a checkpoint file to `out`
-    (.pt or .safetensors) and a sidecar `out` with suffix .json; returns the sidecar's content."""
+def detectron2_state(weights: dict[str, torch.Tensor]) -> dict:
+    """torchvision ResNet names -> detectron2's (stem.conv1, res2..res5, convK.norm, shortcut), as numpy
+    arrays: the renaming of MoCo's convert-pretrain-to-detectron2.py. num_batches_tracked is left out
+    (detectron2's FrozenBatchNorm2d has no such buffer)."""
+    out = {}
+    for key, value in weights.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        name = key if key.startswith("layer") else "stem." + key
+        for i in (1, 2, 3, 4):
+            name = name.replace(f"layer{i}.", f"res{i + 1}.")
+        for i in (1, 2, 3):
+            name = name.replace(f"bn{i}.", f"conv{i}.norm.")
+        name = name.replace("downsample.0.", "shortcut.").replace("downsample.1.", "shortcut.norm.")
+        out[name] = value.numpy()
+    return out
+
+
+def detection_problem(arch: str, width: int, stem: str) -> str | None:
+    """Why this backbone cannot be a detection backbone (None: it can): detectron2's and torchvision's
+    detection ResNets have the ImageNet stem and the standard width."""
+    if stem != "imagenet" or width != 64:
+        return (f"detection backbones are standard ResNets (width 64, the ImageNet 7x7 stem); this run has "
+                f"{arch} width {width} with the {stem} stem. Pretrain with model.width=64 model.stem=imagenet "
+                "(e.g. model.backbone=resnet50 data.image_size=224) to export for detection")
+    return None
+
+
+def export_backbone(path_or_run: str | Path, out: str | Path, format: str = "torchvision") -> dict:
+    """Write the backbone of a run (its newest checkpoint) or of a checkpoint file to `out` in `format`
+    (FORMATS) and a sidecar `out` with suffix .json; returns the sidecar's content."""
     out = Path(out)
-    if out.suffix not in SUFFIXES:
-        raise ExportError(f"--out {out}: the file name must end in .pt or .safetensors")
+    if format not in FORMATS:
+        raise ExportError(f"--format {format}: unknown; choose one of {', '.join(FORMATS)}")
+    if out.suffix not in FORMATS[format]:
+        raise ExportError(f"--out {out}: the file name must end in {' or '.join(FORMATS[format])} "
+                          f"for --format {format}")
     ckpt = checkpoint.find(path_or_run)
     state = checkpoint.load(ckpt)
     cfg = config.from_dict(state["config"], check_paths=False)
     weights = backbone_state(state["model"])
     backbone = build_backbone(cfg.model.backbone, cfg.model.width, cfg.model.stem, cfg.data.image_size)
     backbone.load_state_dict(weights)  # strict: the export is complete and has the right shapes
+    stem = "cifar" if isinstance(backbone.maxpool, nn.Identity) else "imagenet"
+    if format != "torchvision" and (problem := detection_problem(cfg.model.backbone, cfg.model.width, stem)):
+        raise ExportError(problem)
     meta = {
-        "format": "torchvision-resnet-state-dict", "arch": cfg.model.backbone, "width": cfg.model.width,
-        "stem": "cifar" if isinstance(backbone.maxpool, nn.Identity) else "imagenet",
+        "format": "torchvision-resnet-state-dict" if format == "torchvision" else format,
+        "arch": cfg.model.backbone, "width": cfg.model.width, "stem": stem,
         "feature_dim": backbone.feature_dim, "image_size": cfg.data.image_size,
         "normalize": {"mean": list(state["data_mean"]), "std": list(state["data_std"])},
         "method": cfg.method.name, "step": state["step"], "source": str(ckpt.resolve()),
         "weights": out.name,
     }
-    if out.suffix == ".safetensors":
+    if format == "detectron2":  # detectron2 reads input in 0-255: its PIXEL_MEAN/STD are ours x 255
+        meta["detectron2"] = {"MODEL.PIXEL_MEAN": [round(255 * m, 3) for m in meta["normalize"]["mean"]],
+                              "MODEL.PIXEL_STD": [round(255 * s, 3) for s in meta["normalize"]["std"]],
+                              "INPUT.FORMAT": "RGB", "MODEL.RESNETS.STRIDE_IN_1X1": False,
+                              "MODEL.RESNETS.DEPTH": int(cfg.model.backbone[len("resnet"):])}
+        blob = pickle.dumps({"model": detectron2_state(weights), "__author__": "sparsehead",
+                             "matching_heuristics": True})
+        atomic_write(out, lambda f: f.write(blob))
+    elif out.suffix == ".safetensors":
         from safetensors.torch import save
         blob = save(weights, metadata={"sparsehead": json.dumps(meta)})
         atomic_write(out, lambda f: f.write(blob))
@@ -102,3 +149,26 @@ def loading_snippet(meta: dict, path: str | Path) -> str:
               f"# input: RGB in [0, 1], {meta['image_size']}x{meta['image_size']}, normalised with "
               f"mean={[round(m, 4) for m in mean]} std={[round(s, 4) for s in std]}"]
     return "\n".join(lines)
+
+
+def detection_snippet(meta: dict, path: str | Path) -> str:
+    """What to run with an export for detection: torchvision code, or detectron2's config keys."""
+    mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
+    if meta["format"] == "detectron2":
+        def value(v):  # detectron2's command-line opts: lists quoted without spaces
+            return f'"{v}"'.replace(" ", "") if isinstance(v, list) else str(v)
+        keys = " ".join(f"{k} {value(v)}" for k, v in meta["detectron2"].items())
+        return ("python tools/train_net.py --config-file coco_R_50_C4_1x_sparsehead.yaml --num-gpus 8 \\\n"
+                f"  MODEL.WEIGHTS {path} {keys}\n# the config file: docs/transfer.md")
+    load = (f"from safetensors.torch import load_file; state = load_file({str(path)!r})"
+            if Path(path).suffix == ".safetensors" else f"state = torch.load({str(path)!r}, weights_only=True)")
+    return "\n".join([
+        "import torch",
+        "from torchvision.models.detection import FasterRCNN",
+        "from torchvision.models.detection.backbone_utils import resnet_fpn_backbone",
+        load,
+        f"backbone = resnet_fpn_backbone(backbone_name={meta['arch']!r}, weights=None, trainable_layers=5)",
+        "backbone.body.load_state_dict(state)  # strict: every tensor of the ResNet trunk",
+        f"model = FasterRCNN(backbone, num_classes=91, image_mean={[round(m, 4) for m in mean]}, "
+        f"image_std={[round(s, 4) for s in std]})",
+    ])

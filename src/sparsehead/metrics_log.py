@@ -1,43 +1,157 @@
-"""Metrics of a run: one JSON object per line in metrics.jsonl, mirrored to TensorBoard if installed."""
+"""Metrics of a run: one JSON object per line in metrics.jsonl (always), mirrored to the trackers
+named in train.loggers: tensorboard, csv (metrics.csv), wandb.
+
+metrics.jsonl is the record every reader uses, so its failure stops the run; a mirror that fails
+is switched off with a warning naming it, and training goes on."""
 from __future__ import annotations
 
+import csv
+import importlib.util
+import io
 import json
+import os
+import secrets
+import sys
+import warnings
 from pathlib import Path
+from typing import Optional
 
+from .errors import ConfigError
 from .io import atomic_write_text
 from .rundir import RunDir
 
+LOGGERS = ("jsonl", "tensorboard", "csv", "wandb")  # train.loggers' choices (config.py)
+
+
+def check_loggers(loggers) -> None:
+    """Before any work: wandb, when asked for, is installed (tensorboard is in the default list, so
+    its absence is a note at the run's start, not an error: see MetricLogger)."""
+    if "wandb" in loggers:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError("train.loggers: wandb is not installed; pip install 'sparsehead[wandb]' "
+                              "or drop wandb from train.loggers") from None
+
+
+class TensorBoardSink:
+    def __init__(self, run_dir: RunDir, start_step: int, run_info: dict):
+        from torch.utils.tensorboard import SummaryWriter
+        self.writer = SummaryWriter(str(run_dir.tensorboard_dir), purge_step=start_step + 1)
+        for key, value in run_info.items():  # config and environment, as text panels
+            self.writer.add_text(key, "```\n" + json.dumps(value, indent=2, default=str) + "\n```", start_step)
+
+    def log(self, record: dict) -> None:
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class CsvSink:
+    """metrics.csv: one row per record under a header of every key seen so far (step first). A key that
+    first appears later rewrites the file atomically with the wider header, so a reader never sees a
+    row longer than the header, nor half a file."""
+
+    def __init__(self, run_dir: RunDir, start_step: int, run_info: dict):
+        self.path = run_dir.metrics_csv_path
+        self.rows = read_metrics(run_dir.path)  # metrics.jsonl, already cut back to start_step
+        self.columns = ["step"]
+        for row in self.rows:
+            self._widen(row)
+        self._rewrite()
+
+    def _widen(self, record: dict) -> bool:
+        new = [k for k in record if k not in self.columns]
+        self.columns += new
+        return bool(new)
+
+    def _text(self, rows, header: bool) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, self.columns, lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+
+    def _rewrite(self) -> None:
+        atomic_write_text(self.path, self._text(self.rows, header=True))
+
+    def log(self, record: dict) -> None:
+        self.rows.append(record)
+        if self._widen(record):
+            self._rewrite()
+        else:
+            with self.path.open("a") as f:  # one write per row: a killed run loses at most that row
+                f.write(self._text([record], header=False))
+
+    def close(self) -> None:
+        pass
+
+
+class WandbSink:
+    """A wandb run (offline with WANDB_MODE=offline); its files go to WANDB_DIR or else RUN/wandb. The run
+    id is kept in the run folder, so a resumed run continues the same wandb run."""
+
+    def __init__(self, run_dir: RunDir, start_step: int, run_info: dict, project: str = "sparsehead"):
+        import wandb
+        id_file = run_dir.wandb_dir / "run_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+        atomic_write_text(id_file, run_id + "\n")
+        self.run = wandb.init(project=project, name=run_dir.path.name, id=run_id, resume="allow",
+                              dir=os.environ.get("WANDB_DIR") or str(run_dir.wandb_dir), config=run_info,
+                              settings=wandb.Settings(disable_git=True, console="off", silent=True))
+
+    def log(self, record: dict) -> None:
+        self.run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def close(self) -> None:
+        self.run.finish()
+
 
 class MetricLogger:
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True, start_step: int = 0):
+    def __init__(self, run_dir: str | Path, enabled: bool = True, loggers=("jsonl", "tensorboard"),
+                 start_step: int = 0, run_info: Optional[dict] = None, wandb_project: str = "sparsehead"):
         """start_step: the step a run (re)starts from; records logged after it by an interrupted
-        earlier attempt are dropped, so a resumed run's metrics read as one unbroken run."""
+        earlier attempt are dropped, so a resumed run's metrics read as one unbroken run.
+        run_info: what the trackers that take it record once (the resolved config, the environment)."""
         self.enabled = enabled
-        self.path = RunDir(run_dir).metrics_path
-        self.writer = None
-        if enabled and self.path.is_file():
+        run = RunDir(run_dir)
+        self.path = run.metrics_path
+        self.sinks: dict = {}
+        if not enabled:
+            return
+        if self.path.is_file():
             kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(RunDir(run_dir).tensorboard_dir), purge_step=start_step + 1)
-            except ImportError:  # the optional extra is not installed
-                self.writer = None
+        check_loggers(loggers)
+        makers = {"tensorboard": TensorBoardSink, "csv": CsvSink,
+                  "wandb": lambda *a: WandbSink(*a, project=wandb_project)}
+        for name in dict.fromkeys(loggers):  # in order, once each
+            if name == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+                print("note: tensorboard is not installed, so no TensorBoard events are written "
+                      "(pip install 'sparsehead[tensorboard]')", file=sys.stderr)
+            elif name in makers:
+                self.sinks[name] = makers[name](run, start_step, run_info or {})
 
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
         with self.path.open("a") as f:  # a line at a time: a killed run loses at most one line
             f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, record["step"])
+        for name, sink in list(self.sinks.items()):
+            try:
+                sink.log(record)
+            except Exception as err:  # a tracker's failure must not end the run, nor pass unnoticed
+                del self.sinks[name]
+                warnings.warn(f"train.loggers: {name} failed at step {record.get('step')} ({err!r}); it is "
+                              f"switched off for the rest of the run, {self.path.name} keeps every record")
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for sink in self.sinks.values():
+            sink.close()
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

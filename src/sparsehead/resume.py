@@ -24,6 +24,8 @@ from .rundir import SCHEMA, RunDir
 RESUME_MAY_DIFFER = {
     "train.progress": "the progress bar",
     "train.log_every": "how often metrics are written",
+    "train.loggers": "where metrics are mirrored",
+    "train.wandb_project": "the wandb project",
     "train.checkpoint_every": "how often checkpoints are written",
     "train.keep_checkpoints": "how many checkpoints are kept",
     "train.max_steps": "where the run stops (the schedules span train.epochs either way)",

@@ -4,7 +4,10 @@
       run.json            {"schema": SCHEMA, "sparsehead": version}; absent in folders of schema 1
       config.yaml         the resolved config (config.to_dict)
       metrics.jsonl       one JSON object per logged step (metrics_log.MetricLogger)
-      tensorboard/        the same scalars as TensorBoard events (when installed)
+      metrics.csv         the same records as CSV, every key a column (train.loggers: csv)
+      tensorboard/        the same scalars as TensorBoard events (train.loggers: tensorboard)
+      wandb/              wandb's files (train.loggers: wandb; unless WANDB_DIR is set) and its run id
+      environment.json    per (re)start: git commit, python/torch/CUDA versions, device, host
       checkpoints/        ckpt-<step>.pt (checkpoint.py); each holds "schema" too
       results.json        end of pretraining: run_dir, steps, knn<k>_top1, knn200_weighted_top1
       eval/<name>.json    one record per `sparsehead evaluate` (runner.result_name)
@@ -49,7 +52,10 @@ class RunDir:
     run_file = _inside("run.json")
     config_path = _inside("config.yaml")
     metrics_path = _inside("metrics.jsonl")
+    metrics_csv_path = _inside("metrics.csv")
     tensorboard_dir = _inside("tensorboard")
+    wandb_dir = _inside("wandb")
+    environment_path = _inside("environment.json")
     checkpoints_dir = _inside("checkpoints")
     results_path = _inside("results.json")
     eval_dir = _inside("eval")
@@ -112,6 +118,11 @@ class RunDir:
         except (OSError, json.JSONDecodeError) as err:
             raise RunDirError(f"{path} cannot be read as JSON ({err}); delete it and write it again "
                               "with the command that makes it") from None
+
+    def write_environment(self, environment: dict) -> None:
+        """Append this (re)start's environment to environment.json's list of attempts."""
+        attempts = self._json(self.environment_path).get("attempts", []) if self.environment_path.is_file() else []
+        atomic_write_json(self.environment_path, {"attempts": [*attempts, environment]})
 
     # --- results, evaluation records, analysis ------------------------------------------------------
     def write_results(self, summary: dict) -> None:

@@ -13,13 +13,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from . import checkpoint, config, distributed as dist, resume
+from . import checkpoint, config, distributed as dist, provenance, resume
 from .config import Config
 from .data import datasets
 from .data.views import ViewGenerator
 from .errors import SparseheadError
 from .faults import NonFiniteGuard, sigkill_point
-from .metrics_log import MetricLogger
+from .metrics_log import MetricLogger, check_loggers
 from .optim import build_optimizer, warmup_cosine
 from .precision import autocast, grad_scaler, resolve_precision
 from .rundir import SCHEMA, RunDir
@@ -44,6 +44,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     """Pretrain as `cfg` says; resume when `run_dir` already holds a checkpoint made with the same
     config (force: even when other keys than resume.RESUME_MAY_DIFFER differ). Returns the summary."""
     device = resolve_device(cfg.train.device)
+    check_loggers(cfg.train.loggers)  # a missing tracker's extra, before any work
     dist.setup(device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -109,8 +110,12 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     if dist.is_main():
         checkpoint.check_free_space(run_dir, method)
         RunDir(run_dir).write_config(cfg)
+        environment = provenance.environment(device)
+        RunDir(run_dir).write_environment(environment)
     step = state.step
-    logger = MetricLogger(run_dir, enabled=dist.is_main(), start_step=step)
+    logger = MetricLogger(run_dir, enabled=dist.is_main(), loggers=cfg.train.loggers, start_step=step,
+                          run_info={"config": config.to_dict(cfg), "environment": environment}
+                          if dist.is_main() else None, wandb_project=cfg.train.wandb_project)
     saved_at = None  # the step of the last checkpoint this process wrote
 
     def save_checkpoint():
