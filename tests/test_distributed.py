@@ -30,6 +30,10 @@ from sparsehead.sync_batchnorm import convert_sync_batchnorm
 # Every registered method but W-MSE, left out by design: each process whitens its own sub-batches
 # (losses.wmse_loss).
 DDP_METHODS = [name for name in METHODS if name != "wmse"]
+# A timm ViT backbone under the same check (SimCLR and BYOL on it), 4x4 patches of the 8 px views.
+VIT = ["model.backbone=timm:vit_tiny_patch16_224", "data.image_size=8", "model.timm_args.patch_size=4",
+       "model.timm_args.depth=1", "model.timm_args.embed_dim=16", "model.timm_args.num_heads=2"]
+DDP_CASES = DDP_METHODS + ["simclr+vit", "byol+vit"]
 # Losses of two (B, D) inputs whose value and input gradients must not depend on the sharding.
 LOSSES = {
     "nt_xent": lambda a, b: nt_xent(a, b, 0.5),
@@ -44,9 +48,11 @@ BATCH, DIM = 16, 8  # global batch; each process gets BATCH // WORLD
 RTOL, ATOL = 1e-7, 1e-10
 
 
-def _method(name: str):
+def _method(case: str):
+    name, _, backbone = case.partition("+")
     cfg = config.load(None, TINY + [f"method.name={name}", "head.hidden_dim=32", "head.out_dim=16",
-                                    "sparsity.lam=0", *method_keys(name, "method.queue_size=256")])
+                                    "sparsity.lam=0", *method_keys(name, "method.queue_size=256"),
+                                    *(VIT if backbone == "vit" else [])])
     torch.manual_seed(0)
     return build_model(cfg).double()
 
@@ -78,7 +84,7 @@ def _loss_step(fn, z1, z2) -> dict:
 def _on_rank(rank: int) -> dict:
     views, z = _inputs()
     results = {}
-    for name in DDP_METHODS:
+    for name in DDP_CASES:
         method = convert_sync_batchnorm(_method(name), torch.device("cpu"))
         results[name] = _step(DistributedDataParallel(method), method, shard(views[0], rank), shard(views[1], rank))
     z1, z2 = shard(z[0], rank), shard(z[1], rank)
@@ -95,7 +101,7 @@ def ranks():
     return run_on_ranks(_on_rank)
 
 
-@pytest.mark.parametrize("name", DDP_METHODS)
+@pytest.mark.parametrize("name", DDP_CASES)
 def test_ddp_step_equals_single_process_on_the_whole_batch(ranks, name):
     views, _ = _inputs()
     method = _method(name)

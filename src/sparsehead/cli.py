@@ -165,7 +165,8 @@ def add_export(sub):
 def run_export(args) -> int:
     from .export import detection_snippet, export_backbone, loading_snippet
     meta = export_backbone(args.source, args.out, args.format)
-    print(f"wrote {args.out} ({args.format}: {meta['arch']}, width {meta['width']}, {meta['stem']} stem, "
+    shape = f"width {meta['width']}, {meta['stem']} stem, " if "width" in meta else ""
+    print(f"wrote {args.out} ({args.format}: {meta['arch']}, {shape}"
           f"{meta['feature_dim']}-d features, step {meta['step']}) and its sidecar "
           f"{Path(args.out).with_suffix('.json')}")
     if args.format == "torchvision":

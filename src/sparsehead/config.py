@@ -22,7 +22,7 @@ from . import options
 from .augment import AugmentConfig, inactive_ops_problem
 from .errors import ConfigError
 from .methods import METHODS
-from .models.backbones import feature_dim
+from .models.backbones import backbone_info
 from .models.heads import HEADS
 from .options import opt
 from .sparsity import sparsity_active
@@ -49,11 +49,19 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: Literal["resnet18", "resnet34", "resnet50"] = opt("resnet18", "torchvision ResNet")
-    width: int = opt(64, "base width (64 = the standard ResNet); smaller for CPU-sized runs", min=1)
+    backbone: str = opt(
+        "resnet18", "resnet18, resnet34, resnet50 (torchvision), or timm:<name>, any timm model (pip install "
+        "'sparsehead[timm]'), e.g. timm:vit_small_patch16_224, timm:convnext_tiny; created without classifier, "
+        "r = its pooled features, dimension read from the model (docs/timm.md)")
+    width: int = opt(64, "base width (64 = the standard ResNet); smaller for CPU-sized runs; ResNets only", min=1)
     stem: Literal["auto", "cifar", "imagenet"] = opt(
         "auto", "cifar: 3x3 conv stride 1, no max-pool; imagenet: 7x7 stride 2 + max-pool; "
-        "auto: cifar below 64 px")
+        "auto: cifar below 64 px; ResNets only")
+    timm_args: dict = opt(
+        {}, "keyword arguments of timm.create_model for a timm:<name> backbone, a mapping (in YAML, or "
+        "model.timm_args.patch_size=4 on the command line), e.g. patch_size, depth, embed_dim, num_heads, "
+        "drop_path_rate; img_size defaults to data.image_size for the models that take one; the pooling is "
+        "timm's global_pool (ViT: token = the CLS token, the default, or avg = mean of the patch tokens)")
     sync_batchnorm: bool = opt(True, "convert BatchNorm to SyncBatchNorm under DDP")
 
 
@@ -270,6 +278,10 @@ def merge(base: dict, overrides: list[str]) -> dict:
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for text in overrides:
         path, value = _parse_override(text)
+        if len(path) == 3 and _is_mapping_key(path[0], path[1]):  # model.timm_args.patch_size=4
+            section = out.setdefault(path[0], {})
+            section[path[1]] = {**(section.get(path[1]) or {}), path[2]: value}
+            continue
         if len(path) != 2:
             raise ConfigError(f"override {text!r}: keys have the form section.key, e.g. train.epochs=10; "
                               f"sections: {', '.join(f.name for f in dataclasses.fields(Config))}")
@@ -278,6 +290,14 @@ def merge(base: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"{path[0]}: expected a mapping")
         section[path[1]] = value
     return out
+
+
+def _is_mapping_key(section: str, key: str) -> bool:
+    """A free-form mapping option (declared `dict`), whose own keys overrides may name."""
+    hints = typing.get_type_hints(Config)
+    if section not in hints or not dataclasses.is_dataclass(hints[section]):
+        return False
+    return typing.get_type_hints(hints[section]).get(key) is dict
 
 
 def _fix_yaml_floats(values):
@@ -342,6 +362,7 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
         if not root.exists() and not (d.download and d.source != "imagefolder"):
             hint = " or set data.download=true" if d.source != "imagefolder" else ""
             raise ConfigError(f"data.root: folder {root} does not exist; give an existing folder{hint}")
+    backbone_info(cfg.model, cfg.data.image_size)  # a timm model: created on the meta device, its checks
     if cfg.augment.crop_scale_min > cfg.augment.crop_scale_max:
         raise ConfigError("augment.crop_scale_min: must not exceed augment.crop_scale_max")
     dev = cfg.train.device
@@ -373,7 +394,7 @@ def validate_head_and_sparsity(cfg: Config) -> None:
                           "scales it; set sparsity.lam > 0, e.g. sparsity.lam=1e-4, or prune to the "
                           "target with sparsity.mode=prune")
     if h.rank is not None and "rank" in HEADS.lookup(h.kind).uses:
-        in_dim = feature_dim(cfg.model.backbone, cfg.model.width)
+        in_dim = backbone_info(cfg.model, cfg.data.image_size).feature_dim
         if h.rank > in_dim:
             raise ConfigError(f"head.rank: {h.rank} exceeds the {in_dim} features of "
                               f"{cfg.model.backbone} width {cfg.model.width}; choose 1..{in_dim}")

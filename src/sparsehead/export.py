@@ -18,7 +18,8 @@ import torch.nn as nn
 from . import checkpoint, config
 from .errors import SparseheadError
 from .io import atomic_write, atomic_write_json
-from .models.backbones import build_backbone
+from .export_timm import TIMM_FORMAT, timm_loading_snippet, timm_meta
+from .models.backbones import build_backbone, timm_name
 
 # format -> the file suffixes it may be written as; the one list of formats (CLI choices too)
 FORMATS = {"torchvision": (".pt", ".safetensors"), "torchvision-detection": (".pt", ".safetensors"),
@@ -78,19 +79,25 @@ def export_backbone(path_or_run: str | Path, out: str | Path, format: str = "tor
     state = checkpoint.load(ckpt)
     cfg = config.from_dict(state["config"], check_paths=False)
     weights = backbone_state(state["model"])
-    backbone = build_backbone(cfg.model.backbone, cfg.model.width, cfg.model.stem, cfg.data.image_size)
+    backbone = build_backbone(cfg.model, cfg.data.image_size)
     backbone.load_state_dict(weights)  # strict: the export is complete and has the right shapes
-    stem = "cifar" if isinstance(backbone.maxpool, nn.Identity) else "imagenet"
-    if format != "torchvision" and (problem := detection_problem(cfg.model.backbone, cfg.model.width, stem)):
-        raise ExportError(problem)
-    meta = {
+    name = timm_name(cfg.model.backbone)
+    stem = None if name else ("cifar" if isinstance(backbone.maxpool, nn.Identity) else "imagenet")
+    if format != "torchvision":
+        problem = (f"--format {format}: a timm backbone ({cfg.model.backbone}) cannot be exported for detection; "
+                   "detection exports need a torchvision ResNet (model.backbone=resnet50)") if name else \
+            detection_problem(cfg.model.backbone, cfg.model.width, stem)
+        if problem:
+            raise ExportError(problem)
+    meta = timm_meta(backbone, name) if name else {
         "format": "torchvision-resnet-state-dict" if format == "torchvision" else format,
-        "arch": cfg.model.backbone, "width": cfg.model.width, "stem": stem,
-        "feature_dim": backbone.feature_dim, "image_size": cfg.data.image_size,
+        "arch": cfg.model.backbone, "width": cfg.model.width, "stem": stem, "feature_dim": backbone.feature_dim}
+    meta.update({
+        "image_size": cfg.data.image_size,
         "normalize": {"mean": list(state["data_mean"]), "std": list(state["data_std"])},
         "method": cfg.method.name, "step": state["step"], "source": str(ckpt.resolve()),
         "weights": out.name,
-    }
+    })
     if format == "detectron2":  # detectron2 reads input in 0-255: its PIXEL_MEAN/STD are ours x 255
         meta["detectron2"] = {"MODEL.PIXEL_MEAN": [round(255 * m, 3) for m in meta["normalize"]["mean"]],
                               "MODEL.PIXEL_STD": [round(255 * s, 3) for s in meta["normalize"]["std"]],
@@ -110,7 +117,9 @@ def export_backbone(path_or_run: str | Path, out: str | Path, format: str = "tor
 
 
 def loading_snippet(meta: dict, path: str | Path) -> str:
-    """Plain torch/torchvision code that rebuilds the exported backbone as `model` and loads it."""
+    """Plain torch/torchvision (or timm) code that rebuilds the exported backbone as `model` and loads it."""
+    if meta["format"] == TIMM_FORMAT:
+        return "\n".join(timm_loading_snippet(meta, path) + _input_note(meta))
     arch, width = meta["arch"], meta["width"]
     block = "Bottleneck" if arch == "resnet50" else "BasicBlock"
     layers = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet50": [3, 4, 6, 3]}[arch]
@@ -144,11 +153,14 @@ def loading_snippet(meta: dict, path: str | Path) -> str:
                   f"model.load_state_dict(load_file({str(path)!r}))"]
     else:
         lines += [f"model.load_state_dict(torch.load({str(path)!r}, weights_only=True))"]
+    return "\n".join(lines + _input_note(meta))
+
+
+def _input_note(meta: dict) -> list[str]:
     mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
-    lines += ["model.eval()",
-              f"# input: RGB in [0, 1], {meta['image_size']}x{meta['image_size']}, normalised with "
-              f"mean={[round(m, 4) for m in mean]} std={[round(s, 4) for s in std]}"]
-    return "\n".join(lines)
+    return ["model.eval()",
+            f"# input: RGB in [0, 1], {meta['image_size']}x{meta['image_size']}, normalised with "
+            f"mean={[round(m, 4) for m in mean]} std={[round(s, 4) for s in std]}"]
 
 
 def detection_snippet(meta: dict, path: str | Path) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -43,6 +44,10 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     """The optimiser over the parameters that require gradients (EMA targets and set predictors
     are excluded by being frozen)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "lars" and hasattr(getattr(model, "backbone", None), "patch_embed"):
+        warnings.warn("optim.name=lars with a vision transformer: LARS is known to make ViT training unstable "
+                      "or collapse (Chen et al. 2021, MoCo v3, train ViTs with AdamW); use optim.name=adamw "
+                      "(configs/cifar10_vit_tiny.yaml), see docs/timm.md")
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":

@@ -75,6 +75,10 @@ def coerce(key: str, value: Any, tp, meta: dict) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
+    if tp is dict:  # a free-form mapping (model.timm_args): passed through, its keys strings
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: expected a mapping of names to values, e.g. {{patch_size: 4}}, got {value!r}")
+        return dict(value)
     origin = typing.get_origin(tp)
     if origin in (list, tuple):  # list[X] / tuple[X, ...]: any length, every item checked
         if not isinstance(value, (list, tuple)):

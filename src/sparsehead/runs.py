@@ -26,7 +26,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg: config.Config) -> Method:
-    backbone = build_backbone(cfg.model.backbone, cfg.model.width, cfg.model.stem, cfg.data.image_size)
+    backbone = build_backbone(cfg.model, cfg.data.image_size)
     return build_method(cfg, backbone)
 
 

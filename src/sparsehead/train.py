@@ -20,6 +20,7 @@ from .data.views import ViewGenerator
 from .errors import SparseheadError
 from .faults import NonFiniteGuard, sigkill_point
 from .metrics_log import MetricLogger, check_loggers
+from .models.backbones import backbone_info
 from .optim import build_optimizer, warmup_cosine
 from .precision import autocast, grad_scaler, resolve_precision
 from .rundir import SCHEMA, RunDir
@@ -71,7 +72,8 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         warnings.warn(f"training without {data.skipped} unreadable image(s) (data.bad_images=skip)")
     mean, std = data.channel_stats()
     precision = resolve_precision(cfg.train.precision, device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    channels_last = cfg.train.channels_last and backbone_info(cfg.model, cfg.data.image_size).channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std, memory_format)
     images = data.images.to(device) if device.type == "cuda" else data.images  # small sets fit on the GPU
     local_batch = batch // world

@@ -1,8 +1,17 @@
-"""torchvision ResNets with a CIFAR stem option, a width multiplier and no classifier (r = pooled feature)."""
+"""Backbones f without classifier (r = pooled feature): torchvision ResNets with a CIFAR stem option and a
+width multiplier, or any timm model (model.backbone=timm:<name>)."""
 from __future__ import annotations
 
+import functools
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from ..errors import ConfigError
 
 ARCHS = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet34": (BasicBlock, [3, 4, 6, 3]),
          "resnet50": (Bottleneck, [3, 4, 6, 3])}
@@ -39,6 +48,103 @@ class WidthResNet(ResNet):
         return super()._make_layer(block, round(planes * self._width_scale), blocks, stride, dilate)
 
 
-def build_backbone(arch: str, width: int, stem: str, image_size: int) -> WidthResNet:
-    cifar = stem == "cifar" or (stem == "auto" and image_size < 64)
-    return WidthResNet(arch, width, cifar_stem=cifar)
+
+
+# --- timm backbones: model.backbone=timm:<name>, its keyword arguments in model.timm_args -------
+
+TIMM_PREFIX = "timm:"
+
+
+def timm_name(backbone: str) -> Optional[str]:
+    """The timm model name of `timm:<name>`, None for the torchvision ResNets."""
+    return backbone[len(TIMM_PREFIX):] if backbone.startswith(TIMM_PREFIX) else None
+
+
+def import_timm():
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError("model.backbone: a timm:<name> backbone needs timm, which is not installed; "
+                          "install the extra: pip install 'sparsehead[timm]'") from None
+    return timm
+
+
+def create_timm(name: str, args: dict, image_size: int) -> nn.Module:
+    """timm.create_model(name, pretrained=False, num_classes=0, **args): no classifier, so the output
+    is the pooled feature r. img_size is data.image_size unless args give it, for the models that
+    take one (ViTs); the call's keyword arguments are kept on the model (export rebuilds with them)."""
+    timm = import_timm()
+    if not timm.is_model(name):
+        raise ConfigError(f"model.backbone: timm has no model {name!r}; list them with "
+                          "python -c \"import timm; print(timm.list_models('vit_*'))\"")
+    for key in ("num_classes", "pretrained"):
+        if key in args:
+            raise ConfigError(f"model.timm_args.{key}: set by sparsehead (no classifier, random init); remove it")
+    kwargs = {"pretrained": False, "num_classes": 0, **args}
+    try:
+        try:
+            model = timm.create_model(name, **{"img_size": image_size, **kwargs})
+            kwargs.setdefault("img_size", image_size)
+        except TypeError as err:  # a CNN takes any image size and no img_size argument
+            if "img_size" in args or "img_size" not in str(err):
+                raise
+            model = timm.create_model(name, **kwargs)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as err:
+        raise ConfigError(f"model.timm_args: timm.create_model({name!r}) refused {args}: {err}") from None
+    model.timm_create_kwargs = kwargs
+    model.feature_dim = model.num_features
+    return model
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    feature_dim: int
+    # NHWC pays for convolutions; a ViT's only convolution is its patch embedding (docs/timm.md)
+    channels_last: bool
+
+
+@functools.lru_cache(maxsize=32)
+def _timm_info(name: str, args_json: str, image_size: int) -> BackboneInfo:
+    args = json.loads(args_json)
+    with torch.device("meta"):  # no memory, no init cost: the checks run before any work
+        model = create_timm(name, args, image_size)
+        patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+        if patch is not None and any(image_size % p for p in patch):
+            raise ConfigError(f"model.timm_args.patch_size: the patch {tuple(patch)} of {name} does not divide "
+                              f"data.image_size={image_size}; choose a patch size that divides it (e.g. "
+                              f"model.timm_args.patch_size=4 for 32 px) or another data.image_size")
+        if args.get("img_size", image_size) != image_size and not args.get("dynamic_img_size"):
+            raise ConfigError(f"model.timm_args.img_size: {args['img_size']} differs from data.image_size="
+                              f"{image_size}, the size of the views; remove it (it defaults to data.image_size)")
+        try:
+            out = model.eval()(torch.empty(2, 3, image_size, image_size))  # eval: BatchNorm on one pixel
+        except Exception as err:  # noqa: BLE001 - any timm complaint about the input size
+            raise ConfigError(f"model.backbone: {name} with {args} cannot take {image_size} px images "
+                              f"(data.image_size): {err}") from None
+    if out.shape != (2, model.num_features):
+        raise ConfigError(f"model.timm_args: {name} returns features of shape {tuple(out.shape)[1:]} per image, "
+                          "not one vector; pool them, e.g. model.timm_args.global_pool=avg (or token for a ViT)")
+    return BackboneInfo(model.num_features, channels_last=not hasattr(model, "patch_embed"))
+
+
+def backbone_info(model_cfg, image_size: int) -> BackboneInfo:
+    """What the rest of the run needs to know of the backbone, checked before any work."""
+    name = timm_name(model_cfg.backbone)
+    if name is None:
+        if model_cfg.backbone not in ARCHS:
+            raise ConfigError(f"model.backbone: {model_cfg.backbone!r} is not allowed; choose one of "
+                              f"{', '.join(ARCHS)} or timm:<name> (e.g. timm:vit_small_patch16_224)")
+        if model_cfg.timm_args:
+            raise ConfigError("model.timm_args: only read by a timm:<name> backbone; remove it for "
+                              f"model.backbone={model_cfg.backbone}")
+        return BackboneInfo(feature_dim(model_cfg.backbone, model_cfg.width), channels_last=True)
+    return _timm_info(name, json.dumps(model_cfg.timm_args, sort_keys=True), image_size)
+
+
+def build_backbone(model_cfg, image_size: int) -> nn.Module:
+    """The backbone f of `model_cfg` with its `feature_dim` (the dimension of r)."""
+    name = timm_name(model_cfg.backbone)
+    if name is not None:
+        return create_timm(name, model_cfg.timm_args, image_size)
+    cifar = model_cfg.stem == "cifar" or (model_cfg.stem == "auto" and image_size < 64)
+    return WidthResNet(model_cfg.backbone, model_cfg.width, cifar_stem=cifar)
