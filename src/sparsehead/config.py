@@ -45,21 +45,18 @@ class DataConfig:
     image_size: int = opt(32, "side of the square training views (images are resized to it)", min=8)
     subset: Optional[int] = opt(None, "use a class-stratified subset of this many training images", min=1)
     cache_dir: Optional[str] = opt(
-        "~/.cache/sparsehead", "where decoded uint8 copies of imagefolder data sets are cached (null: off)")
+        "~/.cache/sparsehead", "where decoded uint8 copies of folder data sets and their file indexes are cached (null: off)")
     bad_images: Literal["fail", "skip"] = opt(
         "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it")
     storage: Literal["memory", "stream", "auto"] = opt(
         "auto", "memory: decode the set once into uint8 at data.image_size; stream: keep only a file index and "
-        "decode in DataLoader workers, each view's crop cut from the full-resolution image (folder sources and "
-        "stl10's unlabeled split); auto: memory when the decoded set fits data.memory_budget_gb, else stream")
+        "decode in DataLoader workers, each view's crop cut from the full-resolution image (folder sources: "
+        "imagefolder, imagenet, imagenet100, tinyimagenet); auto: memory when the decoded set fits "
+        "data.memory_budget_gb, else stream")
     memory_budget_gb: float = opt(16.0, "the most a decoded in-memory data set may take (GB, 1e9 bytes)",
                                   min=0.0, exclusive_min=True)
     workers: int = opt(4, "DataLoader worker processes of data.storage=stream (0: decode in the main process)",
                        min=0)
-    decode: Literal["cpu", "cuda", "auto"] = opt(
-        "auto", "where data.storage=stream decodes JPEGs: cpu (Pillow in the workers, reduced-size decoding), "
-        "cuda (torchvision's batched nvJPEG decode on the training GPU; CPU fallback for other formats), "
-        "auto: cuda when training on a CUDA device, else cpu")
 
 
 @dataclass
