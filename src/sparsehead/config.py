@@ -34,17 +34,29 @@ __all__ = ["Config", "ConfigError", "DataConfig", "AugmentConfig", "ModelConfig"
 
 @dataclass
 class DataConfig:
-    source: Literal["digits", "cifar10", "cifar100", "stl10", "imagefolder"] = opt(
-        "digits", "data set: digits (embedded, scikit-learn), cifar10, cifar100, stl10 (torchvision) "
-        "or imagefolder (a folder holding train/ and test/ class sub-folders)")
+    source: Literal["digits", "cifar10", "cifar100", "stl10", "imagefolder", "imagenet", "imagenet100",
+                    "tinyimagenet"] = opt(
+        "digits", "data set: digits (embedded, scikit-learn), cifar10, cifar100, stl10 (torchvision), "
+        "imagefolder (a folder holding train/ and test/ class sub-folders), imagenet (train/<wnid>/*.JPEG, "
+        "val/<wnid>/*), imagenet100 (imagenet's folders, CMC's 100 classes) or tinyimagenet (train/<wnid>/images, "
+        "val/images + val_annotations.txt)")
     root: Optional[str] = opt(None, "data folder (torchvision sets, imagefolder); unused for digits")
     download: bool = opt(False, "let torchvision download cifar10/cifar100/stl10 when missing")
     image_size: int = opt(32, "side of the square training views (images are resized to it)", min=8)
     subset: Optional[int] = opt(None, "use a class-stratified subset of this many training images", min=1)
     cache_dir: Optional[str] = opt(
-        "~/.cache/sparsehead", "where decoded uint8 copies of imagefolder data sets are cached (null: off)")
+        "~/.cache/sparsehead", "where decoded uint8 copies of folder data sets and their file indexes are cached (null: off)")
     bad_images: Literal["fail", "skip"] = opt(
         "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it")
+    storage: Literal["memory", "stream", "auto"] = opt(
+        "auto", "memory: decode the set once into uint8 at data.image_size; stream: keep only a file index and "
+        "decode in DataLoader workers, each view's crop cut from the full-resolution image (folder sources: "
+        "imagefolder, imagenet, imagenet100, tinyimagenet); auto: memory when the decoded set fits "
+        "data.memory_budget_gb, else stream")
+    memory_budget_gb: float = opt(16.0, "the most a decoded in-memory data set may take (GB, 1e9 bytes)",
+                                  min=0.0, exclusive_min=True)
+    workers: int = opt(4, "DataLoader worker processes of data.storage=stream (0: decode in the main process)",
+                       min=0)
 
 
 @dataclass
@@ -354,13 +366,14 @@ def load(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]
 def validate(cfg: Config, check_paths: bool = True) -> None:
     """Checks that involve several keys or the file system."""
     d = cfg.data
-    if d.source in ("imagefolder", "cifar10", "cifar100", "stl10") and not d.root:
+    if d.source != "digits" and not d.root:
         raise ConfigError(f"data.root: required for data.source={d.source}; give the data folder, "
                           "e.g. data.root=../shared/data/cifar10")
     if check_paths and d.root and d.source != "digits":
         root = Path(d.root).expanduser()
-        if not root.exists() and not (d.download and d.source != "imagefolder"):
-            hint = " or set data.download=true" if d.source != "imagefolder" else ""
+        downloadable = d.source in ("cifar10", "cifar100", "stl10")
+        if not root.exists() and not (d.download and downloadable):
+            hint = " or set data.download=true" if downloadable else ""
             raise ConfigError(f"data.root: folder {root} does not exist; give an existing folder{hint}")
     backbone_info(cfg.model, cfg.data.image_size)  # a timm model: created on the meta device, its checks
     if cfg.augment.crop_scale_min > cfg.augment.crop_scale_max:

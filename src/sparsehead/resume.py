@@ -40,6 +40,7 @@ RESUME_MAY_DIFFER = {
     "train.nonfinite_max_skips": "how many consecutive NaN/Inf steps are skipped",
     "data.cache_dir": "where decoded imagefolder data is cached",
     "data.download": "whether torchvision may download missing data",
+    "data.workers": "DataLoader worker processes of data.storage=stream (crops depend on seed, epoch and index only)",
     "eval.knn_batch_size": "the memory use of the final k-NN",
 }
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from . import checkpoint, config, distributed as dist, provenance, resume
 from .config import Config
 from .data import datasets
+from .data.feed import open_feed
 from .data.views import ViewGenerator
 from .errors import SparseheadError
 from .faults import NonFiniteGuard, sigkill_point
@@ -58,7 +59,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         checkpoint.check_writable(run_dir)
     resumed = resume.resume_point(run_dir, cfg, force)
 
-    # --- data: decoded once into uint8, validated before any training work -------------------
+    # --- data: decoded once into uint8 or streamed (data.storage), validated before any training work ---
     data = datasets.load(cfg.data, "pretrain")
     batch = cfg.train.batch_size
     if batch % world:
@@ -75,10 +76,10 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     channels_last = cfg.train.channels_last and backbone_info(cfg.model, cfg.data.image_size).channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std, memory_format)
-    images = data.images.to(device) if device.type == "cuda" else data.images  # small sets fit on the GPU
     local_batch = batch // world
     sampler = DistributedSampler(range(len(data)), num_replicas=world, rank=rank, shuffle=True,
                                  seed=cfg.train.seed, drop_last=True)
+    feed = open_feed(data, sampler, local_batch, cfg, device)
     steps_per_epoch = len(sampler) // local_batch
     total_steps = steps_per_epoch * cfg.train.epochs
 
@@ -141,15 +142,12 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     model.train()
     while step < last_step:
         epoch, first_batch = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler))
-        for b in range(first_batch, steps_per_epoch):
-            idx = order[b * local_batch:(b + 1) * local_batch]
+        for images, labels in feed.epoch(epoch, first_batch):
             guard.begin()
-            x1, x2 = views(images[idx].to(device, non_blocking=True), augment_rng)
+            x1, x2 = views(images.to(device, non_blocking=True), augment_rng)
             with autocast(precision, device):  # the losses themselves run in float32
                 ssl_loss, logs, r = model(x1, x2)
-            monitor.update(data.labels[idx], r)
+            monitor.update(labels, r)
             pen = sparse_head.loss()
             loss = ssl_loss + pen
             optimizer.zero_grad(set_to_none=True)

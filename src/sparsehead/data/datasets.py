@@ -21,14 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError, DataConfig
-from ..errors import SparseheadError
 from ..io import atomic_write
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-
-
-class DataError(SparseheadError, RuntimeError):
-    """A data set that cannot be used, with what to do about it."""
+from . import readers, storage
+from .errors import DataError
+from .readers import IMAGE_SUFFIXES  # noqa: F401  (where callers have always found it)
 
 
 @dataclass
@@ -48,25 +44,33 @@ class ImageSet:
         return x.mean(dim=1).tolist(), std.tolist()
 
 
-def load(cfg: DataConfig, split: str) -> ImageSet:
-    """Load `split` ("pretrain", "train" or "test") of the configured source."""
+def load(cfg: DataConfig, split: str):
+    """Load `split` ("pretrain", "train" or "test") of the configured source: an ImageSet decoded in
+    memory, or a stream.StreamSet (a file index, decoded batch by batch) as data.storage decides."""
     if split not in ("pretrain", "train", "test"):
         raise ValueError(f"split must be pretrain, train or test, not {split!r}")
+    if storage.choose(cfg, split) == "stream":
+        from .stream import StreamSet
+        return StreamSet.open(cfg, split)
     loader = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar, "stl10": _stl10,
-              "imagefolder": _imagefolder}[cfg.source]
+              **{name: _imagefolder for name in readers.FOLDER_SOURCES}}[cfg.source]
     data = loader(cfg, split)
     if split != "test" and cfg.subset is not None and cfg.subset < len(data):
         data = stratified_subset(data, cfg.subset, seed=0)
     return data
 
 
+def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """`n` sorted indices with the class proportions of `labels`, the same for the same seed."""
+    from sklearn.model_selection import train_test_split
+    stratify = labels if (labels >= 0).all() and len(np.unique(labels)) <= n else None
+    idx, _ = train_test_split(np.arange(len(labels)), train_size=n, random_state=seed, stratify=stratify)
+    return np.sort(idx)
+
+
 def stratified_subset(data: ImageSet, n: int, seed: int) -> ImageSet:
     """`n` samples with the class proportions of `data`, the same for the same seed."""
-    from sklearn.model_selection import train_test_split
-    labels = data.labels.numpy()
-    stratify = labels if (labels >= 0).all() and len(np.unique(labels)) <= n else None
-    idx, _ = train_test_split(np.arange(len(data)), train_size=n, random_state=seed, stratify=stratify)
-    idx = torch.as_tensor(np.sort(idx))
+    idx = torch.as_tensor(stratified_indices(data.labels.numpy(), n, seed))
     return ImageSet(data.images[idx], data.labels[idx], data.classes, data.skipped)
 
 
@@ -111,30 +115,6 @@ def _stl10(cfg: DataConfig, split: str) -> ImageSet:
 
 # ----------------------------------------------------------------------------------------------
 # ImageFolder: decoded in parallel once, then kept as a uint8 cache file with a checksum.
-
-def _split_folder(root: Path, split: str) -> Path:
-    names = ["test", "val"] if split == "test" else ["train"]
-    for name in names:
-        if (root / name).is_dir():
-            return root / name
-    raise DataError(f"data.root={root} has no {' or '.join(names)}/ sub-folder; an imagefolder data set "
-                    "is a folder holding train/<class>/*.jpg and test/<class>/*.jpg")
-
-
-def _list_files(folder: Path) -> tuple[list[Path], list[int], list[str]]:
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"{folder} holds no class sub-folders; expected {folder}/<class>/<image>")
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        found = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise DataError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                            "remove it or add its images")
-        files += found
-        labels += [label] * len(found)
-    return files, labels, classes
-
 
 def _sniff(raw: bytes) -> Optional[str]:
     """The format TorchCodec decodes, from the file's first bytes; None for any other."""
@@ -250,8 +230,8 @@ def _checksum(t: torch.Tensor) -> str:
 
 
 def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
-    folder = _split_folder(Path(cfg.root).expanduser(), split)
-    files, labels, classes = _list_files(folder)
+    index = readers.index(cfg, split)
+    folder, files, labels, classes = index.root, [Path(p) for p in index.full_paths()], index.labels.tolist(), index.classes
     size = cfg.image_size
     cache_path = None
     if cfg.cache_dir:

@@ -170,16 +170,26 @@ class ViewGenerator:
         return self.normalize(x)
 
     def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None):
+        """The two views of uint8 `images`: (n, C, H, W) whole images, or (n, 2, C, S, S) each view's
+        RandomResizedCrop already cut (data.storage=stream), when the crop stage is skipped."""
         x = images.float().div_(255)
+        if x.ndim == 5:
+            return self.view(x[:, 0], 0, generator, cropped=True), self.view(x[:, 1], 1, generator, cropped=True)
         return self.view(x, 0, generator), self.view(x, 1, generator)
 
-    def view(self, x: torch.Tensor, index: int, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """One augmented view of a float batch in [0, 1]; `index` picks the per-view probabilities."""
+    def view(self, x: torch.Tensor, index: int, generator: Optional[torch.Generator],
+             cropped: bool = False) -> torch.Tensor:
+        """One augmented view of a float batch in [0, 1]; `index` picks the per-view probabilities;
+        `cropped`: x is already this view's size x size crop (only the flip is left of the geometry)."""
         cfg, n, dev = self.cfg, x.shape[0], x.device
         rand = lambda *shape: torch.rand(*shape, generator=generator, device=dev)
-        boxes = sample_crops(n, x.shape[2], x.shape[3], (cfg.crop_scale_min, cfg.crop_scale_max),
-                             (3 / 4, 4 / 3), generator, dev)
-        x = crop_flip_resize(x, boxes, rand(n) < cfg.flip_p, self.size)
+        if cropped:
+            flip = rand(n) < cfg.flip_p
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        else:
+            boxes = sample_crops(n, x.shape[2], x.shape[3], (cfg.crop_scale_min, cfg.crop_scale_max),
+                                 (3 / 4, 4 / 3), generator, dev)
+            x = crop_flip_resize(x, boxes, rand(n) < cfg.flip_p, self.size)
         if cfg.jitter_p > 0 and cfg.color_strength > 0:
             s = cfg.color_strength
             strength = torch.tensor([0.8 * s, 0.8 * s, 0.8 * s], device=dev)

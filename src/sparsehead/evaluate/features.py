@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 
@@ -20,14 +21,23 @@ def extract(method, data: ImageSet, views: ViewGenerator, device: torch.device,
     method.eval()
     rs, zs = [], []
     try:
-        for start in range(0, len(data), batch_size):
-            x = views.prepare(data.images[start:start + batch_size].to(device, non_blocking=True))
+        for images in _batches(data, batch_size, device):
+            x = views.prepare(images.to(device, non_blocking=True))
             r, z = method.embed(x)
             rs.append(r.float().cpu())
             zs.append(z.float().cpu())
     finally:
         method.train(was_training)
     return torch.cat(rs), torch.cat(zs)
+
+
+def _batches(data, batch_size: int, device: torch.device):
+    """uint8 batches in order: slices of an ImageSet, or a streamed set's centre crops (resized and
+    cut at data.image_size by DataLoader workers)."""
+    if isinstance(data, ImageSet):
+        return (data.images[start:start + batch_size] for start in range(0, len(data), batch_size))
+    from ..data.stream import eval_batches
+    return eval_batches(data, batch_size, workers=min(4, os.cpu_count() or 1), device=device)
 
 
 def fingerprint(data: ImageSet) -> str:

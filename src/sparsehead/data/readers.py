@@ -1,0 +1,190 @@
+"""File indexes of the folder data sets: which image files a split holds and their labels.
+
+Layouts: imagefolder (root/train/<class>/..., root/test|val/<class>/...), imagenet
+(train/<wnid>/*.JPEG, val/<wnid>/*), imagenet100 (the same folders, CMC's 100 classes listed in
+imagenet100.txt) and tinyimagenet (train/<wnid>/images/*.JPEG; val/images/* labelled by
+val/val_annotations.txt). A folder is listed with os.scandir (names and types come with the
+directory entries: no stat per file), so 1.3M ImageNet paths take seconds; the index is cached in
+data.cache_dir and reused while no listed directory's mtime has changed (adding or removing a file
+changes its directory's mtime).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..io import atomic_write
+from .errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+FOLDER_SOURCES = ("imagefolder", "imagenet", "imagenet100", "tinyimagenet")
+INDEX_VERSION = 1
+
+
+@dataclass
+class FileIndex:
+    root: Path  # the split's folder; paths are relative to it
+    paths: list[str]
+    labels: np.ndarray  # int64, one per path
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def full_paths(self) -> list[str]:
+        root = str(self.root)
+        return [os.path.join(root, p) for p in self.paths]
+
+
+def imagenet100_classes() -> list[str]:
+    """CMC's ImageNet-100 wnids (Tian et al. 2019), in the order of the shipped list."""
+    text = (Path(__file__).with_name("imagenet100.txt")).read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _images_under(folder: str, dirs: list[str]) -> list[str]:
+    """Image files below `folder` (recursively), relative to it and sorted; appends every directory
+    walked to `dirs` (their mtimes validate the cached index)."""
+    found, stack = [], [("", folder)]
+    while stack:
+        rel, path = stack.pop()
+        dirs.append(path)
+        with os.scandir(path) as entries:
+            for e in entries:
+                if e.is_dir():
+                    stack.append((os.path.join(rel, e.name), e.path))
+                elif os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
+                    found.append(os.path.join(rel, e.name))
+    found.sort()
+    return found
+
+
+def _class_folders(folder: Path, classes: list[str], dirs: list[str]) -> tuple[list[str], list[int]]:
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        if not (folder / name).is_dir():
+            raise DataError(f"class folder {folder / name} is missing; expected {folder}/<class>/<image> "
+                            f"for each of the {len(classes)} classes")
+        found = _images_under(str(folder / name), dirs)
+        if not found:
+            raise DataError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                            "remove it or add its images")
+        paths += [os.path.join(name, p) for p in found]
+        labels += [label] * len(found)
+    return paths, labels
+
+
+def _subfolders(folder: Path) -> list[str]:
+    with os.scandir(folder) as entries:
+        classes = sorted(e.name for e in entries if e.is_dir())
+    if not classes:
+        raise DataError(f"{folder} holds no class sub-folders; expected {folder}/<class>/<image>")
+    return classes
+
+
+def _split_folder(root: Path, split: str, test_names: tuple[str, ...]) -> Path:
+    names = test_names if split == "test" else ("train",)
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise DataError(f"data.root={root} has no {' or '.join(n + '/' for n in names)} sub-folder; an imagefolder "
+                    "data set is a folder holding train/<class>/*.jpg and test/<class>/*.jpg")
+
+
+def _list(source: str, root: Path, split: str, dirs: list[str]) -> FileIndex:
+    if source == "tinyimagenet":
+        return _tinyimagenet(root, split, dirs)
+    folder = _split_folder(root, split, ("test", "val") if source == "imagefolder" else ("val",))
+    if source == "imagefolder":
+        classes = _subfolders(folder)
+    elif source == "imagenet":
+        classes = _subfolders(_split_folder(root, "train", ()))  # val is labelled by train's classes
+    else:
+        classes = imagenet100_classes()
+    paths, labels = _class_folders(folder, classes, dirs)
+    return FileIndex(folder, paths, np.asarray(labels, dtype=np.int64), classes)
+
+
+def _tinyimagenet(root: Path, split: str, dirs: list[str]) -> FileIndex:
+    classes = _subfolders(_split_folder(root, "train", ()))
+    if split != "test":
+        folder = root / "train"
+        paths, labels = [], []
+        for label, wnid in enumerate(classes):
+            images = folder / wnid / "images"
+            if not images.is_dir():
+                raise DataError(f"{images} is missing; Tiny ImageNet's training images lie in train/<wnid>/images/")
+            found = _images_under(str(images), dirs)
+            if not found:
+                raise DataError(f"class folder {images} holds no images; remove {folder / wnid} or add its images")
+            paths += [os.path.join(wnid, "images", p) for p in found]
+            labels += [label] * len(found)
+        return FileIndex(folder, paths, np.asarray(labels, dtype=np.int64), classes)
+    folder, notes = root / "val", root / "val" / "val_annotations.txt"
+    if not notes.is_file():
+        raise DataError(f"{notes} is missing; Tiny ImageNet's val/ holds images/ and val_annotations.txt "
+                        "(file name, wnid, box per line)")
+    dirs.append(str(folder))
+    label_of = {name: i for i, name in enumerate(classes)}
+    paths, labels = [], []
+    for n, line in enumerate(notes.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        name, wnid = line.split("\t")[:2]
+        if wnid not in label_of:
+            raise DataError(f"{notes} line {n}: class {wnid} has no train/{wnid} folder; check the download")
+        paths.append(os.path.join("images", name))
+        labels.append(label_of[wnid])
+    return FileIndex(folder, paths, np.asarray(labels, dtype=np.int64), classes)
+
+
+def _stamp(dirs: list[str]) -> list[int]:
+    return [os.stat(d).st_mtime_ns for d in dirs]
+
+
+def index(cfg, split: str) -> FileIndex:
+    """The FileIndex of `split` ("test": the test/val folder; otherwise train) of a folder source,
+    from data.cache_dir when the folders are unchanged."""
+    root = Path(cfg.root).expanduser().resolve()
+    split = "test" if split == "test" else "train"
+    cache: Optional[Path] = None
+    if cfg.cache_dir:
+        key = hashlib.sha256(f"v{INDEX_VERSION} {cfg.source} {root} {split}".encode()).hexdigest()[:24]
+        cache = Path(cfg.cache_dir).expanduser() / f"index-{key}.pt"
+        found = _read_index(cache)
+        if found is not None:
+            return found
+    dirs: list[str] = []
+    result = _list(cfg.source, root, split, dirs)
+    if cache is not None:
+        blob = {"root": str(result.root), "paths": "\n".join(result.paths), "labels": torch.from_numpy(result.labels),
+                "classes": result.classes, "dirs": "\n".join(dirs), "stamp": torch.tensor(_stamp(dirs))}
+        try:
+            atomic_write(cache, lambda f: torch.save(blob, f))
+        except OSError as err:  # a read-only cache folder costs speed, not the run
+            warnings.warn(f"could not write the file index {cache} ({err}); continuing without it")
+    return result
+
+
+def _read_index(path: Path) -> Optional[FileIndex]:
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        dirs = blob["dirs"].split("\n")
+        if not torch.equal(torch.tensor(_stamp(dirs)), blob["stamp"]):
+            return None  # a folder changed: list again
+    except OSError:
+        return None  # a listed folder is gone
+    except Exception as err:  # a damaged index is rebuilt, never trusted
+        warnings.warn(f"ignoring damaged file index {path} ({err}); listing the folders again")
+        return None
+    paths = blob["paths"].split("\n") if blob["paths"] else []
+    return FileIndex(Path(blob["root"]), paths, blob["labels"].numpy(), list(blob["classes"]))

@@ -1,0 +1,41 @@
+"""data.storage: whether a split is decoded into memory or streamed from its files.
+
+auto picks memory when the decoded uint8 set (N x 3 x image_size^2 bytes) fits data.memory_budget_gb,
+else stream, and prints the choice; memory over the budget is refused before any decoding.
+"""
+from __future__ import annotations
+
+import sys
+
+from .. import distributed as dist
+from .errors import DataError
+from . import readers
+
+
+def decoded_bytes(num_images: int, image_size: int) -> int:
+    return num_images * 3 * image_size * image_size
+
+
+def choose(cfg, split: str) -> str:
+    """"memory" or "stream" for `split` of the data config `cfg`."""
+    if cfg.source not in readers.FOLDER_SOURCES:
+        if cfg.storage == "stream":
+            raise DataError(f"data.storage=stream reads folder sources ({', '.join(readers.FOLDER_SOURCES)}); "
+                            f"data.source={cfg.source} is decoded in memory: set data.storage=memory or auto")
+        return "memory"
+    if cfg.storage == "stream":
+        return "stream"
+    n = len(readers.index(cfg, split))
+    if split != "test" and cfg.subset is not None:
+        n = min(n, cfg.subset)
+    need = decoded_bytes(n, cfg.image_size) / 1e9
+    fits = need <= cfg.memory_budget_gb
+    if cfg.storage == "memory" and not fits:
+        raise DataError(f"data.storage=memory: the decoded {split} set ({n} images at {cfg.image_size} px) takes "
+                        f"{need:.2f} GB, more than data.memory_budget_gb={cfg.memory_budget_gb}; set "
+                        "data.storage=stream (or auto), or raise data.memory_budget_gb")
+    choice = "memory" if fits else "stream"
+    if cfg.storage == "auto" and dist.is_main():
+        print(f"data.storage=auto: {choice} for the {split} set ({n} images, {need:.2f} GB decoded at "
+              f"{cfg.image_size} px, budget {cfg.memory_budget_gb} GB)", file=sys.stderr)
+    return choice

@@ -1,0 +1,200 @@
+"""data.storage=stream: a data set that is never held whole, decoded batch by batch in DataLoader workers.
+
+Each training item is one image and its two views: the image is decoded ONCE, each view's
+RandomResizedCrop box is drawn on the FULL-resolution size (torchvision's distribution, via
+views.sample_crops) and cut from it, with reduced-size JPEG decoding (PIL's draft: 1/2, 1/4, 1/8)
+whenever both boxes still have at least image_size pixels a side at that scale, then resized to
+image_size and returned as uint8. The rest of the augmentation (flip, jitter, grayscale, blur,
+solarize) runs batched on the device (views.ViewGenerator on the (n, 2, C, S, S) crops).
+
+Randomness: the boxes of image i in epoch e come from a generator seeded by (train.seed, e, i)
+alone, never from a worker id or global state, so any number of workers, a resumed run and each
+DDP rank (which draws the same boxes for its share of the indices as one process would) agree.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .errors import DataError
+from .readers import FileIndex, index as file_index
+from .views import sample_crops
+
+RATIO = (3 / 4, 4 / 3)
+STATS_SAMPLE = 256  # images the channel mean/std are estimated on (a stream never sees the whole set at once)
+
+
+def view_seed(seed: int, epoch: int, i: int) -> int:
+    """A 63-bit seed for image i in epoch e of a run with `seed`: the same wherever it is computed."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{i}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _open(path: str, request: tuple[int, int] | None = None):
+    """The image as a PIL RGB image; a JPEG decoded at the smallest of 1, 1/2, 1/4, 1/8 scale that is
+    still at least `request` (width, height). Returns (image, scale of the decoded image)."""
+    from PIL import Image
+    try:
+        pil = Image.open(path)
+        full = pil.size
+        if request is not None and pil.format == "JPEG":
+            pil.draft("RGB", request)
+        pil = pil.convert("RGB")
+    except Exception as err:  # the file's problem, reported by path
+        raise DataError(f"cannot read image {path} ({err}); remove or repair it (data.storage=stream "
+                        "stops at an unreadable file; data.storage=memory can skip them)") from None
+    return pil, pil.size[0] / full[0]
+
+
+def _header_size(path: str) -> tuple[int, int]:
+    from PIL import Image
+    try:
+        with Image.open(path) as pil:
+            return pil.size
+    except Exception as err:
+        raise DataError(f"cannot read image {path} ({err}); remove or repair it") from None
+
+
+def _to_uint8(pil) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def _box(pil, left, top, right, bottom) -> tuple[float, float, float, float]:
+    """A crop box scaled to the decoded size, kept inside it (the scale's float rounding)."""
+    return left, top, min(right, pil.size[0]), min(bottom, pil.size[1])
+
+
+def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """The two RandomResizedCrop views of one file, uint8 (2, 3, size, size), from one decode."""
+    from PIL import Image
+    width, height = _header_size(path)
+    boxes = sample_crops(2, height, width, scale, RATIO, generator, "cpu").tolist()
+    shortest = min(min(h, w) for _, _, h, w in boxes)
+    reduce = min(1.0, size / shortest)  # the decoded image may be this much smaller
+    pil, s = _open(path, (math.ceil(width * reduce), math.ceil(height * reduce)))
+    out = [pil.resize((size, size), Image.BILINEAR, box=_box(pil, left * s, top * s, (left + w) * s, (top + h) * s))
+           for top, left, h, w in boxes]
+    return torch.stack([_to_uint8(v) for v in out])
+
+
+def centre_crop(path: str, size: int) -> torch.Tensor:
+    """Evaluation input: the shorter side resized to `size`, the centre square, uint8 (3, size, size)."""
+    from PIL import Image
+    width, height = _header_size(path)
+    side = min(width, height)
+    pil, s = _open(path, (math.ceil(width * size / side), math.ceil(height * size / side)))
+    left, top = (width - side) / 2, (height - side) / 2
+    return _to_uint8(pil.resize((size, size), Image.BILINEAR,
+                                box=_box(pil, left * s, top * s, (left + side) * s, (top + side) * s)))
+
+
+@dataclass
+class StreamSet:
+    """The ImageSet of data.storage=stream: labels and classes in memory, pixels on disk."""
+    index: FileIndex
+    image_size: int
+    skipped: int = 0
+
+    @classmethod
+    def open(cls, cfg, split: str) -> "StreamSet":
+        idx = file_index(cfg, split)
+        if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
+            from .datasets import stratified_indices
+            keep = stratified_indices(idx.labels, cfg.subset, seed=0)
+            idx = FileIndex(idx.root, [idx.paths[i] for i in keep], idx.labels[keep], idx.classes)
+        return cls(idx, cfg.image_size)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.from_numpy(self.index.labels)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.index.classes
+
+    def path(self, i: int) -> str:
+        return str(self.index.root / self.index.paths[i])
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std in [0, 1] of the centre crops of a fixed sample of the images."""
+        n = len(self)
+        pick = np.random.default_rng(0).permutation(n)[:STATS_SAMPLE]
+        x = torch.stack([centre_crop(self.path(int(i)), self.image_size) for i in np.sort(pick)])
+        x = x.float().div_(255).transpose(0, 1).reshape(3, -1)
+        return x.mean(dim=1).tolist(), x.std(dim=1).clamp_min(1e-3).tolist()
+
+
+class CropPairs(Dataset):
+    """Item (epoch, i): the two crops of image i for that epoch, and its label."""
+
+    def __init__(self, data: StreamSet, scale: tuple[float, float], seed: int):
+        self.data, self.scale, self.seed = data, scale, seed
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key
+        generator = torch.Generator().manual_seed(view_seed(self.seed, epoch, i))
+        return crop_pair(self.data.path(i), self.data.image_size, self.scale, generator), int(self.data.index.labels[i])
+
+
+class CentreCrops(Dataset):
+    def __init__(self, data: StreamSet):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return centre_crop(self.data.path(i), self.data.image_size)
+
+
+class EpochBatches(Sampler):
+    """The batches of (epoch, index) keys from `first_batch` on, in the DistributedSampler's order
+    for `epoch` (set both before each pass): a resumed run starts mid-epoch at the same batch."""
+
+    def __init__(self, sampler, batch_size: int):
+        self.sampler, self.batch_size = sampler, batch_size
+        self.epoch, self.first_batch = 0, 0
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size - self.first_batch
+
+    def __iter__(self):
+        self.sampler.set_epoch(self.epoch)
+        order = list(self.sampler)
+        for b in range(self.first_batch, len(order) // self.batch_size):
+            yield [(self.epoch, i) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
+
+
+def _loader(dataset, workers: int, device: torch.device, persistent: bool = True, **kwargs) -> DataLoader:
+    return DataLoader(dataset, num_workers=workers, persistent_workers=persistent and workers > 0,
+                      pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None, **kwargs)
+
+
+class StreamFeed:
+    """Training batches of a StreamSet: ((n, 2, C, S, S) uint8 crops, labels) per step."""
+
+    def __init__(self, data: StreamSet, sampler, batch_size: int, cfg, device: torch.device):
+        self.plan = EpochBatches(sampler, batch_size)
+        scale = (cfg.augment.crop_scale_min, cfg.augment.crop_scale_max)
+        self.loader = _loader(CropPairs(data, scale, cfg.train.seed), cfg.data.workers, device,
+                              batch_sampler=self.plan)
+
+    def epoch(self, epoch: int, first_batch: int):
+        self.plan.epoch, self.plan.first_batch = epoch, first_batch
+        return iter(self.loader)
+
+
+def eval_batches(data: StreamSet, batch_size: int, workers: int, device: torch.device):
+    """The centre crops of every image of `data` in order, batch by batch (uint8)."""
+    return _loader(CentreCrops(data), workers, device, persistent=False, batch_size=batch_size, shuffle=False)

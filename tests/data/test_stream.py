@@ -1,0 +1,194 @@
+"""data.storage=stream: the folder readers, the worker crops (torchvision's distribution, from the
+full-resolution image), randomness from (seed, epoch, index) only, the storage choice, bad input,
+and a SIGKILLed stream run resuming bitwise."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DistributedSampler
+from torchvision.transforms import v2
+
+from conftest import run_cli
+from sparsehead import checkpoint, config
+from sparsehead.data import datasets, readers, storage, stream
+from sparsehead.data.errors import DataError
+from sparsehead.data.views import sample_crops
+
+rng = np.random.default_rng(0)
+
+
+def jpeg(path, h, w, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[:h, :w]
+    img = np.stack([255 * x / w, 255 * y / h, np.full((h, w), 40 + seed % 200)], axis=2).astype(np.uint8)
+    Image.fromarray(img).save(path, quality=95)
+
+
+def data_cfg(root, **kw):
+    return config.load(None, [f"data.root={root}", "data.cache_dir=null", *[f"data.{k}={v}" for k, v in kw.items()]]).data
+
+
+def make_imagefolder(root, per_class=12, classes=("cat", "dog")):
+    for split, n in (("train", per_class), ("test", 3)):
+        for c in classes:
+            for i in range(n):
+                jpeg(root / split / c / f"{i}.jpg", 40 + 3 * i, 50 + 2 * i, seed=i)
+
+
+def test_imagenet_layout_labels_val_by_train_classes(tmp_path):
+    for wnid in ("n01", "n02"):
+        for i in range(2):
+            jpeg(tmp_path / "train" / wnid / f"{wnid}_{i}.JPEG", 20, 24)
+    jpeg(tmp_path / "val" / "n02" / "ILSVRC2012_val_1.JPEG", 20, 24)
+    jpeg(tmp_path / "val" / "n01" / "ILSVRC2012_val_2.JPEG", 20, 24)
+    train = readers.index(data_cfg(tmp_path, source="imagenet"), "pretrain")
+    assert train.classes == ["n01", "n02"] and train.labels.tolist() == [0, 0, 1, 1]
+    assert train.paths == ["n01/n01_0.JPEG", "n01/n01_1.JPEG", "n02/n02_0.JPEG", "n02/n02_1.JPEG"]
+    val = readers.index(data_cfg(tmp_path, source="imagenet"), "test")
+    assert [(p, int(l)) for p, l in zip(val.paths, val.labels)] == [("n01/ILSVRC2012_val_2.JPEG", 0),
+                                                                    ("n02/ILSVRC2012_val_1.JPEG", 1)]
+
+
+def test_imagenet100_ships_cmc_list_and_reads_only_those_classes(tmp_path):
+    wnids = readers.imagenet100_classes()
+    assert len(wnids) == 100 == len(set(wnids)) and wnids[:3] == ["n02869837", "n01749939", "n02488291"]
+    assert all(len(w) == 9 and w[0] == "n" and w[1:].isdigit() for w in wnids)
+    for w in wnids:
+        jpeg(tmp_path / "train" / w / f"{w}_0.JPEG", 8, 8)
+    jpeg(tmp_path / "train" / "n99999999" / "x.JPEG", 8, 8)  # an ImageNet class outside the 100
+    idx = readers.index(data_cfg(tmp_path, source="imagenet100"), "train")
+    assert idx.classes == wnids and len(idx) == 100
+    assert [p.split("/")[0] for p in idx.paths] == wnids and idx.labels.tolist() == list(range(100))
+    os.rename(tmp_path / "train" / wnids[5], tmp_path / "elsewhere")
+    with pytest.raises(DataError, match=f"class folder .*{wnids[5]} is missing"):
+        readers.index(data_cfg(tmp_path, source="imagenet100"), "train")
+
+
+def test_tinyimagenet_layout_val_labelled_by_annotations(tmp_path):
+    for w in ("n1", "n2"):
+        jpeg(tmp_path / "train" / w / "images" / f"{w}_0.JPEG", 64, 64)
+        (tmp_path / "train" / w / f"{w}_boxes.txt").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train" / w / f"{w}_boxes.txt").write_text("")
+    for i in range(3):
+        jpeg(tmp_path / "val" / "images" / f"val_{i}.JPEG", 64, 64)
+    (tmp_path / "val" / "val_annotations.txt").write_text(
+        "val_0.JPEG\tn2\t0\t0\t10\t10\nval_1.JPEG\tn1\t1\t1\t5\t5\nval_2.JPEG\tn2\t0\t0\t3\t3\n")
+    cfg = data_cfg(tmp_path, source="tinyimagenet")
+    train = readers.index(cfg, "train")
+    assert train.paths == ["n1/images/n1_0.JPEG", "n2/images/n2_0.JPEG"] and train.labels.tolist() == [0, 1]
+    val = readers.index(cfg, "test")
+    assert val.paths == ["images/val_0.JPEG", "images/val_1.JPEG", "images/val_2.JPEG"]
+    assert val.labels.tolist() == [1, 0, 1]
+    (tmp_path / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn7\t0\t0\t1\t1\n")
+    with pytest.raises(DataError, match="class n7 has no train/n7 folder"):
+        readers.index(cfg, "test")
+
+
+def test_index_is_cached_and_relisted_when_a_folder_changes(tmp_path):
+    make_imagefolder(tmp_path / "d", per_class=2)
+    cfg = config.load(None, [f"data.root={tmp_path / 'd'}", f"data.cache_dir={tmp_path / 'c'}",
+                             "data.source=imagefolder"]).data
+    assert len(readers.index(cfg, "train")) == 4 and list((tmp_path / "c").glob("index-*.pt"))
+    jpeg(tmp_path / "d" / "train" / "cat" / "new.jpg", 20, 20)
+    assert len(readers.index(cfg, "train")) == 5
+
+
+def test_worker_crop_boxes_follow_torchvision_distribution():
+    """Scale and log-aspect statistics of the boxes drawn for the workers vs RandomResizedCrop.get_params."""
+    h, w, n = 375, 500, 4000
+    ours = sample_crops(n, h, w, (0.08, 1.0), stream.RATIO, torch.Generator().manual_seed(1), "cpu")
+    torch.manual_seed(2)
+    theirs = torch.tensor([v2.RandomResizedCrop.get_params(torch.empty(3, h, w), [0.08, 1.0], [3 / 4, 4 / 3])
+                           for _ in range(n)], dtype=torch.float)
+    for boxes in (ours, theirs):
+        assert (boxes[:, 0] + boxes[:, 2] <= h).all() and (boxes[:, 1] + boxes[:, 3] <= w).all()
+    stat = lambda b: (b[:, 2] * b[:, 3] / (h * w), torch.log(b[:, 3] / b[:, 2]), b[:, 0] / h)
+    for a, b in zip(stat(ours), stat(theirs)):
+        assert abs(a.mean() - b.mean()) < 0.02 and abs(a.std() - b.std()) < 0.02
+
+
+def test_crop_from_reduced_decode_matches_crop_of_full_image(tmp_path):
+    """The PIL draft path cuts the same region as torchvision's resized_crop on the fully decoded file."""
+    path = tmp_path / "big.jpg"
+    jpeg(path, 400, 480)
+    gen = torch.Generator().manual_seed(3)
+    pair = stream.crop_pair(str(path), 16, (0.5, 1.0), gen)
+    boxes = sample_crops(2, 400, 480, (0.5, 1.0), stream.RATIO, torch.Generator().manual_seed(3), "cpu")
+    full = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1)
+    assert pair.shape == (2, 3, 16, 16) and pair.dtype == torch.uint8
+    for view, (top, left, bh, bw) in zip(pair, boxes.round().long().tolist()):
+        ref = v2.functional.resized_crop(full, top, left, bh, bw, [16, 16], antialias=True)
+        assert (view.float() - ref.float()).abs().mean() < 4  # draft's DCT scaling: rounding-level only
+
+
+def _batches(data, world, rank, workers, epoch=1, first=0):
+    sampler = DistributedSampler(range(len(data)), num_replicas=world, rank=rank, shuffle=True, seed=5, drop_last=True)
+    cfg = config.load(None, [f"data.workers={workers}", "train.seed=5"])
+    feed = stream.StreamFeed(data, sampler, 4 // world, cfg, torch.device("cpu"))
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    out = {}
+    for b, (crops, labels) in enumerate(feed.epoch(epoch, first), start=first):
+        for i, c in zip(order[b * (4 // world):(b + 1) * (4 // world)], crops):
+            out[i] = c
+    return out
+
+
+def test_crops_depend_on_seed_epoch_index_only_not_workers_rank_or_resume(tmp_path):
+    make_imagefolder(tmp_path, per_class=6)
+    data = datasets.load(data_cfg(tmp_path, source="imagefolder", storage="stream", image_size=16), "pretrain")
+    assert isinstance(data, stream.StreamSet) and len(data) == 12
+    one = _batches(data, 1, 0, workers=0)
+    assert len(one) == 12
+    assert all(torch.equal(one[i], c) for i, c in _batches(data, 1, 0, workers=1).items())  # a worker process
+    ranks = {**_batches(data, 2, 0, workers=0), **_batches(data, 2, 1, workers=0)}  # the DDP shards
+    assert ranks.keys() == one.keys() and all(torch.equal(one[i], ranks[i]) for i in one)
+    resumed = _batches(data, 1, 0, workers=0, first=2)  # a resume mid-epoch: the same crops
+    assert len(resumed) == 4 and all(torch.equal(one[i], c) for i, c in resumed.items())
+    other_epoch = _batches(data, 1, 0, workers=0, epoch=2)
+    assert not all(torch.equal(one[i], other_epoch[i]) for i in one)
+
+
+def test_storage_auto_memory_budget_and_bad_input(tmp_path, capsys):
+    make_imagefolder(tmp_path, per_class=4)
+    fits = data_cfg(tmp_path, source="imagefolder", image_size=16, memory_budget_gb=1)
+    assert storage.choose(fits, "pretrain") == "memory" and "auto: memory" in capsys.readouterr().err
+    tight = data_cfg(tmp_path, source="imagefolder", image_size=16, memory_budget_gb=1e-6)  # 1 kB
+    assert storage.choose(tight, "pretrain") == "stream" and "auto: stream" in capsys.readouterr().err
+    with pytest.raises(DataError, match="more than data.memory_budget_gb.*data.storage=stream"):
+        storage.choose(data_cfg(tmp_path, source="imagefolder", storage="memory", memory_budget_gb=1e-6), "train")
+    with pytest.raises(DataError, match="data.storage=stream reads folder sources"):
+        storage.choose(config.load(None, ["data.storage=stream"]).data, "train")
+    with pytest.raises(config.ConfigError, match="does not exist"):
+        config.load(None, [f"data.root={tmp_path / 'nowhere'}", "data.source=imagenet"])
+    (tmp_path / "train" / "empty").mkdir()
+    with pytest.raises(DataError, match="class folder .*empty holds no images"):
+        datasets.load(data_cfg(tmp_path, source="imagefolder", storage="stream"), "train")
+
+
+RUN = ["data.source=imagefolder", "data.storage=stream", "data.workers=0", "data.cache_dir=null", "data.image_size=16",
+       "model.width=4", "head.hidden_dim=16", "head.out_dim=8", "train.batch_size=8", "train.epochs=3",
+       "train.threads=1", "train.progress=false", "train.checkpoint_every=2", "train.log_every=1"]
+
+
+@pytest.mark.numerics
+def test_sigkilled_stream_run_resumes_bitwise(tmp_path):
+    make_imagefolder(tmp_path / "d", per_class=8)  # 16 images: 2 steps an epoch, 6 in all
+    args = RUN + [f"data.root={tmp_path / 'd'}"]
+    ref = run_cli("pretrain", *args, "--run-dir", str(tmp_path / "ref"), env={"OMP_NUM_THREADS": "1"})
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    killed = run_cli("pretrain", *args, "--run-dir", str(tmp_path / "run"),
+                     env={"OMP_NUM_THREADS": "1", "SPARSEHEAD_TEST_SIGKILL": "step:3"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    done = run_cli("pretrain", "--resume", str(tmp_path / "run"), env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and "resuming" in done.stderr, done.stderr[-2000:]
+    a, b = (checkpoint.load(checkpoint.find(tmp_path / r)) for r in ("ref", "run"))
+    assert a["step"] == b["step"] == 6
+    for key, t in a["model"].items():
+        assert torch.equal(t, b["model"][key]), key
