@@ -73,6 +73,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std, memory_format)
     images = data.images.to(device) if device.type == "cuda" else data.images  # small sets fit on the GPU
+    labels = data.labels.to(images.device)  # indexed with the same device-side order as the images
     local_batch = batch // world
     sampler = DistributedSampler(range(len(data)), num_replicas=world, rank=rank, shuffle=True,
                                  seed=cfg.train.seed, drop_last=True)
@@ -135,14 +136,14 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     while step < last_step:
         epoch, first_batch = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler))
+        order = torch.tensor(list(sampler)).to(images.device)  # once per epoch: no per-step index copy
         for b in range(first_batch, steps_per_epoch):
             idx = order[b * local_batch:(b + 1) * local_batch]
             guard.begin()
             x1, x2 = views(images[idx].to(device, non_blocking=True), augment_rng)
             with autocast(precision, device):  # the losses themselves run in float32
                 ssl_loss, logs, r = model(x1, x2)
-            monitor.update(data.labels[idx], r)
+            monitor.update(labels[idx], r)
             pen = sparse_head.loss()
             loss = ssl_loss + pen
             optimizer.zero_grad(set_to_none=True)
