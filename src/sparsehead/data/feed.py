@@ -14,11 +14,12 @@ from .datasets import ImageSet
 class MemoryFeed:
     def __init__(self, data: ImageSet, sampler, batch_size: int, device: torch.device):
         self.images = data.images.to(device) if device.type == "cuda" else data.images  # small sets fit on the GPU
-        self.labels, self.sampler, self.batch_size = data.labels, sampler, batch_size
+        self.labels = data.labels.to(self.images.device)  # indexed with the same device-side order
+        self.sampler, self.batch_size = sampler, batch_size
 
     def epoch(self, epoch: int, first_batch: int):
         self.sampler.set_epoch(epoch)
-        order = torch.tensor(list(self.sampler))
+        order = torch.tensor(list(self.sampler)).to(self.images.device)  # once per epoch: no per-step index copy
         for b in range(first_batch, len(order) // self.batch_size):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.images[idx], self.labels[idx]

@@ -19,8 +19,9 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
-    w = x.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
+    # Python-float weights: a weight tensor made on the GPU at each call is a host-to-device copy (a sync).
+    (wr, wg, wb), (r, g, b) = GRAY_WEIGHTS, x.unbind(1)
+    return (wr * r + wg * g + wb * b).unsqueeze(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +159,9 @@ class ViewGenerator:
         self.memory_format = memory_format
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if self.mean.device != x.device:  # moved once, not at every batch (each copy would be a host sync)
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        x = (x - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -192,13 +195,11 @@ class ViewGenerator:
             x = crop_flip_resize(x, boxes, rand(n) < cfg.flip_p, self.size)
         if cfg.jitter_p > 0 and cfg.color_strength > 0:
             s = cfg.color_strength
-            strength = torch.tensor([0.8 * s, 0.8 * s, 0.8 * s], device=dev)
-            lo = (1 - strength).clamp_min(0)
+            strength, lo = 0.8 * s, max(1 - 0.8 * s, 0.0)  # Python floats: no tensor copied to the device
             u = rand(n, 4)
             factors = torch.cat([lo + (1 + strength - lo) * u[:, :3],
                                  (0.2 * s) * (2 * u[:, 3:] - 1)], dim=1)  # hue in [-0.2s, 0.2s]
             apply = rand(n) < cfg.jitter_p
-            factors = torch.where(apply[:, None], factors, factors.new_tensor([1.0, 1.0, 1.0, 0.0]))
             order = torch.argsort(rand(n, 4), dim=1)  # a random permutation per image
             sub = apply.nonzero().squeeze(1)
             x[sub] = color_jitter(x[sub], factors[sub], order[sub])
