@@ -135,13 +135,14 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     while step < last_step:
         epoch, first_batch = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch)
+        method.set_epoch(epoch)
         order = torch.tensor(list(sampler))
         for b in range(first_batch, steps_per_epoch):
             idx = order[b * local_batch:(b + 1) * local_batch]
             guard.begin()
-            x1, x2 = views(images[idx].to(device, non_blocking=True), augment_rng)
+            crops = views(images[idx].to(device, non_blocking=True), augment_rng)  # global views, then local
             with autocast(precision, device):  # the losses themselves run in float32
-                ssl_loss, logs, r = model(x1, x2)
+                ssl_loss, logs, r = model(*crops)
             monitor.update(data.labels[idx], r)
             pen = sparse_head.loss()
             loss = ssl_loss + pen
