@@ -30,6 +30,17 @@ class AugmentConfig:
     grayscale_p: float = opt(0.2, "probability of converting a view to grayscale", min=0.0, max=1.0)
     blur_p: list = opt([0.0, 0.0], "Gaussian blur probability for view 1 and view 2", min=0.0, max=1.0)
     solarize_p: list = opt([0.0, 0.0], "solarisation probability for view 1 and view 2", min=0.0, max=1.0)
+    # Multi-crop (SwAV, Caron et al. 2020): the two views above are the global crops; local crops are
+    # extra small crops of each image (SwAV's 2 x 224 + 6 x 96 px, scale (0.05, 0.14)).
+    local_crops: int = opt(0, "number of local crops per image besides the two global views (SwAV: 6; "
+                              "methods that take them: docs/methods.md, multi-crop)", min=0)
+    local_size: int = opt(0, "side of the local crops in pixels (0: SwAV's 96/224 of data.image_size, "
+                             "e.g. 14 at 32 px)", min=0)
+    local_scale_min: float = opt(0.05, "local crops: RandomResizedCrop smallest area fraction (SwAV: 0.05)",
+                                 min=0.0, max=1.0, exclusive_min=True)
+    local_scale_max: float = opt(0.14, "local crops: RandomResizedCrop largest area fraction (SwAV: 0.14; "
+                                       "its global crops use augment.crop_scale_min=0.14)",
+                                 min=0.0, max=1.0, exclusive_min=True)
     ops: Optional[list[Literal[AUGMENT_OPS]]] = opt(
         None, "the transformations to use, Huang et al. 2023's ablation: any of crop, blur, color_drop "
         "(grayscale), color_distort (jitter), flip, solarize, e.g. [crop, color_distort]; each keeps "
@@ -62,6 +73,11 @@ INACTIVE_OP_FIX = {
     "flip": "set augment.flip_p, e.g. augment.flip_p=0.5",
     "solarize": "set augment.solarize_p, e.g. augment.solarize_p=[0.0,0.2]",
 }
+
+
+def local_crop_size(cfg: AugmentConfig, image_size: int) -> int:
+    """The side of the local crops: augment.local_size, or SwAV's 96/224 of the image size."""
+    return cfg.local_size or max(1, round(image_size * 96 / 224))
 
 
 def is_active(cfg: AugmentConfig, op: str) -> bool:

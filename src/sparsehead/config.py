@@ -378,6 +378,11 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
     backbone_info(cfg.model, cfg.data.image_size)  # a timm model: created on the meta device, its checks
     if cfg.augment.crop_scale_min > cfg.augment.crop_scale_max:
         raise ConfigError("augment.crop_scale_min: must not exceed augment.crop_scale_max")
+    if cfg.augment.local_scale_min > cfg.augment.local_scale_max:
+        raise ConfigError("augment.local_scale_min: must not exceed augment.local_scale_max")
+    if cfg.augment.local_size > d.image_size:
+        raise ConfigError(f"augment.local_size: {cfg.augment.local_size} exceeds data.image_size={d.image_size}; "
+                          f"local crops are smaller than the global ones, e.g. augment.local_size=0 (auto)")
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device: {dev!r} is not allowed; choose auto, cpu, cuda or cuda:N")
@@ -415,7 +420,12 @@ def validate_head_and_sparsity(cfg: Config) -> None:
 
 def validate_method(cfg: Config) -> None:
     """The chosen method's own checks against the other sections, and against data.subset."""
-    METHODS.lookup(cfg.method.name).check(cfg.method.params, cfg)
+    method = METHODS.lookup(cfg.method.name)
+    if cfg.augment.local_crops and not method.MULTI_CROP:
+        raise ConfigError(f"augment.local_crops: method.name={cfg.method.name} takes the two global views only; "
+                          "set augment.local_crops=0, or use a method that takes local crops: "
+                          + ", ".join(name for name, m in METHODS.items() if m.MULTI_CROP))
+    method.check(cfg.method.params, cfg)
     if cfg.data.subset is not None and (problem := data_size_problem(cfg, cfg.data.subset)):
         raise ConfigError(problem)
 

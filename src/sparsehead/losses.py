@@ -197,9 +197,18 @@ def swav_loss(scores1: torch.Tensor, scores2: torch.Tensor, temperature: float =
     """SwAV's swapped prediction for two crops: each view's codes (no gradient) are the targets of
     the other view's softmax(scores / temperature); cross-entropies averaged over the batch and the
     two directions."""
-    q1 = sinkhorn_knopp(scores1.detach(), epsilon, iterations)
-    q2 = sinkhorn_knopp(scores2.detach(), epsilon, iterations)
+    codes = [sinkhorn_knopp(s.detach(), epsilon, iterations) for s in (scores1, scores2)]
+    return swapped_prediction(codes, [scores1, scores2], temperature)
 
-    def swapped(codes, scores):
-        return -(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()
-    return (swapped(q1, scores2) + swapped(q2, scores1)) / 2
+
+@float32_loss
+def swapped_prediction(codes: list[torch.Tensor], scores: list[torch.Tensor], temperature: float = 0.1) -> torch.Tensor:
+    """SwAV's multi-crop loss (its official code): the codes of each global crop i (codes[i], no
+    gradient) are predicted from every other crop v != i, CE(codes[i], softmax(scores[v] / tau))
+    averaged over the batch and the V - 1 other crops, then over the global crops."""
+    def swapped(q, s):
+        return -(q * F.log_softmax(s / temperature, dim=1)).sum(dim=1).mean()
+    total = 0
+    for i, q in enumerate(codes):
+        total = total + sum(swapped(q, s) for v, s in enumerate(scores) if v != i) / (len(scores) - 1)
+    return total / len(codes)

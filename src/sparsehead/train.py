@@ -142,11 +142,12 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     model.train()
     while step < last_step:
         epoch, first_batch = divmod(step, steps_per_epoch)
+        method.set_epoch(epoch)
         for images, labels in feed.epoch(epoch, first_batch):
             guard.begin()
-            x1, x2 = views(images.to(device, non_blocking=True), augment_rng)
+            crops = views(images.to(device, non_blocking=True), augment_rng)  # global views, then local
             with autocast(precision, device):  # the losses themselves run in float32
-                ssl_loss, logs, r = model(x1, x2)
+                ssl_loss, logs, r = model(*crops)
             monitor.update(labels, r)
             pen = sparse_head.loss()
             loss = ssl_loss + pen

@@ -85,7 +85,7 @@ def view_features(method, data, views, device, seed: int = 0, batch_size: int = 
     out = {"r": ([], []), "z": ([], [])}
     method.eval()
     for start in range(0, len(data), batch_size):
-        pair = views(data.images[start:start + batch_size].to(device), gen)
+        pair = views(data.images[start:start + batch_size].to(device), gen, local=False)
         for i, x in enumerate(pair):
             r, z = method.embed(x)
             out["r"][i].append(r.float().cpu())

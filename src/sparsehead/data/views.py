@@ -13,7 +13,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..augment import OPS_OFF, RECIPES, AugmentConfig, inactive_ops, is_active, resolve_recipe  # noqa: F401
+from ..augment import (OPS_OFF, RECIPES, AugmentConfig, inactive_ops, is_active,  # noqa: F401
+                       local_crop_size, resolve_recipe)
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
@@ -148,12 +149,14 @@ def gaussian_blur(x, sigma, kernel_size):
 # ---------------------------------------------------------------------------------------------
 
 class ViewGenerator:
-    """Makes the two augmented, normalised views of a uint8 batch on its own device."""
+    """Makes the augmented, normalised views of a uint8 batch on its own device: the two global
+    views, then augment.local_crops local crops (multi-crop), each drawn in that order."""
 
     def __init__(self, cfg: AugmentConfig, image_size: int, mean, std,
                  memory_format: torch.memory_format = torch.contiguous_format):
         self.cfg = resolve_recipe(cfg)
         self.size = image_size
+        self.local_size = local_crop_size(self.cfg, image_size)
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
         self.memory_format = memory_format
@@ -172,27 +175,39 @@ class ViewGenerator:
                               align_corners=False)
         return self.normalize(x)
 
-    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None):
-        """The two views of uint8 `images`: (n, C, H, W) whole images, or (n, 2, C, S, S) each view's
-        RandomResizedCrop already cut (data.storage=stream), when the crop stage is skipped."""
+    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 local: bool = True) -> list[torch.Tensor]:
+        """[global view 1, global view 2, local crops...] of uint8 `images` (local=False: the two
+        global views only). `images` are (n, C, H, W) whole images, or (n, 2, C, S, S) with each
+        global view's RandomResizedCrop already cut (data.storage=stream): the crop stage is skipped."""
         x = images.float().div_(255)
+        cfg = self.cfg
         if x.ndim == 5:
-            return self.view(x[:, 0], 0, generator, cropped=True), self.view(x[:, 1], 1, generator, cropped=True)
-        return self.view(x, 0, generator), self.view(x, 1, generator)
+            if local and cfg.local_crops:
+                raise ValueError("augment.local_crops needs whole images: use data.storage=memory "
+                                 "(streamed batches hold only the two global crops)")
+            return [self.view(x[:, i], i, generator, cropped=True) for i in (0, 1)]
+        views = [self.view(x, i, generator) for i in (0, 1)]
+        for _ in range(cfg.local_crops if local else 0):
+            # Local crops take view 2's blur and solarisation probabilities (all equal in SwAV's recipe).
+            views.append(self.view(x, 1, generator, self.local_size, (cfg.local_scale_min, cfg.local_scale_max)))
+        return views
 
-    def view(self, x: torch.Tensor, index: int, generator: Optional[torch.Generator],
-             cropped: bool = False) -> torch.Tensor:
-        """One augmented view of a float batch in [0, 1]; `index` picks the per-view probabilities;
-        `cropped`: x is already this view's size x size crop (only the flip is left of the geometry)."""
+    def view(self, x: torch.Tensor, index: int, generator: Optional[torch.Generator], size: Optional[int] = None,
+             scale: Optional[tuple[float, float]] = None, cropped: bool = False) -> torch.Tensor:
+        """One augmented size x size view of a float batch in [0, 1], its crops covering `scale` of
+        the image area (default: a global view); `index` picks the per-view probabilities;
+        `cropped`: x is already this view's crop (only the flip is left of the geometry)."""
         cfg, n, dev = self.cfg, x.shape[0], x.device
+        size = size or self.size
+        scale = scale or (cfg.crop_scale_min, cfg.crop_scale_max)
         rand = lambda *shape: torch.rand(*shape, generator=generator, device=dev)
         if cropped:
             flip = rand(n) < cfg.flip_p
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         else:
-            boxes = sample_crops(n, x.shape[2], x.shape[3], (cfg.crop_scale_min, cfg.crop_scale_max),
-                                 (3 / 4, 4 / 3), generator, dev)
-            x = crop_flip_resize(x, boxes, rand(n) < cfg.flip_p, self.size)
+            boxes = sample_crops(n, x.shape[2], x.shape[3], scale, (3 / 4, 4 / 3), generator, dev)
+            x = crop_flip_resize(x, boxes, rand(n) < cfg.flip_p, size)
         if cfg.jitter_p > 0 and cfg.color_strength > 0:
             s = cfg.color_strength
             strength, lo = 0.8 * s, max(1 - 0.8 * s, 0.0)  # Python floats: no tensor copied to the device
@@ -207,7 +222,7 @@ class ViewGenerator:
             gray = rand(n) < cfg.grayscale_p
             x = torch.where(gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
         if cfg.blur_p[index] > 0:
-            kernel = max(3, 2 * round(0.05 * self.size) + 1)  # ~10% of the side, odd
+            kernel = max(3, 2 * round(0.05 * size) + 1)  # ~10% of the side, odd
             sigma = 0.1 + 1.9 * rand(n)
             blur = (rand(n) < cfg.blur_p[index]).nonzero().squeeze(1)
             if blur.numel():

@@ -7,9 +7,13 @@ A method is one file: an nn.Module subclass registered with `@register("name")` 
 - `display_name`: how tables and reports name it;
 - `STATE`: the submodules and buffers it checkpoints (its state_dict is exactly these);
 - `check(params, cfg)` and `data_size_problem(params, num_images)`: its own validation;
-- `forward(x1, x2) -> MethodOutput(loss, logs, r)`: the loss of two views, values to log and the
-  representation r of the first view (for online monitors);
-- optionally `after_step(step, total_steps)` (EMA updates and the like) and `sparse_head()`.
+- `forward(*views) -> MethodOutput(loss, logs, r)`: the loss of the views of a batch (the two
+  global views first, then any local crops), values to log and the representation r of the first
+  view (for online monitors). A two-view method writes `forward(self, x1, x2)`; one that takes
+  local crops (multi-crop) sets `MULTI_CROP = True`, writes `forward(self, *views)` and defines
+  which global/local pairs its loss sees; config validation refuses local crops for the others;
+- optionally `after_step(step, total_steps)` (EMA updates and the like), `set_epoch(epoch)` and
+  `sparse_head()`.
 
 It is built with explicit arguments, so it is usable without a Config:
 
@@ -46,6 +50,7 @@ class Method(nn.Module):
     name: ClassVar[str]  # set by @register
     display_name: ClassVar[str] = ""
     STATE: ClassVar[tuple[str, ...]] = ("backbone", "projector")
+    MULTI_CROP: ClassVar[bool] = False  # whether forward takes local crops after the two global views
 
     @dataclass
     class Params:
@@ -102,8 +107,9 @@ class Method(nn.Module):
         r1 = self.backbone(x1)
         return r1, self.projector(r1), self.projector(self.backbone(x2))
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> MethodOutput:
-        """The self-supervised loss of two views of a batch, extra logs, and r of view 1."""
+    def forward(self, *views: torch.Tensor) -> MethodOutput:
+        """The self-supervised loss of the views of a batch (two global, then local), extra logs,
+        and r of view 1."""
         raise NotImplementedError
 
     def sparse_head(self) -> nn.Module:
@@ -119,6 +125,9 @@ class Method(nn.Module):
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         """Called after each optimiser step (EMA updates and the like)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each epoch's first step (also on resume), for state that starts at an epoch."""
 
 
 def temperature_opt(default: float):

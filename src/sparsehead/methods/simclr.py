@@ -1,5 +1,10 @@
 """SimCLR (Chen et al. 2020): NT-Xent between the embeddings of two views, or (loss=huang)
-Huang et al.'s revised InfoNCE (Huang et al. 2023)."""
+Huang et al.'s revised InfoNCE (Huang et al. 2023).
+
+Multi-crop (augment.local_crops > 0): the two-view loss of every pair of a global crop with a
+later crop (the two global crops together, and each global crop with each local crop), averaged
+over the pairs; the negatives of a pair are the views of the other images in that pair. With two
+views this is the two-view loss itself."""
 from dataclasses import dataclass
 from typing import Literal
 
@@ -7,10 +12,18 @@ from ..losses import huang_infonce, nt_xent
 from ..options import opt
 from .base import Method, MethodOutput, register
 
+GLOBAL_CROPS = 2
+
+
+def crop_pairs(num_views: int) -> list[tuple[int, int]]:
+    """(global crop, later crop) index pairs: (0, 1), then (0, l) and (1, l) for each local crop l."""
+    return [(g, v) for g in range(GLOBAL_CROPS) for v in range(g + 1, num_views)]
+
 
 @register("simclr")
 class SimCLR(Method):
     display_name = "SimCLR"
+    MULTI_CROP = True
 
     @dataclass
     class Params:
@@ -22,9 +35,14 @@ class SimCLR(Method):
             "paper used tau 0.2: set method.temperature=0.2)")
         huang_lambda: float = opt(1.0, "weight lambda of the negatives term of method.loss=huang", min=0.0)
 
-    def forward(self, x1, x2):
-        r1, z1, z2 = self.project_views(x1, x2)
+    def forward(self, *views):
+        r1 = self.backbone(views[0])
+        z = [self.projector(r1)] + [self.projector(self.backbone(x)) for x in views[1:]]
+        pairs = crop_pairs(len(z))
+        return MethodOutput(sum(self.pair_loss(z[a], z[b]) for a, b in pairs) / len(pairs), {}, r1)
+
+    def pair_loss(self, z1, z2):
         p = self.params
         if p.loss == "huang":
-            return MethodOutput(huang_infonce(z1, z2, p.temperature, p.huang_lambda), {}, r1)
-        return MethodOutput(nt_xent(z1, z2, p.temperature), {}, r1)
+            return huang_infonce(z1, z2, p.temperature, p.huang_lambda)
+        return nt_xent(z1, z2, p.temperature)

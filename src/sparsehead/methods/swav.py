@@ -1,7 +1,18 @@
 """SwAV (Caron et al. 2020): swapped prediction of Sinkhorn-Knopp cluster codes over prototypes.
 
-Two crops only (no multi-crop), no queue (the batch alone fills the equal partition; a queue
-matters for batches much smaller than the number of prototypes), prototypes never frozen.
+Multi-crop as in SwAV's official code: codes come from the two global crops only, and each code is
+predicted from every other crop (the other global crop and every local crop), see
+sparsehead.losses.swapped_prediction. Each crop goes through the backbone on its own (BatchNorm
+statistics per crop; the official code batches the crops of one size together).
+
+The queue (method.swav_queue_length, SwAV's queue_length): the normalised embeddings of the global
+crops of the last steps (gathered from every process), prepended to the batch's scores in Sinkhorn
+once it is full, so that small batches still fill an equal partition over many prototypes. It fills
+from epoch method.swav_epoch_queue_starts on (SwAV's epoch_queue_starts). It is a buffer, identical
+on every process (so checkpointed with the model and left alone by DDP's buffer broadcast); each
+process puts its own share (every world-th row) into the global Sinkhorn, so the codes are those of
+the official per-process queues of queue_length / world rows. Prototypes are never frozen.
+
 Prototypes are a bias-free linear layer whose rows are kept on the unit sphere: normalised at
 construction and after every optimiser step, so each forward sees unit prototypes.
 """
@@ -11,15 +22,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..losses import swav_loss
+from ..distributed import gather_no_grad, rank, world_size
+from ..errors import ConfigError
+from ..losses import sinkhorn_knopp, swapped_prediction
 from ..options import opt
 from .base import Method, MethodOutput, register, temperature_opt
+
+GLOBAL_CROPS = 2  # the crops whose codes are targets (SwAV's crops_for_assign = [0, 1])
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Codes in float32 (or float64) under autocast, as the losses run."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 @register("swav")
 class SwAV(Method):
     display_name = "SwAV"
-    STATE = ("backbone", "projector", "prototypes")
+    STATE = ("backbone", "projector", "prototypes", "queue")
+    MULTI_CROP = True
 
     @dataclass
     class Params:
@@ -28,22 +49,56 @@ class SwAV(Method):
                                         "CIFAR-sized data sets and batches)", min=1)
         swav_epsilon: float = opt(0.05, "Sinkhorn-Knopp entropy epsilon", min=0.0, exclusive_min=True)
         swav_sinkhorn_iters: int = opt(3, "Sinkhorn-Knopp iterations", min=1)
+        swav_queue_length: int = opt(
+            0, "embeddings of past global crops kept per crop and used in Sinkhorn once full (SwAV's "
+               "queue_length, 3840 on ImageNet for batches of 256; 0: no queue); a multiple of "
+               "train.batch_size", min=0)
+        swav_epoch_queue_starts: int = opt(15, "epoch from which the queue fills (SwAV's epoch_queue_starts)",
+                                           min=0)
 
     def __init__(self, backbone, projector=None, params=None, **values):
         super().__init__(backbone, projector, params, **values)
         self.prototypes = nn.Linear(self.embedding_dim, self.params.swav_prototypes, bias=False)
         self.normalize_prototypes()
+        self.register_buffer("queue", torch.zeros(GLOBAL_CROPS, self.params.swav_queue_length, self.embedding_dim))
+        self.queue_filling = False  # set per epoch by set_epoch
+
+    @classmethod
+    def check(cls, params, cfg):
+        if params.swav_queue_length % cfg.train.batch_size:
+            raise ConfigError(f"method.swav_queue_length: {params.swav_queue_length} is not a multiple of "
+                              f"train.batch_size={cfg.train.batch_size} (each step enqueues one batch); "
+                              f"e.g. method.swav_queue_length={15 * cfg.train.batch_size}")
 
     @torch.no_grad()
     def normalize_prototypes(self):
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
-    def forward(self, x1, x2):
-        r1 = self.backbone(x1)
-        s1 = self.prototypes(F.normalize(self.projector(r1), dim=1))
-        s2 = self.prototypes(F.normalize(self.projector(self.backbone(x2)), dim=1))
+    def set_epoch(self, epoch):
+        self.queue_filling = self.params.swav_queue_length > 0 and epoch >= self.params.swav_epoch_queue_starts
+
+    def forward(self, *views):
+        r1 = self.backbone(views[0])
+        embeddings = [F.normalize(self.projector(r1), dim=1)]
+        embeddings += [F.normalize(self.projector(self.backbone(x)), dim=1) for x in views[1:]]
+        scores = [self.prototypes(z) for z in embeddings]
+        codes = [self.codes(i, at_least_float32(scores[i].detach()), embeddings[i].detach()) for i in range(GLOBAL_CROPS)]
+        return MethodOutput(swapped_prediction(codes, scores, self.params.temperature), {}, r1)
+
+    @torch.no_grad()
+    def codes(self, crop: int, scores: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """Sinkhorn codes of global crop `crop`'s batch, with the queue's scores before it once the
+        queue is full (its last row written); then the gathered batch enters the queue."""
         p = self.params
-        return MethodOutput(swav_loss(s1, s2, p.temperature, p.swav_epsilon, p.swav_sinkhorn_iters), {}, r1)
+        queue = self.queue[crop]
+        if self.training and p.swav_queue_length and queue[-1].any():
+            share = queue[rank()::world_size()]  # this process's part of the global queue
+            scores = torch.cat([at_least_float32(share @ self.prototypes.weight.T), scores])
+        q = sinkhorn_knopp(scores, p.swav_epsilon, p.swav_sinkhorn_iters)[-embedding.shape[0]:]
+        if self.training and self.queue_filling:
+            new = gather_no_grad(embedding).to(queue.dtype)
+            queue.copy_(torch.cat([new, queue[:-new.shape[0]]]))  # newest first, as SwAV's code
+        return q
 
     @torch.no_grad()
     def after_step(self, step, total_steps):

@@ -1,0 +1,176 @@
+"""Multi-crop: the crop generator's statistics against torchvision's RandomResizedCrop, SwAV's and
+SimCLR's multi-crop losses against loops written here, SwAV's queue (in the loss, restored on
+resume), and the config errors of methods that take two views only."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+from scipy.stats import ks_2samp
+
+from conftest import TINY
+from sparsehead import checkpoint, config
+from sparsehead.data.views import ViewGenerator, sample_crops
+from sparsehead.errors import ConfigError
+from sparsehead.runs import build_model
+from sparsehead.train import pretrain
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+LOCAL = ["augment.local_crops=4", "augment.local_size=8"]
+
+
+def crop_stats(boxes: np.ndarray, side: int) -> dict:
+    top, left, h, w = boxes.T
+    return {"scale": h * w / side**2, "log_ratio": np.log(w / h), "top": top, "left": left}
+
+
+@pytest.mark.parametrize("scale", [(0.05, 0.14), (0.14, 1.0)])
+def test_crop_boxes_follow_torchvision_random_resized_crop(scale):
+    n, side = 6000, 32
+    ours = sample_crops(n, side, side, scale, (3 / 4, 4 / 3), torch.Generator().manual_seed(0), "cpu").double().numpy()
+    torch.manual_seed(0)
+    image = torch.zeros(3, side, side)
+    theirs = np.array([T.RandomResizedCrop.get_params(image, list(scale), [3 / 4, 4 / 3]) for _ in range(n)],
+                      dtype=float)
+    a, b = crop_stats(ours, side), crop_stats(theirs, side)
+    for key in a:
+        assert ks_2samp(a[key], b[key]).pvalue > 1e-3, key
+    # The test can fail: the other size's crops are told apart at once.
+    other = (0.14, 1.0) if scale == (0.05, 0.14) else (0.05, 0.14)
+    wrong = sample_crops(n, side, side, other, (3 / 4, 4 / 3), torch.Generator().manual_seed(1), "cpu").double().numpy()
+    assert ks_2samp(crop_stats(wrong, side)["scale"], b["scale"]).pvalue < 1e-10
+
+
+def test_view_generator_adds_local_crops_after_the_unchanged_global_views():
+    images = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
+    plain = ViewGenerator(config.AugmentConfig(), 16, [0.5] * 3, [0.25] * 3)
+    multi = ViewGenerator(config.AugmentConfig(local_crops=3), 16, [0.5] * 3, [0.25] * 3)
+    two = plain(images, torch.Generator().manual_seed(3))
+    crops = multi(images, torch.Generator().manual_seed(3))
+    assert len(two) == 2 and len(crops) == 5
+    assert all(torch.equal(a, b) for a, b in zip(two, crops[:2]))  # bitwise: the two-view case unchanged
+    assert [c.shape[-1] for c in crops] == [16, 16, 7, 7, 7]  # auto local size: round(16 * 96 / 224)
+    assert len(multi(images, torch.Generator(), local=False)) == 2
+
+
+def tiny_method(name, *extra):
+    torch.manual_seed(0)
+    cfg = config.load(None, TINY + [f"method.name={name}", "train.batch_size=8", *extra])
+    return build_model(cfg).double()
+
+
+def crops(num_local: int, n: int = 8, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    sizes = [16, 16] + [8] * num_local
+    return [torch.randn(n, 3, s, s, generator=g, dtype=torch.float64) for s in sizes]
+
+
+def embeddings(method, views):
+    """z of every view, computed view by view in training mode (BatchNorm per crop, as the method)."""
+    with torch.no_grad():
+        return [method.projector(method.backbone(x)).numpy() for x in views]
+
+
+def sinkhorn_loops(scores, eps=0.05, iterations=3):
+    q = np.exp(scores / eps).T
+    k, b = q.shape
+    q = q / q.sum()
+    for _ in range(iterations):
+        for row in range(k):
+            q[row] /= q[row].sum() * k
+        for col in range(b):
+            q[:, col] /= q[:, col].sum() * b
+    return (q * b).T
+
+
+def log_softmax_rows(s):
+    s = s - s.max(axis=1, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+
+
+def swav_reference(zs, prototypes, tau=0.1, queue=None):
+    """Codes of the two global crops (the queue's scores before the batch), each predicted from
+    every other crop: mean over the global crops of the mean over the other crops of the CE."""
+    scores = [(z / np.linalg.norm(z, axis=1, keepdims=True)) @ prototypes.T for z in zs]
+    total = 0.0
+    for i in range(2):
+        s = scores[i] if queue is None else np.concatenate([queue[i] @ prototypes.T, scores[i]])
+        q = sinkhorn_loops(s)[-len(scores[i]):]
+        ces = [-(q * log_softmax_rows(scores[v] / tau)).sum(axis=1).mean() for v in range(len(zs)) if v != i]
+        total += sum(ces) / len(ces)
+    return total / 2
+
+
+@pytest.mark.parametrize("num_local", [0, 4])
+def test_swav_loss_over_all_crops_matches_loops(num_local):
+    method = tiny_method("swav", "method.swav_prototypes=12", *(LOCAL if num_local else []))
+    views = crops(num_local)
+    loss = method(*views).loss.item()
+    ref = swav_reference(embeddings(method, views), method.prototypes.weight.detach().numpy())
+    assert loss == pytest.approx(ref, rel=1e-9)
+
+
+def nt_xent_loops(z1, z2, tau):
+    z = np.concatenate([z1, z2])
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    n, total = len(z1), 0.0
+    for i in range(2 * n):
+        positive = (i + n) % (2 * n)
+        logits = [z[i] @ z[j] / tau for j in range(2 * n) if j != i]
+        total += -(z[i] @ z[positive] / tau) + np.log(np.sum(np.exp(logits)))
+    return total / (2 * n)
+
+
+def test_simclr_multi_crop_averages_nt_xent_over_global_pairs():
+    method = tiny_method("simclr", *LOCAL)
+    views = crops(4)
+    zs = embeddings(method, views)
+    pairs = [(0, 1)] + [(g, v) for g in (0, 1) for v in range(2, 6)]
+    ref = np.mean([nt_xent_loops(zs[a], zs[b], 0.5) for a, b in pairs])
+    assert method(*views).loss.item() == pytest.approx(ref, rel=1e-9)
+
+
+def test_swav_queue_enters_the_loss_once_full():
+    method = tiny_method("swav", "method.swav_prototypes=12", "method.swav_queue_length=16",
+                         "method.swav_epoch_queue_starts=0")
+    method.set_epoch(0)
+    for seed in (1, 2):  # two batches of 8 fill the queue of 16
+        method(*crops(0, seed=seed))
+    queue = method.queue.numpy().copy()
+    assert np.abs(queue).sum(axis=2).min() > 0  # every row written
+    views = crops(0, seed=3)
+    zs, protos = embeddings(method, views), method.prototypes.weight.detach().numpy()
+    loss = method(*views).loss.item()
+    assert loss == pytest.approx(swav_reference(zs, protos, queue=queue), rel=1e-9)
+    assert abs(loss - swav_reference(zs, protos)) > 1e-4  # the queue changed the codes
+    newest = zs[0][:] / np.linalg.norm(zs[0], axis=1, keepdims=True)
+    np.testing.assert_allclose(method.queue[0, :8].numpy(), newest, rtol=1e-12)  # newest first
+
+
+def test_swav_queue_and_local_crops_resume_bitwise(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    run = TINY + ["data.subset=64", "train.batch_size=16", "train.epochs=2", "train.threads=1", "method.name=swav",
+                  "method.swav_prototypes=12", "method.swav_queue_length=32", "method.swav_epoch_queue_starts=1",
+                  "augment.local_crops=2", "augment.local_size=8"]
+    pretrain(config.load(None, run + [f"train.out_dir={tmp_path}"]), tmp_path / "unbroken")
+    # Stopped when the queue is full (steps 5, 6 of epoch 1 fill it), resumed for steps 7 and 8 that use it.
+    pretrain(config.load(None, run + [f"train.out_dir={tmp_path}", "train.max_steps=6"]), tmp_path / "resumed")
+    capsys.readouterr()
+    pretrain(config.load(None, run + [f"train.out_dir={tmp_path}"]), tmp_path / "resumed")
+    assert "(step 6)" in capsys.readouterr().err  # resumed, not started over
+    torch.set_num_threads(threads)
+    a, b = (checkpoint.load(checkpoint.find(tmp_path / r)) for r in ("unbroken", "resumed"))
+    assert a["step"] == b["step"] == 8
+    assert a["model"]["queue"].abs().sum(dim=2).min() > 0
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_two_view_methods_refuse_local_crops(tiny_cfg):
+    with pytest.raises(ConfigError, match=r"augment.local_crops: method.name=byol .*local_crops=0.*swav"):
+        tiny_cfg("method.name=byol", "augment.local_crops=2")
+    with pytest.raises(ConfigError, match="swav_queue_length: 20 is not a multiple of train.batch_size=64"):
+        tiny_cfg("method.name=swav", "method.swav_queue_length=20")
+    with pytest.raises(ConfigError, match="augment.local_size: 20 exceeds data.image_size=16"):
+        tiny_cfg("method.name=swav", "augment.local_crops=2", "augment.local_size=20")
