@@ -20,7 +20,6 @@ from .errors import ConfigError
 from .io import atomic_write_text
 from .rundir import RunDir
 
-LOGGERS = ("jsonl", "tensorboard", "csv", "wandb")  # train.loggers' choices (config.py)
 
 
 def check_loggers(loggers) -> None:
