@@ -3,7 +3,6 @@ full-resolution image), randomness from (seed, epoch, index) only, the storage c
 and a SIGKILLed stream run resuming bitwise."""
 from __future__ import annotations
 
-import math
 import os
 import signal
 
