@@ -101,7 +101,8 @@ def test_a_mixed_precision_step_is_finite_and_the_loss_falls(precision):
 def test_channels_last_gives_the_contiguous_result_within_rounding():
     a, _ = _train_steps("fp32", steps=2)
     b, _ = _train_steps("fp32", steps=2, channels_last=True)
-    torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-3, atol=1e-3)
+    # cuDNN picks other (TF32) kernels per layout: equal within their rounding, not bitwise.
+    torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-2, atol=1e-2)
 
 
 def test_sync_batchnorm_in_a_one_process_nccl_group_matches_plain_batchnorm(tmp_path):
@@ -130,7 +131,10 @@ RUN = TINY + ["train.device=cuda", "train.checkpoint_every=3", "train.keep_check
               "optim.name=adam", "eval.knn_k=5"]
 
 
-def test_a_run_checkpointed_on_the_gpu_resumes_bitwise_and_loads_on_the_cpu(tmp_path):
+def test_a_run_checkpointed_on_the_gpu_resumes_bitwise_and_loads_on_the_cpu(tmp_path, monkeypatch):
+    # Bitwise needs run-to-run deterministic kernels (cuDNN's default backward may use atomics).
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     cfg = config.load(None, RUN + [f"train.out_dir={tmp_path}"])
     pretrain(cfg, tmp_path / "unbroken")
     pretrain(config.load(None, RUN + [f"train.out_dir={tmp_path}", "train.max_steps=3"]), tmp_path / "resumed")
