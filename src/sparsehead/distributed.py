@@ -125,3 +125,20 @@ def global_moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torc
     mean = all_reduce_sum_with_grad(x.sum(dim=dims, keepdim=True)) / count
     var = all_reduce_sum_with_grad(((x - mean) ** 2).sum(dim=dims, keepdim=True)) / count
     return mean, var, count
+
+
+@torch.no_grad()
+def shuffled_batch_forward(fn, x: torch.Tensor) -> torch.Tensor:
+    """MoCo's Shuffle BN (He et al. 2020, its official batch_shuffle_ddp / batch_unshuffle_ddp):
+    fn (the key encoder) on a random sub-batch of the GLOBAL batch on each process, so BatchNorm
+    statistics do not come from the queries' own images, outputs sent back to their process. The
+    permutation is drawn from the torch random state on every process and rank 0's is used. In one
+    process it is fn(x): BatchNorm over the whole batch does not depend on its order."""
+    if not is_distributed():
+        return fn(x)
+    everything = gather_no_grad(x)
+    perm = torch.randperm(everything.shape[0]).to(x.device)
+    dist.broadcast(perm, src=0)
+    mine = perm.view(world_size(), -1)[rank()]
+    outputs = gather_no_grad(fn(everything[mine]))
+    return outputs[torch.argsort(perm).view(world_size(), -1)[rank()]]

@@ -3,7 +3,8 @@ from earlier batches.
 
 CHOICE (method.moco_symmetric): false = the official asymmetric loss ctr(q1, k2), enqueueing k2;
 true = (ctr(q1, k2) + ctr(q2, k1)) / 2, enqueueing both keys, as many CIFAR implementations.
-The key encoder uses plain BatchNorm (no Shuffle BN), as solo-learn's MoCo v2+.
+method.moco_shuffle_bn: MoCo's Shuffle BN under DDP (sparsehead.distributed.shuffled_batch_forward);
+off by default (plain BatchNorm in the key encoder, as solo-learn's MoCo v2+); a no-op in one process.
 """
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..distributed import gather_no_grad
+from ..distributed import gather_no_grad, shuffled_batch_forward
 from ..errors import ConfigError
 from ..losses import moco_loss
 from ..options import opt
@@ -54,6 +55,9 @@ class MoCoV2(Method):
         moco_symmetric: bool = opt(
             False, "false = the official asymmetric loss ctr(q1, k2); true = (ctr(q1, k2) + ctr(q2, k1)) / 2 "
             "with both views' keys enqueued, as many CIFAR implementations")
+        moco_shuffle_bn: bool = opt(
+            False, "MoCo's Shuffle BN under DDP: keys computed on a random sub-batch of the global batch per "
+            "process, then sent back (the official code); a no-op in one process")
 
     def __init__(self, backbone, projector=None, params=None, **values):
         super().__init__(backbone, projector, params, **values)
@@ -80,7 +84,8 @@ class MoCoV2(Method):
         r = self.backbone(x_query)
         q = self.projector(r)
         with torch.no_grad():
-            k = F.normalize(self.key_projector(self.key_backbone(x_key)), dim=1)
+            encode = lambda x: F.normalize(self.key_projector(self.key_backbone(x)), dim=1)
+            k = shuffled_batch_forward(encode, x_key) if self.params.moco_shuffle_bn else encode(x_key)
         return q, k, r
 
     def forward(self, x1, x2):
