@@ -10,6 +10,7 @@ import torch
 from conftest import TINY
 from sparsehead import config
 from sparsehead.methods import METHODS, SimCLR, display_name
+from sparsehead.config import ModelConfig
 from sparsehead.models.backbones import build_backbone
 from sparsehead.models.heads import build_head
 from sparsehead.runs import build_model
@@ -37,7 +38,7 @@ def test_method_declares_params_display_name_and_state(name):
 
 
 def test_methods_are_built_from_explicit_arguments():
-    backbone = build_backbone("resnet18", 8, "cifar", 16)
+    backbone = build_backbone(ModelConfig("resnet18", 8, "cifar"), 16)
     method = SimCLR(backbone, build_head("mlp", backbone.feature_dim, 32, 16), temperature=0.2)
     assert method.params == SimCLR.Params(temperature=0.2) and method.embedding_dim == 16
     out = method(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))

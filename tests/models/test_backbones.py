@@ -3,28 +3,29 @@ import pytest
 import torch
 import torchvision
 
+from sparsehead.config import ModelConfig
 from sparsehead.models.backbones import build_backbone
 from sparsehead.models.heads import build_head
 
 
 @pytest.mark.parametrize("arch, width, dim", [("resnet18", 8, 64), ("resnet18", 64, 512), ("resnet50", 8, 256)])
 def test_feature_dimension_is_the_pooled_feature(arch, width, dim):
-    net = build_backbone(arch, width, "cifar", 32).eval()
+    net = build_backbone(ModelConfig(arch, width, "cifar"), 32).eval()
     assert net.feature_dim == dim
     with torch.no_grad():
         assert net(torch.randn(2, 3, 32, 32)).shape == (2, dim)
 
 
 def test_stems():
-    cifar = build_backbone("resnet18", 16, "auto", 32)
+    cifar = build_backbone(ModelConfig("resnet18", 16, "auto"), 32)
     assert cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1)
     assert isinstance(cifar.maxpool, torch.nn.Identity)
-    large = build_backbone("resnet18", 16, "auto", 96)
+    large = build_backbone(ModelConfig("resnet18", 16, "auto"), 96)
     assert large.conv1.kernel_size == (7, 7) and isinstance(large.maxpool, torch.nn.MaxPool2d)
 
 
 def test_width_64_has_torchvision_names_and_shapes():
-    ours = build_backbone("resnet18", 64, "imagenet", 224).state_dict()
+    ours = build_backbone(ModelConfig("resnet18", 64, "imagenet"), 224).state_dict()
     ref = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in ref.items()}
 

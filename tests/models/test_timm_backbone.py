@@ -175,3 +175,13 @@ def test_vit_configs_are_valid(name):
 def typing_args_of_source():
     import typing
     return typing.get_args(typing.get_type_hints(config.DataConfig)["source"])
+
+
+def test_lars_on_a_vit_warns_and_adamw_does_not(recwarn):
+    from sparsehead.optim import build_optimizer
+    cfg = config.load(None, TINY + VIT + ["optim.name=lars"])
+    method = build_model(cfg)
+    with pytest.warns(UserWarning, match="LARS is known to make ViT training unstable"):
+        build_optimizer(cfg.optim, method)
+    build_optimizer(config.load(None, TINY + VIT + ["optim.name=adamw"]).optim, method)
+    assert not [w for w in recwarn if "LARS" in str(w.message)]
