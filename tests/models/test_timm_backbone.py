@@ -158,3 +158,30 @@ def test_sigkilled_vit_run_resumes_bitwise(vit_run, tmp_path):
                 assert all(torch.equal(va[n], vb[n]) for n in va), (part, k)
             else:
                 assert torch.equal(va, vb), (part, k)
+
+
+@pytest.mark.parametrize("name", ["cifar10_vit_tiny", "imagenet100_vit_small"])
+def test_vit_configs_are_valid(name):
+    import yaml
+    from conftest import REPO
+    values = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+    if values["data"]["source"] not in typing_args_of_source():
+        pytest.skip(f"data.source={values['data']['source']} arrives with the streaming reader (issue #14)")
+    cfg = config.from_dict(values, check_paths=False)
+    assert cfg.optim.name == "adamw" and cfg.model.backbone.startswith("timm:vit_")
+    assert not backbone_info(cfg.model, cfg.data.image_size).channels_last
+
+
+def typing_args_of_source():
+    import typing
+    return typing.get_args(typing.get_type_hints(config.DataConfig)["source"])
+
+
+def test_lars_on_a_vit_warns_and_adamw_does_not(recwarn):
+    from sparsehead.optim import build_optimizer
+    cfg = config.load(None, TINY + VIT + ["optim.name=lars"])
+    method = build_model(cfg)
+    with pytest.warns(UserWarning, match="LARS is known to make ViT training unstable"):
+        build_optimizer(cfg.optim, method)
+    build_optimizer(config.load(None, TINY + VIT + ["optim.name=adamw"]).optim, method)
+    assert not [w for w in recwarn if "LARS" in str(w.message)]
