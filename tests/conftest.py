@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,3 +111,16 @@ def tiny_cfg(tmp_path):
     def make(*overrides: str):
         return config.load(None, TINY + [f"train.out_dir={tmp_path}", *overrides])
     return make
+
+
+def numpy_sinkhorn(scores, eps=0.05, iterations=3):
+    """SwAV's Sinkhorn-Knopp written as plain loops over rows and columns (the tests' reference)."""
+    q = np.exp(scores / eps).T  # (K, B)
+    k, b = q.shape
+    q = q / q.sum()
+    for _ in range(iterations):
+        for row in range(k):
+            q[row] /= q[row].sum() * k
+        for col in range(b):
+            q[:, col] /= q[:, col].sum() * b
+    return (q * b).T

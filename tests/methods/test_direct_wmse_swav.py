@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY
+from conftest import TINY, numpy_sinkhorn
 from sparsehead import config
 from sparsehead.losses import directclr_loss, sinkhorn_knopp, swav_loss, whiten, wmse_loss
 from sparsehead.methods.directclr import subvector_dim
@@ -216,18 +216,6 @@ def test_wmse_whitening_size_checks():
 
 
 # --- SwAV ------------------------------------------------------------------------------------------
-
-def numpy_sinkhorn(scores, eps, iterations):
-    q = np.exp(scores / eps).T  # (K, B)
-    k, b = q.shape
-    q /= q.sum()
-    for _ in range(iterations):
-        for row in range(k):
-            q[row] /= q[row].sum() * k
-        for col in range(b):
-            q[:, col] /= q[:, col].sum() * b
-    return (q * b).T
-
 
 def test_sinkhorn_matches_loops_and_marginals():
     scores = F.normalize(torch.randn(10, 4, dtype=torch.float64), dim=1) @ \

@@ -9,7 +9,7 @@ import torch
 import torchvision.transforms as T
 from scipy.stats import ks_2samp
 
-from conftest import TINY
+from conftest import TINY, numpy_sinkhorn
 from sparsehead import checkpoint, config
 from sparsehead.data.views import ViewGenerator, sample_crops
 from sparsehead.errors import ConfigError
@@ -72,18 +72,6 @@ def embeddings(method, views):
         return [method.projector(method.backbone(x)).numpy() for x in views]
 
 
-def sinkhorn_loops(scores, eps=0.05, iterations=3):
-    q = np.exp(scores / eps).T
-    k, b = q.shape
-    q = q / q.sum()
-    for _ in range(iterations):
-        for row in range(k):
-            q[row] /= q[row].sum() * k
-        for col in range(b):
-            q[:, col] /= q[:, col].sum() * b
-    return (q * b).T
-
-
 def log_softmax_rows(s):
     s = s - s.max(axis=1, keepdims=True)
     return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
@@ -96,7 +84,7 @@ def swav_reference(zs, prototypes, tau=0.1, queue=None):
     total = 0.0
     for i in range(2):
         s = scores[i] if queue is None else np.concatenate([queue[i] @ prototypes.T, scores[i]])
-        q = sinkhorn_loops(s)[-len(scores[i]):]
+        q = numpy_sinkhorn(s)[-len(scores[i]):]
         ces = [-(q * log_softmax_rows(scores[v] / tau)).sum(axis=1).mean() for v in range(len(zs)) if v != i]
         total += sum(ces) / len(ces)
     return total / 2
