@@ -8,7 +8,8 @@
 #
 # PYTHON picks the interpreter (default python3). lightly (part (a)'s reference) comes from wheels
 # carried in SPARSEHEAD_WHEELS (default shared/wheels) when that folder holds any; else part (a)
-# records lightly as skipped.
+# records lightly as skipped. SPARSEHEAD_BENCH_DATA names the CIFAR-10 train folder for part (a)
+# (default: the benchmark's own, ../shared/data/cifar10/train; synthetic JPEGs where it is absent).
 set -uo pipefail
 DRY=0
 if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
@@ -34,6 +35,7 @@ TESTS_RC=$?
 # 2. The throughput benchmark: (a) SimCLR vs lightly, (b) Barlow Twins ViT-S/16, (c) TFLOP/s, data share.
 BENCH_ARGS=(--out "$OUT/gpu_check.json")
 [ "$DRY" = 1 ] && BENCH_ARGS+=(--dry-run)
+[ -n "${SPARSEHEAD_BENCH_DATA:-}" ] && BENCH_ARGS+=(--data "$SPARSEHEAD_BENCH_DATA")
 timeout 270 "$PY" benchmarks/gpu_throughput.py "${BENCH_ARGS[@]}" >>"$LOG" 2>&1
 BENCH_RC=$?
 # The tests' outcome goes into the same JSON (one file of results).
