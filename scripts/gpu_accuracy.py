@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--budget-s", type=float, required=True, help="wall seconds this cell may take")
     ap.add_argument("--throughput", type=Path, help="gpu_check.json of the same machine")
+    ap.add_argument("--epochs", type=int, help="this many epochs instead of the budget's (to match a done cell)")
     ap.add_argument("--dry-run", action="store_true", help="toy size on the CPU (tiny width, 2 epochs)")
     args = ap.parse_args()
     start = time.monotonic()
@@ -58,6 +59,8 @@ def main() -> None:
     img_per_s = measured_img_per_s(args.throughput)
     rate = img_per_s or GUESS_IMG_PER_S
     epochs = max(1, math.floor((args.budget_s - FIXED_COST_S) * SAFETY * rate / n_train))
+    if args.epochs:
+        epochs = args.epochs
     toy = ["model.width=4", "head.hidden_dim=32", "head.out_dim=16", "train.batch_size=64", "train.device=cpu",
            "train.precision=fp32"]
     if args.dry_run:
