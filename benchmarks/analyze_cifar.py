@@ -27,7 +27,7 @@ from sparsehead.analysis.spectrum import spectrum  # noqa: E402
 from sparsehead.data import datasets  # noqa: E402
 from sparsehead.data.views import ViewGenerator  # noqa: E402
 from sparsehead.evaluate.features import extract  # noqa: E402
-from sparsehead.runs import build_model, resolve_device  # noqa: E402
+from sparsehead.runs.model import build_model, resolve_device  # noqa: E402
 
 
 @contextmanager

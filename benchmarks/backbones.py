@@ -16,7 +16,7 @@ import time
 import torch
 
 from sparsehead import config
-from sparsehead.runs import build_model
+from sparsehead.runs.model import build_model
 
 VIT = ["model.backbone=timm:vit_tiny_patch16_224", "model.timm_args.patch_size=4", "model.timm_args.embed_dim=128",
        "model.timm_args.depth=4", "model.timm_args.num_heads=4"]

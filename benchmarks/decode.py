@@ -88,7 +88,8 @@ def make_large(folder: Path, n: int, cifar: Path) -> None:
 
 def decoders() -> tuple[dict, dict]:
     found, missing = {}, {}
-    from torchvision.io import ImageReadMode, decode_image as tv_decode
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_image as tv_decode
 
     def torchvision_decode(raw: bytes) -> torch.Tensor:
         return tv_decode(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB)
@@ -102,7 +103,8 @@ def decoders() -> tuple[dict, dict]:
     found["pillow"] = pillow_decode
 
     try:
-        from torchcodec.decoders import decode_image as tc_decode, decode_jpeg, decode_png
+        from torchcodec.decoders import decode_image as tc_decode
+        from torchcodec.decoders import decode_jpeg, decode_png
 
         def torchcodec_decode(raw: bytes) -> torch.Tensor:  # as sparsehead calls it: the format's own decoder
             t = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
@@ -248,7 +250,7 @@ def main(argv=None) -> None:
     print(f"versions: {versions()}")
     for name, why in missing.items():
         print(f"{name}: not measured ({why})")
-    print(f"images: " + ", ".join(f"{s} {len(r)} ({sum(map(len, r)) / len(r) / 1024:.1f} KiB each)"
+    print("images: " + ", ".join(f"{s} {len(r)} ({sum(map(len, r)) / len(r) / 1024:.1f} KiB each)"
                                   for s, r in sets.items()) +
           f"; one thread, median of {args.repeats} interleaved passes")
     decode_rows = {s: {n: v for (k, s2, n), v in speed.items() if k == "decode" and s2 == s} for s in sets}

@@ -31,15 +31,14 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import lightly_parts, subset_folder  # noqa: E402  (the CPU benchmark's recipe)
-
 from sparsehead import config  # noqa: E402
+from sparsehead.core.atomic import atomic_write_json  # noqa: E402
+from sparsehead.core.precision import autocast, resolve_precision  # noqa: E402
 from sparsehead.data import datasets  # noqa: E402
 from sparsehead.data.views import ViewGenerator  # noqa: E402
-from sparsehead.io import atomic_write_json  # noqa: E402
-from sparsehead.losses import barlow_twins_loss  # noqa: E402
-from sparsehead.precision import autocast, resolve_precision  # noqa: E402
-from sparsehead.runs import build_model  # noqa: E402
+from sparsehead.methods.losses import barlow_twins_loss  # noqa: E402
+from sparsehead.runs.model import build_model  # noqa: E402
+from throughput import lightly_parts, subset_folder  # noqa: E402  (the CPU benchmark's recipe)
 
 REPO = Path(__file__).resolve().parents[1]
 H200_BF16_DENSE_TFLOPS = 989.0

@@ -49,9 +49,9 @@ def random_projection_features(root: Path, dim: int, n_train: int, seed: int = 0
 
 def run_features(run: str, device: torch.device):
     from sparsehead.config import with_data_overrides
-    from sparsehead.evaluate.runner import check_data, frozen_features
     from sparsehead.data import datasets
-    from sparsehead.runs import load_trained
+    from sparsehead.evaluate.runner import check_data, frozen_features
+    from sparsehead.runs.model import load_trained
     trained = load_trained(run, device)
     data_cfg = with_data_overrides(trained.cfg, ()).data
     train, test = datasets.load(data_cfg, "train"), datasets.load(data_cfg, "test")
@@ -63,6 +63,7 @@ def run_features(run: str, device: torch.device):
 def sklearn_probe(xtr, ytr, xte, yte, grid, val_fraction, seed, max_iter):
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+
     from sparsehead.evaluate.linear import stratified_validation_split
     fit, val = stratified_validation_split(ytr, val_fraction, seed)
     scaler = StandardScaler().fit(xtr[fit])
@@ -96,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from sparsehead.evaluate.linear import WEIGHT_DECAYS, linear_probe
-    from sparsehead.runs import resolve_device
+    from sparsehead.runs.model import resolve_device
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -125,7 +126,7 @@ def main() -> None:
         rows.append((f"scikit-learn {sklearn.__version__} LogisticRegression (lbfgs)",
                      time.perf_counter() - start, ref["top1"], ref["top5"], ref["weight_decay"],
                      f"{ref['fits']} fits + refit ({ref['refit_seconds']:.1f} s)"))
-    print(f"\n| solver | seconds | top-1 | top-5 | weight decay (C = 1/(wd n)) | work |\n|---|---|---|---|---|---|")
+    print("\n| solver | seconds | top-1 | top-5 | weight decay (C = 1/(wd n)) | work |\n|---|---|---|---|---|---|")
     for name, seconds, top1, top5, wd, work in rows:
         print(f"| {name} | {seconds:.1f} | {100 * top1:.2f} | {100 * top5:.2f} | {wd:g} | {work} |")
     if len(rows) == 2:

@@ -8,7 +8,6 @@ fabricated paths.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path

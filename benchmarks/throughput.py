@@ -37,9 +37,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from sparsehead import config
 from sparsehead.data import datasets
 from sparsehead.data.views import ViewGenerator
-from sparsehead.losses import nt_xent
-from sparsehead.optim import build_optimizer
-from sparsehead.runs import build_model
+from sparsehead.methods.losses import nt_xent
+from sparsehead.runs.model import build_model
+from sparsehead.training.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, SIZE = 256, 32

@@ -15,8 +15,8 @@ import time
 import torch
 
 from sparsehead import config
-from sparsehead.precision import autocast
-from sparsehead.runs import build_model
+from sparsehead.core.precision import autocast
+from sparsehead.runs.model import build_model
 
 
 def make_step(cfg, precision: str, channels_last: bool, compile_model: bool):

@@ -42,7 +42,7 @@ BENCH_RC=$?
 "$PY" - "$OUT/gpu_check.json" "$LOG" "$TESTS_RC" "$BENCH_RC" <<'PYEOF' >>"$LOG" 2>&1
 import json, re, sys
 from pathlib import Path
-from sparsehead.io import atomic_write_json
+from sparsehead.core.atomic import atomic_write_json
 path, log, tests_rc, bench_rc = Path(sys.argv[1]), Path(sys.argv[2]).read_text(), int(sys.argv[3]), int(sys.argv[4])
 results = json.loads(path.read_text()) if path.is_file() else {}
 summary = [l for l in log.splitlines() if re.search(r"\d+ (passed|failed|skipped|error)", l)]

@@ -44,10 +44,11 @@ DOC = REPO / "docs" / "reproduction.md"
 FIGURES = REPO / "docs" / "figures" / "reproduction"
 SEEDS = (0, 1, 2)
 sys.path.insert(0, str(REPO / "src"))  # this checkout's sparsehead, for its method names and run folders
-from sparsehead.methods import display_name  # noqa: E402
 import torch  # noqa: E402
-from sparsehead.io import atomic_write_json, atomic_write_text  # noqa: E402
-from sparsehead.rundir import RunDir  # noqa: E402
+
+from sparsehead.core.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from sparsehead.methods import display_name  # noqa: E402
+from sparsehead.runs.folder import RunDir  # noqa: E402
 from sparsehead.sparsity import gini, top_share  # noqa: E402
 
 # Cells: run-name stem -> overrides on top of configs/reproduce/base.yaml. Shared cells run once.

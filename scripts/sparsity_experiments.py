@@ -120,6 +120,7 @@ def env() -> dict:
 
 def column_stats(norms: list[float], threshold: float = 1e-3) -> dict:
     import torch
+
     from sparsehead.sparsity import gini, top_share
     top = max(norms)
     return {"columns": len(norms), "top10_share": top_share(torch.tensor(norms)), "gini": gini(torch.tensor(norms)),
@@ -132,7 +133,7 @@ def column_stats(norms: list[float], threshold: float = 1e-3) -> dict:
 def summarize_run(run: Path) -> dict:
     """Column statistics of the trained head's last layer, k-NN, and the support over time."""
     sys.path.insert(0, str(REPO / "src"))
-    from sparsehead.runs import load_trained
+    from sparsehead.runs.model import load_trained
     from sparsehead.sparsity import column_norms, penalized_layers
     trained = load_trained(run)
     weight = penalized_layers(trained.method.sparse_head(), "last")[0].weight.detach()
@@ -173,7 +174,7 @@ def measure_invariance() -> dict:
     sys.path.insert(0, str(REPO / "src"))
     from sparsehead import config
     from sparsehead.methods import METHODS, params_of
-    from sparsehead.runs import build_model
+    from sparsehead.runs.model import build_model
     from sparsehead.sparsity import penalized_layers
     torch.set_num_threads(1)
     tiny = ["data.source=digits", "data.image_size=16", "model.width=8", "head.hidden_dim=64",
@@ -243,9 +244,9 @@ def measure_efflr() -> dict:
     from sparsehead import config
     from sparsehead.data import datasets
     from sparsehead.data.views import ViewGenerator
-    from sparsehead.optim import build_optimizer
-    from sparsehead.runs import build_model
+    from sparsehead.runs.model import build_model
     from sparsehead.sparsity import penalized_layers
+    from sparsehead.training.optim import build_optimizer
     torch.set_num_threads(1)
     cfg = config.load(str(DEMO), ["train.threads=1"])
     data = datasets.load(cfg.data, "pretrain")

@@ -66,9 +66,10 @@ def fixed_view_losses(cfg, state: dict, batches: int = 8, seed: int = 1234) -> l
     state), one value per batch: comparing two states on them leaves out the noise of the data
     order and the views that makes the logged training loss a poor measure of learning."""
     import torch
+
     from sparsehead.data import datasets
     from sparsehead.data.views import ViewGenerator
-    from sparsehead.runs import build_model
+    from sparsehead.runs.model import build_model
 
     data = datasets.load(cfg.data, "pretrain")
     views = ViewGenerator(cfg.augment, cfg.data.image_size, *data.channel_stats())

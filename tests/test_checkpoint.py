@@ -14,12 +14,14 @@ import pytest
 import torch
 
 from conftest import SRC, TINY
-from sparsehead import checkpoint, config, resume
+from sparsehead import config
 from sparsehead.data import datasets
-from sparsehead.export import export_backbone
-from sparsehead.optim import build_optimizer
-from sparsehead.runs import build_model
-from sparsehead.train import pretrain
+from sparsehead.export.formats import export_backbone
+from sparsehead.runs import checkpoint
+from sparsehead.runs.model import build_model
+from sparsehead.training import resume
+from sparsehead.training.loop import pretrain
+from sparsehead.training.optim import build_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +201,7 @@ def test_a_read_only_run_folder_fails_before_any_work(tiny_cfg, tmp_path, monkey
 
     def read_only(*args, **kwargs):  # tests run as root here, where chmod does not stop writes
         raise OSError(errno.EROFS, "Read-only file system")
-    monkeypatch.setattr("sparsehead.io.tempfile.mkstemp", read_only)
+    monkeypatch.setattr("sparsehead.core.atomic.tempfile.mkstemp", read_only)
     with pytest.raises(checkpoint.CheckpointError, match="cannot write to the run folder .*Read-only file system"):
         pretrain(tiny_cfg(), tmp_path / "run")
 

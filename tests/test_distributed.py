@@ -20,12 +20,20 @@ from torch.nn.parallel import DistributedDataParallel
 from conftest import SRC, TINY, method_keys
 from ddp_harness import WORLD, run_on_ranks, shard
 from sparsehead import config
-from sparsehead.losses import (barlow_twins_loss, directclr_loss, huang_infonce, moco_v3_loss, nt_xent,
-                               sinkhorn_knopp, swav_loss, vicreg_loss)
+from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
 from sparsehead.methods import METHODS
 from sparsehead.methods.directpred import batch_correlation
-from sparsehead.runs import build_model
-from sparsehead.sync_batchnorm import convert_sync_batchnorm
+from sparsehead.methods.losses import (
+    barlow_twins_loss,
+    directclr_loss,
+    huang_infonce,
+    moco_v3_loss,
+    nt_xent,
+    sinkhorn_knopp,
+    swav_loss,
+    vicreg_loss,
+)
+from sparsehead.runs.model import build_model
 
 # Every registered method but W-MSE, left out by design: each process whitens its own sub-batches
 # (losses.wmse_loss).

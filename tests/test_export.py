@@ -10,9 +10,10 @@ import torchvision
 from safetensors.torch import load_file
 
 from conftest import TINY
-from sparsehead import checkpoint, cli, config
-from sparsehead.export import export_backbone, loading_snippet
-from sparsehead.runs import build_model
+from sparsehead import cli, config
+from sparsehead.export.formats import export_backbone, loading_snippet
+from sparsehead.runs import checkpoint
+from sparsehead.runs.model import build_model
 
 
 def saved_run(run_dir, *overrides):

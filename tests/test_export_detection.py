@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from sparsehead import cli
-from sparsehead.export import ExportError, export_backbone
+from sparsehead.export.formats import ExportError, export_backbone
 from test_export import saved_run
 
 R50 = ["model.backbone=resnet50", "model.width=64", "model.stem=imagenet", "data.image_size=32"]

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from conftest import TINY
-from sparsehead import checkpoint, cli
-from sparsehead.faults import NonFiniteError, NonFiniteGuard
-from sparsehead.metrics_log import read_metrics
+from sparsehead import cli
 from sparsehead.methods.simclr import SimCLR
-from sparsehead.train import pretrain
+from sparsehead.runs import checkpoint
+from sparsehead.runs.metrics_log import read_metrics
+from sparsehead.training.faults import NonFiniteError, NonFiniteGuard
+from sparsehead.training.loop import pretrain
 
 FAST = ["data.subset=256", "train.epochs=2", "train.checkpoint_every=1", "train.keep_checkpoints=10"]
 

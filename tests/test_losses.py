@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsehead.losses import barlow_twins_loss, byol_loss, nt_xent
+from sparsehead.methods.losses import barlow_twins_loss, byol_loss, nt_xent
 
 
 def nt_xent_reference(z1: np.ndarray, z2: np.ndarray, tau: float) -> float:

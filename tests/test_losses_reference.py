@@ -21,14 +21,32 @@ import torch.nn.functional as F
 lightly_loss = pytest.importorskip(
     "lightly.loss", reason="lightly is not installed (it is in the `test` extra: pip install -e '.[test]'); "
                            "these tests compare our losses with its independent implementations")
-from lightly.loss import (BarlowTwinsLoss, DCLLoss, DirectCLRLoss, NegativeCosineSimilarity,  # noqa: E402
-                          NTXentLoss, SwaVLoss, VICRegLoss, WMSELoss)
+from lightly.loss import (  # noqa: E402
+    BarlowTwinsLoss,
+    DCLLoss,
+    DirectCLRLoss,
+    NegativeCosineSimilarity,
+    NTXentLoss,
+    SwaVLoss,
+    VICRegLoss,
+    WMSELoss,
+)
 from lightly.loss.barlow_twins_loss import _normalize as lightly_batch_standardize  # noqa: E402
 from lightly.loss.swav_loss import sinkhorn as lightly_sinkhorn  # noqa: E402
 
-from sparsehead.losses import (barlow_twins_loss, byol_loss, directclr_loss, huang_infonce,  # noqa: E402
-                               moco_loss, nt_xent, simsiam_loss, sinkhorn_knopp, swav_loss, vicreg_loss,
-                               wmse_loss)
+from sparsehead.methods.losses import (  # noqa: E402
+    barlow_twins_loss,
+    byol_loss,
+    directclr_loss,
+    huang_infonce,
+    moco_loss,
+    nt_xent,
+    simsiam_loss,
+    sinkhorn_knopp,
+    swav_loss,
+    vicreg_loss,
+    wmse_loss,
+)
 from sparsehead.methods.moco_v2 import KeyQueue  # noqa: E402
 
 TIGHT = dict(rtol=1e-12, atol=1e-12)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from sparsehead.config import OptimConfig
-from sparsehead.optim import LARS, build_optimizer, warmup_cosine
+from sparsehead.training.optim import LARS, build_optimizer, warmup_cosine
 
 
 def _step_with(params, opt, grads):

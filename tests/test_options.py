@@ -8,9 +8,11 @@ import argparse
 import pytest
 import torch
 
-from sparsehead import checkpoint, cli, config, options
+from sparsehead import cli, config
+from sparsehead.core import options
 from sparsehead.evaluate.knn import knn_accuracy, knn_report
 from sparsehead.evaluate.runner import PROTOCOLS, EvalOptions, check_options
+from sparsehead.runs import checkpoint
 
 
 def parse(*argv):
@@ -62,7 +64,7 @@ def test_knn_report_is_the_two_votes():
 
 
 def test_the_final_checkpoint_is_written_once(tiny_cfg, tmp_path, monkeypatch):
-    from sparsehead.train import pretrain
+    from sparsehead.training.loop import pretrain
     saved, real = [], checkpoint.save
     monkeypatch.setattr(checkpoint, "save", lambda run_dir, state, step, keep=3: (saved.append(step),
                                                                                  real(run_dir, state, step, keep))[1])

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from sparsehead.config import ConfigError
-from sparsehead.losses import barlow_twins_loss, byol_loss, nt_xent
-from sparsehead.precision import autocast, resolve_precision
-from sparsehead.sync_batchnorm import GlobalBatchNorm, convert_sync_batchnorm
-from sparsehead.train import pretrain
+from sparsehead.core.precision import autocast, resolve_precision
+from sparsehead.core.sync_batchnorm import GlobalBatchNorm, convert_sync_batchnorm
+from sparsehead.methods.losses import barlow_twins_loss, byol_loss, nt_xent
+from sparsehead.training.loop import pretrain
 
 CPU = torch.device("cpu")
 

@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, run_cli
-from sparsehead import checkpoint, cli, config, resume
-from sparsehead.metrics_log import read_metrics
-from sparsehead.train import pretrain
+from sparsehead import cli, config
+from sparsehead.runs import checkpoint
+from sparsehead.runs.metrics_log import read_metrics
+from sparsehead.training import resume
+from sparsehead.training.loop import pretrain
 
 # BYOL (EMA target + predictor: the most state), 4 steps per epoch over 3 epochs, so kills and
 # resumes cross epoch boundaries; a checkpoint every 2 steps, so odd kill points redo a step.

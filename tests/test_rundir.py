@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from conftest import TINY
-from sparsehead import checkpoint, cli, config
-from sparsehead.rundir import SCHEMA, RunDir, RunDirError
-from sparsehead.train import pretrain
+from sparsehead import cli, config
+from sparsehead.runs import checkpoint
+from sparsehead.runs.folder import SCHEMA, RunDir, RunDirError
+from sparsehead.training.loop import pretrain
 
 # The method section every run folder of schema 1 saved (sparsehead at commit e148c6a), for BYOL.
 FLAT_BYOL = {"name": "byol", "temperature": None, "momentum": 0.99, "predictor_hidden_dim": 32,

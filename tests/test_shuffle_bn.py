@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from ddp_harness import WORLD, run_on_ranks, shard
-from sparsehead.distributed import shuffled_batch_forward
+from sparsehead.core.distributed import shuffled_batch_forward
 
 
 def _encoder():

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from sparsehead import simulate
 from tests.conftest import run_cli
+
+from sparsehead.analysis import simulate
 
 FAST = simulate.ToySetup(steps=300, batch=64)
 

@@ -7,10 +7,20 @@ import torch
 import torch.nn as nn
 
 from sparsehead import config
-from sparsehead.sparsity import (SparseHeadRegularizer, column_norms, gini, group_soft_threshold_, l21_norm,
-                                 penalized_layers, prune_mask, pruning_keep, sparsity_logs, support_size,
-                                 top_share)
 from sparsehead.models.heads import build_head
+from sparsehead.sparsity import (
+    SparseHeadRegularizer,
+    column_norms,
+    gini,
+    group_soft_threshold_,
+    l21_norm,
+    penalized_layers,
+    prune_mask,
+    pruning_keep,
+    sparsity_logs,
+    support_size,
+    top_share,
+)
 
 
 def test_l21_hand_computed():
@@ -45,8 +55,8 @@ def test_identity_head_with_sparsity_is_a_config_error():
 
 
 def _train_head_columns(tiny_cfg, lam: float) -> torch.Tensor:
-    from sparsehead.train import pretrain
-    from sparsehead.runs import load_trained
+    from sparsehead.runs.model import load_trained
+    from sparsehead.training.loop import pretrain
     cfg = tiny_cfg(f"sparsity.lam={lam}", "train.max_steps=40", "train.epochs=3", "optim.lr=1e-2",
                    f"train.run_name=lam{lam}")
     summary = pretrain(cfg)
@@ -174,8 +184,9 @@ def test_adaptive_and_proximal_need_valid_settings():
 def _run_sparsity(tiny_cfg, name: str, *overrides: str):
     """A short tiny-digits run; its trained head's last-layer column norms and its metric records."""
     import json
-    from sparsehead.runs import load_trained
-    from sparsehead.train import pretrain
+
+    from sparsehead.runs.model import load_trained
+    from sparsehead.training.loop import pretrain
     cfg = tiny_cfg("sparsity.mode=proximal", "optim.lr=1e-2", "train.max_steps=30", "train.epochs=2",
                    "train.threads=1", f"train.run_name={name}", *overrides)
     threads = torch.get_num_threads()
@@ -203,8 +214,8 @@ def test_adaptive_lambda_moves_the_support_towards_its_target(tiny_cfg):
 def test_adaptive_lambda_resumes_exactly(tiny_cfg):
     """The controlled lambda is checkpointed: stopped at step 8 and resumed, the run ends as an
     unbroken one (the same lambda, the same weights)."""
-    from sparsehead import checkpoint
-    from sparsehead.train import pretrain
+    from sparsehead.runs import checkpoint
+    from sparsehead.training.loop import pretrain
     run = lambda name, steps: tiny_cfg(
         "sparsity.mode=proximal", "sparsity.lam=0.5", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.3",
         "optim.lr=1e-2", "train.epochs=2", "train.threads=1", f"train.max_steps={steps}", f"train.run_name={name}")
@@ -339,7 +350,8 @@ class LegacySparseHeadRegularizer:
 def test_penalty_and_proximal_runs_equal_the_old_code_path_bitwise(tiny_cfg, monkeypatch, overrides):
     """A run of the shipped loop and regulariser against the same run with the regulariser of
     commit e148c6a: the same final weights (every tensor of the model, bit for bit) and state."""
-    from sparsehead import checkpoint, train
+    from sparsehead.runs import checkpoint
+    from sparsehead.training import loop as train
     run = lambda name: tiny_cfg(*overrides, "optim.lr=1e-2", "train.epochs=2", "train.max_steps=6",
                                 "train.threads=1", f"train.run_name={name}")
     threads = torch.get_num_threads()
@@ -367,9 +379,10 @@ def test_demo_prunes_to_the_target_support_and_stays_there(tmp_path):
     as the logs count it (norm >= 1e-3 x the largest) ends within 5% of 64 and stays within 25% of
     it over the last quarter; the pruned columns are exact zeros and the mask is in the checkpoint."""
     import json
+
     from conftest import REPO
-    from sparsehead import checkpoint
-    from sparsehead.train import pretrain
+    from sparsehead.runs import checkpoint
+    from sparsehead.training.loop import pretrain
     cfg = config.load(REPO / "configs" / "demo.yaml", [
         "sparsity.mode=prune", "sparsity.target_support=0.25", "train.epochs=6", "train.threads=1",
         "train.log_every=1", "train.progress=false", f"train.out_dir={tmp_path}", "train.run_name=demo-prune"])

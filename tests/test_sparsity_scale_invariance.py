@@ -17,7 +17,7 @@ import torch
 from conftest import method_keys
 from sparsehead import config
 from sparsehead.methods import METHODS
-from sparsehead.runs import build_model
+from sparsehead.runs.model import build_model
 from sparsehead.sparsity import penalized_layers
 
 EXACT, BN_EPS, NOT_INVARIANT, NO_HEAD = "exact", "up to BatchNorm eps", "not invariant", "no head"

@@ -6,17 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import struct
-import sys
 import subprocess
+import sys
 import time
 
 import pytest
 import torch
 
-from sparsehead import config, provenance
-from sparsehead.errors import ConfigError
-from sparsehead.metrics_log import MetricLogger, check_loggers, read_metrics
-from sparsehead.rundir import RunDir
+from sparsehead import config
+from sparsehead.core.errors import ConfigError
+from sparsehead.runs import provenance
+from sparsehead.runs.folder import RunDir
+from sparsehead.runs.metrics_log import MetricLogger, check_loggers, read_metrics
 
 RECORDS = [{"step": 1, "loss": 2.5, "lr": 0.1}, {"step": 2, "loss": 2.0, "lr": 0.1},
            {"step": 2, "knn5_top1": 0.4}, {"step": 3, "loss": 1.5, "lr": 0.05, "penalty": 0.0}]
@@ -132,7 +133,7 @@ def test_git_commit_inside_and_outside_a_checkout_and_the_environment(tmp_path, 
 
 def test_a_run_records_its_environment_and_mirrors_metrics_to_csv_and_tensorboard(tmp_path):
     from conftest import TINY
-    from sparsehead.train import pretrain
+    from sparsehead.training.loop import pretrain
     cfg = config.load(None, TINY + ["train.max_steps=2", "train.loggers=[jsonl,csv,tensorboard]"])
     pretrain(cfg, tmp_path / "run")
     attempt, = json.loads((tmp_path / "run" / "environment.json").read_text())["attempts"]

@@ -8,9 +8,9 @@ import yaml
 from conftest import CIFAR10_ROOT, REPO, TINY, requires_cifar10, run_cli
 from sparsehead import config
 from sparsehead.methods.byol import cosine_momentum
-from sparsehead.metrics_log import read_metrics
-from sparsehead.runs import build_model
-from sparsehead.train import pretrain
+from sparsehead.runs.metrics_log import read_metrics
+from sparsehead.runs.model import build_model
+from sparsehead.training.loop import pretrain
 
 
 @pytest.mark.numerics
@@ -62,7 +62,7 @@ def test_byol_target_moves_only_by_ema(tiny_cfg):
     cfg = tiny_cfg("method.name=byol", "method.momentum=0.9")
     model = build_model(cfg)
     assert not any(p.requires_grad for p in model.target_backbone.parameters())
-    from sparsehead.optim import build_optimizer
+    from sparsehead.training.optim import build_optimizer
     opt = build_optimizer(cfg.optim, model)
     optimised = {id(p) for group in opt.param_groups for p in group["params"]}
     targets = list(model.target_backbone.parameters()) + list(model.target_projector.parameters())

@@ -2,7 +2,7 @@
 
 Every sub-command is registered here (COMMANDS at the bottom). Options are declared once:
 pretrain's as config keys (config.py, the methods' Params), evaluate's as the fields of
-evaluate.runner.EvalOptions, turned into flags, help and validation by sparsehead.options.
+evaluate.runner.EvalOptions, turned into flags, help and validation by sparsehead.core.options.
 """
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config, options
-from .errors import SparseheadError
-from .options import opt
+from sparsehead import config
+from sparsehead.core import options
+from sparsehead.core.errors import SparseheadError
+from sparsehead.core.options import opt
 
 
 def _command(sub, name: str, help: str, description: str, examples: str = "", extra: str = ""):
@@ -65,14 +66,14 @@ def run_pretrain(args) -> int:
         if args.config or args.run_dir:
             raise config.ConfigError("--resume takes the config and the folder from RUN_FOLDER; drop --config "
                                      "and --run-dir (give key=value overrides instead)")
-        from .resume import resume_config
+        from sparsehead.training.resume import resume_config
         cfg, run_dir = resume_config(args.resume, args.overrides, args.force), args.resume
     else:
         cfg = config.load(args.config, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(cfg), sort_keys=False), end="")
         return 0
-    from .train import pretrain
+    from sparsehead.training.loop import pretrain
     summary = pretrain(cfg, run_dir, force=args.force)
     if "run_dir" in summary:
         print(f"run folder: {summary['run_dir']}")
@@ -83,7 +84,7 @@ def run_pretrain(args) -> int:
 # --- evaluate and report ------------------------------------------------------------------------
 
 def add_evaluate(sub):
-    from .evaluate.runner import OPTION_GROUPS, PROTOCOLS, EvalOptions
+    from sparsehead.evaluate.runner import OPTION_GROUPS, PROTOCOLS, EvalOptions
     listing = "\n".join(textwrap.fill(f.summary, 100, initial_indent=f"  {name:<9}", subsequent_indent=" " * 11)
                          for name, f in PROTOCOLS.items())
     p = _command(
@@ -109,7 +110,7 @@ def add_evaluate(sub):
 
 
 def run_evaluate(args) -> int:
-    from .evaluate.runner import EvalOptions, evaluate
+    from sparsehead.evaluate.runner import EvalOptions, evaluate
     opts = options.from_arguments(EvalOptions, args)
     record, path = evaluate(args.target, opts, tuple(args.data))
     print(json.dumps({k: record[k] for k in ("r", "z") if k in record}, indent=2))
@@ -129,8 +130,8 @@ def add_report(sub):
 
 
 def run_report(args) -> int:
-    from .evaluate.table import build_table, to_csv, to_markdown
-    from .io import atomic_write_text
+    from sparsehead.core.atomic import atomic_write_text
+    from sparsehead.evaluate.table import build_table, to_csv, to_markdown
     columns, rows = build_table(args.runs)
     markdown = to_markdown(columns, rows)
     print(markdown, end="")
@@ -144,7 +145,7 @@ def run_report(args) -> int:
 # --- export -------------------------------------------------------------------------------------
 
 def add_export(sub):
-    from .export import FORMATS
+    from sparsehead.export.formats import FORMATS
     p = _command(
         sub, "export", "write a run's backbone as a plain torchvision state_dict, or for detection transfer",
         "Write the backbone of a run (its newest checkpoint) or of a checkpoint file as a torchvision ResNet "
@@ -163,7 +164,7 @@ def add_export(sub):
 
 
 def run_export(args) -> int:
-    from .export import detection_snippet, export_backbone, loading_snippet
+    from sparsehead.export.formats import detection_snippet, export_backbone, loading_snippet
     meta = export_backbone(args.source, args.out, args.format)
     shape = f"width {meta['width']}, {meta['stem']} stem, " if "width" in meta else ""
     print(f"wrote {args.out} ({args.format}: {meta['arch']}, {shape}"
@@ -194,13 +195,13 @@ def add_analyze(sub):
     p.add_argument("targets", nargs="*", metavar="RUN_OR_CHECKPOINT",
                    help="a run folder (its newest checkpoint) or a checkpoint file; several with --compare")
     _add_data_option(p, "override the run's data settings")
-    from .analysis.report import AnalyzeOptions
+    from sparsehead.analysis.report import AnalyzeOptions
     options.add_arguments(p, AnalyzeOptions)
     p.set_defaults(run=run_analyze)
 
 
 def run_analyze(args) -> int:
-    from .analysis import report
+    from sparsehead.analysis import report
     args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(report.AnalyzeOptions, args))})
     if args.features:
         if args.targets or args.compare:
@@ -244,7 +245,7 @@ class SimulateOptions:
 
 
 def run_simulate(args) -> int:
-    from . import simulate
+    from sparsehead.analysis import simulate
     args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(SimulateOptions, args))})
     out = Path(args.out)
     if args.experiment == "collapse":
@@ -285,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .plugins import import_plugins
+    from sparsehead.core.plugins import import_plugins
     try:
         import_plugins()  # before the parser: --help lists the parameters of plugin methods too
         args = build_parser().parse_args(argv)

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .models.heads import linear_layers
+from sparsehead.models.heads import linear_layers
 
 
 def sparsity_active(cfg) -> bool:

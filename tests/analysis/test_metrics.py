@@ -9,10 +9,23 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sparsehead.analysis import (alignment, alpha_req, centre_divergence, collapsed_dimensions, delta_mu,
-                                 diagnostics, effective_rank, head_sparsity, min_max_ratio,
-                                 nearest_centre_accuracy, power_law_exponent, rankme, spectral_summary, spectrum,
-                                 uniformity)
+from sparsehead.analysis import (
+    alignment,
+    alpha_req,
+    centre_divergence,
+    collapsed_dimensions,
+    delta_mu,
+    diagnostics,
+    effective_rank,
+    head_sparsity,
+    min_max_ratio,
+    nearest_centre_accuracy,
+    power_law_exponent,
+    rankme,
+    spectral_summary,
+    spectrum,
+    uniformity,
+)
 from sparsehead.analysis.report import json_safe
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import TINY, run_cli
 
 from sparsehead.cli import main
-from tests.conftest import TINY, run_cli
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).is_file()), None)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -24,7 +24,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def runs(tmp_path_factory):
     """Two tiny digits runs: SimCLR + MLP head with SparseHead, and a few steps of an identity head."""
     from sparsehead import config
-    from sparsehead.train import pretrain
+    from sparsehead.training.loop import pretrain
     root = tmp_path_factory.mktemp("runs")
     sparse = root / "sparse"
     pretrain(config.load(None, TINY + ["sparsity.lam=1e-2", "train.max_steps=8"]), sparse)

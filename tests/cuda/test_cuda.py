@@ -12,13 +12,13 @@ from collections import Counter
 import pytest
 import torch
 
-from sparsehead import checkpoint, config
-from sparsehead.data.views import ViewGenerator, sample_crops
-from sparsehead.precision import autocast, grad_scaler
-from sparsehead.runs import build_model
-from sparsehead.train import pretrain
-
 from conftest import TINY, run_cli
+from sparsehead import config
+from sparsehead.core.precision import autocast, grad_scaler
+from sparsehead.data.views import ViewGenerator, sample_crops
+from sparsehead.runs import checkpoint
+from sparsehead.runs.model import build_model
+from sparsehead.training.loop import pretrain
 
 pytestmark = pytest.mark.cuda
 CUDA = "cuda"  # a string, not torch.device("cuda"): nothing touches CUDA at import
@@ -109,7 +109,8 @@ def test_channels_last_gives_the_contiguous_result_within_rounding():
 
 def test_sync_batchnorm_in_a_one_process_nccl_group_matches_plain_batchnorm(tmp_path):
     import torch.distributed as dist
-    from sparsehead.sync_batchnorm import convert_sync_batchnorm
+
+    from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29531")
     backend = "nccl" if dist.is_nccl_available() else "gloo"
@@ -175,7 +176,7 @@ def test_knn_and_linear_probe_on_cuda_equal_the_cpu_results():
 def test_a_training_step_that_does_not_log_makes_no_host_sync_but_the_nonfinite_check():
     """Views, forward, backward and the optimiser step run without waiting for the GPU, apart from
     the NonFiniteGuard's one read of 'loss and gradients finite' (it decides whether to update)."""
-    from sparsehead.faults import NonFiniteGuard
+    from sparsehead.training.faults import NonFiniteGuard
     cfg = config.load(None, TINY + ["optim.name=adam"])
     method = build_model(cfg).to(CUDA, memory_format=torch.channels_last)
     views, images = _views(), _images(256, 16).to(CUDA)

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from conftest import CIFAR10_ROOT
-from sparsehead import checkpoint, config
+from sparsehead import config
 from sparsehead.data import datasets
-from sparsehead.train import TrainingError, pretrain
+from sparsehead.runs import checkpoint
+from sparsehead.training.loop import TrainingError, pretrain
 
 SIZE = 8
 rng = np.random.default_rng(0)

@@ -14,10 +14,11 @@ from torch.utils.data import DistributedSampler
 from torchvision.transforms import v2
 
 from conftest import run_cli
-from sparsehead import checkpoint, config
+from sparsehead import config
 from sparsehead.data import datasets, readers, storage, stream
 from sparsehead.data.errors import DataError
 from sparsehead.data.views import sample_crops
+from sparsehead.runs import checkpoint
 
 rng = np.random.default_rng(0)
 

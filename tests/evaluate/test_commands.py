@@ -8,6 +8,7 @@ import statistics
 import pytest
 import torch
 
+from conftest import TINY, run_cli
 from sparsehead import cli, config
 from sparsehead.config import AugmentConfig
 from sparsehead.data import datasets
@@ -18,10 +19,8 @@ from sparsehead.evaluate.errors import EvaluationError
 from sparsehead.evaluate.finetune import SGDRecipe, classifier_accuracy, train_classifier
 from sparsehead.evaluate.runner import check_data
 from sparsehead.evaluate.semisup import balanced_subset
-from sparsehead.runs import load_trained
-from sparsehead.train import pretrain
-
-from conftest import TINY, run_cli
+from sparsehead.runs.model import load_trained
+from sparsehead.training.loop import pretrain
 
 
 @pytest.fixture(scope="module")

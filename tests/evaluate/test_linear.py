@@ -8,10 +8,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from sparsehead.evaluate.linear import (WEIGHT_DECAYS, feature_spectrum, fit_logistic, linear_probe,
-                                        standardize, stratified_validation_split)
-
 from conftest import CIFAR10_ROOT, requires_cifar10
+from sparsehead.evaluate.linear import (
+    WEIGHT_DECAYS,
+    feature_spectrum,
+    fit_logistic,
+    linear_probe,
+    standardize,
+    stratified_validation_split,
+)
 
 # 1e-1 .. 1e-4: the part of the default grid where digits is not near-separable (weaker decays
 # need hundreds of iterations each, too slow for a unit test).

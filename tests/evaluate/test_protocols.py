@@ -8,8 +8,8 @@ from sklearn.neighbors import NearestCentroid
 
 from sparsehead.config import EvalConfig
 from sparsehead.evaluate.ncc import ncc_classify
-from sparsehead.train_monitors import OnlineMonitor
 from sparsehead.evaluate.semisup import balanced_subset, load_or_create_split
+from sparsehead.training.monitors import OnlineMonitor
 
 
 def test_ncc_matches_sklearn_nearest_centroid():
@@ -95,9 +95,9 @@ def test_knn_monitor_runs_every_n_epochs():
 
 
 def test_monitors_log_during_pretraining_and_leave_training_unchanged(tiny_cfg):
-    from sparsehead.checkpoint import latest_loadable
-    from sparsehead.metrics_log import read_metrics
-    from sparsehead.train import pretrain
+    from sparsehead.runs.checkpoint import latest_loadable
+    from sparsehead.runs.metrics_log import read_metrics
+    from sparsehead.training.loop import pretrain
     base = ["data.subset=256", "train.epochs=2"]  # 4 steps per epoch
     watched = pretrain(tiny_cfg(*base, "train.run_name=watched", "eval.knn_every=1",
                                 "eval.online_linear=true"))["run_dir"]

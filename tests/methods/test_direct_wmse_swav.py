@@ -10,13 +10,12 @@ import torch.nn.functional as F
 
 from conftest import TINY, numpy_sinkhorn
 from sparsehead import config
-from sparsehead.losses import directclr_loss, sinkhorn_knopp, swav_loss, whiten, wmse_loss
 from sparsehead.methods.directclr import subvector_dim
 from sparsehead.methods.directcopy import directcopy_weight
 from sparsehead.methods.directpred import directpred_weight
-from sparsehead.optim import build_optimizer
-from sparsehead.runs import build_model
-
+from sparsehead.methods.losses import directclr_loss, sinkhorn_knopp, swav_loss, whiten, wmse_loss
+from sparsehead.runs.model import build_model
+from sparsehead.training.optim import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

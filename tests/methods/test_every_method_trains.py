@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from conftest import TINY, assert_loss_fell, fixed_view_losses, method_keys
-from sparsehead import checkpoint, config
+from sparsehead import config
 from sparsehead.methods import METHODS
-from sparsehead.metrics_log import read_metrics
-from sparsehead.train import pretrain
+from sparsehead.runs import checkpoint
+from sparsehead.runs.metrics_log import read_metrics
+from sparsehead.training.loop import pretrain
 
 # Learning: 32 steps over the whole of digits at its own 8x8 resolution (22 steps an epoch), Adam at
 # 1e-2, a checkpoint every 2 steps. The loss on fixed views after the first checkpoint is compared

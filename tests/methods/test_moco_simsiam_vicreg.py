@@ -14,12 +14,12 @@ from torch.autograd import gradcheck
 
 from conftest import TINY, method_keys
 from sparsehead import config
-from sparsehead.losses import huang_infonce, moco_loss, moco_v3_loss, simsiam_loss, vicreg_loss
 from sparsehead.methods.byol import cosine_momentum
+from sparsehead.methods.losses import huang_infonce, moco_loss, moco_v3_loss, simsiam_loss, vicreg_loss
 from sparsehead.methods.moco_v2 import KeyQueue
-from sparsehead.optim import build_optimizer
-from sparsehead.runs import build_model
+from sparsehead.runs.model import build_model
 from sparsehead.sparsity import SparseHeadRegularizer
+from sparsehead.training.optim import build_optimizer
 
 
 def randn(*shape, seed=0):
@@ -291,7 +291,7 @@ def test_config_rejects_misplaced_loss_and_bad_queue(tmp_path):
 def test_a_queue_spanning_the_whole_data_set_stops_before_training(tmp_path):
     """digits has 1,437 training images: the default queue of 4,096 would hold each image's own
     older keys as negatives. The loop refuses it once the data set is loaded, before any step."""
-    from sparsehead.train import TrainingError, pretrain
+    from sparsehead.training.loop import TrainingError, pretrain
     cfg = config.load(None, TINY + ["method.name=moco_v2", f"train.out_dir={tmp_path}", "train.run_name=q"])
     with pytest.raises(TrainingError, match="method.queue_size: 4096 keys span all 1437"):
         pretrain(cfg)

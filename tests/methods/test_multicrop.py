@@ -10,11 +10,12 @@ import torchvision.transforms as T
 from scipy.stats import ks_2samp
 
 from conftest import TINY, numpy_sinkhorn
-from sparsehead import checkpoint, config
+from sparsehead import config
+from sparsehead.core.errors import ConfigError
 from sparsehead.data.views import ViewGenerator, sample_crops
-from sparsehead.errors import ConfigError
-from sparsehead.runs import build_model
-from sparsehead.train import pretrain
+from sparsehead.runs import checkpoint
+from sparsehead.runs.model import build_model
+from sparsehead.training.loop import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LOCAL = ["augment.local_crops=4", "augment.local_size=8"]

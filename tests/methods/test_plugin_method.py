@@ -20,8 +20,8 @@ import torch.nn.functional as F
 import sparsehead.methods
 from conftest import SRC, TESTS, TINY, run_cli
 from sparsehead import config
-from sparsehead.options import opt
-from sparsehead.plugins import plugin_modules
+from sparsehead.core.options import opt
+from sparsehead.core.plugins import plugin_modules
 
 NAME = "toy_align_uniform"
 

@@ -9,11 +9,11 @@ import torch
 
 from conftest import TINY
 from sparsehead import config
-from sparsehead.methods import METHODS, SimCLR, display_name
 from sparsehead.config import ModelConfig
+from sparsehead.methods import METHODS, SimCLR, display_name
 from sparsehead.models.backbones import build_backbone
 from sparsehead.models.heads import build_head
-from sparsehead.runs import build_model
+from sparsehead.runs.model import build_model
 
 BUILT_IN = ["simclr", "byol", "barlow_twins", "simsiam", "vicreg", "moco_v2", "moco_v3", "directclr",
             "directpred", "directcopy", "wmse", "swav"]

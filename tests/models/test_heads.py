@@ -160,7 +160,7 @@ def test_sparsehead_on_a_head_without_penalisable_layer_is_a_config_error(kind):
 
 @pytest.mark.parametrize("kind", ["orthogonal", "lowrank"])  # a parametrised layer, a fixed buffer
 def test_heads_train_in_byol(kind):
-    from sparsehead.runs import build_model
+    from sparsehead.runs.model import build_model
     cfg = config.load(None, ["model.width=8", "data.image_size=16", f"head.kind={kind}", "method.name=byol"])
     torch.manual_seed(0)
     method = build_model(cfg)
@@ -178,7 +178,7 @@ def test_heads_train_in_byol(kind):
 
 @pytest.mark.parametrize("kind", ["lowrank", "lowrank_diagonal"])
 def test_configured_rank_reaches_the_method_head(kind):
-    from sparsehead.runs import build_model
+    from sparsehead.runs.model import build_model
     method = build_model(config.load(None, [f"head.kind={kind}", "head.rank=7", "model.width=8"]))
     singular = np.linalg.svd(method.projector(torch.randn(100, 64)).detach().double().numpy(), compute_uv=False)
     assert (singular > 1e-4 * singular[0]).sum() == 7  # float32 round-off leaves the rest near 1e-7

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from conftest import TINY, assert_loss_fell, fixed_view_losses, run_cli
-from sparsehead import checkpoint, cli, config
-from sparsehead.export import export_backbone, loading_snippet
+from sparsehead import cli, config
+from sparsehead.export.formats import export_backbone, loading_snippet
 from sparsehead.models.backbones import BackboneInfo, backbone_info, build_backbone
-from sparsehead.runs import build_model
+from sparsehead.runs import checkpoint
+from sparsehead.runs.model import build_model
 from sparsehead.sparsity import SparseHeadRegularizer
-from sparsehead.train import pretrain
+from sparsehead.training.loop import pretrain
 
 timm = pytest.importorskip("timm", reason="timm is in the test extra: pip install -e '.[test]'")
 
@@ -163,6 +164,7 @@ def test_sigkilled_vit_run_resumes_bitwise(vit_run, tmp_path):
 @pytest.mark.parametrize("name", ["cifar10_vit_tiny", "imagenet100_vit_small"])
 def test_vit_configs_are_valid(name):
     import yaml
+
     from conftest import REPO
     values = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
     if values["data"]["source"] not in typing_args_of_source():
@@ -178,7 +180,7 @@ def typing_args_of_source():
 
 
 def test_lars_on_a_vit_warns_and_adamw_does_not(recwarn):
-    from sparsehead.optim import build_optimizer
+    from sparsehead.training.optim import build_optimizer
     cfg = config.load(None, TINY + VIT + ["optim.name=lars"])
     method = build_model(cfg)
     with pytest.warns(UserWarning, match="LARS is known to make ViT training unstable"):

@@ -11,11 +11,21 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..evaluate.ncc import class_centres, ncc_classify
-from ..sparsity import head_sparsity  # noqa: F401 - re-exported with the diagnostics
-from .spectrum import (COLLAPSE_THRESHOLD, Features, as_features, collapsed_dimensions, column_mean,
-                       eigenvalues, entropy_rank, l2_normalize, power_law_exponent, second_moment,
-                       singular_values_from_moment)
+from sparsehead.analysis.spectrum import (
+    COLLAPSE_THRESHOLD,
+    Features,
+    as_features,
+    collapsed_dimensions,
+    column_mean,
+    eigenvalues,
+    entropy_rank,
+    l2_normalize,
+    power_law_exponent,
+    second_moment,
+    singular_values_from_moment,
+)
+from sparsehead.evaluate.ncc import class_centres, ncc_classify
+from sparsehead.sparsity import head_sparsity  # noqa: F401 - re-exported with the diagnostics
 
 PAIR_BLOCK_ELEMENTS = 8_000_000  # float64 query-by-point distances held at once (64 MiB)
 

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..io import atomic_write
+from sparsehead.core.atomic import atomic_write
 
 Curve = tuple[str, Sequence[float]]  # (legend label, values)
 

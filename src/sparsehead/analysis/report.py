@@ -13,14 +13,14 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .. import config
-from ..errors import SparseheadError
-from ..io import atomic_write_json, atomic_write_text
-from ..options import opt
-from ..rundir import RunDir
-from . import plots
-from ..sparsity import head_sparsity
-from .metrics import diagnostics, spectral_summary
+from sparsehead import config
+from sparsehead.analysis import plots
+from sparsehead.analysis.metrics import diagnostics, spectral_summary
+from sparsehead.core.atomic import atomic_write_json, atomic_write_text
+from sparsehead.core.errors import SparseheadError
+from sparsehead.core.options import opt
+from sparsehead.runs.folder import RunDir
+from sparsehead.sparsity import head_sparsity
 
 
 @dataclass
@@ -96,9 +96,9 @@ def view_features(method, data, views, device, seed: int = 0, batch_size: int = 
 def run_features(path: str | Path, data_overrides: Sequence[str] = (), device: str = "auto",
                  with_views: bool = True, seed: int = 0) -> RunFeatures:
     """Load a run (folder or checkpoint), extract r and z of its test split (and of two views)."""
-    from ..data import datasets
-    from ..evaluate.features import extract
-    from ..runs import load_trained, resolve_device
+    from sparsehead.data import datasets
+    from sparsehead.evaluate.features import extract
+    from sparsehead.runs.model import load_trained, resolve_device
     dev = resolve_device(device)
     trained = load_trained(path, dev)
     cfg = config.with_data_overrides(trained.cfg, data_overrides)
@@ -120,7 +120,7 @@ def analyze_run(path: str | Path, out_dir: Optional[str | Path] = None, data_ove
                 device: str = "auto", seed: int = 0) -> Path:
     """Diagnostics of r and z on the run's test split -> out_dir (default RUN/analysis): analysis.json,
     spectra.png, head_columns.png, training_curves.png and report.html. Returns out_dir."""
-    from ..metrics_log import read_metrics
+    from sparsehead.runs.metrics_log import read_metrics
     feats = run_features(path, data_overrides, device, seed=seed)
     out = Path(out_dir) if out_dir else RunDir(feats.run_dir).analysis_dir
     labels = feats.labels if (feats.labels >= 0).any() else None

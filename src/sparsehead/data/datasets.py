@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, DataConfig
-from ..io import atomic_write
-from . import readers, storage
-from .errors import DataError
-from .readers import IMAGE_SUFFIXES  # noqa: F401  (where callers have always found it)
+from sparsehead.config import DataConfig
+from sparsehead.core.atomic import atomic_write
+from sparsehead.data import readers, storage
+from sparsehead.data.errors import DataError
+from sparsehead.data.readers import IMAGE_SUFFIXES  # noqa: F401  (where callers have always found it)
 
 
 @dataclass
@@ -50,7 +50,7 @@ def load(cfg: DataConfig, split: str):
     if split not in ("pretrain", "train", "test"):
         raise ValueError(f"split must be pretrain, train or test, not {split!r}")
     if storage.choose(cfg, split) == "stream":
-        from .stream import StreamSet
+        from sparsehead.data.stream import StreamSet
         return StreamSet.open(cfg, split)
     loader = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar, "stl10": _stl10,
               **{name: _imagefolder for name in readers.FOLDER_SOURCES}}[cfg.source]

@@ -1,7 +1,7 @@
 """The error of a data set that cannot be used (its own module: readers and loaders both raise it)."""
 from __future__ import annotations
 
-from ..errors import SparseheadError
+from sparsehead.core.errors import SparseheadError
 
 
 class DataError(SparseheadError, RuntimeError):

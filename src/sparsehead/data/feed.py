@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .datasets import ImageSet
+from sparsehead.data.datasets import ImageSet
 
 
 class MemoryFeed:
@@ -28,5 +28,5 @@ class MemoryFeed:
 def open_feed(data, sampler, batch_size: int, cfg, device: torch.device):
     if isinstance(data, ImageSet):
         return MemoryFeed(data, sampler, batch_size, device)
-    from .stream import StreamFeed
+    from sparsehead.data.stream import StreamFeed
     return StreamFeed(data, sampler, batch_size, cfg, device)

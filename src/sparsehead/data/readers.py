@@ -20,8 +20,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..io import atomic_write
-from .errors import DataError
+from sparsehead.core.atomic import atomic_write
+from sparsehead.data.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 FOLDER_SOURCES = ("imagefolder", "imagenet", "imagenet100", "tinyimagenet")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from .. import distributed as dist
-from .errors import DataError
-from . import readers
+from sparsehead.core import distributed as dist
+from sparsehead.data import readers
+from sparsehead.data.errors import DataError
 
 
 def decoded_bytes(num_images: int, image_size: int) -> int:

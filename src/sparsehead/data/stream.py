@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .errors import DataError
-from .readers import FileIndex, index as file_index
-from .views import sample_crops
+from sparsehead.data.errors import DataError
+from sparsehead.data.readers import FileIndex
+from sparsehead.data.readers import index as file_index
+from sparsehead.data.views import sample_crops
 
 RATIO = (3 / 4, 4 / 3)
 STATS_SAMPLE = 256  # images the channel mean/std are estimated on (a stream never sees the whole set at once)
@@ -104,7 +105,7 @@ class StreamSet:
     def open(cls, cfg, split: str) -> "StreamSet":
         idx = file_index(cfg, split)
         if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
-            from .datasets import stratified_indices
+            from sparsehead.data.datasets import stratified_indices
             keep = stratified_indices(idx.labels, cfg.subset, seed=0)
             idx = FileIndex(idx.root, [idx.paths[i] for i in keep], idx.labels[keep], idx.classes)
         return cls(idx, cfg.image_size)

@@ -13,8 +13,15 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..augment import (OPS_OFF, RECIPES, AugmentConfig, inactive_ops, is_active,  # noqa: F401
-                       local_crop_size, resolve_recipe)
+from sparsehead.data.augment import (  # noqa: F401
+    OPS_OFF,
+    RECIPES,
+    AugmentConfig,
+    inactive_ops,
+    is_active,
+    local_crop_size,
+    resolve_recipe,
+)
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 

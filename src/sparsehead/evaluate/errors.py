@@ -1,5 +1,5 @@
 """The error every evaluation raises for input it cannot use; the CLI prints it and exits 2."""
-from ..errors import SparseheadError
+from sparsehead.core.errors import SparseheadError
 
 
 class EvaluationError(SparseheadError, ValueError):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from ..data.datasets import ImageSet
-from ..data.views import ViewGenerator
-from ..io import atomic_write
+from sparsehead.core.atomic import atomic_write
+from sparsehead.data.datasets import ImageSet
+from sparsehead.data.views import ViewGenerator
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def _batches(data, batch_size: int, device: torch.device):
     cut at data.image_size by DataLoader workers)."""
     if isinstance(data, ImageSet):
         return (data.images[start:start + batch_size] for start in range(0, len(data), batch_size))
-    from ..data.stream import eval_batches
+    from sparsehead.data.stream import eval_batches
     return eval_batches(data, batch_size, workers=min(4, os.cpu_count() or 1), device=device)
 
 

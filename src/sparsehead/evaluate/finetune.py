@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import AugmentConfig
-from ..data.views import ViewGenerator
-from .linear import topk_accuracy
+from sparsehead.config import AugmentConfig
+from sparsehead.data.views import ViewGenerator
+from sparsehead.evaluate.linear import topk_accuracy
 
 
 @dataclass

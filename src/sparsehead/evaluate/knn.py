@@ -12,8 +12,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..config import KNN_K, KNN_TEMPERATURE, KNN_WEIGHTED_K
-from .errors import EvaluationError
+from sparsehead.config import KNN_K, KNN_TEMPERATURE, KNN_WEIGHTED_K
+from sparsehead.evaluate.errors import EvaluationError
 
 
 @torch.no_grad()

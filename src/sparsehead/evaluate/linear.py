@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import EvaluationError
+from sparsehead.evaluate.errors import EvaluationError
 
 # Half-decade steps, from strong to weak regularisation (each fit warm-starts the next one).
 WEIGHT_DECAYS = tuple(float(10.0 ** e) for e in np.arange(0.0, -6.5, -0.5))

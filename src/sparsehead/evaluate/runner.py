@@ -17,23 +17,25 @@ from typing import Callable, Literal, Optional
 import torch
 import torch.nn as nn
 
-from .. import checkpoint, config, options
-from ..config import KNN_K, KNN_TEMPERATURE, KNN_WEIGHTED_K
-from ..options import opt
-from ..registry import Registry
-from ..data import datasets
-from ..data.datasets import ImageSet
-from ..data.views import ViewGenerator
-from ..rundir import RunDir
-from ..runs import TrainedRun, load_trained, resolve_device
-from .errors import EvaluationError
-from .features import cached_extract, fingerprint
-from .finetune import SGDRecipe, classifier_accuracy, crop_flip, train_classifier
-from .knn import knn_report
-from .linear import WEIGHT_DECAYS, linear_probe
-from .ncc import ncc_classify
-from .semisup import DEFAULT_RECIPE as SEMISUP_RECIPE
-from .semisup import load_or_create_split, semisupervised
+from sparsehead import config
+from sparsehead.config import KNN_K, KNN_TEMPERATURE, KNN_WEIGHTED_K
+from sparsehead.core import options
+from sparsehead.core.options import opt
+from sparsehead.core.registry import Registry
+from sparsehead.data import datasets
+from sparsehead.data.datasets import ImageSet
+from sparsehead.data.views import ViewGenerator
+from sparsehead.evaluate.errors import EvaluationError
+from sparsehead.evaluate.features import cached_extract, fingerprint
+from sparsehead.evaluate.finetune import SGDRecipe, classifier_accuracy, crop_flip, train_classifier
+from sparsehead.evaluate.knn import knn_report
+from sparsehead.evaluate.linear import WEIGHT_DECAYS, linear_probe
+from sparsehead.evaluate.ncc import ncc_classify
+from sparsehead.evaluate.semisup import DEFAULT_RECIPE as SEMISUP_RECIPE
+from sparsehead.evaluate.semisup import load_or_create_split, semisupervised
+from sparsehead.runs import checkpoint
+from sparsehead.runs.folder import RunDir
+from sparsehead.runs.model import TrainedRun, load_trained, resolve_device
 
 LINEAR_RECIPES = ("lbfgs", "sgd-augment")
 # The classic linear-evaluation recipe (solo-learn, SimCLR CIFAR): SGD over augmented images.

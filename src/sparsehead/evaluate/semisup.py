@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.datasets import ImageSet
-from ..data.views import ViewGenerator
-from ..io import atomic_write_json
-from ..rundir import RunDir
-from .errors import EvaluationError
-from .finetune import SGDRecipe, classifier_accuracy, train_classifier
+from sparsehead.core.atomic import atomic_write_json
+from sparsehead.data.datasets import ImageSet
+from sparsehead.data.views import ViewGenerator
+from sparsehead.evaluate.errors import EvaluationError
+from sparsehead.evaluate.finetune import SGDRecipe, classifier_accuracy, train_classifier
+from sparsehead.runs.folder import RunDir
 
 DEFAULT_RECIPE = SGDRecipe(epochs=20, batch_size=256, lr_head=0.5, lr_backbone=0.005)
 

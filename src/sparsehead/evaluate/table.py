@@ -12,10 +12,10 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from .. import config
-from ..methods import METHODS, display_name
-from ..rundir import RunDir
-from .errors import EvaluationError
+from sparsehead import config
+from sparsehead.evaluate.errors import EvaluationError
+from sparsehead.methods import METHODS, display_name
+from sparsehead.runs.folder import RunDir
 
 # Keys that identify a run or only watch it, not a configuration: they never change the numbers.
 IGNORED_KEYS = {"train.seed", "train.run_name", "train.out_dir", "train.progress", "train.log_every",

@@ -1,9 +1,9 @@
 """Barlow Twins (Zbontar et al. 2021): the cross-correlation of the two views' embeddings to I."""
 from dataclasses import dataclass
 
-from ..losses import barlow_twins_loss
-from ..options import opt
-from .base import Method, MethodOutput, register
+from sparsehead.core.options import opt
+from sparsehead.methods.base import Method, MethodOutput, register
+from sparsehead.methods.losses import barlow_twins_loss
 
 
 @register("barlow_twins")

@@ -20,7 +20,7 @@ It is built with explicit arguments, so it is usable without a Config:
     SimCLR(backbone, projector, temperature=0.2)     # or params=SimCLR.Params(temperature=0.2)
 
 and from a run's config by `Method.from_config(cfg, backbone)` (which builds the projection head
-from the `head` section). The loss itself is a plain function in sparsehead.losses.
+from the `head` section). The loss itself is a plain function in sparsehead.methods.losses.
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ from typing import ClassVar, NamedTuple, Optional
 import torch
 import torch.nn as nn
 
-from ..models.heads import build_head, out_dim
-from ..options import opt
-from ..registry import Registry
+from sparsehead.core.options import opt
+from sparsehead.core.registry import Registry
+from sparsehead.models.heads import build_head, out_dim
 
 METHODS = Registry("method", "method.name", hint=" (a method of a plugin module is registered when the "
                                                   "module is named in SPARSEHEAD_PLUGINS)")

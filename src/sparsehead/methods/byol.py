@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..losses import byol_loss
-from ..models.heads import mlp
-from ..options import opt
-from .base import Method, MethodOutput, register
+from sparsehead.core.options import opt
+from sparsehead.methods.base import Method, MethodOutput, register
+from sparsehead.methods.losses import byol_loss
+from sparsehead.models.heads import mlp
 
 
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:

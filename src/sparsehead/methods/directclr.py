@@ -8,11 +8,11 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ..errors import ConfigError
-from ..losses import directclr_loss
-from ..options import opt
-from ..sparsity import sparsity_active
-from .base import Method, MethodOutput, register, temperature_opt
+from sparsehead.core.errors import ConfigError
+from sparsehead.core.options import opt
+from sparsehead.methods.base import Method, MethodOutput, register, temperature_opt
+from sparsehead.methods.losses import directclr_loss
+from sparsehead.sparsity import sparsity_active
 
 PAPER_DIM, PAPER_FEATURES = 360, 2048  # d0 for ResNet-50's 2048-d representation
 

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..options import opt
-from .base import register
-from .directpred import DirectPred
+from sparsehead.core.options import opt
+from sparsehead.methods.base import register
+from sparsehead.methods.directpred import DirectPred
 
 
 def directcopy_weight(corr: torch.Tensor, eps: float = 0.01, normalize: bool = True) -> torch.Tensor:

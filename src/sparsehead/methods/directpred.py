@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..distributed import all_reduce_sum_no_grad, world_size
-from ..options import opt
-from .base import MethodOutput, register
-from .byol import BYOL, momentum_opt
+from sparsehead.core.distributed import all_reduce_sum_no_grad, world_size
+from sparsehead.core.options import opt
+from sparsehead.methods.base import MethodOutput, register
+from sparsehead.methods.byol import BYOL, momentum_opt
 
 
 def directpred_weight(corr: torch.Tensor, eps: float = 0.01) -> torch.Tensor:

@@ -3,7 +3,7 @@ from earlier batches.
 
 CHOICE (method.moco_symmetric): false = the official asymmetric loss ctr(q1, k2), enqueueing k2;
 true = (ctr(q1, k2) + ctr(q2, k1)) / 2, enqueueing both keys, as many CIFAR implementations.
-method.moco_shuffle_bn: MoCo's Shuffle BN under DDP (sparsehead.distributed.shuffled_batch_forward);
+method.moco_shuffle_bn: MoCo's Shuffle BN under DDP (sparsehead.core.distributed.shuffled_batch_forward);
 off by default (plain BatchNorm in the key encoder, as solo-learn's MoCo v2+); a no-op in one process.
 """
 from dataclasses import dataclass
@@ -12,12 +12,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..distributed import gather_no_grad, shuffled_batch_forward
-from ..errors import ConfigError
-from ..losses import moco_loss
-from ..options import opt
-from .base import Method, MethodOutput, register, temperature_opt
-from .byol import ema_update, frozen_copy, momentum_opt
+from sparsehead.core.distributed import gather_no_grad, shuffled_batch_forward
+from sparsehead.core.errors import ConfigError
+from sparsehead.core.options import opt
+from sparsehead.methods.base import Method, MethodOutput, register, temperature_opt
+from sparsehead.methods.byol import ema_update, frozen_copy, momentum_opt
+from sparsehead.methods.losses import moco_loss
 
 
 class KeyQueue(nn.Module):

@@ -4,10 +4,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..losses import moco_v3_loss
-from ..models.heads import mlp
-from .base import Method, MethodOutput, register, temperature_opt
-from .byol import cosine_momentum, ema_update, frozen_copy, momentum_opt, predictor_hidden_dim_opt
+from sparsehead.methods.base import Method, MethodOutput, register, temperature_opt
+from sparsehead.methods.byol import cosine_momentum, ema_update, frozen_copy, momentum_opt, predictor_hidden_dim_opt
+from sparsehead.methods.losses import moco_v3_loss
+from sparsehead.models.heads import mlp
 
 
 @register("moco_v3")

@@ -8,9 +8,9 @@ views this is the two-view loss itself."""
 from dataclasses import dataclass
 from typing import Literal
 
-from ..losses import huang_infonce, nt_xent
-from ..options import opt
-from .base import Method, MethodOutput, register
+from sparsehead.core.options import opt
+from sparsehead.methods.base import Method, MethodOutput, register
+from sparsehead.methods.losses import huang_infonce, nt_xent
 
 GLOBAL_CROPS = 2
 

@@ -8,10 +8,10 @@ and a bottleneck predictor: method.predictor_hidden_dim = head.out_dim / 4.
 """
 from dataclasses import dataclass
 
-from ..losses import simsiam_loss
-from ..models.heads import mlp
-from .base import Method, MethodOutput, register
-from .byol import predictor_hidden_dim_opt
+from sparsehead.methods.base import Method, MethodOutput, register
+from sparsehead.methods.byol import predictor_hidden_dim_opt
+from sparsehead.methods.losses import simsiam_loss
+from sparsehead.models.heads import mlp
 
 
 @register("simsiam")

@@ -2,7 +2,7 @@
 
 Multi-crop as in SwAV's official code: codes come from the two global crops only, and each code is
 predicted from every other crop (the other global crop and every local crop), see
-sparsehead.losses.swapped_prediction. Each crop goes through the backbone on its own (BatchNorm
+sparsehead.methods.losses.swapped_prediction. Each crop goes through the backbone on its own (BatchNorm
 statistics per crop; the official code batches the crops of one size together).
 
 The queue (method.swav_queue_length, SwAV's queue_length): the normalised embeddings of the global
@@ -22,11 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..distributed import gather_no_grad, rank, world_size
-from ..errors import ConfigError
-from ..losses import sinkhorn_knopp, swapped_prediction
-from ..options import opt
-from .base import Method, MethodOutput, register, temperature_opt
+from sparsehead.core.distributed import gather_no_grad, rank, world_size
+from sparsehead.core.errors import ConfigError
+from sparsehead.core.options import opt
+from sparsehead.methods.base import Method, MethodOutput, register, temperature_opt
+from sparsehead.methods.losses import sinkhorn_knopp, swapped_prediction
 
 GLOBAL_CROPS = 2  # the crops whose codes are targets (SwAV's crops_for_assign = [0, 1])
 

@@ -1,9 +1,9 @@
 """VICReg (Bardes et al. 2022): invariance, variance and covariance terms on the two embeddings."""
 from dataclasses import dataclass
 
-from ..losses import vicreg_loss
-from ..options import opt
-from .base import Method, MethodOutput, register
+from sparsehead.core.options import opt
+from sparsehead.methods.base import Method, MethodOutput, register
+from sparsehead.methods.losses import vicreg_loss
 
 
 @register("vicreg")

@@ -7,10 +7,10 @@ samples than the embedding has dimensions, or its covariance cannot be whitened.
 """
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..losses import wmse_loss
-from ..options import opt
-from .base import Method, MethodOutput, register
+from sparsehead.core.errors import ConfigError
+from sparsehead.core.options import opt
+from sparsehead.methods.base import Method, MethodOutput, register
+from sparsehead.methods.losses import wmse_loss
 
 
 @register("wmse")

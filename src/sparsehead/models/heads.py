@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import orthogonal
 
-from ..registry import Registry
+from sparsehead.core.registry import Registry
 
 # DirectCLR's d0 = 360 of ResNet-50's 2048 features (Jing et al. 2022); the default rank keeps that ratio.
 DIRECTCLR_RANK_RATIO = 360 / 2048

@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import KNN_WEIGHTED_K, EvalConfig
-from .data import datasets
-from .evaluate.features import extract
-from .evaluate.knn import knn_report
+from sparsehead.config import KNN_WEIGHTED_K, EvalConfig
+from sparsehead.data import datasets
+from sparsehead.evaluate.features import extract
+from sparsehead.evaluate.knn import knn_report
 
 
 def knn_summary(method, cfg, views, device) -> dict:

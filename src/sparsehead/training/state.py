@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import resume
+from sparsehead.training import resume
 
 
 class TrainState:

@@ -13,7 +13,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from .errors import SparseheadError
+from sparsehead.core.errors import SparseheadError
 
 KILL_ENV = "SPARSEHEAD_TEST_SIGKILL"  # "step:K" or "checkpoint:K", for tests only
 

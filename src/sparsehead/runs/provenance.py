@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from sparsehead import __version__
 
 
 def git_commit(where: str | Path = Path(__file__).parent) -> str:

@@ -13,23 +13,26 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from . import checkpoint, config, distributed as dist, provenance, resume
-from .config import Config
-from .data import datasets
-from .data.feed import open_feed
-from .data.views import ViewGenerator
-from .errors import SparseheadError
-from .faults import NonFiniteGuard, sigkill_point
-from .metrics_log import MetricLogger, check_loggers
-from .models.backbones import backbone_info
-from .optim import build_optimizer, warmup_cosine
-from .precision import autocast, grad_scaler, resolve_precision
-from .rundir import SCHEMA, RunDir
-from .runs import build_model, default_run_name, resolve_device
-from .sparsity import SparseHeadRegularizer
-from .sync_batchnorm import convert_sync_batchnorm
-from .train_monitors import OnlineMonitor, knn_summary
-from .train_state import TrainState
+from sparsehead import config
+from sparsehead.config import Config
+from sparsehead.core import distributed as dist
+from sparsehead.core.errors import SparseheadError
+from sparsehead.core.precision import autocast, grad_scaler, resolve_precision
+from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
+from sparsehead.data import datasets
+from sparsehead.data.feed import open_feed
+from sparsehead.data.views import ViewGenerator
+from sparsehead.models.backbones import backbone_info
+from sparsehead.runs import checkpoint, provenance
+from sparsehead.runs.folder import SCHEMA, RunDir
+from sparsehead.runs.metrics_log import MetricLogger, check_loggers
+from sparsehead.runs.model import build_model, default_run_name, resolve_device
+from sparsehead.sparsity import SparseHeadRegularizer
+from sparsehead.training import resume
+from sparsehead.training.faults import NonFiniteGuard, sigkill_point
+from sparsehead.training.monitors import OnlineMonitor, knn_summary
+from sparsehead.training.optim import build_optimizer, warmup_cosine
+from sparsehead.training.state import TrainState
 
 
 class TrainingError(SparseheadError, RuntimeError):

@@ -18,14 +18,14 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from . import options
-from .augment import AugmentConfig, inactive_ops_problem
-from .errors import ConfigError
-from .methods import METHODS
-from .models.backbones import backbone_info
-from .models.heads import HEADS
-from .options import opt
-from .sparsity import sparsity_active
+from sparsehead.core import options
+from sparsehead.core.errors import ConfigError
+from sparsehead.core.options import opt
+from sparsehead.data.augment import AugmentConfig, inactive_ops_problem
+from sparsehead.methods import METHODS
+from sparsehead.models.backbones import backbone_info
+from sparsehead.models.heads import HEADS
+from sparsehead.sparsity import sparsity_active
 
 __all__ = ["Config", "ConfigError", "DataConfig", "AugmentConfig", "ModelConfig", "HeadConfig",
            "SparsityConfig", "MethodConfig", "OptimConfig", "TrainConfig", "EvalConfig", "load", "from_dict",
@@ -466,7 +466,7 @@ def to_dict(cfg: Config) -> dict:
 
 
 def save(cfg: Config, path: str | os.PathLike) -> None:
-    from .io import atomic_write_text
+    from sparsehead.core.atomic import atomic_write_text
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 

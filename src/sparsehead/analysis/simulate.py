@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .analysis import min_max_ratio, plots
-from .io import atomic_write_json
+from sparsehead.analysis import min_max_ratio, plots
+from sparsehead.core.atomic import atomic_write_json
 
 
 @dataclass

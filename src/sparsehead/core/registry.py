@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from .errors import ConfigError
+from sparsehead.core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from .options import opt
+from sparsehead.core.options import opt
 
 AUGMENT_OPS = ("crop", "blur", "color_drop", "color_distort", "flip", "solarize")
 

@@ -7,7 +7,7 @@ any config, so a method defined in one's own file is a `method.name` like the bu
     # my_method.py
     from dataclasses import dataclass
     import sparsehead.methods
-    from sparsehead.options import opt
+    from sparsehead.core.options import opt
 
     @sparsehead.methods.register("mine")
     class Mine(sparsehead.methods.Method):
@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from .errors import SparseheadError
+from sparsehead.core.errors import SparseheadError
 
 ENV = "SPARSEHEAD_PLUGINS"
 

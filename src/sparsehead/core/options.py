@@ -17,7 +17,7 @@ import typing
 from dataclasses import field
 from typing import Any, Literal, Optional
 
-from .errors import ConfigError
+from sparsehead.core.errors import ConfigError
 
 __all__ = ["opt", "build", "coerce", "describe_fields", "add_arguments", "from_arguments", "ConfigError"]
 

@@ -8,9 +8,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distributed import (all_reduce_sum_no_grad, all_reduce_sum_with_grad, gather_no_grad, gather_with_grad,
-                          global_moments, rank, world_size)
-from .precision import float32_loss
+from sparsehead.core.distributed import (
+    all_reduce_sum_no_grad,
+    all_reduce_sum_with_grad,
+    gather_no_grad,
+    gather_with_grad,
+    global_moments,
+    rank,
+    world_size,
+)
+from sparsehead.core.precision import float32_loss
 
 
 def _two_view_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float):

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, config
-from .data.views import ViewGenerator
-from .methods import Method, build_method
-from .models.backbones import build_backbone
-from .rundir import RunDir
+from sparsehead import config
+from sparsehead.data.views import ViewGenerator
+from sparsehead.methods import Method, build_method
+from sparsehead.models.backbones import build_backbone
+from sparsehead.runs import checkpoint
+from sparsehead.runs.folder import RunDir
 
 
 def resolve_device(name: str) -> torch.device:

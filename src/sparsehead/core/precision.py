@@ -9,7 +9,7 @@ import functools
 
 import torch
 
-from .errors import ConfigError
+from sparsehead.core.errors import ConfigError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from . import checkpoint, config
-from .errors import SparseheadError
-from .io import atomic_write, atomic_write_json
-from .export_timm import TIMM_FORMAT, timm_loading_snippet, timm_meta
-from .models.backbones import build_backbone, timm_name
+from sparsehead import config
+from sparsehead.core.atomic import atomic_write, atomic_write_json
+from sparsehead.core.errors import SparseheadError
+from sparsehead.export.timm_format import TIMM_FORMAT, timm_loading_snippet, timm_meta
+from sparsehead.models.backbones import build_backbone, timm_name
+from sparsehead.runs import checkpoint
 
 # format -> the file suffixes it may be written as; the one list of formats (CLI choices too)
 FORMATS = {"torchvision": (".pt", ".safetensors"), "torchvision-detection": (".pt", ".safetensors"),

@@ -16,9 +16,12 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from . import checkpoint, config, distributed as dist
-from .checkpoint import CheckpointError
-from .rundir import SCHEMA, RunDir
+
+from sparsehead import config
+from sparsehead.core import distributed as dist
+from sparsehead.runs import checkpoint
+from sparsehead.runs.checkpoint import CheckpointError
+from sparsehead.runs.folder import SCHEMA, RunDir
 
 # Keys that do not change what a run computes (or only where it runs); resuming may change them.
 RESUME_MAY_DIFFER = {

@@ -7,7 +7,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from .config import OptimConfig
+from sparsehead.config import OptimConfig
 
 
 class LARS(torch.optim.Optimizer):

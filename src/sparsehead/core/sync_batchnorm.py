@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .distributed import global_moments, is_distributed, world_size
+from sparsehead.core.distributed import global_moments, is_distributed, world_size
 
 
 class GlobalBatchNorm(_BatchNorm):

@@ -16,10 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from .errors import ConfigError
-from .io import atomic_write_text
-from .rundir import RunDir
-
+from sparsehead.core.atomic import atomic_write_text
+from sparsehead.core.errors import ConfigError
+from sparsehead.runs.folder import RunDir
 
 
 def check_loggers(loggers) -> None:

@@ -18,10 +18,10 @@ from typing import Optional
 
 import torch
 
-from .errors import SparseheadError
-from .faults import sigkill_point
-from .io import atomic_write
-from .rundir import RunDir
+from sparsehead.core.atomic import atomic_write
+from sparsehead.core.errors import SparseheadError
+from sparsehead.runs.folder import RunDir
+from sparsehead.training.faults import sigkill_point
 
 PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
 FORMAT = 1  # the layout of the dict (see docs/reliability.md); bump it when the layout changes

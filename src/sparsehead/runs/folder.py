@@ -26,9 +26,9 @@ from typing import Any, Optional
 
 import yaml
 
-from . import __version__, config
-from .errors import SparseheadError
-from .io import atomic_write_json
+from sparsehead import __version__, config
+from sparsehead.core.atomic import atomic_write_json
+from sparsehead.core.errors import SparseheadError
 
 SCHEMA = 2  # 1: before run.json (flat method section); 2: per-method parameters, run.json
 
