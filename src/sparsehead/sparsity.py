@@ -7,18 +7,74 @@ units instead, which is not the paper's penalty.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import Literal, Optional
 
 import torch
 import torch.nn as nn
 
-from sparsehead.models.heads import linear_layers
+from sparsehead.core.options import opt
+from sparsehead.models.heads import HEADS, linear_layers
 
 
 def sparsity_active(cfg) -> bool:
     """Whether SparseHead acts on the head at all (a `sparsity` config section): a penalty, a
     proximal step or pruning."""
     return cfg.lam > 0 or cfg.mode == "prune"
+
+
+SPARSITY_MODES = ("penalty", "proximal", "prune")
+
+
+@dataclass
+class SparsityConfig:
+    lam: float = opt(0.0, "SparseHead lambda: weight of the L2,1 penalty (paper: 1e-4; 0 = off); "
+                          "with sparsity.target_support in penalty/proximal mode, the starting value", min=0.0)
+    layers: Literal["last", "first", "all"] = opt(
+        "last", "which linear layers of the head are penalised (paper: last)")
+    support_threshold: float = opt(
+        1e-3, "a column counts as zero when its norm is below this fraction of the largest", min=0.0)
+    mode: Literal[SPARSITY_MODES] = opt(
+        "penalty", "penalty (the default, the paper's method; use it to reproduce the paper): lambda * L2,1 "
+        "added to the loss. Every method but VICReg ignores the head layer's scale, so the penalty mostly "
+        "shrinks the whole layer: under Adam, AdamW and SGD with momentum it also spreads the column norms "
+        "but zeroes none; under LARS (trust ratio) it barely acts. proximal: no loss term, each column "
+        "group-soft-thresholded by lr * lambda after every optimiser step (exact zeros): the proximal "
+        "gradient step under plain SGD (with momentum it is weaker than the penalty at the same lambda, "
+        "which momentum amplifies); under Adam/AdamW lambda must be of order 1-10, with a narrow window "
+        "between no effect and a collapsed head; under LARS lr * lambda is off LARS's step scale. prune "
+        "(recommended for a sparse head; the same under every optimiser): the penalty as above if lambda > "
+        "0, plus pruning of the smallest-norm columns on a cubic schedule from sparsity.prune_start to "
+        "sparsity.prune_end to exactly round(target_support * columns); pruned columns are set to exact "
+        "zero after every step and stay zero; the mask is saved in checkpoints. See docs/sparsehead.md")
+    target_support: Optional[float] = opt(
+        None, "penalty/proximal: adaptive lambda, fraction of penalised columns to keep; lambda is "
+        "multiplied by exp(adapt_gain * (support_frac - target)) every adapt_every steps (null: fixed "
+        "lambda); prune: the fraction of columns the pruning schedule ends at (required)",
+        min=0.0, max=1.0, exclusive_min=True)
+    adapt_gain: float = opt(0.05, "adaptive lambda: gain of the multiplicative update", min=0.0,
+                            exclusive_min=True)
+    adapt_every: int = opt(1, "adaptive lambda: optimiser steps between updates", min=1)
+    lam_range: float = opt(1e4, "adaptive lambda stays within [lam / lam_range, lam * lam_range] "
+                                "of the starting sparsity.lam", min=1.0)
+    prune_start: float = opt(0.1, "prune mode: fraction of the run's optimiser steps (train.epochs) "
+                                  "after which pruning starts", min=0.0, max=1.0)
+    prune_end: float = opt(0.5, "prune mode: fraction of the run's steps at which the support reaches "
+                                "target_support (then only fine-tuning with the mask)", min=0.0, max=1.0)
+
+
+
+
+def head_problem(head_kind: str, cfg) -> Optional[str]:
+    """Why SparseHead (the `sparsity` section `cfg`) cannot act on a head of `head_kind` (None: it
+    can): the one message for every place that builds a head under a sparsity setting."""
+    if not sparsity_active(cfg) or HEADS.lookup(head_kind).sparsehead:
+        return None
+    why = ("its columns all have norm 1, so the L2,1 penalty is constant" if head_kind == "orthogonal"
+           else "it has no trainable linear layer")
+    key, off = ("sparsity.lam", "sparsity.lam=0") if cfg.lam > 0 else ("sparsity.mode", "sparsity.mode=penalty")
+    return (f"{key}: SparseHead cannot act on head.kind={head_kind} ({why}); "
+            f"set head.kind=linear, mlp or diagonal, or {off}")
 
 
 def column_norms(weight: torch.Tensor) -> torch.Tensor:

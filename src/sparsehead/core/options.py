@@ -103,6 +103,16 @@ def check_range(key, value, meta):
         raise ConfigError(f"{key}: {value} is out of range; it must be {op} {hi}")
 
 
+def check_known_keys(values: dict, allowed: list[str], prefix: str = "", unknown=None) -> None:
+    """The one check for keys a section does not declare: the first unknown key, with the allowed
+    ones (or `unknown(key, allowed)`'s message)."""
+    extra = set(values) - set(allowed)
+    if extra:
+        key = sorted(extra)[0]
+        raise ConfigError(unknown(key, allowed) if unknown else
+                          f"{prefix}{key}: unknown key; allowed keys here: {', '.join(allowed)}")
+
+
 def build(cls, values: dict, prefix: str = "", unknown=None):
     """A `cls` instance from a mapping, every value checked. `unknown(key, allowed)` gives the
     message of a key `cls` does not declare (default: the allowed keys of `cls`)."""
@@ -110,11 +120,7 @@ def build(cls, values: dict, prefix: str = "", unknown=None):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {values!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    extra = set(values) - set(fields)
-    if extra:
-        key = sorted(extra)[0]
-        raise ConfigError(unknown(key, list(fields)) if unknown else
-                          f"{prefix}{key}: unknown key; allowed keys here: {', '.join(fields)}")
+    check_known_keys(values, list(fields), prefix, unknown)
     kwargs = {}
     for name, value in values.items():
         tp = hints[name]

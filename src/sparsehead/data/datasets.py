@@ -14,17 +14,44 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sparsehead.config import DataConfig
 from sparsehead.core.atomic import atomic_write
+from sparsehead.core.options import opt
 from sparsehead.data import readers, storage
 from sparsehead.data.errors import DataError
 from sparsehead.data.readers import IMAGE_SUFFIXES  # noqa: F401  (where callers have always found it)
+
+
+@dataclass
+class DataConfig:
+    source: Literal["digits", "cifar10", "cifar100", "stl10", "imagefolder", "imagenet", "imagenet100",
+                    "tinyimagenet"] = opt(
+        "digits", "data set: digits (embedded, scikit-learn), cifar10, cifar100, stl10 (torchvision), "
+        "imagefolder (a folder holding train/ and test/ class sub-folders), imagenet (train/<wnid>/*.JPEG, "
+        "val/<wnid>/*), imagenet100 (imagenet's folders, CMC's 100 classes) or tinyimagenet (train/<wnid>/images, "
+        "val/images + val_annotations.txt)")
+    root: Optional[str] = opt(None, "data folder (torchvision sets, imagefolder); unused for digits")
+    download: bool = opt(False, "let torchvision download cifar10/cifar100/stl10 when missing")
+    image_size: int = opt(32, "side of the square training views (images are resized to it)", min=8)
+    subset: Optional[int] = opt(None, "use a class-stratified subset of this many training images", min=1)
+    cache_dir: Optional[str] = opt(
+        "~/.cache/sparsehead", "where decoded uint8 copies of folder data sets and their file indexes are cached (null: off)")
+    bad_images: Literal["fail", "skip"] = opt(
+        "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it")
+    storage: Literal["memory", "stream", "auto"] = opt(
+        "auto", "memory: decode the set once into uint8 at data.image_size; stream: keep only a file index and "
+        "decode in DataLoader workers, each view's crop cut from the full-resolution image (folder sources: "
+        "imagefolder, imagenet, imagenet100, tinyimagenet); auto: memory when the decoded set fits "
+        "data.memory_budget_gb, else stream")
+    memory_budget_gb: float = opt(16.0, "the most a decoded in-memory data set may take (GB, 1e9 bytes)",
+                                  min=0.0, exclusive_min=True)
+    workers: int = opt(4, "DataLoader worker processes of data.storage=stream (0: decode in the main process)",
+                       min=0)
 
 
 @dataclass

@@ -5,13 +5,32 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from sparsehead.core.errors import ConfigError
+from sparsehead.core.options import opt
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = opt(
+        "resnet18", "resnet18, resnet34, resnet50 (torchvision), or timm:<name>, any timm model (pip install "
+        "'sparsehead[timm]'), e.g. timm:vit_small_patch16_224, timm:convnext_tiny; created without classifier, "
+        "r = its pooled features, dimension read from the model (docs/timm.md)")
+    width: int = opt(64, "base width (64 = the standard ResNet); smaller for CPU-sized runs; ResNets only", min=1)
+    stem: Literal["auto", "cifar", "imagenet"] = opt(
+        "auto", "cifar: 3x3 conv stride 1, no max-pool; imagenet: 7x7 stride 2 + max-pool; "
+        "auto: cifar below 64 px; ResNets only")
+    timm_args: dict = opt(
+        {}, "keyword arguments of timm.create_model for a timm:<name> backbone, a mapping (in YAML, or "
+        "model.timm_args.patch_size=4 on the command line), e.g. patch_size, depth, embed_dim, num_heads, "
+        "drop_path_rate; img_size defaults to data.image_size for the models that take one; the pooling is "
+        "timm's global_pool (ViT: token = the CLS token, the default, or avg = mean of the patch tokens)")
+    sync_batchnorm: bool = opt(True, "convert BatchNorm to SyncBatchNorm under DDP")
 
 ARCHS = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet34": (BasicBlock, [3, 4, 6, 3]),
          "resnet50": (Bottleneck, [3, 4, 6, 3])}

@@ -5,6 +5,7 @@ state_dict): lowrank, lowrank_diagonal. identity has no head at all.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -12,7 +13,25 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import orthogonal
 
+from sparsehead.core.options import opt
 from sparsehead.core.registry import Registry
+
+
+@dataclass
+class HeadConfig:
+    kind: str = opt(
+        "mlp", "projection head, a name in models.heads.HEADS: identity (none), linear, mlp; Jing et al. 2022 "
+        "Table 2: diagonal (trainable z = w * r), lowrank (fixed U diag(1 x rank, 0...) V^T, U and V random "
+        "orthogonal), lowrank_diagonal (fixed diag(1 x rank, 0...) = DirectCLR), orthogonal (a linear layer "
+        "kept orthogonal); the last four keep the backbone's dimension")
+    hidden_dim: int = opt(512, "hidden width of the MLP head", min=1)
+    out_dim: int = opt(128, "embedding dimension m of the linear and mlp heads (the others keep the "
+                            "backbone's dimension)", min=1)
+    num_layers: int = opt(2, "linear layers in the MLP head (2 or 3)", min=2, max=3)
+    last_bn: bool = opt(False, "BatchNorm after the last linear layer of the MLP head")
+    rank: Optional[int] = opt(
+        None, "d0 of the lowrank / lowrank_diagonal heads, at most the backbone's feature dimension "
+              "(null: 360/2048 of it, DirectCLR's ratio; 90 for 512 features)", min=1)
 
 # DirectCLR's d0 = 360 of ResNet-50's 2048 features (Jing et al. 2022); the default rank keeps that ratio.
 DIRECTCLR_RANK_RATIO = 360 / 2048

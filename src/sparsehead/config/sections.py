@@ -1,0 +1,112 @@
+"""The sections of a run's config whose code sits above this package (method, optim, train, eval),
+and Config, which gathers every section. The others are declared beside the code they configure:
+data (data/datasets.py), augment (data/augment.py), model (models/backbones.py), head
+(models/heads.py), sparsity (sparsity.py). The `method` section is method.name plus the chosen
+method's own parameters, declared by the method itself (its Params class, methods/base.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from sparsehead.core.options import opt
+from sparsehead.data.augment import AugmentConfig
+from sparsehead.data.datasets import DataConfig
+from sparsehead.methods import METHODS
+from sparsehead.models.backbones import ModelConfig
+from sparsehead.models.heads import HeadConfig
+from sparsehead.sparsity import SparsityConfig
+
+
+@dataclass
+class MethodConfig:
+    """method.name and the chosen method's own parameters (method.<key>: its Params instance).
+
+    cfg.method.temperature reads params.temperature; a key the method does not have is an
+    AttributeError naming the method."""
+    name: str = "simclr"
+    params: Any = None
+
+    def __post_init__(self):
+        if self.params is None:
+            self.params = METHODS.lookup(self.name).Params()
+
+    def __getattr__(self, key):
+        params = self.__dict__.get("params")
+        if params is None or key.startswith("__"):
+            raise AttributeError(key)
+        try:
+            return getattr(params, key)
+        except AttributeError:
+            raise AttributeError(f"method {self.name} has no parameter {key!r}") from None
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adam", "adamw", "sgd", "lars"] = opt("adam", "optimiser (paper: adam)")
+    lr: float = opt(3e-3, "peak learning rate (paper: 3e-3 on CIFAR)", min=0.0, exclusive_min=True)
+    weight_decay: float = opt(1e-6, "weight decay (paper: 1e-6)", min=0.0)
+    momentum: float = opt(0.9, "SGD / LARS momentum", min=0.0, max=1.0)
+    warmup_epochs: float = opt(0.0, "linear warm-up length in epochs before the cosine decay", min=0.0)
+    min_lr_ratio: float = opt(0.0, "final learning rate as a fraction of the peak", min=0.0, max=1.0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(100, "pretraining epochs", min=1)
+    max_steps: Optional[int] = opt(None, "stop after this many optimiser steps (schedules still span "
+                                         "all epochs); for smoke tests", min=1)
+    batch_size: int = opt(256, "images per step across all processes (each gives two views)", min=2)
+    seed: int = opt(0, "random seed of weights, data order and augmentation")
+    device: str = opt("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N")
+    out_dir: str = opt("runs", "parent folder of run folders")
+    run_name: Optional[str] = opt(None, "run folder name (default: method-head-lam-seed-time)")
+    checkpoint_every: int = opt(1000, "save a checkpoint every N steps (0: only at the end)", min=0)
+    keep_checkpoints: int = opt(3, "how many of the newest checkpoints a run folder keeps", min=1)
+    nonfinite: Literal["stop", "skip"] = opt(
+        "stop", "a NaN/Inf loss or gradient: stop the run (last checkpoint kept), or skip the step "
+        "(no update) and count it")
+    nonfinite_max_skips: int = opt(10, "with train.nonfinite=skip: stop after this many consecutive "
+                                       "skipped steps", min=1)
+    log_every: int = opt(10, "write metrics every N steps", min=1)
+    loggers: list[Literal["jsonl", "tensorboard", "csv", "wandb"]] = opt(
+        ["jsonl", "tensorboard"], "where metrics go: RUN/metrics.jsonl always, plus any of tensorboard "
+        "(RUN/tensorboard), csv (RUN/metrics.csv), wandb (the wandb extra; WANDB_MODE=offline works "
+        "without a network); the config and environment are recorded in tensorboard and wandb too")
+    wandb_project: str = opt("sparsehead", "wandb project of the run (train.loggers: wandb)")
+    progress: bool = opt(True, "show a tqdm progress bar")
+    threads: Optional[int] = opt(None, "CPU threads for torch (default: torch's choice)", min=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "auto", "autocast dtype of the forward pass (losses stay float32); fp16 (CUDA only) adds a "
+        "GradScaler; auto: fp32 on the CPU, bf16 on CUDA (fp16 where bf16 is unsupported)")
+    channels_last: bool = opt(True, "channels_last (NHWC) memory format for model and views; measured "
+                                    "faster on the CPU too (docs/performance.md)")
+    compile: bool = opt(False, "torch.compile the model (slow first steps; needs a C++ compiler on CPU)")
+
+
+# The k-NN conventions, used by the training monitors and `sparsehead evaluate --protocol knn`:
+# the SparseHead paper's 5-NN majority vote, and InstDisc / MoCo's 200-NN vote weighted exp(sim / 0.1).
+KNN_K, KNN_WEIGHTED_K, KNN_TEMPERATURE = 5, 200, 0.1
+
+
+@dataclass
+class EvalConfig:
+    knn_k: int = opt(KNN_K, "k of the end-of-training k-NN (paper: 5, majority vote)", min=1)
+    knn_batch_size: int = opt(1024, "test samples per k-NN block (bounds memory)", min=1)
+    knn_every: int = opt(0, "k-NN monitor during pretraining every N epochs (0: off)", min=0)
+    online_linear: bool = opt(False, "train an online linear classifier on r.detach() during "
+                                     "pretraining, logged as online_linear_acc")
+    online_linear_lr: float = opt(1e-3, "Adam learning rate of the online linear classifier", min=0.0,
+                                  exclusive_min=True)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
