@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from sparsehead import config
+from sparsehead.core.step_hook import StepHook
 from sparsehead.models.heads import build_head
 from sparsehead.sparsity import (
     SparseHeadRegularizer,
@@ -102,9 +103,9 @@ def test_proximal_mode_thresholds_the_penalised_layer_after_each_step():
     torch.manual_seed(0)
     head = build_head("mlp", 6, 8, 4)
     reg = SparseHeadRegularizer(config.SparsityConfig(lam=2.0, mode="proximal"), head)
-    assert reg.loss().item() == 0.0  # no penalty term in the loss
+    assert reg.penalty().item() == 0.0  # no penalty term in the loss
     first, last = head[0].weight.detach().clone(), head[3].weight.detach().double().numpy().copy()
-    reg.after_step(lr=0.15)  # step = lr * lam = 0.3
+    reg.after_step(1, lr=0.15)  # step = lr * lam = 0.3
     np.testing.assert_allclose(head[3].weight.detach().numpy(), _numpy_group_soft_threshold(last, 0.3),
                                rtol=1e-6, atol=1e-7)
     assert torch.equal(head[0].weight, first)  # sparsity.layers=last: the first layer is untouched
@@ -116,8 +117,8 @@ def test_penalty_mode_adds_lambda_l21_and_leaves_weights_to_the_optimiser():
     head = build_head("linear", 6, 0, 4)
     reg = SparseHeadRegularizer(config.SparsityConfig(lam=0.3), head)
     w = head[0].weight.detach().double().numpy()
-    assert reg.loss().item() == pytest.approx(0.3 * np.linalg.norm(w, axis=0).sum(), rel=1e-6)
-    reg.after_step(lr=0.1)
+    assert reg.penalty().item() == pytest.approx(0.3 * np.linalg.norm(w, axis=0).sum(), rel=1e-6)
+    reg.after_step(1, lr=0.1)
     np.testing.assert_array_equal(head[0].weight.detach().numpy(), w.astype(np.float32))
 
 
@@ -126,7 +127,7 @@ def test_proximal_step_on_a_diagonal_head_is_l1_soft_thresholding():
     w = np.array([0.5, -0.05, 0.2, -1.0, 0.0], dtype=np.float32)
     with torch.no_grad():
         head[0].weight.copy_(torch.from_numpy(w)[None])
-    SparseHeadRegularizer(config.SparsityConfig(lam=1.0, mode="proximal"), head).after_step(lr=0.1)
+    SparseHeadRegularizer(config.SparsityConfig(lam=1.0, mode="proximal"), head).after_step(1, lr=0.1)
     expected = np.sign(w) * np.maximum(np.abs(w) - 0.1, 0)
     np.testing.assert_allclose(head[0].weight.detach().numpy().ravel(), expected, atol=1e-7)
 
@@ -141,12 +142,12 @@ def _head_with_support(kept: int, total: int = 8) -> nn.Module:
 def test_adaptive_lambda_follows_the_multiplicative_rule():
     cfg = config.SparsityConfig(lam=1e-3, target_support=0.25, adapt_gain=0.5, adapt_every=2)
     reg = SparseHeadRegularizer(cfg, _head_with_support(6))  # support 6/8 = 0.75
-    reg.after_step(lr=0.0)
+    reg.after_step(1, lr=0.0)
     assert reg.lam == 1e-3  # adapt_every=2: no update on step 1
-    reg.after_step(lr=0.0)
+    reg.after_step(1, lr=0.0)
     assert reg.lam == pytest.approx(1e-3 * np.exp(0.5 * (0.75 - 0.25)))
     shrink = SparseHeadRegularizer(cfg, _head_with_support(1))  # 1/8 below target: lambda falls
-    shrink.after_step(0.0), shrink.after_step(0.0)
+    shrink.after_step(1, 0.0), shrink.after_step(1, 0.0)
     assert shrink.lam == pytest.approx(1e-3 * np.exp(0.5 * (0.125 - 0.25)))
     assert reg.logs()["lambda"] == reg.lam
 
@@ -155,7 +156,7 @@ def test_adaptive_lambda_stays_within_its_range():
     cfg = config.SparsityConfig(lam=1e-3, target_support=0.1, adapt_gain=5.0, lam_range=10.0)
     reg = SparseHeadRegularizer(cfg, _head_with_support(8))
     for _ in range(50):
-        reg.after_step(lr=0.0)
+        reg.after_step(1, lr=0.0)
     assert reg.lam == pytest.approx(1e-2)
 
 
@@ -164,11 +165,11 @@ def test_regulariser_state_round_trips_for_an_exact_resume():
     straight = SparseHeadRegularizer(cfg, _head_with_support(6))
     first = SparseHeadRegularizer(cfg, _head_with_support(6))
     for _ in range(3):
-        straight.after_step(0.0), first.after_step(0.0)
+        straight.after_step(1, 0.0), first.after_step(1, 0.0)
     resumed = SparseHeadRegularizer(cfg, _head_with_support(6))
     resumed.load_state_dict(first.state_dict())
     for _ in range(4):
-        straight.after_step(0.0), resumed.after_step(0.0)
+        straight.after_step(1, 0.0), resumed.after_step(1, 0.0)
     assert resumed.lam == straight.lam and resumed.steps == straight.steps == 7
 
 
@@ -262,11 +263,11 @@ def test_prune_mode_keeps_pruned_columns_exactly_zero_through_adam_steps():
     x = torch.randn(16, 6)
     first = head[0].weight.detach().clone()
     for step in range(4):
-        loss = head(x).pow(2).mean() + reg.loss()  # a loss whose gradient moves every weight
+        loss = head(x).pow(2).mean() + reg.penalty()  # a loss whose gradient moves every weight
         opt.zero_grad()
         loss.backward()
         opt.step()
-        reg.after_step(lr=0.1)
+        reg.after_step(1, lr=0.1)
         norms = head[3].weight.norm(dim=0)
         assert int((norms > 0).sum()) == pruning_keep(step + 1, 4, 8, 0.25, 0.0, 0.5)
         assert torch.equal(norms > 0, reg.masks[0])
@@ -295,9 +296,12 @@ def test_prune_mode_needs_a_target_and_a_head():
 
 # --- the paper's penalty is bitwise what it was before prune mode --------------------------------
 
-class LegacySparseHeadRegularizer:
+class LegacySparseHeadRegularizer(StepHook):
     """The SparseHead code path of commit e148c6a (before prune mode), copied verbatim with its
-    helpers, so that the tests below compare the shipped code against the old one, not against itself."""
+    helpers, so that the tests below compare the shipped code against the old one, not against itself.
+    Only its interface follows today's step-hook protocol (penalty, after_step(step, lr), state_key)."""
+
+    state_key = "sparsity"
 
     def __init__(self, cfg, head, total_steps=None):  # total_steps: the new loop passes it; unused
         self.cfg = cfg
@@ -309,13 +313,13 @@ class LegacySparseHeadRegularizer:
     def _l21(weight):
         return weight.norm(p=2, dim=0).sum()
 
-    def loss(self):
+    def penalty(self):
         if self.lam == 0 or not self.layers or self.cfg.mode == "proximal":
             return torch.zeros((), device=self.layers[0].weight.device if self.layers else "cpu")
         return self.lam * sum((self._l21(layer.weight) for layer in self.layers), torch.zeros(()))
 
     @torch.no_grad()
-    def after_step(self, lr):
+    def after_step(self, step, lr):
         self.steps += 1
         if self.cfg.mode == "proximal" and self.lam > 0:
             for layer in self.layers:
@@ -411,7 +415,7 @@ def test_prune_mode_on_a_diagonal_head_zeroes_the_smallest_entries():
         head[0].weight.copy_(torch.tensor([[0.5, -0.05, 0.2, -1.0, 0.3, 0.01]]))
     cfg = config.SparsityConfig(mode="prune", target_support=0.5, prune_start=0.0, prune_end=0.0)
     reg = SparseHeadRegularizer(cfg, head, total_steps=10)
-    reg.after_step(lr=0.1)  # prune_end = 0: the whole schedule at once
+    reg.after_step(1, lr=0.1)  # prune_end = 0: the whole schedule at once
     assert head[0].weight.tolist() == [[0.5, 0.0, 0.0, -1.0, 0.30000001192092896, 0.0]]
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from sparsehead.core.options import opt
+from sparsehead.core.step_hook import StepHook
 from sparsehead.models.heads import HEADS, linear_layers
 
 
@@ -176,7 +177,7 @@ def sparsity_logs(layers: list[nn.Module], threshold: float) -> dict[str, float]
     return logs
 
 
-class SparseHeadRegularizer:
+class SparseHeadRegularizer(StepHook):
     """What the training loop needs of SparseHead: the penalty term, the work after an optimiser
     step, and what to log. Variants live here, not in the loop:
     - mode "penalty": lambda * L2,1 in the loss (the paper); "proximal": no loss term, a group
@@ -191,6 +192,8 @@ class SparseHeadRegularizer:
     The lambda, the step count and (prune) the masks are this object's state: save state_dict()
     with each checkpoint for an exact resume."""
 
+    state_key = "sparsity"
+
     def __init__(self, cfg, head: nn.Module, total_steps: Optional[int] = None):
         self.cfg = cfg
         self.layers = penalized_layers(head, cfg.layers)
@@ -204,15 +207,16 @@ class SparseHeadRegularizer:
             self.masks = [torch.ones(layer.weight.shape[1], dtype=torch.bool, device=layer.weight.device)
                           for layer in self.layers]
 
-    def loss(self) -> torch.Tensor:
+    def penalty(self) -> torch.Tensor:
         """lambda * sum of the L2,1 norms of the penalised weights (0 when off or proximal)."""
         if self.lam == 0 or not self.layers or self.cfg.mode == "proximal":
             return torch.zeros((), device=self.layers[0].weight.device if self.layers else "cpu")
         return self.lam * penalty(self.layers)
 
     @torch.no_grad()
-    def after_step(self, lr: float) -> None:
-        """Called after each optimiser step with the current learning rate."""
+    def after_step(self, step: int, lr: float) -> None:
+        """After each optimiser update, with its learning rate (this object counts its own steps:
+        the updates that went ahead, for adapt_every and the pruning schedule)."""
         self.steps += 1
         if self.cfg.mode == "proximal" and self.lam > 0:
             for layer in self.layers:

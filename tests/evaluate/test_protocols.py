@@ -75,14 +75,14 @@ def test_online_linear_classifier_learns_from_detached_r_and_skips_unlabeled():
         x = torch.randn(32, 4, generator=gen) + 3 * y[:, None].float()
         r = method.backbone(x)  # view 1's r, as the method's forward returns it (not detached)
         method.backbone(3 - x)  # view 2, labels reversed: learning from it would fail the test
-        monitor.update(torch.where(torch.arange(32) < 4, -1, y), r)  # the first 4 unlabeled
+        monitor.observe(torch.where(torch.arange(32) < 4, -1, y), r)  # the first 4 unlabeled
     assert method.backbone.layer.weight.grad is None  # the backbone got no gradient
     logs = monitor.logs()
     assert logs["online_linear_acc"] > 0.9 and logs["online_linear_loss"] < 0.3
     assert monitor.logs() == {}  # averages restart after each log
-    monitor.update(y, None)  # a step without a representation (nothing to learn from)
+    monitor.observe(y, None)  # a step without a representation (nothing to learn from)
     assert monitor.logs() == {}
-    monitor.update(y, method.backbone(torch.full((32, 4), float("nan"))))  # a non-finite step (train.nonfinite=skip)
+    monitor.observe(y, method.backbone(torch.full((32, 4), float("nan"))))  # a non-finite step (train.nonfinite=skip)
     assert monitor.logs() == {} and all(torch.isfinite(p).all() for p in monitor.classifier.parameters())
 
 

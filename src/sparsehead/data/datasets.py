@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sparsehead.core.atomic import atomic_write
 from sparsehead.core.options import opt
 from sparsehead.data import readers, storage
+from sparsehead.data.cache import read_cache, write_cache
 from sparsehead.data.errors import DataError
 from sparsehead.data.readers import IMAGE_SUFFIXES  # noqa: F401  (where callers have always found it)
 
@@ -298,22 +298,15 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
 
 
 def _read_cache(path: Path) -> Optional[ImageSet]:
-    if not path.is_file():
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+    def intact(blob: dict) -> bool:
         if _checksum(blob["images"]) != blob["checksum"]:
             raise ValueError("checksum mismatch")
-    except Exception as err:  # a damaged cache is rebuilt, never trusted
-        warnings.warn(f"ignoring damaged data cache {path} ({err}); decoding the images again")
-        return None
-    return ImageSet(blob["images"], blob["labels"], list(blob["classes"]), int(blob["skipped"]))
+        return True
+    blob = read_cache(path, "data cache", "decoding the images again", intact)
+    return None if blob is None else ImageSet(blob["images"], blob["labels"], list(blob["classes"]),
+                                              int(blob["skipped"]))
 
 
 def _write_cache(path: Path, data: ImageSet) -> None:
-    blob = {"images": data.images, "labels": data.labels, "classes": data.classes,
-            "skipped": data.skipped, "checksum": _checksum(data.images)}
-    try:
-        atomic_write(path, lambda f: torch.save(blob, f))
-    except OSError as err:  # a read-only cache folder costs speed, not the run
-        warnings.warn(f"could not write the data cache {path} ({err}); continuing without it")
+    write_cache(path, {"images": data.images, "labels": data.labels, "classes": data.classes,
+                       "skipped": data.skipped, "checksum": _checksum(data.images)}, "data cache")

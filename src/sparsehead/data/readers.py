@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,7 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from sparsehead.core.atomic import atomic_write
+from sparsehead.data.cache import read_cache, write_cache
 from sparsehead.data.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -166,25 +165,20 @@ def index(cfg, split: str) -> FileIndex:
     if cache is not None:
         blob = {"root": str(result.root), "paths": "\n".join(result.paths), "labels": torch.from_numpy(result.labels),
                 "classes": result.classes, "dirs": "\n".join(dirs), "stamp": torch.tensor(_stamp(dirs))}
-        try:
-            atomic_write(cache, lambda f: torch.save(blob, f))
-        except OSError as err:  # a read-only cache folder costs speed, not the run
-            warnings.warn(f"could not write the file index {cache} ({err}); continuing without it")
+        write_cache(cache, blob, "file index")
     return result
 
 
-def _read_index(path: Path) -> Optional[FileIndex]:
-    if not path.is_file():
-        return None
+def _folders_unchanged(blob: dict) -> bool:
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        dirs = blob["dirs"].split("\n")
-        if not torch.equal(torch.tensor(_stamp(dirs)), blob["stamp"]):
-            return None  # a folder changed: list again
+        return torch.equal(torch.tensor(_stamp(blob["dirs"].split("\n"))), blob["stamp"])
     except OSError:
-        return None  # a listed folder is gone
-    except Exception as err:  # a damaged index is rebuilt, never trusted
-        warnings.warn(f"ignoring damaged file index {path} ({err}); listing the folders again")
+        return False  # a listed folder is gone: list again
+
+
+def _read_index(path: Path) -> Optional[FileIndex]:
+    blob = read_cache(path, "file index", "listing the folders again", _folders_unchanged)
+    if blob is None:
         return None
     paths = blob["paths"].split("\n") if blob["paths"] else []
     return FileIndex(Path(blob["root"]), paths, blob["labels"].numpy(), list(blob["classes"]))

@@ -20,8 +20,8 @@ import torch
 
 from sparsehead.core.atomic import atomic_write
 from sparsehead.core.errors import SparseheadError
+from sparsehead.core.killpoints import sigkill_point
 from sparsehead.runs.folder import RunDir
-from sparsehead.training.faults import sigkill_point
 
 PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
 FORMAT = 1  # the layout of the dict (see docs/reliability.md); bump it when the layout changes

@@ -96,10 +96,14 @@ class RunDir:
     def is_run(self) -> bool:
         return self.config_path.is_file()
 
-    def read_config_dict(self) -> dict:
-        if not self.config_path.is_file():
+    def require_run(self) -> None:
+        """The one "not a run folder" error, for every command given a folder to read a run from."""
+        if not self.is_run():
             raise RunDirError(f"{self.path} is not a run folder (it has no config.yaml); give a folder "
-                              "made by `sparsehead pretrain`")
+                              "made by `sparsehead pretrain` (it holds config.yaml and checkpoints/)")
+
+    def read_config_dict(self) -> dict:
+        self.require_run()
         return yaml.safe_load(self.config_path.read_text()) or {}
 
     def read_config(self) -> config.Config:

@@ -1,4 +1,4 @@
-"""What the training loop does when a step goes numerically wrong, and the fault-injection point tests use.
+"""What the training loop does when a step goes numerically wrong.
 
 A NaN/Inf loss or gradient either stops the run (train.nonfinite=stop: nothing is updated, so the
 last checkpoint stays the last good state) or skips the step (train.nonfinite=skip: no optimiser
@@ -6,33 +6,22 @@ update, no EMA update, BatchNorm statistics put back) and counts it.
 """
 from __future__ import annotations
 
-import os
-import signal
 import warnings
 
 import torch
 import torch.nn as nn
 
 from sparsehead.core.errors import SparseheadError
-
-KILL_ENV = "SPARSEHEAD_TEST_SIGKILL"  # "step:K" or "checkpoint:K", for tests only
+from sparsehead.core.step_hook import StepHook
 
 
 class NonFiniteError(SparseheadError, RuntimeError):
     """The run met a NaN/Inf and stopped; the message names the step and the fix."""
 
 
-def sigkill_point(where: str, step: int) -> None:
-    """Tests only: SIGKILL this process at a named point, as pre-emption or the OOM killer would.
+class NonFiniteGuard(StepHook):
+    state_key = "nonfinite"
 
-    "step:K" fires after step K (and its checkpoint, if any); "checkpoint:K" fires halfway through
-    writing checkpoint K, after its bytes are written and before it is renamed into place.
-    """
-    if os.environ.get(KILL_ENV) == f"{where}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-class NonFiniteGuard:
     def __init__(self, cfg, model: nn.Module, run_dir):
         self.mode = cfg.nonfinite
         self.max_skips = cfg.nonfinite_max_skips
@@ -42,7 +31,7 @@ class NonFiniteGuard:
         self.consecutive = 0
         self._buffers: list[torch.Tensor] = []
 
-    def begin(self) -> None:
+    def before_step(self) -> None:
         """Before the forward pass: remember BatchNorm statistics, which a bad batch would poison."""
         if self.mode == "skip":
             self._buffers = [b.detach().clone() for b in self.model.buffers()]

@@ -17,6 +17,7 @@ from sparsehead import config
 from sparsehead.config import Config
 from sparsehead.core import distributed as dist
 from sparsehead.core.errors import SparseheadError
+from sparsehead.core.killpoints import sigkill_point
 from sparsehead.core.precision import autocast, grad_scaler, resolve_precision
 from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
 from sparsehead.data import datasets
@@ -29,7 +30,8 @@ from sparsehead.runs.metrics_log import MetricLogger, check_loggers
 from sparsehead.runs.model import build_model, default_run_name, resolve_device
 from sparsehead.sparsity import SparseHeadRegularizer
 from sparsehead.training import resume
-from sparsehead.training.faults import NonFiniteGuard, sigkill_point
+from sparsehead.training.faults import NonFiniteGuard
+from sparsehead.training.hooks import MethodAfterStep, gathered, total_penalty
 from sparsehead.training.monitors import OnlineMonitor, knn_summary
 from sparsehead.training.optim import build_optimizer, warmup_cosine
 from sparsehead.training.state import TrainState
@@ -98,13 +100,14 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     optimizer = build_optimizer(cfg.optim, method)
     scheduler = warmup_cosine(optimizer, round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps,
                               cfg.optim.min_lr_ratio)
-    sparse_head = SparseHeadRegularizer(cfg.sparsity, method.sparse_head(), total_steps)
-    guard = NonFiniteGuard(cfg.train, method, run_dir)
-    monitor = OnlineMonitor(cfg.eval, method.backbone.feature_dim, len(data.classes), device,
-                            knn=lambda: knn_summary(method, cfg, views, device) if dist.is_main() else {})
+    guard = NonFiniteGuard(cfg.train, method, run_dir)  # also the gate of each update, below
+    hooks = [SparseHeadRegularizer(cfg.sparsity, method.sparse_head(), total_steps), guard,
+             OnlineMonitor(cfg.eval, method.backbone.feature_dim, len(data.classes), device,
+                           knn=lambda: knn_summary(method, cfg, views, device) if dist.is_main() else {}),
+             MethodAfterStep(method, total_steps)]
     augment_rng = torch.Generator(device=device)
     augment_rng.manual_seed(cfg.train.seed * 1_000_003 + rank)  # per-rank views, reproducible
-    state = TrainState(method, optimizer, scheduler, scaler, guard, sparse_head, augment_rng)
+    state = TrainState(method, optimizer, scheduler, scaler, hooks, augment_rng)
 
     # --- resume exactly: weights, optimiser, schedule, every random state, the data position ------
     if resumed is not None:
@@ -118,78 +121,79 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         RunDir(run_dir).write_config(cfg)
         environment = provenance.environment(device)
         RunDir(run_dir).write_environment(environment)
-    step = state.step
-    logger = MetricLogger(run_dir, enabled=dist.is_main(), loggers=cfg.train.loggers, start_step=step,
+    logger = MetricLogger(run_dir, enabled=dist.is_main(), loggers=cfg.train.loggers, start_step=state.step,
                           run_info={"config": config.to_dict(cfg), "environment": environment}
                           if dist.is_main() else None, wandb_project=cfg.train.wandb_project)
     saved_at = None  # the step of the last checkpoint this process wrote
 
-    def save_checkpoint():
-        nonlocal saved_at
+    def save_checkpoint() -> int:
+        step = state.step
         guard.check_parameters(step)
-        state.step = step
         entries = state.state_dict()  # a collective: every rank takes part
-        saved_at = step
-        if not dist.is_main():
-            return
-        checkpoint.save(run_dir, {
-            **entries, "epoch": step // steps_per_epoch,
-            "data_position": resume.data_position(step, steps_per_epoch, len(data)),
-            "config": config.to_dict(cfg), "schema": SCHEMA,
-            "data_mean": mean, "data_std": std}, step, keep=cfg.train.keep_checkpoints)
+        if dist.is_main():
+            checkpoint.save(run_dir, {
+                **entries, "epoch": step // steps_per_epoch,
+                "data_position": resume.data_position(step, steps_per_epoch, len(data)),
+                "config": config.to_dict(cfg), "schema": SCHEMA,
+                "data_mean": mean, "data_std": std}, step, keep=cfg.train.keep_checkpoints)
+        return step
 
     # --- the loop ------------------------------------------------------------------------------
     last_step = min(total_steps, cfg.train.max_steps or total_steps)
-    bar = tqdm(total=last_step, initial=step, desc="pretrain", unit="step", dynamic_ncols=True,
+    bar = tqdm(total=last_step, initial=state.step, desc="pretrain", unit="step", dynamic_ncols=True,
                disable=not (cfg.train.progress and dist.is_main()))
     model.train()
-    while step < last_step:
-        epoch, first_batch = divmod(step, steps_per_epoch)
+    while state.step < last_step:
+        epoch, first_batch = divmod(state.step, steps_per_epoch)
         method.set_epoch(epoch)
         for images, labels in feed.epoch(epoch, first_batch):
-            guard.begin()
+            for hook in hooks:
+                hook.before_step()
             crops = views(images.to(device, non_blocking=True), augment_rng)  # global views, then local
             with autocast(precision, device):  # the losses themselves run in float32
                 ssl_loss, logs, r = model(*crops)
-            monitor.update(labels, r)
-            pen = sparse_head.loss()
+            for hook in hooks:
+                hook.observe(labels, r)
+            pen = total_penalty(hooks)
             loss = ssl_loss + pen
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             # NaN/Inf: stop (train.nonfinite=stop) or skip the update; under fp16 the scaler
             # itself skips steps whose gradients overflowed, so only the loss is checked then.
-            if guard.check(step + 1, loss, check_grads=not scaler.is_enabled()):
+            if guard.check(state.step + 1, loss, check_grads=not scaler.is_enabled()):
                 scaler.step(optimizer)
                 scaler.update()
-                sparse_head.after_step(scheduler.get_last_lr()[0])
-                method.after_step(step + 1, total_steps)
+                lr = scheduler.get_last_lr()[0]
+                for hook in hooks:
+                    hook.after_step(state.step + 1, lr)
             scheduler.step()
-            step += 1
+            state.step += 1
+            step = state.step
             bar.update(1)
             if step % cfg.train.log_every == 0 or step == last_step:
                 record = {"step": step, "epoch": step / steps_per_epoch,
                           "loss": dist.mean_over_ranks(ssl_loss.detach()).item(),  # a collective
                           "penalty": pen.item(), "lr": scheduler.get_last_lr()[0], **logs,
-                          **sparse_head.logs(), **guard.logs(), **monitor.logs()}
+                          **gathered(hooks, lambda h: h.logs())}
                 logger.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if step < last_step and (monitored := monitor.end_of_epoch(step, steps_per_epoch)):
-                logger.log({"step": step, "epoch": step / steps_per_epoch, **monitored})
+            if step < last_step and (due := gathered(hooks, lambda h: h.end_of_epoch(step, steps_per_epoch))):
+                logger.log({"step": step, "epoch": step / steps_per_epoch, **due})
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
-                save_checkpoint()
+                saved_at = save_checkpoint()
             sigkill_point("step", step)
             if step >= last_step:
                 break
     bar.close()
-    if saved_at != step:  # the loop's last checkpoint_every save may already be this step's
+    if saved_at != state.step:  # the loop's last checkpoint_every save may already be this step's
         save_checkpoint()
 
     # --- k-NN of the frozen backbone (the paper's k = 5 vote and the k = 200 monitor) ----------
-    summary = {"run_dir": str(run_dir), "steps": step}
+    summary = {"run_dir": str(run_dir), "steps": state.step}
     if dist.is_main():
         summary.update(knn_summary(method, cfg, views, device))
         RunDir(run_dir).write_results(summary)
-        logger.log({"step": step, **{k: v for k, v in summary.items() if k.startswith("knn")}})
+        logger.log({"step": state.step, **{k: v for k, v in summary.items() if k.startswith("knn")}})
     logger.close()
     dist.cleanup()
     return summary

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsehead.config import KNN_WEIGHTED_K, EvalConfig
+from sparsehead.core.step_hook import StepHook
 from sparsehead.data import datasets
 from sparsehead.evaluate.features import extract
 from sparsehead.evaluate.knn import knn_report
@@ -35,7 +36,7 @@ def knn_summary(method, cfg, views, device) -> dict:
     return {f"knn{cfg.eval.knn_k}_top1": report["top1"], f"knn{KNN_WEIGHTED_K}_weighted_top1": report["weighted_top1"]}
 
 
-class OnlineMonitor:
+class OnlineMonitor(StepHook):
     def __init__(self, cfg: EvalConfig, feature_dim: int, num_classes: int, device: torch.device,
                  knn: Optional[Callable[[], dict]] = None):
         self.knn_every = cfg.knn_every
@@ -47,7 +48,7 @@ class OnlineMonitor:
                 self.classifier = nn.Linear(feature_dim, num_classes).to(device)
             self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=cfg.online_linear_lr)
 
-    def update(self, labels: torch.Tensor, r: Optional[torch.Tensor]) -> None:
+    def observe(self, labels: torch.Tensor, r: Optional[torch.Tensor]) -> None:
         """One step of the online classifier on this training step's r (of the first view)."""
         if self.classifier is None or r is None:
             return

@@ -182,9 +182,7 @@ def resume_config(run_dir: str | Path, overrides: list[str], force: bool = False
     """The config of `sparsehead pretrain --resume RUN_DIR`: the run's own, plus overrides of keys
     that may change on resume (any other key only with force)."""
     run = RunDir(run_dir)
-    if not run.is_run():
-        raise CheckpointError(f"{run_dir} is not a run folder (it has no config.yaml); give a folder a "
-                              "pretraining run wrote: it holds config.yaml and checkpoints/")
+    run.require_run()
     schema = run.schema
     saved = config.migrate(run.read_config_dict(), schema)
     cfg = config.from_dict(config.merge(saved, overrides))
