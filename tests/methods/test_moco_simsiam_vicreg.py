@@ -14,9 +14,9 @@ from torch.autograd import gradcheck
 
 from conftest import TINY, method_keys
 from sparsehead import config
-from sparsehead.methods.byol import cosine_momentum
 from sparsehead.methods.losses import huang_infonce, moco_loss, moco_v3_loss, simsiam_loss, vicreg_loss
 from sparsehead.methods.moco_v2 import KeyQueue
+from sparsehead.methods.momentum import cosine_momentum
 from sparsehead.runs.model import build_model
 from sparsehead.sparsity import SparseHeadRegularizer
 from sparsehead.training.optim import build_optimizer

@@ -135,6 +135,11 @@ def temperature_opt(default: float):
     return opt(default, "softmax temperature tau", min=0.0, exclusive_min=True)
 
 
+def predictor_hidden_dim_opt():
+    """method.predictor_hidden_dim: the hidden width of the MLP predictor of BYOL, MoCo v3 and SimSiam."""
+    return opt(512, "predictor hidden width (SimSiam: its bottleneck, published head.out_dim / 4)", min=1)
+
+
 def params_of(name: str) -> list[str]:
     """The `method.<key>` names method `name` accepts (besides method.name)."""
     return METHODS.lookup(name).param_names()

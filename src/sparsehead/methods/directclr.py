@@ -68,7 +68,8 @@ class DirectCLR(Method):
     @classmethod
     def check(cls, params, cfg):
         if sparsity_active(cfg.sparsity):
-            key, off = ("sparsity.lam", "sparsity.lam=0") if cfg.sparsity.lam > 0 else ("sparsity.mode", "sparsity.mode=penalty")
+            key, off = (("sparsity.lam", "sparsity.lam=0") if cfg.sparsity.lam > 0
+                        else ("sparsity.mode", "sparsity.mode=penalty"))
             raise ConfigError(f"{key}: method.name=directclr has no projection head for SparseHead "
                               f"(it ignores head.*); set {off} or choose another method.name")
 

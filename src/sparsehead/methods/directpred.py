@@ -17,7 +17,8 @@ import torch.nn as nn
 from sparsehead.core.distributed import all_reduce_sum_no_grad, world_size
 from sparsehead.core.options import opt
 from sparsehead.methods.base import MethodOutput, register
-from sparsehead.methods.byol import BYOL, momentum_opt
+from sparsehead.methods.byol import BYOL
+from sparsehead.methods.momentum import momentum_opt
 
 
 def directpred_weight(corr: torch.Tensor, eps: float = 0.01) -> torch.Tensor:

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from sparsehead.core.distributed import gather_no_grad, shuffled_batch_forward
 from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
-from sparsehead.methods.base import Method, MethodOutput, register, temperature_opt
-from sparsehead.methods.byol import ema_update, frozen_copy, momentum_opt
+from sparsehead.methods.base import MethodOutput, register, temperature_opt
 from sparsehead.methods.losses import moco_loss
+from sparsehead.methods.momentum import MomentumMethod, constant_momentum, momentum_opt
 
 
 class KeyQueue(nn.Module):
@@ -40,9 +40,11 @@ class KeyQueue(nn.Module):
 
 
 @register("moco_v2")
-class MoCoV2(Method):
+class MoCoV2(MomentumMethod):
     display_name = "MoCo v2"
     STATE = ("backbone", "projector", "key_backbone", "key_projector", "queue")
+    MOMENTUM_COPIES = ("key_backbone", "key_projector")
+    momentum_schedule = staticmethod(constant_momentum)  # m = 0.999 throughout, as published
 
     @dataclass
     class Params:
@@ -61,8 +63,7 @@ class MoCoV2(Method):
 
     def __init__(self, backbone, projector=None, params=None, **values):
         super().__init__(backbone, projector, params, **values)
-        self.key_backbone = frozen_copy(self.backbone)
-        self.key_projector = frozen_copy(self.projector)
+        self.add_momentum_copies()
         self.queue = KeyQueue(self.params.queue_size, self.embedding_dim)
 
     @classmethod
@@ -80,12 +81,14 @@ class MoCoV2(Method):
                     f"older keys of an image would be its own negatives; set method.queue_size<{keys}")
         return None
 
+    def _key(self, x):
+        return F.normalize(self.momentum_embed(x), dim=1)
+
     def _query_and_key(self, x_query, x_key):
         r = self.backbone(x_query)
         q = self.projector(r)
         with torch.no_grad():
-            encode = lambda x: F.normalize(self.key_projector(self.key_backbone(x)), dim=1)
-            k = shuffled_batch_forward(encode, x_key) if self.params.moco_shuffle_bn else encode(x_key)
+            k = shuffled_batch_forward(self._key, x_key) if self.params.moco_shuffle_bn else self._key(x_key)
         return q, k, r
 
     def forward(self, x1, x2):
@@ -101,8 +104,3 @@ class MoCoV2(Method):
         if self.training:  # evaluation passes leave the queue alone
             self.queue.enqueue(gather_no_grad(keys))
         return MethodOutput(loss, {}, r1)
-
-    @torch.no_grad()
-    def after_step(self, step, total_steps):
-        ema_update(self.key_backbone, self.backbone, self.params.momentum)
-        ema_update(self.key_projector, self.projector, self.params.momentum)

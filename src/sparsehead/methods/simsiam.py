@@ -8,8 +8,7 @@ and a bottleneck predictor: method.predictor_hidden_dim = head.out_dim / 4.
 """
 from dataclasses import dataclass
 
-from sparsehead.methods.base import Method, MethodOutput, register
-from sparsehead.methods.byol import predictor_hidden_dim_opt
+from sparsehead.methods.base import Method, MethodOutput, predictor_hidden_dim_opt, register
 from sparsehead.methods.losses import simsiam_loss
 from sparsehead.models.heads import mlp
 

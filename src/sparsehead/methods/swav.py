@@ -82,7 +82,8 @@ class SwAV(Method):
         embeddings = [F.normalize(self.projector(r1), dim=1)]
         embeddings += [F.normalize(self.projector(self.backbone(x)), dim=1) for x in views[1:]]
         scores = [self.prototypes(z) for z in embeddings]
-        codes = [self.codes(i, at_least_float32(scores[i].detach()), embeddings[i].detach()) for i in range(GLOBAL_CROPS)]
+        codes = [self.codes(i, at_least_float32(scores[i].detach()), embeddings[i].detach())
+                 for i in range(GLOBAL_CROPS)]
         return MethodOutput(swapped_prediction(codes, scores, self.params.temperature), {}, r1)
 
     @torch.no_grad()

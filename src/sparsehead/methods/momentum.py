@@ -1,0 +1,85 @@
+"""The momentum (EMA) copy of the online network that BYOL, MoCo v2, MoCo v3 and DirectPred regress
+or contrast against.
+
+The copy of the online backbone and projector gets no gradient; after each optimiser step it moves
+as an exponential moving average xi <- tau xi + (1 - tau) theta of the online weights theta
+(BYOL, Grill et al. 2020, section 3.2; MoCo's momentum update, He et al. 2020, eq. 2). The
+momentum tau follows the method's schedule: BYOL's cosine from tau_base up to 1, or MoCo's
+constant m.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn as nn
+
+from sparsehead.core.options import opt
+from sparsehead.methods.base import Method
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy moved only by ema_update: excluded from the optimiser and from SparseHead."""
+    return copy.deepcopy(module).requires_grad_(False)
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target <- momentum * target + (1 - momentum) * online; buffers (BN statistics) copied."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
+    for t, o in zip(target.buffers(), online.buffers()):
+        t.copy_(o)
+
+
+def cosine_momentum(base: float, step: int, total_steps: int) -> float:
+    """tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2: from tau_base at k = 0 up to 1 at k = K
+    (BYOL, Grill et al. 2020, section 3.2)."""
+    return 1 - (1 - base) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
+
+
+def constant_momentum(base: float, step: int, total_steps: int) -> float:
+    """m = base at every step (MoCo, He et al. 2020, section 3.2: m = 0.999)."""
+    return base
+
+
+def momentum_opt(default: float):
+    return opt(default, "base EMA momentum of the target / key network (cosine schedule to 1 where the "
+                        "method has one)", min=0.0, max=1.0)
+
+
+class MomentumMethod(Method):
+    """A method with a momentum copy of its online backbone and projector, moved by EMA after each
+    optimiser step. Its Params have a `momentum` (momentum_opt): the schedule's base."""
+
+    # Each method sets both. The attribute names of the copies of (backbone, projector): the
+    # prefixes of their state_dict keys, so a method keeps the names its checkpoints have.
+    MOMENTUM_COPIES: ClassVar[tuple[str, str]]
+    # tau from (base, step k, total steps K): cosine_momentum or constant_momentum.
+    momentum_schedule: ClassVar[Callable[[float, int, int], float]]
+
+    def add_momentum_copies(self) -> None:
+        """Register the frozen copies of the online backbone and projector under MOMENTUM_COPIES
+        (a method calls it where its modules are built, so their order in the state_dict stays)."""
+        backbone_name, projector_name = self.MOMENTUM_COPIES
+        self.add_module(backbone_name, frozen_copy(self.backbone))
+        self.add_module(projector_name, frozen_copy(self.projector))
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(copy, online) for the backbone, then the projector."""
+        backbone_name, projector_name = self.MOMENTUM_COPIES
+        return [(getattr(self, backbone_name), self.backbone), (getattr(self, projector_name), self.projector)]
+
+    def momentum_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The momentum copy's projection of x (the target of BYOL, the key of MoCo), no gradient."""
+        (backbone, _), (projector, _) = self.momentum_pairs()
+        with torch.no_grad():
+            return projector(backbone(x))
+
+    @torch.no_grad()
+    def after_step(self, step, total_steps):
+        momentum = self.momentum_schedule(self.params.momentum, step, total_steps)
+        for target, online in self.momentum_pairs():
+            ema_update(target, online, momentum)
