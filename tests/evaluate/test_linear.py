@@ -65,7 +65,8 @@ def test_solver_reaches_sklearn_objective(digits):
         w, b, _ = fit_logistic(xt, yt, 10, wd, spectrum=feature_spectrum(xt))
 
         def objective(w, b):
-            return (F.cross_entropy(xt.double() @ w.double() + b.double(), yt) + 0.5 * wd * w.double().pow(2).sum()).item()
+            w = w.double()
+            return (F.cross_entropy(xt.double() @ w + b.double(), yt) + 0.5 * wd * w.pow(2).sum()).item()
         ours = objective(w, b)
         theirs = objective(torch.tensor(ref.coef_.T), torch.tensor(ref.intercept_))
         assert ours <= theirs + 1e-5
@@ -107,7 +108,9 @@ def test_probe_matches_sklearn_on_real_cifar_subset():
     train, test = datasets.load(cfg.data, "train"), datasets.load(cfg.data, "test")
     test_idx = np.random.default_rng(0).choice(len(test), 1000, replace=False)
     proj = torch.randn(3 * 32 * 32, 128, generator=torch.Generator().manual_seed(0)) / 55
-    feats = lambda imgs: torch.relu((imgs.float().flatten(1) / 255 - 0.5) @ proj)
+
+    def feats(imgs):
+        return torch.relu((imgs.float().flatten(1) / 255 - 0.5) @ proj)
     xtr, xte = feats(train.images), feats(test.images[test_idx])
     ytr, yte = train.labels, test.labels[test_idx]
     ours = linear_probe(xtr, ytr, xte, yte, weight_decays=GRID)

@@ -20,7 +20,9 @@ def test_ncc_matches_sklearn_nearest_centroid():
     ours = ncc_classify(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte))
     np.testing.assert_array_equal(ours.numpy(), expected)
     # Normalised: centres are means of the unit vectors, distances to unit test vectors.
-    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
     expected = NearestCentroid().fit(unit(xtr), ytr).predict(unit(xte))
     np.testing.assert_array_equal(ncc_classify(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte),
                                                normalize=True).numpy(), expected)

@@ -1,4 +1,5 @@
-"""Nearest-class-centre classifier (Huang et al. 2023, formulas: docs/references.md, evaluation): argmin_k ||f(x) - mu_k||.
+"""Nearest-class-centre classifier (Huang et al. 2023, formulas: docs/references.md, evaluation):
+argmin_k ||f(x) - mu_k||.
 
 mu_k is the mean training feature of class k. Huang et al. take f on the unit sphere, so the
 protocol reports both raw and L2-normalised features."""
