@@ -31,7 +31,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=10
 	env $(OTHER_KERNELS) $(BIN)/python -m pytest -q -m numerics
 
-# Throughput of sparsehead vs lightly vs torchvision (docs/performance.md); needs ../shared/data/cifar10.
+# Throughput of sparsehead vs lightly vs torchvision (docs/performance.md); needs ../shared/data/cifar10
+# (or $SPARSEHEAD_CIFAR10). `--toy` runs every benchmark's steps in seconds (tests/test_benchmarks.py).
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/throughput.py

@@ -2,6 +2,7 @@
 spectrum of a 50,000 x 2,048 random feature matrix (the ResNet-50-sized case).
 
     python benchmarks/analyze_cifar.py [--root ../shared/data/cifar10] [--width 8] [--device auto]
+    python benchmarks/analyze_cifar.py --toy   # every stage on 100 images (synthetic without --root's)
 
 Prints one line per stage with its wall time; numbers depend on the machine (printed first).
 """
@@ -20,6 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _data import CIFAR10, toy_cifar10  # noqa: E402
+from _toy import parse_args  # noqa: E402
 from sparsehead import config  # noqa: E402
 from sparsehead.analysis import metrics, plots  # noqa: E402
 from sparsehead.analysis.report import render_html, spectra_of_run, view_features  # noqa: E402
@@ -28,6 +31,9 @@ from sparsehead.data import datasets  # noqa: E402
 from sparsehead.data.views import ViewGenerator  # noqa: E402
 from sparsehead.evaluate.features import extract  # noqa: E402
 from sparsehead.runs.model import build_model, resolve_device  # noqa: E402
+
+TOY = dict(width=4, big_rows=300, big_dim=64)
+TOY_IMAGES = 100  # per split of the toy copy of --root
 
 
 @contextmanager
@@ -40,21 +46,25 @@ def timed(label: str, times: dict):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=os.environ.get(
-        "SPARSEHEAD_CIFAR10", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10")),
-        help="CIFAR-10 ImageFolder (train/ and test/); default $SPARSEHEAD_CIFAR10 or ../shared/data/cifar10")
+    parser.add_argument("--root", type=Path, default=CIFAR10,
+                        help="CIFAR-10 ImageFolder (train/ and test/); default $SPARSEHEAD_CIFAR10 or "
+                             "../shared/data/cifar10; --toy: 100 of its images, synthetic ones where absent")
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--big-rows", type=int, default=50_000)
     parser.add_argument("--big-dim", type=int, default=2_048)
-    args = parser.parse_args()
+    args = parse_args(parser, TOY)
+    root, cache = args.root, []
+    if args.toy:  # a temporary copy, its decoded cache beside it (not in the user's cache)
+        root = toy_cifar10(args.root, TOY_IMAGES)
+        cache = [f"data.cache_dir={root / 'cache'}"]
 
     device = resolve_device(args.device)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}"
           f"{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}")
     times: dict[str, float] = {}
-    cfg = config.load(None, ["data.source=imagefolder", f"data.root={args.root}", f"model.width={args.width}"])
+    cfg = config.load(None, ["data.source=imagefolder", f"data.root={root}", f"model.width={args.width}", *cache])
 
     with timed("load CIFAR-10 test split (decode or cache)", times):
         test = datasets.load(cfg.data, "test")

@@ -2,6 +2,7 @@
 ResNet-18 at the same image size and batch, and the ViT with and without channels_last, in one run.
 
     PYTHONPATH=src python benchmarks/backbones.py [--batch 128] [--steps 4] [--repeats 3]
+    PYTHONPATH=src python benchmarks/backbones.py --toy   # every setting, a step of batch 2
 
 The ViT is configs/cifar10_vit_tiny.yaml's (4x4 patches of 32 px, width 128, depth 4); the ResNets are
 configs/cifar10_cpu.yaml's (width 16) and the standard width 64. Settings are timed in turns (round robin)
@@ -15,6 +16,7 @@ import time
 
 import torch
 
+from _toy import parse_args
 from sparsehead import config
 from sparsehead.runs.model import build_model
 
@@ -26,6 +28,7 @@ SETTINGS = {  # name: (overrides, channels_last)
     "vit d128x4 p4": (VIT, False),
     "vit d128x4 p4 channels_last": (VIT, True),
 }
+TOY = dict(batch=2, steps=1, warmup=1, repeats=1)
 
 
 def make_step(overrides, channels_last: bool, batch: int, size: int):
@@ -52,7 +55,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per setting and round")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+    args = parse_args(ap, TOY)
     steps = {name: make_step(o, cl, args.batch, args.size) for name, (o, cl) in SETTINGS.items()}
     for step, _ in steps.values():
         for _ in range(args.warmup):

@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/decode.py [--cifar ../shared/data/cifar10] [--n-cifar 2000]
         [--large-dir /tmp/sparsehead-decode-bench] [--n-large 100] [--repeats 5] [--size 32]
+    PYTHONPATH=src python benchmarks/decode.py --toy   # a few images of each set, files in a temporary folder
 
 Three sets of encoded files, read into memory first (the timings are decoding, not disk):
   cifar-jpeg  every k-th JPEG of <cifar>/train (32x32);
@@ -44,8 +45,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from _data import CIFAR10, temp_dir, toy_cifar10
+from _toy import parse_args
+
 LARGE_W, LARGE_H = 400, 300
+TOY = dict(n_cifar=20, n_large=2, repeats=2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,13 +197,19 @@ def table(title: str, rows: dict, base: str) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cifar", type=Path, default=REPO.parent / "shared" / "data" / "cifar10")
+    ap.add_argument("--cifar", type=Path, default=CIFAR10,
+                    help="CIFAR-10 ImageFolder; --toy: a few of its images, synthetic ones where absent")
     ap.add_argument("--n-cifar", type=int, default=2000)
-    ap.add_argument("--large-dir", type=Path, default=Path("/tmp/sparsehead-decode-bench"))
+    ap.add_argument("--large-dir", type=Path, help="where the large pictures are made once (default "
+                                                   "/tmp/sparsehead-decode-bench; --toy: a temporary folder)")
     ap.add_argument("--n-large", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--size", type=int, default=32, help="target side of the cache-build table")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, TOY, argv)
+    if args.toy:
+        args.cifar = toy_cifar10(args.cifar, args.n_cifar)
+    if args.large_dir is None:
+        args.large_dir = temp_dir("sparsehead-decode-bench-") if args.toy else Path("/tmp/sparsehead-decode-bench")
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
 

@@ -22,7 +22,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import subset_folder, synthetic_images, temp_dir  # noqa: E402
 from sparsehead import config  # noqa: E402
 from sparsehead.core.atomic import atomic_write_json  # noqa: E402
 from sparsehead.core.precision import autocast, resolve_precision  # noqa: E402
@@ -38,7 +38,7 @@ from sparsehead.data import datasets  # noqa: E402
 from sparsehead.data.views import ViewGenerator  # noqa: E402
 from sparsehead.methods.losses import barlow_twins_loss  # noqa: E402
 from sparsehead.runs.model import build_model  # noqa: E402
-from throughput import lightly_parts, subset_folder  # noqa: E402  (the CPU benchmark's recipe)
+from throughput import lightly_parts  # noqa: E402  (the CPU benchmark's recipe)
 
 REPO = Path(__file__).resolve().parents[1]
 H200_BF16_DENSE_TFLOPS = 989.0
@@ -134,7 +134,8 @@ def simclr(root: Path, sz, device, precision, peak) -> dict:
     method = build_model(cfg).to(device, memory_format=torch.channels_last)
     step = optimised_step(method.parameters(), lambda a, b: method(a, b).loss, precision, device)
     per_epoch = len(images) // batch
-    make = lambda i: views(images[order[(i % per_epoch) * batch:(i % per_epoch + 1) * batch]], gen)
+    def make(i):
+        return views(images[order[(i % per_epoch) * batch:(i % per_epoch + 1) * batch]], gen)
     total, d, m = time_pipeline(make, step, sz["steps"], sz["warmup"], device)
     x1, x2 = make(0)
     out = {"sparsehead": report(batch, total, d, m, model_step_flops(step, x1, x2), peak)}
@@ -189,12 +190,14 @@ def barlow_vit(images: torch.Tensor, sz, device, precision, peak) -> dict:
     gen = torch.Generator(device).manual_seed(0)
     step = optimised_step(net.parameters(), lambda a, b: barlow_twins_loss(net(a), net(b)), precision, device)
     per_epoch = len(images) // batch
-    make = lambda i: views(images[(i % per_epoch) * batch:(i % per_epoch + 1) * batch], gen)
+    def make(i):
+        return views(images[(i % per_epoch) * batch:(i % per_epoch + 1) * batch], gen)
     total, d, m = time_pipeline(make, step, sz["steps"], sz["warmup"], device)
     x1, x2 = make(0)
     out = report(batch, total, d, m, model_step_flops(step, x1, x2), peak)
-    out.update(published_samples_per_s=PUBLISHED_BARLOW_VIT, ratio_over_published=out["img_per_s"] / PUBLISHED_BARLOW_VIT,
-               target_ratio=2.0, source="uint8 memory cache on the device (streaming not merged)")
+    out.update(published_samples_per_s=PUBLISHED_BARLOW_VIT,
+               ratio_over_published=out["img_per_s"] / PUBLISHED_BARLOW_VIT, target_ratio=2.0,
+               source="uint8 memory cache on the device (streaming not merged)")
     return out
 
 
@@ -209,19 +212,6 @@ def cache_images(folder: Path, n: int, size: int) -> torch.Tensor:
     return out
 
 
-def synthetic_folder(n: int) -> Path:
-    """An ImageFolder of n random 32 px JPEGs in 10 classes, where CIFAR-10 is absent."""
-    from PIL import Image
-    root = Path(tempfile.mkdtemp(prefix="sparsehead-gpu-bench-"))
-    g = torch.Generator().manual_seed(0)
-    for i in range(n):
-        d = root / "train" / f"class{i % 10}"
-        d.mkdir(parents=True, exist_ok=True)
-        px = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=g).numpy()
-        Image.fromarray(px).save(d / f"{i}.jpg", quality=90)
-    return root / "train"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="the JSON of results to write")
@@ -234,7 +224,7 @@ def main() -> None:
     precision = resolve_precision("auto", device)
     torch.backends.cudnn.benchmark = True
     real = args.data.is_dir() and not args.dry_run
-    folder = args.data if real else synthetic_folder(sz["images"])
+    folder = args.data if real else synthetic_images(temp_dir("sparsehead-gpu-bench-") / "train", sz["images"])
     root = subset_folder(folder, sz["images"])
     results = {
         "machine": {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

@@ -12,6 +12,7 @@ evaluation cache).
 
     OMP_NUM_THREADS=1 python benchmarks/linear_probe.py --threads 1
     python benchmarks/linear_probe.py --run runs/c10 --device cuda
+    python benchmarks/linear_probe.py --toy   # both solvers on 100 images of dim 16 (synthetic without CIFAR-10)
 """
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _data import CIFAR10, toy_cifar10
+from _toy import parse_args
+
+TOY = dict(dim=16, train=100)
+
 
 def machine(device: torch.device) -> str:
     cpu = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
@@ -32,10 +38,10 @@ def machine(device: torch.device) -> str:
     return f"{cpu}, no GPU used"
 
 
-def random_projection_features(root: Path, dim: int, n_train: int, seed: int = 0):
+def random_projection_features(root: Path, dim: int, n_train: int, overrides=(), seed: int = 0):
     from sparsehead import config
     from sparsehead.data import datasets
-    cfg = config.load(None, ["data.source=imagefolder", f"data.root={root}"] +
+    cfg = config.load(None, ["data.source=imagefolder", f"data.root={root}", *overrides] +
                       ([f"data.subset={n_train}"] if n_train < 50000 else []))
     train, test = datasets.load(cfg.data, "train"), datasets.load(cfg.data, "test")
     proj = torch.randn(train.images[0].numel(), dim, generator=torch.Generator().manual_seed(seed))
@@ -86,15 +92,20 @@ def sklearn_probe(xtr, ytr, xte, yte, grid, val_fraction, seed, max_iter):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cifar10", default=os.environ.get("SPARSEHEAD_CIFAR10", "/work/shared/data/cifar10"),
-                        help="ImageFolder copy of CIFAR-10 (train/, test/)")
+    parser.add_argument("--cifar10", type=Path, default=CIFAR10,
+                        help="ImageFolder copy of CIFAR-10 (train/, test/); default $SPARSEHEAD_CIFAR10 or "
+                             "../shared/data/cifar10; --toy: --train of its images, synthetic ones where absent")
     parser.add_argument("--dim", type=int, default=512, help="random-projection feature dimension")
     parser.add_argument("--train", type=int, default=50000, help="training images (class-stratified subset)")
     parser.add_argument("--run", help="use this run's frozen backbone features instead")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (scikit-learn follows OMP_NUM_THREADS)")
     parser.add_argument("--skip-sklearn", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(parser, TOY)
+    root, cache = args.cifar10, []
+    if args.toy:  # a temporary copy, its decoded cache beside it (not in the user's cache)
+        root = toy_cifar10(args.cifar10, args.train)
+        cache = [f"data.cache_dir={root / 'cache'}"]
 
     from sparsehead.evaluate.linear import WEIGHT_DECAYS, linear_probe
     from sparsehead.runs.model import resolve_device
@@ -106,8 +117,8 @@ def main() -> None:
         xtr, ytr, xte, yte = run_features(args.run, device)
         source = f"backbone features of {args.run}"
     else:
-        xtr, ytr, xte, yte = random_projection_features(Path(args.cifar10), args.dim, args.train)
-        source = f"random-projection features (ReLU, dim {args.dim}) of real CIFAR-10 pixels"
+        xtr, ytr, xte, yte = random_projection_features(root, args.dim, args.train, cache)
+        source = f"random-projection features (ReLU, dim {args.dim}) of the pixels of {root}"
     print(f"features: {source}: train {tuple(xtr.shape)}, test {tuple(xte.shape)} "
           f"({time.perf_counter() - start:.1f} s to build)")
     print(f"machine: {machine(device)}")

@@ -4,6 +4,7 @@ recipe vs lightly's SimCLRTransform, each best over num_workers 1 and 2; and the
 fabricated paths.
 
     python benchmarks/stream.py --images 2000 --index-paths 1300000   (files generated once in /tmp/stream-bench)
+    python benchmarks/stream.py --toy   # every step at toy size, files in a temporary folder
 """
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
+
+from _data import temp_dir
+from _toy import parse_args
+
+TOY = dict(images=8, batch=4, index_paths=1000, workers="1")
 
 
 def generate(folder: Path, n: int) -> None:
@@ -39,28 +45,30 @@ def rate(loader, n_images: int, finish=lambda b: b) -> float:
     return n_images / (time.perf_counter() - start)
 
 
-def sparsehead_stream(root: Path, workers: int, augment: bool) -> float:
+def sparsehead_stream(root: Path, workers: int, batch: int, augment: bool) -> float:
     """augment=False: the workers' part only (decode + both crops, uint8), the batched ops left to the
     device; True: the batched ops run here too, on this CPU (one thread), where a GPU would run them."""
     from sparsehead import config
     from sparsehead.data import datasets
     from sparsehead.data.stream import StreamFeed
     from sparsehead.data.views import ViewGenerator
-    cfg = config.load(None, [f"data.root={root}", "data.source=imagefolder", "data.storage=stream", "data.cache_dir=null",
-                             "data.image_size=224", f"data.workers={workers}", "augment.recipe=simclr"])
+    cfg = config.load(None, [f"data.root={root}", "data.source=imagefolder", "data.storage=stream",
+                             "data.cache_dir=null", "data.image_size=224", f"data.workers={workers}",
+                             "augment.recipe=simclr"])
     data = datasets.load(cfg.data, "pretrain")
     views = ViewGenerator(cfg.augment, 224, [0.5] * 3, [0.25] * 3)
     sampler = DistributedSampler(range(len(data)), num_replicas=1, rank=0, drop_last=True)
-    feed = StreamFeed(data, sampler, 64, cfg, torch.device("cpu"))
+    feed = StreamFeed(data, sampler, batch, cfg, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
-    return rate(feed.epoch(0, 0), len(sampler) // 64 * 64, (lambda b: views(b[0], gen)) if augment else (lambda b: b))
+    finish = (lambda b: views(b[0], gen)) if augment else (lambda b: b)
+    return rate(feed.epoch(0, 0), len(sampler) // batch * batch, finish)
 
 
-def per_image(root: Path, workers: int, transform) -> float:
+def per_image(root: Path, workers: int, batch: int, transform) -> float:
     from torchvision.datasets import ImageFolder
     ds = ImageFolder(str(root / "train"), transform=transform)
-    loader = DataLoader(ds, batch_size=64, num_workers=workers, drop_last=True)
-    return rate(loader, len(ds) // 64 * 64)
+    loader = DataLoader(ds, batch_size=batch, num_workers=workers, drop_last=True)
+    return rate(loader, len(ds) // batch * batch)
 
 
 def torchvision_recipe():
@@ -96,19 +104,24 @@ def index_time(n_paths: int) -> float:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--images", type=int, default=2000)
-    p.add_argument("--folder", default="/tmp/stream-bench")
+    p.add_argument("--folder", help="where the images are generated once (default /tmp/stream-bench; "
+                                    "--toy: a temporary folder)")
+    p.add_argument("--batch", type=int, default=64)
     p.add_argument("--index-paths", type=int, default=1_300_000)
     p.add_argument("--workers", default="1,2")
-    args = p.parse_args()
+    args = parse_args(p, TOY)
     torch.set_num_threads(1)
-    root = Path(args.folder)
+    root = Path(args.folder) if args.folder else temp_dir("stream-bench-") if args.toy else Path("/tmp/stream-bench")
     generate(root, args.images)
-    workers = [int(w) for w in args.workers.split(",")]
+    workers, b = [int(w) for w in args.workers.split(",")], args.batch
+
+    def per_core(measure, main_process_cores=0):  # best over the worker counts
+        return max(measure(w) / (w + main_process_cores) for w in workers)
     # per core: the workers, plus the main process where it augments on the CPU
-    results = {"sparsehead stream, workers (ops on device)": max(sparsehead_stream(root, w, False) / w for w in workers),
-               "sparsehead stream, ops on this CPU": max(sparsehead_stream(root, w, True) / (w + 1) for w in workers),
-               "torchvision v2 per image": max(per_image(root, w, torchvision_recipe()) / w for w in workers),
-               "lightly SimCLRTransform": max(per_image(root, w, lightly_recipe()) / w for w in workers)}
+    results = {"sparsehead stream, workers (ops on device)": per_core(lambda w: sparsehead_stream(root, w, b, False)),
+               "sparsehead stream, ops on this CPU": per_core(lambda w: sparsehead_stream(root, w, b, True), 1),
+               "torchvision v2 per image": per_core(lambda w: per_image(root, w, b, torchvision_recipe())),
+               "lightly SimCLRTransform": per_core(lambda w: per_image(root, w, b, lightly_recipe()))}
     base = results["lightly SimCLRTransform"]
     for name, r in results.items():
         print(f"{name:44s} {r:8.1f} images/s per core  ({r / base:.2f}x lightly)")

@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/throughput.py [--data ../shared/data/cifar10/train]
         [--images 5000] [--steps 5] [--repeats 2] [--workers 0 1 2]
+    PYTHONPATH=src python benchmarks/throughput.py --toy   # every step at toy size, in seconds
 
 All pipelines train the same network (sparsehead's CIFAR ResNet-18 of width 16 with a 2-layer
 MLP head 512 -> 128) with SimCLR's NT-Xent (temperature 0.5) at 32x32, batch 256, on the same
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +34,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from _data import CIFAR10, subset_folder, synthetic_images, temp_dir
+from _toy import parse_args
 from sparsehead import config
 from sparsehead.data import datasets
 from sparsehead.data.views import ViewGenerator
@@ -41,29 +43,18 @@ from sparsehead.methods.losses import nt_xent
 from sparsehead.runs.model import build_model
 from sparsehead.training.optim import build_optimizer
 
-REPO = Path(__file__).resolve().parents[1]
-BATCH, SIZE = 256, 32
+SIZE = 32
+TOY = dict(images=20, batch=8, width=4, steps=1, repeats=1, workers=[0, 1], matmul_size=128)
 
 
-def subset_folder(src: Path, n: int) -> Path:
-    """An ImageFolder of symlinks to the first n / classes images of every class of `src`."""
-    classes = sorted(p.name for p in src.iterdir() if p.is_dir())
-    root = Path(tempfile.mkdtemp(prefix="sparsehead-bench-")) / "data"
-    for c in classes:
-        (root / "train" / c).mkdir(parents=True)
-        for f in sorted((src / c).iterdir())[:n // len(classes)]:
-            (root / "train" / c / f.name).symlink_to(f.resolve())
-    return root
-
-
-def make_config(root: Path) -> config.Config:
+def make_config(root: Path, batch: int, width: int) -> config.Config:
     return config.load(None, ["data.source=imagefolder", f"data.root={root}", f"data.image_size={SIZE}",
-                              f"data.cache_dir={root.parent / 'cache'}", "model.width=16", "head.hidden_dim=512",
-                              "head.out_dim=128", f"train.batch_size={BATCH}", "method.name=simclr",
-                              "optim.name=adam"])
+                              f"data.cache_dir={root.parent / 'cache'}", f"model.width={width}",
+                              "head.hidden_dim=512", "head.out_dim=128", f"train.batch_size={batch}",
+                              "method.name=simclr", "optim.name=adam"])
 
 
-def peak_matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+def peak_matmul_gflops(n: int, reps: int = 10) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     for _ in range(3):
         a @ b
@@ -79,7 +70,7 @@ class SparseheadPipeline:
     """(a): index the uint8 tensor, make both views as a batch, one model step."""
 
     def __init__(self, cfg, data):
-        self.cfg, self.data = cfg, data
+        self.cfg, self.data, self.batch = cfg, data, cfg.train.batch_size
         mean, std = data.channel_stats()
         self.views = ViewGenerator(cfg.augment, SIZE, mean, std)
         torch.manual_seed(0)
@@ -94,8 +85,8 @@ class SparseheadPipeline:
 
     def step(self):
         t0 = time.perf_counter()
-        idx = self.order[self.pos:self.pos + BATCH]
-        self.pos += BATCH
+        idx = self.order[self.pos:self.pos + self.batch]
+        self.pos += self.batch
         x1, x2 = self.views(self.data.images[idx], self.gen)
         t1 = time.perf_counter()
         loss = self.method(x1, x2).loss
@@ -110,10 +101,10 @@ class SparseheadPipeline:
 class LoaderPipeline:
     """(b) and (c): a DataLoader of per-image two-view transforms, then one model step."""
 
-    def __init__(self, folder, transform, backbone_and_head, loss_fn, workers):
+    def __init__(self, folder, transform, backbone_and_head, loss_fn, workers, batch):
         from torchvision.datasets import ImageFolder
         self.dataset = ImageFolder(str(folder), transform=transform)
-        self.workers = workers
+        self.workers, self.batch = workers, batch
         self.model = backbone_and_head
         self.loss_fn = loss_fn
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
@@ -121,7 +112,7 @@ class LoaderPipeline:
 
     def start_round(self):
         self.it = None  # shut the previous round's workers down before starting new ones
-        loader = DataLoader(self.dataset, batch_size=BATCH, shuffle=True, drop_last=True,
+        loader = DataLoader(self.dataset, batch_size=self.batch, shuffle=True, drop_last=True,
                             num_workers=self.workers)
         self.it = iter(loader)
 
@@ -166,17 +157,25 @@ def lightly_parts(cfg, mean, std):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10" / "train",
-                    help="an ImageFolder train folder (<class>/<image>.jpg)")
+    ap.add_argument("--data", type=Path, default=CIFAR10 / "train",
+                    help="an ImageFolder train folder (<class>/<image>.jpg); --toy: synthetic where absent")
     ap.add_argument("--images", type=int, default=5000, help="images in the subset (equal per class)")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--width", type=int, default=16, help="the ResNet-18's width")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per setting and round")
     ap.add_argument("--repeats", type=int, default=2, help="rounds over all settings")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader num_workers to try")
-    args = ap.parse_args()
-    if args.images < BATCH * (args.steps + 1):
-        ap.error(f"--images must be at least {BATCH * (args.steps + 1)} (a round's batches without repeats)")
+    ap.add_argument("--matmul-size", type=int, default=2048, help="side of the matrices of the peak GFLOP/s")
+    args = parse_args(ap, TOY)
+    batch = args.batch
+    if args.images < batch * (args.steps + 1):
+        ap.error(f"--images must be at least {batch * (args.steps + 1)} (a round's batches without repeats)")
+    if args.toy and not args.data.is_dir():
+        args.data = synthetic_images(temp_dir("sparsehead-bench-toy-"), args.images)
+    if not args.data.is_dir():
+        ap.error(f"no ImageFolder at {args.data}: pass --data (or --toy, which makes synthetic images)")
     root = subset_folder(args.data, args.images)
-    cfg = make_config(root)
+    cfg = make_config(root, batch, args.width)
 
     t0 = time.perf_counter()
     datasets.load(cfg.data, "pretrain")  # decoded once into the uint8 cache, written to disk
@@ -188,10 +187,10 @@ def main() -> None:
     transform, model, loss = lightly_parts(cfg, mean, std)
     tv_method = build_model(cfg)
     for w in args.workers:
-        pipelines[f"lightly w={w}"] = LoaderPipeline(root / "train", transform, model, loss, w)
+        pipelines[f"lightly w={w}"] = LoaderPipeline(root / "train", transform, model, loss, w, batch)
         pipelines[f"torchvision w={w}"] = LoaderPipeline(
             root / "train", torchvision_transform(mean, std), nn.Sequential(tv_method.backbone, tv_method.projector),
-            lambda z1, z2: nt_xent(z1, z2, 0.5), w)
+            lambda z1, z2: nt_xent(z1, z2, 0.5), w, batch)
 
     times = {name: [] for name in pipelines}
     for _ in range(args.repeats):
@@ -210,16 +209,16 @@ def main() -> None:
                 p.it = None
             print(f"  {name}: {statistics.median(times[name][-args.steps:]):.3f} s/step this round", flush=True)
 
-    peak = peak_matmul_gflops()
+    peak = peak_matmul_gflops(args.matmul_size)
     sh = pipelines["sparsehead"]
-    x = torch.zeros(BATCH, 3, SIZE, SIZE)
+    x = torch.zeros(batch, 3, SIZE, SIZE)
     with FlopCounterMode(display=False) as counter:
-        loss_value, _ = sh.method(x, x)
-        loss_value.backward()
+        sh.method(x, x).loss.backward()
     model_flops = counter.get_total_flops()
 
-    rate = {name: BATCH / statistics.median(ts) for name, ts in times.items()}
-    best = lambda prefix: max((r, n) for n, r in rate.items() if n.startswith(prefix))
+    rate = {name: batch / statistics.median(ts) for name, ts in times.items()}
+    def best(prefix):
+        return max((r, n) for n, r in rate.items() if n.startswith(prefix))
     data_share = sum(sh.data_times) / (sum(sh.data_times) + sum(sh.model_times))
     model_step = statistics.median(sh.model_times)
     print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -231,7 +230,7 @@ def main() -> None:
         p = pipelines[name]
         if isinstance(p, LoaderPipeline):
             extra = f"  data wait {statistics.median(p.wait_times):.3f} s/step"
-        print(f"{name:<16} {r:7.1f} {BATCH / r:7.3f}{extra}")
+        print(f"{name:<16} {r:7.1f} {batch / r:7.3f}{extra}")
     lightly_best, lightly_name = best("lightly")
     tv_best, tv_name = best("torchvision")
     print(f"ratio sparsehead / best lightly ({lightly_name}): {rate['sparsehead'] / lightly_best:.2f}x")

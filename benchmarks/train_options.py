@@ -2,6 +2,7 @@
 train.precision / train.channels_last (/ train.compile) setting, to choose their defaults.
 
     PYTHONPATH=src python benchmarks/train_options.py [--steps 6] [--repeats 3] [--compile]
+    PYTHONPATH=src python benchmarks/train_options.py --toy   # every setting at width 4, batch 8
 
 SimCLR, CIFAR ResNet-18 of width 16, 32x32 inputs, batch 256 (two views). Settings are timed in
 turns (round robin, `--repeats` rounds) after warm-up steps, and the median per setting is kept.
@@ -14,9 +15,12 @@ import time
 
 import torch
 
+from _toy import parse_args
 from sparsehead import config
 from sparsehead.core.precision import autocast
 from sparsehead.runs.model import build_model
+
+TOY = dict(batch=8, width=4, steps=1, warmup=1, repeats=1)
 
 
 def make_step(cfg, precision: str, channels_last: bool, compile_model: bool):
@@ -42,14 +46,16 @@ def make_step(cfg, precision: str, channels_last: bool, compile_model: bool):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--width", type=int, default=16, help="the ResNet-18's width")
     ap.add_argument("--steps", type=int, default=6, help="timed steps per setting and round")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="rounds over all settings")
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
-    args = ap.parse_args()
-    cfg = config.load(None, ["data.image_size=32", "model.width=16",
-                             "train.batch_size=256", "method.name=simclr"])
+    args = parse_args(ap, TOY)
+    cfg = config.load(None, ["data.image_size=32", f"model.width={args.width}",
+                             f"train.batch_size={args.batch}", "method.name=simclr"])
     settings = [(p, cl, False) for p in args.precision for cl in (False, True)]
     if args.compile:
         settings.append(("fp32", False, True))
