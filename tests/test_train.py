@@ -7,7 +7,7 @@ import yaml
 
 from conftest import CIFAR10_ROOT, REPO, TINY, requires_cifar10, run_cli
 from sparsehead import config
-from sparsehead.methods.byol import cosine_momentum
+from sparsehead.methods.momentum import cosine_momentum
 from sparsehead.runs.metrics_log import read_metrics
 from sparsehead.runs.model import build_model
 from sparsehead.training.loop import pretrain

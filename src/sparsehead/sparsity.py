@@ -66,16 +66,20 @@ class SparsityConfig:
 
 
 
+def cannot_act(cfg, target: str, why: str, instead: str) -> str:
+    """The one message for "SparseHead (the `sparsity` section `cfg`) cannot act on `target`":
+    why, what to choose `instead`, or the setting that turns SparseHead off."""
+    key, off = ("sparsity.lam", "sparsity.lam=0") if cfg.lam > 0 else ("sparsity.mode", "sparsity.mode=penalty")
+    return f"{key}: SparseHead cannot act on {target} ({why}); set {instead}, or {off}"
+
+
 def head_problem(head_kind: str, cfg) -> Optional[str]:
-    """Why SparseHead (the `sparsity` section `cfg`) cannot act on a head of `head_kind` (None: it
-    can): the one message for every place that builds a head under a sparsity setting."""
+    """Why SparseHead cannot act on a head of `head_kind` (None: it can, or it is off)."""
     if not sparsity_active(cfg) or HEADS.lookup(head_kind).sparsehead:
         return None
     why = ("its columns all have norm 1, so the L2,1 penalty is constant" if head_kind == "orthogonal"
            else "it has no trainable linear layer")
-    key, off = ("sparsity.lam", "sparsity.lam=0") if cfg.lam > 0 else ("sparsity.mode", "sparsity.mode=penalty")
-    return (f"{key}: SparseHead cannot act on head.kind={head_kind} ({why}); "
-            f"set head.kind=linear, mlp or diagonal, or {off}")
+    return cannot_act(cfg, f"head.kind={head_kind}", why, "head.kind=linear, mlp or diagonal")
 
 
 def column_norms(weight: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
 from sparsehead.methods.base import Method, MethodOutput, register, temperature_opt
 from sparsehead.methods.losses import directclr_loss
-from sparsehead.sparsity import sparsity_active
+from sparsehead.sparsity import cannot_act, sparsity_active
 
 PAPER_DIM, PAPER_FEATURES = 360, 2048  # d0 for ResNet-50's 2048-d representation
 
@@ -68,10 +68,8 @@ class DirectCLR(Method):
     @classmethod
     def check(cls, params, cfg):
         if sparsity_active(cfg.sparsity):
-            key, off = (("sparsity.lam", "sparsity.lam=0") if cfg.sparsity.lam > 0
-                        else ("sparsity.mode", "sparsity.mode=penalty"))
-            raise ConfigError(f"{key}: method.name=directclr has no projection head for SparseHead "
-                              f"(it ignores head.*); set {off} or choose another method.name")
+            raise ConfigError(cannot_act(cfg.sparsity, "method.name=directclr",
+                                         "it has no projection head: it ignores head.*", "method.name to another method"))
 
     def forward(self, x1, x2):
         r1, z1, z2 = self.project_views(x1, x2)
