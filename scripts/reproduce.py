@@ -262,8 +262,8 @@ def lambda_figure(data: dict) -> str | None:
         return None
     # lambda = 0 cannot sit on a log axis: draw it one decade left of the smallest positive lambda
     lams = [float(c.split("lam")[-1]) for c in cells]
-    zero_at = min(l for l in lams if l > 0) / 10
-    xs = [l if l > 0 else zero_at for l in lams]
+    zero_at = min(lam for lam in lams if lam > 0) / 10
+    xs = [lam if lam > 0 else zero_at for lam in lams]
     fig, (acc_ax, sup_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
     for key, label in (("linear", "linear probe"), ("knn", "5-NN")):
         means = [statistics.fmean(data[c][key]) for c in cells]
@@ -275,7 +275,7 @@ def lambda_figure(data: dict) -> str | None:
     sup_ax.legend()
     for ax in (acc_ax, sup_ax):
         ax.set_xscale("log")
-        ax.set_xticks(xs, ["0" if l == 0 else f"{l:g}" for l in lams])
+        ax.set_xticks(xs, ["0" if lam == 0 else f"{lam:g}" for lam in lams])
         ax.set_xlabel("lambda")
     acc_ax.set_ylabel("top-1 on the test set (%)")
     acc_ax.legend()

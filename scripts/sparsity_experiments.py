@@ -421,7 +421,8 @@ def grid_table(runs: dict) -> list[str]:
             rows = [r for r in runs.values() if r["cell"] == f"{opt}-{reg}"]
             if not rows:
                 continue
-            col = lambda k: [float(r[k]) for r in rows]
+            def col(k):
+                return [float(r[k]) for r in rows]
             ov = " ".join(f"`{o}`" for o in OPTIMIZERS[opt] + REGIMES[reg](opt))
             lines.append(f"| {opt} | {reg} | {ov} | {len(rows)} | {mean_sd(col('top10_share'), '{:.3f}')} | "
                          f"{mean_sd(col('gini'), '{:.3f}')} | {mean_sd(col('support'), '{:.1f}')} | "

@@ -76,7 +76,8 @@ def test_barlow_twins_matches_explicit_sums():
 
 def test_gradients_match_finite_differences():
     g = torch.Generator().manual_seed(4)
-    make = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+    def make(*s):
+        return torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
     z1, z2 = make(5, 3), make(5, 3)
     assert torch.autograd.gradcheck(lambda a, b: nt_xent(a, b, 0.5), (z1, z2))
     assert torch.autograd.gradcheck(lambda a, b: barlow_twins_loss(a, b, 0.0051), (z1, z2))

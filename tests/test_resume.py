@@ -186,8 +186,9 @@ def test_changed_data_set_is_refused_unless_forced():
 def test_every_random_state_survives_a_checkpoint_file(tmp_path):
     gen = torch.Generator().manual_seed(3)
     saved = resume.capture_rng(gen)
-    draw = lambda: (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random(), np.random.randn(),
-                    torch.rand(3, generator=gen).tolist())
+    def draw():
+        return (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random(), np.random.randn(),
+                        torch.rand(3, generator=gen).tolist())
     expected = draw()
     checkpoint.save(tmp_path, {"model": {}, "rng": resume.gather_rng(saved)}, step=1)
     draw(), draw()  # move every stream on

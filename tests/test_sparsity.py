@@ -68,7 +68,8 @@ def _train_head_columns(tiny_cfg, lam: float) -> torch.Tensor:
 def test_large_lambda_drives_columns_to_zero_and_zero_lambda_does_not(tiny_cfg):
     dense = _train_head_columns(tiny_cfg, 0.0)
     sparse = _train_head_columns(tiny_cfg, 0.5)
-    small = lambda norms: float((norms < 0.05 * dense.max()).float().mean())
+    def small(norms):
+        return float((norms < 0.05 * dense.max()).float().mean())
     assert small(sparse) > 0.6, f"only {small(sparse):.0%} of columns near zero with a large lambda"
     assert small(dense) < 0.1, f"{small(dense):.0%} of columns near zero without the penalty"
     assert sparse.sum() < 0.5 * dense.sum()
@@ -204,7 +205,8 @@ def test_adaptive_lambda_moves_the_support_towards_its_target(tiny_cfg):
     fixed, _ = _run_sparsity(tiny_cfg, "fixed", "sparsity.lam=0.5")
     adaptive, logs = _run_sparsity(tiny_cfg, "adaptive", "sparsity.lam=0.5", "sparsity.target_support=0.25",
                                    "sparsity.adapt_gain=0.3")
-    frac = lambda norms: float((norms > 0).float().mean())
+    def frac(norms):
+        return float((norms > 0).float().mean())
     assert frac(fixed) > 0.9, "the starting lambda alone must keep (almost) every column"
     assert logs[-1]["lambda"] > 0.5 and logs[-1]["head/support_frac"] == frac(adaptive)
     assert abs(frac(adaptive) - 0.25) < 0.5 * abs(frac(fixed) - 0.25), \
@@ -217,9 +219,10 @@ def test_adaptive_lambda_resumes_exactly(tiny_cfg):
     unbroken one (the same lambda, the same weights)."""
     from sparsehead.runs import checkpoint
     from sparsehead.training.loop import pretrain
-    run = lambda name, steps: tiny_cfg(
-        "sparsity.mode=proximal", "sparsity.lam=0.5", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.3",
-        "optim.lr=1e-2", "train.epochs=2", "train.threads=1", f"train.max_steps={steps}", f"train.run_name={name}")
+    def run(name, steps):
+        return tiny_cfg(
+            "sparsity.mode=proximal", "sparsity.lam=0.5", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.3",
+            "optim.lr=1e-2", "train.epochs=2", "train.threads=1", f"train.max_steps={steps}", f"train.run_name={name}")
     threads = torch.get_num_threads()
     try:
         full = pretrain(run("full", 16))["run_dir"]
@@ -356,8 +359,9 @@ def test_penalty_and_proximal_runs_equal_the_old_code_path_bitwise(tiny_cfg, mon
     commit e148c6a: the same final weights (every tensor of the model, bit for bit) and state."""
     from sparsehead.runs import checkpoint
     from sparsehead.training import loop as train
-    run = lambda name: tiny_cfg(*overrides, "optim.lr=1e-2", "train.epochs=2", "train.max_steps=6",
-                                "train.threads=1", f"train.run_name={name}")
+    def run(name):
+        return tiny_cfg(*overrides, "optim.lr=1e-2", "train.epochs=2", "train.max_steps=6",
+                                    "train.threads=1", f"train.run_name={name}")
     threads = torch.get_num_threads()
     try:
         new = train.pretrain(run("new"))["run_dir"]

@@ -47,7 +47,8 @@ def loss_and_grad(model, x1, x2, c: float):
             p.mul_(c)
     loss = m(x1, x2).loss
     loss.backward()
-    flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])
+    def flat(ts):
+        return torch.cat([t.reshape(-1) for t in ts])
     return loss.item(), flat([p.grad for p in params]), flat([p.detach() for p in params])
 
 

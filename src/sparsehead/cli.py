@@ -226,7 +226,8 @@ def run_analyze(args) -> int:
 
 def add_simulate(sub):
     p = sub.add_parser(
-        "simulate", help="toy experiments: dimensional collapse (Jing et al. 2022) and the min-max ratio (Song et al. 2023)",
+        "simulate",
+        help="toy experiments: dimensional collapse (Jing et al. 2022) and the min-max ratio (Song et al. 2023)",
         description="collapse: a 16x16 linear layer under InfoNCE with noise augmentation of amplitude k on an "
                     "8x8 block (Jing et al. 2022 Fig. 3), and a two-layer linear model with weak augmentation "
                     "(Fig. 6). minmax: Song et al. 2023 Eq. 9 against dimension for i.i.d. data (Lemma 5.7) and "

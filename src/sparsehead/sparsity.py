@@ -1,4 +1,5 @@
-"""SparseHead: the L2,1 penalty on a projection head and its sparsity statistics (formulas: docs/references.md, SparseHead).
+"""SparseHead: the L2,1 penalty on a projection head and its sparsity statistics (formulas:
+docs/references.md, SparseHead).
 
 Groups are the COLUMNS of an nn.Linear weight (shape out x in): one group per input feature,
 so a zero column means the layer ignores that input. `weight.norm(dim=1)` would prune output

@@ -196,5 +196,6 @@ def test_analyze_features_rejects_wrong_shapes(tmp_path, capsys):
     assert code == 2 and "(samples, dims) matrix" in err
     np.save(tmp_path / "emb.npy", np.zeros((10, 3)))
     np.save(tmp_path / "labels.npy", np.zeros(9, dtype=int))
-    code, err = cli(capsys, "analyze", "--features", str(tmp_path / "emb.npy"), "--labels", str(tmp_path / "labels.npy"))
+    code, err = cli(capsys, "analyze", "--features", str(tmp_path / "emb.npy"),
+                    "--labels", str(tmp_path / "labels.npy"))
     assert code == 2 and "10 integer labels" in err

@@ -31,7 +31,8 @@ def jpeg(path, h, w, seed=0):
 
 
 def data_cfg(root, **kw):
-    return config.load(None, [f"data.root={root}", "data.cache_dir=null", *[f"data.{k}={v}" for k, v in kw.items()]]).data
+    overrides = [f"data.root={root}", "data.cache_dir=null", *[f"data.{k}={v}" for k, v in kw.items()]]
+    return config.load(None, overrides).data
 
 
 def make_imagefolder(root, per_class=12, classes=("cat", "dog")):
@@ -51,7 +52,7 @@ def test_imagenet_layout_labels_val_by_train_classes(tmp_path):
     assert train.classes == ["n01", "n02"] and train.labels.tolist() == [0, 0, 1, 1]
     assert train.paths == ["n01/n01_0.JPEG", "n01/n01_1.JPEG", "n02/n02_0.JPEG", "n02/n02_1.JPEG"]
     val = readers.index(data_cfg(tmp_path, source="imagenet"), "test")
-    assert [(p, int(l)) for p, l in zip(val.paths, val.labels)] == [("n01/ILSVRC2012_val_2.JPEG", 0),
+    assert [(p, int(label)) for p, label in zip(val.paths, val.labels)] == [("n01/ILSVRC2012_val_2.JPEG", 0),
                                                                     ("n02/ILSVRC2012_val_1.JPEG", 1)]
 
 
@@ -108,7 +109,8 @@ def test_worker_crop_boxes_follow_torchvision_distribution():
                            for _ in range(n)], dtype=torch.float)
     for boxes in (ours, theirs):
         assert (boxes[:, 0] + boxes[:, 2] <= h).all() and (boxes[:, 1] + boxes[:, 3] <= w).all()
-    stat = lambda b: (b[:, 2] * b[:, 3] / (h * w), torch.log(b[:, 3] / b[:, 2]), b[:, 0] / h)
+    def stat(b):
+        return (b[:, 2] * b[:, 3] / (h * w), torch.log(b[:, 3] / b[:, 2]), b[:, 0] / h)
     for a, b in zip(stat(ours), stat(theirs)):
         assert abs(a.mean() - b.mean()) < 0.02 and abs(a.std() - b.std()) < 0.02
 

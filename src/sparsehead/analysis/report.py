@@ -53,7 +53,8 @@ METRIC_HELP = {
     "min_max_ratio_normalized": "the same on L2-normalised features",
     "uniformity": "Wang & Isola uniformity, log mean exp(-2 ||x_i - x_j||^2) (lower = more uniform)",
     "alignment": "Wang & Isola alignment, mean ||f(view1) - f(view2)||^2 on normalised features (lower = better)",
-    "centre_divergence": "Huang et al. 2023 divergence: max over class pairs of mu_k . mu_l (lower = centres further apart)",
+    "centre_divergence": "Huang et al. 2023 divergence: max over class pairs of mu_k . mu_l "
+                         "(lower = centres further apart)",
     "delta_mu": "Huang et al. 2023 Delta_mu = 1 - min_k ||mu_k||^2 (0 = every class on one point)",
     "nearest_centre_accuracy": "nearest class-centre classifier accuracy (centres from these same features)",
     "collapse_threshold": "relative eigenvalue threshold for a collapsed dimension",

@@ -1,4 +1,5 @@
-"""Eigenvalue spectra of feature covariances and the rank measures derived from them (formulas: docs/references.md, diagnostics).
+"""Eigenvalue spectra of feature covariances and the rank measures derived from them
+(formulas: docs/references.md, diagnostics).
 
 Everything here works on the d x d second-moment matrix, accumulated over row chunks in float64,
 so a 50,000 x 2,048 feature matrix never becomes an N x N matrix and the small eigenvalues that

@@ -171,7 +171,8 @@ def add_arguments(parser, cls, only: Optional[tuple] = None, required: tuple = (
             parser.add_argument(_flag(f), dest=f.name, action="store_true", default=argparse.SUPPRESS, help=text)
             continue
         kwargs: dict = {"dest": f.name, "default": argparse.SUPPRESS,
-                        "help": text if "default" in text else f"{text} (default {shown if default is not None else 'none'})"}
+                        "help": text if "default" in text
+                        else f"{text} (default {shown if default is not None else 'none'})"}
         if f.name in required:
             kwargs.update(required=True, help=text)
         if allowed_values(tp):

@@ -43,7 +43,8 @@ def float32_loss(fn):
     def wrapper(*args, **kwargs):
         tensors = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
         device_type = tensors[0].device.type if tensors else "cpu"
-        up = lambda a: a.float() if torch.is_tensor(a) and a.dtype in (torch.float16, torch.bfloat16) else a
+        def up(a):
+            return a.float() if torch.is_tensor(a) and a.dtype in (torch.float16, torch.bfloat16) else a
         with torch.autocast(device_type, enabled=False):
             return fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
     return wrapper

@@ -40,7 +40,8 @@ class DataConfig:
     image_size: int = opt(32, "side of the square training views (images are resized to it)", min=8)
     subset: Optional[int] = opt(None, "use a class-stratified subset of this many training images", min=1)
     cache_dir: Optional[str] = opt(
-        "~/.cache/sparsehead", "where decoded uint8 copies of folder data sets and their file indexes are cached (null: off)")
+        "~/.cache/sparsehead",
+        "where decoded uint8 copies of folder data sets and their file indexes are cached (null: off)")
     bad_images: Literal["fail", "skip"] = opt(
         "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it")
     storage: Literal["memory", "stream", "auto"] = opt(
@@ -258,7 +259,8 @@ def _checksum(t: torch.Tensor) -> str:
 
 def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     index = readers.index(cfg, split)
-    folder, files, labels, classes = index.root, [Path(p) for p in index.full_paths()], index.labels.tolist(), index.classes
+    folder, files = index.root, [Path(p) for p in index.full_paths()]
+    labels, classes = index.labels.tolist(), index.classes
     size = cfg.image_size
     cache_path = None
     if cfg.cache_dir:

@@ -68,8 +68,8 @@ class DirectCLR(Method):
     @classmethod
     def check(cls, params, cfg):
         if sparsity_active(cfg.sparsity):
-            raise ConfigError(cannot_act(cfg.sparsity, "method.name=directclr",
-                                         "it has no projection head: it ignores head.*", "method.name to another method"))
+            raise ConfigError(cannot_act(cfg.sparsity, "method.name=directclr", "it has no projection head: it "
+                                         "ignores head.*", "method.name to another method"))
 
     def forward(self, x1, x2):
         r1, z1, z2 = self.project_views(x1, x2)

@@ -1,4 +1,5 @@
-"""Projection heads h: r -> z as small composable modules (formulas: docs/references.md, projection heads, Jing et al. 2022 Table 2).
+"""Projection heads h: r -> z as small composable modules (formulas: docs/references.md, projection
+heads, Jing et al. 2022 Table 2).
 
 Trainable: linear, mlp, diagonal, orthogonal. Fixed (buffers, no gradient, saved in the
 state_dict): lowrank, lowrank_diagonal. identity has no head at all.

@@ -131,7 +131,8 @@ def config_differences(saved: dict, current: config.Config, schema: int = SCHEMA
         saved = config.to_dict(config.from_dict(saved, check_paths=False))
     except config.ConfigError:
         pass
-    flat = lambda d: {f"{s}.{k}": v for s, sec in d.items() if isinstance(sec, dict) for k, v in sec.items()}
+    def flat(d):
+        return {f"{s}.{k}": v for s, sec in d.items() if isinstance(sec, dict) for k, v in sec.items()}
     old, new = flat(saved), flat(config.to_dict(current))
     missing = "<absent>"
     return [(k, old.get(k, missing), new.get(k, missing)) for k in sorted(old.keys() | new.keys())
