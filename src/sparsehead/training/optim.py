@@ -15,7 +15,7 @@ class LARS(torch.optim.Optimizer):
     d = g + wd w, trust = eta ||w|| / ||d|| (the reference code's ||g + wd w||, not the paper's
     ||g|| + wd ||w||), v <- momentum v + trust d, w <- w - lr v (lr outside the momentum, as Barlow
     Twins). Biases and BatchNorm parameters (1-d tensors) get neither weight decay nor adaptation.
-    Checked against closed-form steps in tests/test_optim.py."""
+    Checked against closed-form steps in tests/training/test_optim.py."""
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, eta=0.001):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))

@@ -1,6 +1,6 @@
 """Our losses against lightly's implementations (issue 12: independent reference implementations).
 
-tests/test_losses.py and the method tests compare each loss with float64 loops written from OUR
+tests/methods/test_losses.py and the method tests compare each loss with float64 loops written from OUR
 reading of the papers: they catch vectorisation bugs, not misreadings. lightly (1.6.0) is an
 independent implementation of the same papers, so agreement here checks the reading itself.
 Every input is float64 (both libraries allow it) and the tolerances are near machine precision.
@@ -129,7 +129,7 @@ def test_barlow_twins_equals_lightly_in_one_process(lam):
 def test_barlow_twins_ddp_convention_differs_from_lightly():
     """Convention difference under DDP. Ours (and the official code, whose BatchNorm is a
     SyncBatchNorm) standardises with the mean and variance of the GLOBAL batch and sums a^T b over
-    processes / N_global: the loss on the concatenated batch (tests/test_distributed.py). lightly's
+    processes / N_global: the loss on the concatenated batch (tests/core/test_distributed.py). lightly's
     gather_distributed=True standardises each process's batch with its OWN statistics and averages
     the per-process correlation matrices (all_reduce(c / world_size)). Emulated here for two
     processes with lightly's own standardisation: the two agree only when every shard has the
