@@ -2,8 +2,10 @@
 
 The ops follow torchvision's per-image transforms (RandomResizedCrop, RandomHorizontalFlip,
 ColorJitter with a random op order, RandomGrayscale, GaussianBlur, RandomSolarize) but act on
-a whole uint8 batch at once: crop + flip + resize are one `grid_sample`, jitter acts on the
-sub-batch whose random order puts an op at a given position, blur is one grouped convolution.
+a whole uint8 batch at once: crop + flip + resize are one `grid_sample`, blur is one grouped
+convolution. Every op acts on the whole batch, with per-image factors and masks (torch.where)
+choosing what each image gets: never on a sub-batch picked by nonzero() or a boolean index, whose
+size the host would have to wait for (a host-device sync per call on a GPU).
 """
 from __future__ import annotations
 
@@ -102,41 +104,80 @@ def adjust_saturation(x, f):
 
 
 def adjust_hue(x, shift):
-    """Rotate the hue by `shift` (fraction of a turn) per image, via HSV as torchvision does."""
+    """Rotate the hue by `shift` (fraction of a turn) per image, via HSV as torchvision does.
+    (Plane-wise maxima and a where-chain pick of the six HSV -> RGB cases: the same arithmetic as a
+    stack-and-gather, several times faster on CPUs.)"""
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(dim=1)
-    minc, _ = x.min(dim=1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    minc = torch.minimum(torch.minimum(r, g), b)
     v = maxc
     delta = maxc - minc
-    s = torch.where(maxc > 0, delta / maxc.clamp_min(1e-12), torch.zeros_like(maxc))
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    s = torch.where(maxc > 0, delta / maxc.clamp_min(1e-12), 0.0)
+    safe = torch.where(delta > 0, delta, 1.0)
     rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
     h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, 0.0)
     h = (h + shift.view(-1, 1, 1)) % 1.0
-    # HSV -> RGB
+    # HSV -> RGB: sector i (6 is 0 again: h may round up to 1) picks each channel among v, p, q, t.
     i = torch.floor(h * 6.0)
     f = h * 6.0 - i
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    i = i.long() % 6
-    choices = torch.stack([
-        torch.stack([v, q, p, p, t, v], dim=1),
-        torch.stack([t, v, v, q, p, p], dim=1),
-        torch.stack([p, p, t, v, v, q], dim=1)], dim=1)  # (n, 3, 6, H, W)
-    return choices.gather(2, i[:, None, None].expand(-1, 3, 1, -1, -1)).squeeze(2)
+    i0, i1, i2, i3, i4, i5 = (i == 0) | (i == 6), i == 1, i == 2, i == 3, i == 4, i == 5
+    red = torch.where(i1, q, torch.where(i2 | i3, p, torch.where(i4, t, v)))  # v q p p t v
+    green = torch.where(i0, t, torch.where(i1 | i2, v, torch.where(i3, q, p)))  # t v v q p p
+    blue = torch.where(i0 | i1, p, torch.where(i2, t, torch.where(i5, q, v)))  # p p t v v q
+    return torch.stack([red, green, blue], dim=1)
 
 
 COLOR_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # op indices: columns of `factors`, values of `order`
+
+
+def _blend(x, factors, op, active):
+    """Brightness, contrast or saturation, `op` (n,) per image, where `active` (n,): each is
+    clamp(a x + b ref, 0, 1) with a = f and, as in adjust_* above (same operations, same order),
+    b = 0 for brightness, b = 1 - f and ref = the image's grayscale mean for contrast, its
+    grayscale image for saturation. Inactive images (and hue) get f = 1 and no ref term: values
+    in [0, 1] (all the views hold, and each op keeps them there) come out unchanged, bit for bit."""
+    column = op.clamp(max=SATURATION)[:, None]
+    f = factors.gather(1, column).squeeze(1)
+    active = active & (op != HUE)
+    a = torch.where(active, f, 1.0).view(-1, 1, 1, 1)
+    b = torch.where(active & (op != BRIGHTNESS), 1 - f, 0.0).view(-1, 1, 1, 1)
+    gray = grayscale(x)
+    mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+    ref = torch.where((op == SATURATION).view(-1, 1, 1, 1), gray, mean)
+    return (a * x).add_(b * ref).clamp_(0, 1)  # in place: one full-size buffer
+
+
+# On CPUs the jitter runs on chunks of the batch of about this many values per image tensor (1 MiB
+# of float32), so that its temporaries stay in the cache: about 2x faster at 224 px and 1.2x at
+# 32 px than the whole batch at once (2-core Xeon, one thread). Chunks are fixed slices of a known
+# size: no sync (and on GPUs one chunk).
+CPU_CHUNK_VALUES = 2 ** 18
 
 
 def color_jitter(x, factors, order):
-    """Apply the four jitter ops per image in that image's own random `order` (n, 4)."""
-    x = x.clone()
-    for position in range(4):
-        for op_index, op in enumerate(COLOR_OPS):
-            idx = (order[:, position] == op_index).nonzero().squeeze(1)
-            if idx.numel():
-                x[idx] = op(x[idx], factors[idx, op_index])
+    """Apply the four jitter ops per image in that image's own random `order` (n, 4), to the whole
+    batch at once with no host sync: hue, the costly op, runs once on the whole batch; each image's
+    ops ordered before its hue are applied in three masked blend steps before it (positions 0-2,
+    where the position precedes the image's hue), those after it in three steps after it
+    (positions 1-3). Each image thus gets exactly its own ops in its own order."""
+    n = x.shape[0]
+    step = n if x.device.type != "cpu" else max(1, CPU_CHUNK_VALUES // max(1, math.prod(x.shape[1:])))
+    if step >= n:
+        return _color_jitter(x, factors, order)
+    return torch.cat([_color_jitter(x[i:i + step], factors[i:i + step], order[i:i + step])
+                      for i in range(0, n, step)])
+
+
+def _color_jitter(x, factors, order):
+    hue_at = (order == HUE).long().argmax(dim=1)  # each image's position of the hue
+    for position in range(3):
+        x = _blend(x, factors, order[:, position], hue_at > position)
+    x = adjust_hue(x, factors[:, HUE])
+    for position in range(1, 4):
+        x = _blend(x, factors, order[:, position], hue_at < position)
     return x
 
 
@@ -223,17 +264,15 @@ class ViewGenerator:
                                  (0.2 * s) * (2 * u[:, 3:] - 1)], dim=1)  # hue in [-0.2s, 0.2s]
             apply = rand(n) < cfg.jitter_p
             order = torch.argsort(rand(n, 4), dim=1)  # a random permutation per image
-            sub = apply.nonzero().squeeze(1)
-            x[sub] = color_jitter(x[sub], factors[sub], order[sub])
+            x = torch.where(apply.view(-1, 1, 1, 1), color_jitter(x, factors, order), x)
         if cfg.grayscale_p > 0:
             gray = rand(n) < cfg.grayscale_p
             x = torch.where(gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
         if cfg.blur_p[index] > 0:
             kernel = max(3, 2 * round(0.05 * size) + 1)  # ~10% of the side, odd
             sigma = 0.1 + 1.9 * rand(n)
-            blur = (rand(n) < cfg.blur_p[index]).nonzero().squeeze(1)
-            if blur.numel():
-                x[blur] = gaussian_blur(x[blur], sigma[blur], kernel)
+            blur = (rand(n) < cfg.blur_p[index]).view(-1, 1, 1, 1)
+            x = torch.where(blur, gaussian_blur(x, sigma, kernel), x)  # every image blurred, the drawn kept
         if cfg.solarize_p[index] > 0:
             sol = (rand(n) < cfg.solarize_p[index]).view(-1, 1, 1, 1)
             x = torch.where(sol & (x >= 0.5), 1 - x, x)
