@@ -2,6 +2,7 @@
 
 Not a benchmark itself (the leading underscore keeps it out of tests/test_benchmarks.py's list).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -30,7 +31,7 @@ def link_subset(src: Path, dest: Path, n: int) -> Path:
     classes = sorted(p.name for p in src.iterdir() if p.is_dir())
     for c in classes:
         (dest / c).mkdir(parents=True)
-        for f in sorted((src / c).iterdir())[:n // len(classes)]:
+        for f in sorted((src / c).iterdir())[: n // len(classes)]:
             (dest / c / f.name).symlink_to(f.resolve())
     return dest
 

@@ -3,6 +3,7 @@
 tests/test_benchmarks.py runs each benchmark's toy mode, so a benchmark that no longer runs against
 the package fails a test instead of rotting. Not a benchmark itself (leading underscore).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,9 @@ import argparse
 
 def parse_args(parser: argparse.ArgumentParser, toy: dict, argv=None) -> argparse.Namespace:
     """Parse argv; with --toy the defaults become `toy`'s values (options given explicitly still win)."""
-    parser.add_argument("--toy", action="store_true",
-                        help="tiny sizes on the CPU in seconds: every step and output of the full run")
+    parser.add_argument(
+        "--toy", action="store_true", help="tiny sizes on the CPU in seconds: every step and output of the full run"
+    )
     args = parser.parse_args(argv)
     unknown = toy.keys() - vars(args).keys()
     if unknown:

@@ -6,6 +6,7 @@ spectrum of a 50,000 x 2,048 random feature matrix (the ResNet-50-sized case).
 
 Prints one line per stage with its wall time; numbers depend on the machine (printed first).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,13 @@ def timed(label: str, times: dict):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=CIFAR10,
-                        help="CIFAR-10 ImageFolder (train/ and test/); default $SPARSEHEAD_CIFAR10 or "
-                             "../shared/data/cifar10; --toy: 100 of its images, synthetic ones where absent")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=CIFAR10,
+        help="CIFAR-10 ImageFolder (train/ and test/); default $SPARSEHEAD_CIFAR10 or "
+        "../shared/data/cifar10; --toy: 100 of its images, synthetic ones where absent",
+    )
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--big-rows", type=int, default=50_000)
@@ -60,9 +65,11 @@ def main() -> None:
         cache = [f"data.cache_dir={root / 'cache'}"]
 
     device = resolve_device(args.device)
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}"
-          f"{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}"
+        f"{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}"
+    )
     times: dict[str, float] = {}
     cfg = config.load(None, ["data.source=imagefolder", f"data.root={root}", f"model.width={args.width}", *cache])
 

@@ -8,6 +8,7 @@ The ViT is configs/cifar10_vit_tiny.yaml's (4x4 patches of 32 px, width 128, dep
 configs/cifar10_cpu.yaml's (width 16) and the standard width 64. Settings are timed in turns (round robin)
 after warm-up steps; the median per setting is kept, and the ratios are to the width-16 ResNet.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,13 @@ from _toy import parse_args
 from sparsehead import config
 from sparsehead.runs.model import build_model
 
-VIT = ["model.backbone=timm:vit_tiny_patch16_224", "model.timm_args.patch_size=4", "model.timm_args.embed_dim=128",
-       "model.timm_args.depth=4", "model.timm_args.num_heads=4"]
+VIT = [
+    "model.backbone=timm:vit_tiny_patch16_224",
+    "model.timm_args.patch_size=4",
+    "model.timm_args.embed_dim=128",
+    "model.timm_args.depth=4",
+    "model.timm_args.num_heads=4",
+]
 SETTINGS = {  # name: (overrides, channels_last)
     "resnet18 width 16": (["model.width=16"], True),
     "resnet18 width 64": (["model.width=64"], True),
@@ -32,8 +38,7 @@ TOY = dict(batch=2, steps=1, warmup=1, repeats=1)
 
 
 def make_step(overrides, channels_last: bool, batch: int, size: int):
-    cfg = config.load(None, [f"data.image_size={size}", f"train.batch_size={batch}", "head.hidden_dim=512",
-                             *overrides])
+    cfg = config.load(None, [f"data.image_size={size}", f"train.batch_size={batch}", "head.hidden_dim=512", *overrides])
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     method = build_model(cfg).to(memory_format=fmt)
@@ -45,6 +50,7 @@ def make_step(overrides, channels_last: bool, batch: int, size: int):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step, sum(p.numel() for p in method.backbone.parameters())
 
 
@@ -68,8 +74,7 @@ def main() -> None:
                 step()
             times[name].append((time.perf_counter() - t) / args.steps)
     base = statistics.median(times["resnet18 width 16"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch} x 2 views, "
-          f"{args.size} px")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch} x 2 views, {args.size} px")
     print(f"{'backbone':<30} {'params':>9} {'s/step':>8} {'img/s':>7} {'x resnet18 w16':>14}")
     for name, (_, params) in steps.items():
         med = statistics.median(times[name])

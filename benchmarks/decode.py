@@ -28,6 +28,7 @@ One thread (torch.set_num_threads(1)): the numbers are per core. All (set, decod
 turns, --repeats rounds, the order rotated every round; the median pass is kept. The output is
 also checked: each decoder's pixels against torchvision's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,7 @@ TOY = dict(n_cifar=20, n_large=2, repeats=2)
 
 # ----------------------------------------------------------------------------------------------
 # Inputs
+
 
 def cifar_files(root: Path, n: int) -> list[Path]:
     files = sorted((root / "train").rglob("*.jpg"))
@@ -90,6 +92,7 @@ def make_large(folder: Path, n: int, cifar: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # Decoders: bytes -> uint8 (3, H, W)
 
+
 def decoders() -> tuple[dict, dict]:
     found, missing = {}, {}
     from torchvision.io import ImageReadMode
@@ -97,6 +100,7 @@ def decoders() -> tuple[dict, dict]:
 
     def torchvision_decode(raw: bytes) -> torch.Tensor:
         return tv_decode(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
     found["torchvision"] = torchvision_decode
 
     def pillow_decode(raw: bytes) -> torch.Tensor:
@@ -104,6 +108,7 @@ def decoders() -> tuple[dict, dict]:
             if im.mode != "RGB":
                 im = im.convert("RGB")
             return torch.from_numpy(np.array(im)).permute(2, 0, 1)
+
     found["pillow"] = pillow_decode
 
     try:
@@ -116,6 +121,7 @@ def decoders() -> tuple[dict, dict]:
 
         def torchcodec_decode_image(raw: bytes) -> torch.Tensor:  # sniffs the format in Python first
             return tc_decode(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode="RGB")
+
         torchcodec_decode(_tiny_jpeg())  # its libraries load and decode
         found["torchcodec"] = torchcodec_decode
         found["torchcodec decode_image"] = torchcodec_decode_image
@@ -131,6 +137,7 @@ def pillow_draft(size: int):
             if im.mode != "RGB":
                 im = im.convert("RGB")
             return torch.from_numpy(np.array(im)).permute(2, 0, 1)
+
     return decode
 
 
@@ -142,6 +149,7 @@ def _tiny_jpeg() -> bytes:
 
 # ----------------------------------------------------------------------------------------------
 # Timing
+
 
 def time_pass(fn, raws: list[bytes]) -> float:
     start = time.perf_counter()
@@ -162,19 +170,26 @@ def machine() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{platform.machine()} {cpu} ({flags}), {os.cpu_count()} cores, {platform.platform()}, "
-            f"Python {platform.python_version()}; load average {load}")
+    return (
+        f"{platform.machine()} {cpu} ({flags}), {os.cpu_count()} cores, {platform.platform()}, "
+        f"Python {platform.python_version()}; load average {load}"
+    )
 
 
 def versions() -> str:
     import PIL
     import torchvision
     from PIL import features
-    out = [f"torch {torch.__version__}", f"torchvision {torchvision.__version__}",
-           f"Pillow {PIL.__version__} (libjpeg-turbo {features.version('libjpeg_turbo')}, "
-           f"zlib {features.version('zlib')})"]
+
+    out = [
+        f"torch {torch.__version__}",
+        f"torchvision {torchvision.__version__}",
+        f"Pillow {PIL.__version__} (libjpeg-turbo {features.version('libjpeg_turbo')}, "
+        f"zlib {features.version('zlib')})",
+    ]
     try:
         import torchcodec
+
         out.append(f"torchcodec {torchcodec.__version__}")
     except Exception:
         out.append("torchcodec: not importable")
@@ -185,23 +200,40 @@ def table(title: str, rows: dict, base: str) -> None:
     sets = list(rows)
     names = list(dict.fromkeys(name for s in sets for name in rows[s]))
     print(f"\n{title}\n")
-    print("| decoder | " + " | ".join(f"{s} img/s" for s in sets) + " | " +
-          " | ".join(f"{s} / {base}" for s in sets) + " |")
+    print(
+        "| decoder | "
+        + " | ".join(f"{s} img/s" for s in sets)
+        + " | "
+        + " | ".join(f"{s} / {base}" for s in sets)
+        + " |"
+    )
     print("|---" * (1 + 2 * len(sets)) + "|")
     for name in names:
         speed = [rows[s].get(name) for s in sets]
         ratio = [rows[s][name] / rows[s][base] if name in rows[s] and base in rows[s] else None for s in sets]
-        print(f"| {name} | " + " | ".join(f"{v:,.0f}" if v else "-" for v in speed) + " | " +
-              " | ".join(f"{r:.2f}x" if r else "-" for r in ratio) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(f"{v:,.0f}" if v else "-" for v in speed)
+            + " | "
+            + " | ".join(f"{r:.2f}x" if r else "-" for r in ratio)
+            + " |"
+        )
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cifar", type=Path, default=CIFAR10,
-                    help="CIFAR-10 ImageFolder; --toy: a few of its images, synthetic ones where absent")
+    ap.add_argument(
+        "--cifar",
+        type=Path,
+        default=CIFAR10,
+        help="CIFAR-10 ImageFolder; --toy: a few of its images, synthetic ones where absent",
+    )
     ap.add_argument("--n-cifar", type=int, default=2000)
-    ap.add_argument("--large-dir", type=Path, help="where the large pictures are made once (default "
-                                                   "/tmp/sparsehead-decode-bench; --toy: a temporary folder)")
+    ap.add_argument(
+        "--large-dir",
+        type=Path,
+        help="where the large pictures are made once (default /tmp/sparsehead-decode-bench; --toy: a temporary folder)",
+    )
     ap.add_argument("--n-large", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--size", type=int, default=32, help="target side of the cache-build table")
@@ -220,11 +252,12 @@ def main(argv=None) -> None:
         sets["cifar-jpeg"] = [f.read_bytes() for f in cifar]
     else:
         print(f"(no CIFAR-10 JPEGs under {args.cifar}/train: the cifar-jpeg column is left out)")
-    sets["large-jpeg"] = [f.read_bytes() for f in sorted((args.large_dir / "jpeg").glob("*.jpg"))[:args.n_large]]
-    sets["large-png"] = [f.read_bytes() for f in sorted((args.large_dir / "png").glob("*.png"))[:args.n_large]]
+    sets["large-jpeg"] = [f.read_bytes() for f in sorted((args.large_dir / "jpeg").glob("*.jpg"))[: args.n_large]]
+    sets["large-png"] = [f.read_bytes() for f in sorted((args.large_dir / "png").glob("*.png"))[: args.n_large]]
 
     found, missing = decoders()
     from sparsehead.data.datasets import _resize_crop
+
     size = args.size
     jobs = {}  # (table, set, decoder) -> fn over one image
     for s in sets:
@@ -238,8 +271,10 @@ def main(argv=None) -> None:
             jobs[("cache", s, name)] = (lambda f: lambda raw: _resize_crop(f(raw), size))(fn)
 
     # same pixels as torchvision?
-    print("\nPixels against torchvision (|difference| in uint8 levels over the set, the largest and the "
-          f"mean; decode at full size, cache build at {size}x{size}):")
+    print(
+        "\nPixels against torchvision (|difference| in uint8 levels over the set, the largest and the "
+        f"mean; decode at full size, cache build at {size}x{size}):"
+    )
     for (kind, s, name), fn in jobs.items():
         if name == "torchvision":
             continue
@@ -260,15 +295,21 @@ def main(argv=None) -> None:
     print(f"versions: {versions()}")
     for name, why in missing.items():
         print(f"{name}: not measured ({why})")
-    print("images: " + ", ".join(f"{s} {len(r)} ({sum(map(len, r)) / len(r) / 1024:.1f} KiB each)"
-                                  for s, r in sets.items()) +
-          f"; one thread, median of {args.repeats} interleaved passes")
+    print(
+        "images: "
+        + ", ".join(f"{s} {len(r)} ({sum(map(len, r)) / len(r) / 1024:.1f} KiB each)" for s, r in sets.items())
+        + f"; one thread, median of {args.repeats} interleaved passes"
+    )
     decode_rows = {s: {n: v for (k, s2, n), v in speed.items() if k == "decode" and s2 == s} for s in sets}
     table("Decode to uint8 RGB (3, H, W), images/s per core:", decode_rows, "torchvision")
-    cache_rows = {s: {n: v for (k, s2, n), v in speed.items() if k == "cache" and s2 == s}
-                  for s in ("large-jpeg", "large-png")}
-    table(f"Cache build per image (decode + shorter side to {size} + centre crop), images/s per core:",
-          cache_rows, "torchvision")
+    cache_rows = {
+        s: {n: v for (k, s2, n), v in speed.items() if k == "cache" and s2 == s} for s in ("large-jpeg", "large-png")
+    }
+    table(
+        f"Cache build per image (decode + shorter side to {size} + centre crop), images/s per core:",
+        cache_rows,
+        "torchvision",
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@
     generation against the model step, timed with CUDA events on the GPU).
 The dry run keeps every step and every JSON key at toy size (tiny widths, batch 32, CPU, fp32).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,30 @@ H200_BF16_DENSE_TFLOPS = 989.0
 PEAK_SOURCE = "NVIDIA H200 datasheet: 1,979 TFLOP/s bf16 with 2:4 sparsity, half of it dense"
 PUBLISHED_BARLOW_VIT = 870.9  # stable-pretraining benchmarks/imagenet10/RESULTS.md, one H200
 SIZES = {  # full: the issue's settings; dry: the same steps at toy size on the CPU
-    False: dict(simclr_width=64, simclr_batch=512, vit_batch=256, vit_size=224, cache_size=256,
-                vit_args={}, steps=20, warmup=3, workers=[8, 16], images=10240),
-    True: dict(simclr_width=4, simclr_batch=32, vit_batch=32, vit_size=32, cache_size=36,
-               vit_args={"img_size": 32, "depth": 1}, steps=4, warmup=1, workers=[0], images=128),
+    False: dict(
+        simclr_width=64,
+        simclr_batch=512,
+        vit_batch=256,
+        vit_size=224,
+        cache_size=256,
+        vit_args={},
+        steps=20,
+        warmup=3,
+        workers=[8, 16],
+        images=10240,
+    ),
+    True: dict(
+        simclr_width=4,
+        simclr_batch=32,
+        vit_batch=32,
+        vit_size=32,
+        cache_size=36,
+        vit_args={"img_size": 32, "depth": 1},
+        steps=4,
+        warmup=1,
+        workers=[0],
+        images=128,
+    ),
 }
 
 
@@ -104,6 +125,7 @@ def optimised_step(params, loss_fn, precision, device):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -113,17 +135,34 @@ def endless(loader):
 
 
 def report(batch, total, data, model, flops, peak):
-    return {"img_per_s": batch / total, "step_s": total, "views_s": data, "model_step_s": model,
-            "data_share": data / (data + model), "model_gflop_per_step": flops / 1e9,
-            "model_tflops": flops / model / 1e12, "fraction_of_bf16_peak": flops / model / 1e12 / peak}
+    return {
+        "img_per_s": batch / total,
+        "step_s": total,
+        "views_s": data,
+        "model_step_s": model,
+        "data_share": data / (data + model),
+        "model_gflop_per_step": flops / 1e9,
+        "model_tflops": flops / model / 1e12,
+        "fraction_of_bf16_peak": flops / model / 1e12 / peak,
+    }
 
 
 def simclr(root: Path, sz, device, precision, peak) -> dict:
     """(a): sparsehead's SimCLR step against lightly's DataLoader recipe on the same network."""
     batch = sz["simclr_batch"]
-    cfg = config.load(None, ["data.source=imagefolder", f"data.root={root}", "data.image_size=32",
-                             f"data.cache_dir={root.parent / 'cache'}", f"model.width={sz['simclr_width']}",
-                             f"train.batch_size={batch}", "method.name=simclr", "optim.name=adam"])
+    cfg = config.load(
+        None,
+        [
+            "data.source=imagefolder",
+            f"data.root={root}",
+            "data.image_size=32",
+            f"data.cache_dir={root.parent / 'cache'}",
+            f"model.width={sz['simclr_width']}",
+            f"train.batch_size={batch}",
+            "method.name=simclr",
+            "optim.name=adam",
+        ],
+    )
     data = datasets.load(cfg.data, "pretrain")
     mean, std = data.channel_stats()
     views = ViewGenerator(cfg.augment, 32, mean, std, torch.channels_last)
@@ -134,8 +173,10 @@ def simclr(root: Path, sz, device, precision, peak) -> dict:
     method = build_model(cfg).to(device, memory_format=torch.channels_last)
     step = optimised_step(method.parameters(), lambda a, b: method(a, b).loss, precision, device)
     per_epoch = len(images) // batch
+
     def make(i):
-        return views(images[order[(i % per_epoch) * batch:(i % per_epoch + 1) * batch]], gen)
+        return views(images[order[(i % per_epoch) * batch : (i % per_epoch + 1) * batch]], gen)
+
     total, d, m = time_pipeline(make, step, sz["steps"], sz["warmup"], device)
     x1, x2 = make(0)
     out = {"sparsehead": report(batch, total, d, m, model_step_flops(step, x1, x2), peak)}
@@ -147,20 +188,30 @@ def simclr(root: Path, sz, device, precision, peak) -> dict:
         return out
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
+
     model = model.to(device, memory_format=torch.channels_last)
     dataset = ImageFolder(str(root / "train"), transform=transform)
     lightly = {}
     for w in sz["workers"]:
         lstep = optimised_step(model.parameters(), lambda a, b: loss(model(a), model(b)), precision, device)
-        loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=w,
-                            pin_memory=device.type == "cuda", persistent_workers=w > 0)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch,
+            shuffle=True,
+            drop_last=True,
+            num_workers=w,
+            pin_memory=device.type == "cuda",
+            persistent_workers=w > 0,
+        )
         batches = endless(loader)  # the timed steps may outnumber one epoch's batches
         times = []
         for i in range(sz["warmup"] + sz["steps"]):
             t0 = time.perf_counter()
             (x1, x2), _ = next(batches)
-            lstep(x1.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last),
-                  x2.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+            lstep(
+                x1.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last),
+                x2.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last),
+            )
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= sz["warmup"]:
@@ -177,12 +228,20 @@ def simclr(root: Path, sz, device, precision, peak) -> dict:
 def barlow_vit(images: torch.Tensor, sz, device, precision, peak) -> dict:
     """(b): Barlow Twins on timm's ViT-S/16, two views from the uint8 memory cache on the device."""
     import timm
+
     batch, size = sz["vit_batch"], sz["vit_size"]
     torch.manual_seed(0)
     backbone = timm.create_model("vit_small_patch16_224", num_classes=0, **sz["vit_args"])
     dim = backbone.num_features
-    projector = nn.Sequential(nn.Linear(dim, 2048), nn.BatchNorm1d(2048), nn.ReLU(), nn.Linear(2048, 2048),
-                              nn.BatchNorm1d(2048), nn.ReLU(), nn.Linear(2048, 2048))
+    projector = nn.Sequential(
+        nn.Linear(dim, 2048),
+        nn.BatchNorm1d(2048),
+        nn.ReLU(),
+        nn.Linear(2048, 2048),
+        nn.BatchNorm1d(2048),
+        nn.ReLU(),
+        nn.Linear(2048, 2048),
+    )
     net = nn.Sequential(backbone, projector).to(device)
     cfg = config.load(None, ["augment.recipe=byol", f"data.image_size={size}"])
     views = ViewGenerator(cfg.augment, size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -190,20 +249,26 @@ def barlow_vit(images: torch.Tensor, sz, device, precision, peak) -> dict:
     gen = torch.Generator(device).manual_seed(0)
     step = optimised_step(net.parameters(), lambda a, b: barlow_twins_loss(net(a), net(b)), precision, device)
     per_epoch = len(images) // batch
+
     def make(i):
-        return views(images[(i % per_epoch) * batch:(i % per_epoch + 1) * batch], gen)
+        return views(images[(i % per_epoch) * batch : (i % per_epoch + 1) * batch], gen)
+
     total, d, m = time_pipeline(make, step, sz["steps"], sz["warmup"], device)
     x1, x2 = make(0)
     out = report(batch, total, d, m, model_step_flops(step, x1, x2), peak)
-    out.update(published_samples_per_s=PUBLISHED_BARLOW_VIT,
-               ratio_over_published=out["img_per_s"] / PUBLISHED_BARLOW_VIT, target_ratio=2.0,
-               source="uint8 memory cache on the device (streaming not merged)")
+    out.update(
+        published_samples_per_s=PUBLISHED_BARLOW_VIT,
+        ratio_over_published=out["img_per_s"] / PUBLISHED_BARLOW_VIT,
+        target_ratio=2.0,
+        source="uint8 memory cache on the device (streaming not merged)",
+    )
     return out
 
 
 def cache_images(folder: Path, n: int, size: int) -> torch.Tensor:
     """n uint8 images of size x size from an ImageFolder (resized), the (b) part's memory cache."""
     from PIL import Image
+
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
     out = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     for i, f in enumerate(files):
@@ -227,11 +292,18 @@ def main() -> None:
     folder = args.data if real else synthetic_images(temp_dir("sparsehead-gpu-bench-") / "train", sz["images"])
     root = subset_folder(folder, sz["images"])
     results = {
-        "machine": {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                    "torch": torch.__version__, "cuda": torch.version.cuda, "precision": precision},
-        "dry_run": args.dry_run, "data": f"CIFAR-10 JPEGs from {folder}" if real else "synthetic random JPEGs",
-        "bf16_dense_peak_tflops": H200_BF16_DENSE_TFLOPS, "peak_source": PEAK_SOURCE,
-        "settings": {k: v for k, v in sz.items()}}
+        "machine": {
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "precision": precision,
+        },
+        "dry_run": args.dry_run,
+        "data": f"CIFAR-10 JPEGs from {folder}" if real else "synthetic random JPEGs",
+        "bf16_dense_peak_tflops": H200_BF16_DENSE_TFLOPS,
+        "peak_source": PEAK_SOURCE,
+        "settings": {k: v for k, v in sz.items()},
+    }
     if args.only in (None, "simclr"):
         results["simclr_resnet18"] = simclr(root, sz, device, precision, H200_BF16_DENSE_TFLOPS)
         print(json.dumps(results["simclr_resnet18"], indent=1), flush=True)

@@ -14,6 +14,7 @@ evaluation cache).
     python benchmarks/linear_probe.py --run runs/c10 --device cuda
     python benchmarks/linear_probe.py --toy   # both solvers on 100 images of dim 16 (synthetic without CIFAR-10)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,15 +42,24 @@ def machine(device: torch.device) -> str:
 def random_projection_features(root: Path, dim: int, n_train: int, overrides=(), seed: int = 0):
     from sparsehead import config
     from sparsehead.data import datasets
-    cfg = config.load(None, ["data.source=imagefolder", f"data.root={root}", *overrides] +
-                      ([f"data.subset={n_train}"] if n_train < 50000 else []))
+
+    cfg = config.load(
+        None,
+        ["data.source=imagefolder", f"data.root={root}", *overrides]
+        + ([f"data.subset={n_train}"] if n_train < 50000 else []),
+    )
     train, test = datasets.load(cfg.data, "train"), datasets.load(cfg.data, "test")
     proj = torch.randn(train.images[0].numel(), dim, generator=torch.Generator().manual_seed(seed))
     proj /= proj.shape[0] ** 0.5
 
     def features(images):
-        return torch.cat([torch.relu((images[i:i + 5000].float().flatten(1) / 255 - 0.5) @ proj)
-                          for i in range(0, len(images), 5000)])
+        return torch.cat(
+            [
+                torch.relu((images[i : i + 5000].float().flatten(1) / 255 - 0.5) @ proj)
+                for i in range(0, len(images), 5000)
+            ]
+        )
+
     return features(train.images), train.labels, features(test.images), test.labels
 
 
@@ -58,11 +68,12 @@ def run_features(run: str, device: torch.device):
     from sparsehead.data import datasets
     from sparsehead.evaluate.runner import check_data, frozen_features
     from sparsehead.runs.model import load_trained
+
     trained = load_trained(run, device)
     data_cfg = with_data_overrides(trained.cfg, ()).data
     train, test = datasets.load(data_cfg, "train"), datasets.load(data_cfg, "test")
     check_data(trained, data_cfg, train, test, resize=False)
-    (xtr, xte), = frozen_features(trained, train, test, device, with_z=False).values()
+    ((xtr, xte),) = frozen_features(trained, train, test, device, with_z=False).values()
     return xtr, train.labels, xte, test.labels
 
 
@@ -71,6 +82,7 @@ def sklearn_probe(xtr, ytr, xte, yte, grid, val_fraction, seed, max_iter):
     from sklearn.preprocessing import StandardScaler
 
     from sparsehead.evaluate.linear import stratified_validation_split
+
     fit, val = stratified_validation_split(ytr, val_fraction, seed)
     scaler = StandardScaler().fit(xtr[fit])
     xfit, xval = scaler.transform(xtr[fit]), scaler.transform(xtr[val])
@@ -85,16 +97,25 @@ def sklearn_probe(xtr, ytr, xte, yte, grid, val_fraction, seed, max_iter):
     refit = time.perf_counter() - start
     proba = model.predict_proba(scaler.transform(xte))
     top5 = np.argsort(-proba, axis=1)[:, :5]
-    return {"top1": float((top5[:, 0] == yte).mean()), "top5": float((top5 == yte[:, None]).any(1).mean()),
-            "weight_decay": best, "refit_seconds": refit, "fits": len(scores),
-            "iterations": sum(iters.values())}
+    return {
+        "top1": float((top5[:, 0] == yte).mean()),
+        "top5": float((top5 == yte[:, None]).any(1).mean()),
+        "weight_decay": best,
+        "refit_seconds": refit,
+        "fits": len(scores),
+        "iterations": sum(iters.values()),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cifar10", type=Path, default=CIFAR10,
-                        help="ImageFolder copy of CIFAR-10 (train/, test/); default $SPARSEHEAD_CIFAR10 or "
-                             "../shared/data/cifar10; --toy: --train of its images, synthetic ones where absent")
+    parser.add_argument(
+        "--cifar10",
+        type=Path,
+        default=CIFAR10,
+        help="ImageFolder copy of CIFAR-10 (train/, test/); default $SPARSEHEAD_CIFAR10 or "
+        "../shared/data/cifar10; --toy: --train of its images, synthetic ones where absent",
+    )
     parser.add_argument("--dim", type=int, default=512, help="random-projection feature dimension")
     parser.add_argument("--train", type=int, default=50000, help="training images (class-stratified subset)")
     parser.add_argument("--run", help="use this run's frozen backbone features instead")
@@ -109,6 +130,7 @@ def main() -> None:
 
     from sparsehead.evaluate.linear import WEIGHT_DECAYS, linear_probe
     from sparsehead.runs.model import resolve_device
+
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -119,8 +141,10 @@ def main() -> None:
     else:
         xtr, ytr, xte, yte = random_projection_features(root, args.dim, args.train, cache)
         source = f"random-projection features (ReLU, dim {args.dim}) of the pixels of {root}"
-    print(f"features: {source}: train {tuple(xtr.shape)}, test {tuple(xte.shape)} "
-          f"({time.perf_counter() - start:.1f} s to build)")
+    print(
+        f"features: {source}: train {tuple(xtr.shape)}, test {tuple(xte.shape)} "
+        f"({time.perf_counter() - start:.1f} s to build)"
+    )
     print(f"machine: {machine(device)}")
 
     start = time.perf_counter()
@@ -128,15 +152,31 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     ours_time = time.perf_counter() - start
-    rows = [("sparsehead (torch L-BFGS, %s)" % device.type, ours_time, ours["top1"], ours["top5"],
-             ours["weight_decay"], f"{len(ours['validation_top1'])} fits + refit")]
+    rows = [
+        (
+            "sparsehead (torch L-BFGS, %s)" % device.type,
+            ours_time,
+            ours["top1"],
+            ours["top5"],
+            ours["weight_decay"],
+            f"{len(ours['validation_top1'])} fits + refit",
+        )
+    ]
     if not args.skip_sklearn:
         import sklearn
+
         start = time.perf_counter()
         ref = sklearn_probe(xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), WEIGHT_DECAYS, 0.2, 0, 1000)
-        rows.append((f"scikit-learn {sklearn.__version__} LogisticRegression (lbfgs)",
-                     time.perf_counter() - start, ref["top1"], ref["top5"], ref["weight_decay"],
-                     f"{ref['fits']} fits + refit ({ref['refit_seconds']:.1f} s)"))
+        rows.append(
+            (
+                f"scikit-learn {sklearn.__version__} LogisticRegression (lbfgs)",
+                time.perf_counter() - start,
+                ref["top1"],
+                ref["top5"],
+                ref["weight_decay"],
+                f"{ref['fits']} fits + refit ({ref['refit_seconds']:.1f} s)",
+            )
+        )
     print("\n| solver | seconds | top-1 | top-5 | weight decay (C = 1/(wd n)) | work |\n|---|---|---|---|---|---|")
     for name, seconds, top1, top5, wd, work in rows:
         print(f"| {name} | {seconds:.1f} | {100 * top1:.2f} | {100 * top5:.2f} | {wd:g} | {work} |")

@@ -6,6 +6,7 @@ fabricated paths.
     python benchmarks/stream.py --images 2000 --index-paths 1300000   (files generated once in /tmp/stream-bench)
     python benchmarks/stream.py --toy   # every step at toy size, files in a temporary folder
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,9 +53,19 @@ def sparsehead_stream(root: Path, workers: int, batch: int, augment: bool) -> fl
     from sparsehead.data import datasets
     from sparsehead.data.stream import StreamFeed
     from sparsehead.data.views import ViewGenerator
-    cfg = config.load(None, [f"data.root={root}", "data.source=imagefolder", "data.storage=stream",
-                             "data.cache_dir=null", "data.image_size=224", f"data.workers={workers}",
-                             "augment.recipe=simclr"])
+
+    cfg = config.load(
+        None,
+        [
+            f"data.root={root}",
+            "data.source=imagefolder",
+            "data.storage=stream",
+            "data.cache_dir=null",
+            "data.image_size=224",
+            f"data.workers={workers}",
+            "augment.recipe=simclr",
+        ],
+    )
     data = datasets.load(cfg.data, "pretrain")
     views = ViewGenerator(cfg.augment, 224, [0.5] * 3, [0.25] * 3)
     sampler = DistributedSampler(range(len(data)), num_replicas=1, rank=0, drop_last=True)
@@ -66,6 +77,7 @@ def sparsehead_stream(root: Path, workers: int, batch: int, augment: bool) -> fl
 
 def per_image(root: Path, workers: int, batch: int, transform) -> float:
     from torchvision.datasets import ImageFolder
+
     ds = ImageFolder(str(root / "train"), transform=transform)
     loader = DataLoader(ds, batch_size=batch, num_workers=workers, drop_last=True)
     return rate(loader, len(ds) // batch * batch)
@@ -73,20 +85,31 @@ def per_image(root: Path, workers: int, batch: int, transform) -> float:
 
 def torchvision_recipe():
     from torchvision.transforms import v2
-    one = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(),
-                      v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(0.2),
-                      v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.25] * 3)])
+
+    one = v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.RandomResizedCrop(224, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(0.2),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.5] * 3, [0.25] * 3),
+        ]
+    )
     return lambda img: (one(img), one(img))
 
 
 def lightly_recipe():
     from lightly.transforms import SimCLRTransform
+
     return SimCLRTransform(input_size=224, gaussian_blur=0.0)
 
 
 def index_time(n_paths: int) -> float:
     from sparsehead import config
     from sparsehead.data import readers
+
     with tempfile.TemporaryDirectory() as tmp:
         for c in range(1000):
             d = Path(tmp) / "train" / f"n{c:08d}"
@@ -104,8 +127,9 @@ def index_time(n_paths: int) -> float:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--images", type=int, default=2000)
-    p.add_argument("--folder", help="where the images are generated once (default /tmp/stream-bench; "
-                                    "--toy: a temporary folder)")
+    p.add_argument(
+        "--folder", help="where the images are generated once (default /tmp/stream-bench; --toy: a temporary folder)"
+    )
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--index-paths", type=int, default=1_300_000)
     p.add_argument("--workers", default="1,2")
@@ -117,11 +141,14 @@ def main():
 
     def per_core(measure, main_process_cores=0):  # best over the worker counts
         return max(measure(w) / (w + main_process_cores) for w in workers)
+
     # per core: the workers, plus the main process where it augments on the CPU
-    results = {"sparsehead stream, workers (ops on device)": per_core(lambda w: sparsehead_stream(root, w, b, False)),
-               "sparsehead stream, ops on this CPU": per_core(lambda w: sparsehead_stream(root, w, b, True), 1),
-               "torchvision v2 per image": per_core(lambda w: per_image(root, w, b, torchvision_recipe())),
-               "lightly SimCLRTransform": per_core(lambda w: per_image(root, w, b, lightly_recipe()))}
+    results = {
+        "sparsehead stream, workers (ops on device)": per_core(lambda w: sparsehead_stream(root, w, b, False)),
+        "sparsehead stream, ops on this CPU": per_core(lambda w: sparsehead_stream(root, w, b, True), 1),
+        "torchvision v2 per image": per_core(lambda w: per_image(root, w, b, torchvision_recipe())),
+        "lightly SimCLRTransform": per_core(lambda w: per_image(root, w, b, lightly_recipe())),
+    }
     base = results["lightly SimCLRTransform"]
     for name, r in results.items():
         print(f"{name:44s} {r:8.1f} images/s per core  ({r / base:.2f}x lightly)")

@@ -21,6 +21,7 @@ one warm-up step per round (DataLoader workers are started anew each round, so i
 never steal CPU), and the median step time is kept. The script also measures the machine's
 peak float32 matmul GFLOP/s and the model's FLOPs per step (FlopCounterMode).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,21 @@ TOY = dict(images=20, batch=8, width=4, steps=1, repeats=1, workers=[0, 1], matm
 
 
 def make_config(root: Path, batch: int, width: int) -> config.Config:
-    return config.load(None, ["data.source=imagefolder", f"data.root={root}", f"data.image_size={SIZE}",
-                              f"data.cache_dir={root.parent / 'cache'}", f"model.width={width}",
-                              "head.hidden_dim=512", "head.out_dim=128", f"train.batch_size={batch}",
-                              "method.name=simclr", "optim.name=adam"])
+    return config.load(
+        None,
+        [
+            "data.source=imagefolder",
+            f"data.root={root}",
+            f"data.image_size={SIZE}",
+            f"data.cache_dir={root.parent / 'cache'}",
+            f"model.width={width}",
+            "head.hidden_dim=512",
+            "head.out_dim=128",
+            f"train.batch_size={batch}",
+            "method.name=simclr",
+            "optim.name=adam",
+        ],
+    )
 
 
 def peak_matmul_gflops(n: int, reps: int = 10) -> float:
@@ -63,7 +75,7 @@ def peak_matmul_gflops(n: int, reps: int = 10) -> float:
         t0 = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / min(times) / 1e9
+    return 2 * n**3 / min(times) / 1e9
 
 
 class SparseheadPipeline:
@@ -85,7 +97,7 @@ class SparseheadPipeline:
 
     def step(self):
         t0 = time.perf_counter()
-        idx = self.order[self.pos:self.pos + self.batch]
+        idx = self.order[self.pos : self.pos + self.batch]
         self.pos += self.batch
         x1, x2 = self.views(self.data.images[idx], self.gen)
         t1 = time.perf_counter()
@@ -103,6 +115,7 @@ class LoaderPipeline:
 
     def __init__(self, folder, transform, backbone_and_head, loss_fn, workers, batch):
         from torchvision.datasets import ImageFolder
+
         self.dataset = ImageFolder(str(folder), transform=transform)
         self.workers, self.batch = workers, batch
         self.model = backbone_and_head
@@ -112,8 +125,7 @@ class LoaderPipeline:
 
     def start_round(self):
         self.it = None  # shut the previous round's workers down before starting new ones
-        loader = DataLoader(self.dataset, batch_size=self.batch, shuffle=True, drop_last=True,
-                            num_workers=self.workers)
+        loader = DataLoader(self.dataset, batch_size=self.batch, shuffle=True, drop_last=True, num_workers=self.workers)
         self.it = iter(loader)
 
     def step(self):
@@ -136,19 +148,37 @@ class TwoViews:
 
 def torchvision_transform(mean, std):
     from torchvision.transforms import v2
-    return TwoViews(v2.Compose([
-        v2.PILToTensor(), v2.RandomResizedCrop(SIZE, scale=(0.08, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(0.5), v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        v2.RandomGrayscale(0.2), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]))
+
+    return TwoViews(
+        v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.RandomResizedCrop(SIZE, scale=(0.08, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(0.5),
+                v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                v2.RandomGrayscale(0.2),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean, std),
+            ]
+        )
+    )
 
 
 def lightly_parts(cfg, mean, std):
     from lightly.loss import NTXentLoss
     from lightly.models.modules import SimCLRProjectionHead
     from lightly.transforms import SimCLRTransform
-    transform = SimCLRTransform(input_size=SIZE, cj_prob=0.8, cj_strength=0.5, min_scale=0.08,
-                                random_gray_scale=0.2, gaussian_blur=0.0, hf_prob=0.5,
-                                normalize={"mean": mean, "std": std})
+
+    transform = SimCLRTransform(
+        input_size=SIZE,
+        cj_prob=0.8,
+        cj_strength=0.5,
+        min_scale=0.08,
+        random_gray_scale=0.2,
+        gaussian_blur=0.0,
+        hf_prob=0.5,
+        normalize={"mean": mean, "std": std},
+    )
     torch.manual_seed(0)
     backbone = build_model(cfg).backbone
     model = nn.Sequential(backbone, SimCLRProjectionHead(backbone.feature_dim, 512, 128))
@@ -157,8 +187,12 @@ def lightly_parts(cfg, mean, std):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=CIFAR10 / "train",
-                    help="an ImageFolder train folder (<class>/<image>.jpg); --toy: synthetic where absent")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=CIFAR10 / "train",
+        help="an ImageFolder train folder (<class>/<image>.jpg); --toy: synthetic where absent",
+    )
     ap.add_argument("--images", type=int, default=5000, help="images in the subset (equal per class)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--width", type=int, default=16, help="the ResNet-18's width")
@@ -189,8 +223,13 @@ def main() -> None:
     for w in args.workers:
         pipelines[f"lightly w={w}"] = LoaderPipeline(root / "train", transform, model, loss, w, batch)
         pipelines[f"torchvision w={w}"] = LoaderPipeline(
-            root / "train", torchvision_transform(mean, std), nn.Sequential(tv_method.backbone, tv_method.projector),
-            lambda z1, z2: nt_xent(z1, z2, 0.5), w, batch)
+            root / "train",
+            torchvision_transform(mean, std),
+            nn.Sequential(tv_method.backbone, tv_method.projector),
+            lambda z1, z2: nt_xent(z1, z2, 0.5),
+            w,
+            batch,
+        )
 
     times = {name: [] for name in pipelines}
     for _ in range(args.repeats):
@@ -207,7 +246,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t)
             if isinstance(p, LoaderPipeline):
                 p.it = None
-            print(f"  {name}: {statistics.median(times[name][-args.steps:]):.3f} s/step this round", flush=True)
+            print(f"  {name}: {statistics.median(times[name][-args.steps :]):.3f} s/step this round", flush=True)
 
     peak = peak_matmul_gflops(args.matmul_size)
     sh = pipelines["sparsehead"]
@@ -217,13 +256,17 @@ def main() -> None:
     model_flops = counter.get_total_flops()
 
     rate = {name: batch / statistics.median(ts) for name, ts in times.items()}
+
     def best(prefix):
         return max((r, n) for n, r in rate.items() if n.startswith(prefix))
+
     data_share = sum(sh.data_times) / (sum(sh.data_times) + sum(sh.model_times))
     model_step = statistics.median(sh.model_times)
     print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"images: {len(data)} from {args.data}; decode into the uint8 cache once: {decode_seconds:.1f} s, "
-          f"later runs read the cache file: {cached_seconds:.2f} s")
+    print(
+        f"images: {len(data)} from {args.data}; decode into the uint8 cache once: {decode_seconds:.1f} s, "
+        f"later runs read the cache file: {cached_seconds:.2f} s"
+    )
     print(f"{'pipeline':<16} {'img/s':>7} {'s/step':>7}   (median of {args.repeats} x {args.steps} steps)")
     for name, r in rate.items():
         extra = ""
@@ -235,10 +278,14 @@ def main() -> None:
     tv_best, tv_name = best("torchvision")
     print(f"ratio sparsehead / best lightly ({lightly_name}): {rate['sparsehead'] / lightly_best:.2f}x")
     print(f"ratio sparsehead / best torchvision ({tv_name}): {rate['sparsehead'] / tv_best:.2f}x")
-    print(f"sparsehead data share (index + views) of the step: {100 * data_share:.1f}% "
-          f"(data {statistics.median(sh.data_times):.3f} s, model {model_step:.3f} s per step)")
-    print(f"model step: {model_flops / 1e9:.1f} GFLOP, {model_flops / model_step / 1e9:.1f} GFLOP/s; "
-          f"peak float32 matmul {peak:.1f} GFLOP/s; fraction of peak {model_flops / model_step / 1e9 / peak:.2f}")
+    print(
+        f"sparsehead data share (index + views) of the step: {100 * data_share:.1f}% "
+        f"(data {statistics.median(sh.data_times):.3f} s, model {model_step:.3f} s per step)"
+    )
+    print(
+        f"model step: {model_flops / 1e9:.1f} GFLOP, {model_flops / model_step / 1e9:.1f} GFLOP/s; "
+        f"peak float32 matmul {peak:.1f} GFLOP/s; fraction of peak {model_flops / model_step / 1e9 / peak:.2f}"
+    )
 
 
 if __name__ == "__main__":

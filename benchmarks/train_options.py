@@ -7,6 +7,7 @@ train.precision / train.channels_last (/ train.compile) setting, to choose their
 SimCLR, CIFAR ResNet-18 of width 16, 32x32 inputs, batch 256 (two views). Settings are timed in
 turns (round robin, `--repeats` rounds) after warm-up steps, and the median per setting is kept.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,6 +42,7 @@ def make_step(cfg, precision: str, channels_last: bool, compile_model: bool):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -54,8 +56,10 @@ def main() -> None:
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
     args = parse_args(ap, TOY)
-    cfg = config.load(None, ["data.image_size=32", f"model.width={args.width}",
-                             f"train.batch_size={args.batch}", "method.name=simclr"])
+    cfg = config.load(
+        None,
+        ["data.image_size=32", f"model.width={args.width}", f"train.batch_size={args.batch}", "method.name=simclr"],
+    )
     settings = [(p, cl, False) for p in args.precision for cl in (False, True)]
     if args.compile:
         settings.append(("fp32", False, True))

@@ -10,6 +10,7 @@ SimCLR's CIFAR recipe on 512 x 3 x 32 x 32 uint8 (two views), SimCLR and BYOL (b
 warm-up call, then `--repeats` timed calls; the median and the best are printed in milliseconds.
 `--toy`: small batches and two repeats, a few seconds in all (a smoke test of the script).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,7 @@ def time_calls(fn, repeats: int) -> tuple[float, float]:
 def view_case(recipe: str, n: int, size: int, repeats: int) -> tuple[float, float]:
     cfg = config.load(None, [f"augment.recipe={recipe}"]).augment
     gen = V.ViewGenerator(cfg, size, MEAN, STD)
-    images = torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0),
-                           dtype=torch.uint8)
+    images = torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     g = torch.Generator().manual_seed(1)
     return time_calls(lambda: gen(images, g), repeats)
 

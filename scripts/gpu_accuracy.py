@@ -9,6 +9,7 @@ GPU_CHECK.json; a conservative guess without it), so the run and its closing k-N
 Writes OUTDIR/cell.json (the cell, its epochs, its results) and copies results.json and
 metrics.jsonl there; the run folder itself (checkpoints) stays in a temporary folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,16 +62,36 @@ def main() -> None:
     epochs = max(1, math.floor((args.budget_s - FIXED_COST_S) * SAFETY * rate / n_train))
     if args.epochs:
         epochs = args.epochs
-    toy = ["model.width=4", "head.hidden_dim=32", "head.out_dim=16", "train.batch_size=64", "train.device=cpu",
-           "train.precision=fp32"]
+    toy = [
+        "model.width=4",
+        "head.hidden_dim=32",
+        "head.out_dim=16",
+        "train.batch_size=64",
+        "train.device=cpu",
+        "train.precision=fp32",
+    ]
     if args.dry_run:
         epochs = 2
-    overrides = [f"data.root={args.data}", f"train.epochs={epochs}",
-                 f"optim.warmup_epochs={min(10, max(1, epochs // 10))}", "train.progress=false", *cell["overrides"],
-                 *(toy if args.dry_run else [])]
+    overrides = [
+        f"data.root={args.data}",
+        f"train.epochs={epochs}",
+        f"optim.warmup_epochs={min(10, max(1, epochs // 10))}",
+        "train.progress=false",
+        *cell["overrides"],
+        *(toy if args.dry_run else []),
+    ]
     run_dir = Path(tempfile.mkdtemp(prefix="sparsehead-gpu-cell-")) / cell["name"]
-    cmd = [sys.executable, "-m", "sparsehead", "pretrain", "--config", str(CONFIG), "--run-dir", str(run_dir),
-           *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sparsehead",
+        "pretrain",
+        "--config",
+        str(CONFIG),
+        "--run-dir",
+        str(run_dir),
+        *overrides,
+    ]
     print(" ".join(cmd), flush=True)
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     left = args.budget_s - (time.monotonic() - start)
@@ -83,9 +104,17 @@ def main() -> None:
         if (run_dir / name).is_file():
             shutil.copy(run_dir / name, args.out / name)
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else None
-    record = {**cell, "status": "done" if results else "failed", "exit": rc, "epochs": epochs,
-              "img_per_s_used": rate, "img_per_s_measured": img_per_s, "wall_s": time.monotonic() - start,
-              "dry_run": args.dry_run, "results": results}
+    record = {
+        **cell,
+        "status": "done" if results else "failed",
+        "exit": rc,
+        "epochs": epochs,
+        "img_per_s_used": rate,
+        "img_per_s_measured": img_per_s,
+        "wall_s": time.monotonic() - start,
+        "dry_run": args.dry_run,
+        "results": results,
+    }
     (args.out / "cell.json").write_text(json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))
     sys.exit(0 if results else 1)

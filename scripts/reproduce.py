@@ -22,6 +22,7 @@ Experiments (claims of Song et al. 2023, Song et al. 2023 (summary), Jing et al.
   heads       SimCLR with identity / linear / MLP heads: representation spectra (Fig. 1)
   projectors  no projector < linear projector < DirectCLR / fixed low-rank (Jing et al. 2022 Table 1/2)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,23 +69,43 @@ CELLS = {
     "directclr": ["method.name=directclr", "sparsity.lam=0"],
     # Issue 17: the paper's penalty plus sparsity.mode=prune to a quarter of the head's 512 columns
     # (docs/sparsehead.md); compare with simclr-mlp-lam0.0001, which differs only by the pruning.
-    "simclr-mlp-prune0.25": ["method.name=simclr", "sparsity.lam=1e-4", "sparsity.mode=prune",
-                             "sparsity.target_support=0.25"],
+    "simclr-mlp-prune0.25": [
+        "method.name=simclr",
+        "sparsity.lam=1e-4",
+        "sparsity.mode=prune",
+        "sparsity.target_support=0.25",
+    ],
 }
 EXPERIMENTS = {
-    "table1": ["simclr-mlp-lam0", "simclr-mlp-lam0.0001", "byol-mlp-lam0", "byol-mlp-lam0.0001",
-               "barlow_twins-mlp-lam0", "barlow_twins-mlp-lam0.0001"],
-    "lambda": ["simclr-mlp-lam0", "simclr-mlp-lam1e-05", "simclr-mlp-lam0.0001", "simclr-mlp-lam0.001",
-               "simclr-mlp-lam0.01"],
+    "table1": [
+        "simclr-mlp-lam0",
+        "simclr-mlp-lam0.0001",
+        "byol-mlp-lam0",
+        "byol-mlp-lam0.0001",
+        "barlow_twins-mlp-lam0",
+        "barlow_twins-mlp-lam0.0001",
+    ],
+    "lambda": [
+        "simclr-mlp-lam0",
+        "simclr-mlp-lam1e-05",
+        "simclr-mlp-lam0.0001",
+        "simclr-mlp-lam0.001",
+        "simclr-mlp-lam0.01",
+    ],
     "heads": ["simclr-identity", "simclr-linear", "simclr-mlp-lam0"],
     "projectors": ["simclr-identity", "simclr-linear", "directclr", "simclr-lowrank_diagonal"],
     # Issue 17's longer experiment (configs/reproduce/long.yaml): no SparseHead, the paper's penalty, prune
     "long": ["simclr-mlp-lam0", "simclr-mlp-lam0.0001", "simclr-mlp-prune0.25"],
 }
 # Song et al. 2023 Table 1, CIFAR-10, ResNet-18: (linear top-1, 5-NN top-1) in percent.
-PAPER_TABLE1 = {("simclr", False): (91.80, 88.42), ("simclr", True): (92.75, 90.32),
-                ("byol", False): (91.73, 89.26), ("byol", True): (92.45, 90.05),
-                ("barlow_twins", False): (90.88, 88.78), ("barlow_twins", True): (91.28, 89.87)}
+PAPER_TABLE1 = {
+    ("simclr", False): (91.80, 88.42),
+    ("simclr", True): (92.75, 90.32),
+    ("byol", False): (91.73, 89.26),
+    ("byol", True): (92.45, 90.05),
+    ("barlow_twins", False): (90.88, 88.78),
+    ("barlow_twins", True): (91.28, 89.87),
+}
 
 
 def sparsehead_cmd(*args: str) -> list[str]:
@@ -101,8 +122,13 @@ def steps(cell: str, seed: int) -> list[tuple[str, list[str], Path]]:
     run = RUNS / f"{cell}-s{seed}"
     analyze = [("analyze", sparsehead_cmd("analyze", str(run)), run / "analysis" / "analysis.json")]
     return [
-        ("pretrain", sparsehead_cmd("pretrain", "--config", str(BASE), *CELLS[cell], f"train.seed={seed}",
-                                    "--run-dir", str(run)), run / "results.json"),
+        (
+            "pretrain",
+            sparsehead_cmd(
+                "pretrain", "--config", str(BASE), *CELLS[cell], f"train.seed={seed}", "--run-dir", str(run)
+            ),
+            run / "results.json",
+        ),
         ("linear", sparsehead_cmd("evaluate", str(run), "--protocol", "linear"), run / "eval" / "linear.json"),
         ("knn", sparsehead_cmd("evaluate", str(run), "--protocol", "knn"), run / "eval" / "knn.json"),
     ] + (analyze if cell in SPECTRAL_CELLS else [])
@@ -125,8 +151,10 @@ def run_grid(cells: list[str], seeds: list[int], dry: bool) -> None:
             for name, cmd, done in steps(cell, seed):
                 if done.is_file():
                     continue
-                print("sparsehead " + " ".join(cmd[3:]) if dry else f"[{time.strftime('%H:%M:%S')}] {run.name}: {name}",
-                      flush=True)
+                print(
+                    "sparsehead " + " ".join(cmd[3:]) if dry else f"[{time.strftime('%H:%M:%S')}] {run.name}: {name}",
+                    flush=True,
+                )
                 if dry:
                     continue
                 start = time.perf_counter()
@@ -152,8 +180,10 @@ def ledger() -> dict:
 def machine() -> str:
     """The CPU's model name, core count and GPU, as a table's footnote names the machine."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 platform.machine())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+        platform.machine(),
+    )
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return f"{model}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
@@ -167,6 +197,7 @@ def record_in_ledger(name: str, numbers: dict) -> None:
 
 
 # --- reading the results ---------------------------------------------------------------------------
+
 
 def read_json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
@@ -184,19 +215,28 @@ def run_numbers(cell: str, seed: int) -> dict | None:
     spectral = {}
     if analysis is not None:
         head = analysis.field("head")
-        spectral = {"dim_r": analysis.field("r", "dim"), "dim_z": analysis.field("z", "dim"),
-                    "erank_r": analysis.number("r", "effective_rank"), "erank_z": analysis.number("z", "effective_rank"),
-                    "collapsed_r": analysis.field("r", "collapsed_dims"),
-                    "collapsed_z": analysis.field("z", "collapsed_dims"),
-                    "support": head[0]["support"] if head else None,
-                    "top10_share": top_share(torch.tensor(head[0]["column_norms"])) if head else None,
-                    "gini": gini(torch.tensor(head[0]["column_norms"])) if head else None,
-                    "large_columns": large_columns(head[0]["column_norms"]) if head else None,
-                    "l21": head[0]["l21"] if head else None,
-                    "columns": head[0]["shape"][1] if head else None}
-    return {**spectral, "linear": 100 * linear.number("r", "top1"), "linear5": 100 * linear.number("r", "top5"),
-            "knn": 100 * knn.number("r", "top1"), "knn_weighted": 100 * knn.number("r", "weighted_top1"),
-            "minutes": sum((read_json(run.path / "wall_seconds.json") or {}).values()) / 60}
+        spectral = {
+            "dim_r": analysis.field("r", "dim"),
+            "dim_z": analysis.field("z", "dim"),
+            "erank_r": analysis.number("r", "effective_rank"),
+            "erank_z": analysis.number("z", "effective_rank"),
+            "collapsed_r": analysis.field("r", "collapsed_dims"),
+            "collapsed_z": analysis.field("z", "collapsed_dims"),
+            "support": head[0]["support"] if head else None,
+            "top10_share": top_share(torch.tensor(head[0]["column_norms"])) if head else None,
+            "gini": gini(torch.tensor(head[0]["column_norms"])) if head else None,
+            "large_columns": large_columns(head[0]["column_norms"]) if head else None,
+            "l21": head[0]["l21"] if head else None,
+            "columns": head[0]["shape"][1] if head else None,
+        }
+    return {
+        **spectral,
+        "linear": 100 * linear.number("r", "top1"),
+        "linear5": 100 * linear.number("r", "top5"),
+        "knn": 100 * knn.number("r", "top1"),
+        "knn_weighted": 100 * knn.number("r", "weighted_top1"),
+        "minutes": sum((read_json(run.path / "wall_seconds.json") or {}).values()) / 60,
+    }
 
 
 def large_columns(norms: list[float], share: float = 0.1) -> int:
@@ -224,6 +264,7 @@ def verdict(without: list[float], with_: list[float]) -> str:
     else 'inside the noise' (Welch standard error of the difference of means). The two-sided Welch
     t-test p-value is given beside it: with 3 seeds a side, 2 SE is a lenient bar (p about 0.1)."""
     from scipy import stats
+
     if len(without) < 2 or len(with_) < 2:
         return "too few seeds"
     diff = statistics.fmean(with_) - statistics.fmean(without)
@@ -239,14 +280,20 @@ def verdict(without: list[float], with_: list[float]) -> str:
 
 # --- the document ----------------------------------------------------------------------------------
 
+
 def compare_figure(cells: list[str], name: str) -> str | None:
     """Seed-0 spectra of `cells` overlaid by `sparsehead analyze --compare`, copied into docs/figures."""
     runs = [RUNS / f"{c}-s0" for c in cells]
     if not all((r / "results.json").is_file() for r in runs):
         return None
     out = RUNS / f"compare-{name}"
-    subprocess.run(sparsehead_cmd("analyze", "--compare", *map(str, runs), "--out", str(out)), cwd=REPO,
-                   env=sparsehead_env(), check=True, capture_output=True)
+    subprocess.run(
+        sparsehead_cmd("analyze", "--compare", *map(str, runs), "--out", str(out)),
+        cwd=REPO,
+        env=sparsehead_env(),
+        check=True,
+        capture_output=True,
+    )
     FIGURES.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "spectra_compare.png", FIGURES / f"{name}.png")
     return f"figures/reproduction/{name}.png"
@@ -255,8 +302,10 @@ def compare_figure(cells: list[str], name: str) -> str | None:
 def lambda_figure(data: dict) -> str | None:
     """Accuracy and head support against lambda, every seed as a dot and the mean as a line."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     cells = [c for c in EXPERIMENTS["lambda"] if data[c].get("linear")]
     if len(cells) < 2:
         return None
@@ -289,8 +338,7 @@ def lambda_figure(data: dict) -> str | None:
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
-           ["| " + " | ".join(r) + " |" for r in rows]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def higher(data: dict, high: str, low: str, key: str) -> str:
@@ -303,34 +351,93 @@ def claims(data: dict) -> list[list[str]]:
     rows = []
     for m in ("simclr", "byol", "barlow_twins"):
         for key, name in (("linear", "linear top-1"), ("knn", "5-NN top-1")):
-            rows.append([f"1. SparseHead improves {display_name(m)}", name,
-                         higher(data, f"{m}-mlp-lam0.0001", f"{m}-mlp-lam0", key)])
+            rows.append(
+                [
+                    f"1. SparseHead improves {display_name(m)}",
+                    name,
+                    higher(data, f"{m}-mlp-lam0.0001", f"{m}-mlp-lam0", key),
+                ]
+            )
     for cell in EXPERIMENTS["lambda"][1:]:  # each lambda against 0: picking the best would tune on the test set
-        rows.append([f"2. lambda = {cell.split('lam')[-1]} beats lambda = 0", "linear top-1",
-                     higher(data, cell, "simclr-mlp-lam0", "linear")])
-    rows.append(["2. Larger lambda, smaller head support", "support, lambda 1e-2 against 0",
-                 higher(data, "simclr-mlp-lam0", "simclr-mlp-lam0.01", "support")])
-    rows.append(["2. Larger lambda, fewer large head columns", "columns >= 0.1 x largest, lambda 1e-2 against 0",
-                 higher(data, "simclr-mlp-lam0", "simclr-mlp-lam0.01", "large_columns")])
+        rows.append(
+            [
+                f"2. lambda = {cell.split('lam')[-1]} beats lambda = 0",
+                "linear top-1",
+                higher(data, cell, "simclr-mlp-lam0", "linear"),
+            ]
+        )
+    rows.append(
+        [
+            "2. Larger lambda, smaller head support",
+            "support, lambda 1e-2 against 0",
+            higher(data, "simclr-mlp-lam0", "simclr-mlp-lam0.01", "support"),
+        ]
+    )
+    rows.append(
+        [
+            "2. Larger lambda, fewer large head columns",
+            "columns >= 0.1 x largest, lambda 1e-2 against 0",
+            higher(data, "simclr-mlp-lam0", "simclr-mlp-lam0.01", "large_columns"),
+        ]
+    )
     for lam in ("0.0001", "0.01"):
-        rows.append(["3. SparseHead lowers the embedding's effective rank (Fig. 3)", f"erank z, lambda {lam} against 0",
-                     higher(data, "simclr-mlp-lam0", f"simclr-mlp-lam{lam}", "erank_z")])
-        rows.append(["3. SparseHead raises the representation's effective rank (Fig. 3)",
-                     f"erank r, lambda {lam} against 0", higher(data, f"simclr-mlp-lam{lam}", "simclr-mlp-lam0", "erank_r")])
-    rows.append(["3. No head collapses r more than a linear head (Fig. 1)", "erank r, linear against identity",
-                 higher(data, "simclr-linear", "simclr-identity", "erank_r")])
-    rows.append(["3. No head collapses r more than an MLP head (Fig. 1)", "erank r, MLP against identity",
-                 higher(data, "simclr-mlp-lam0", "simclr-identity", "erank_r")])
+        rows.append(
+            [
+                "3. SparseHead lowers the embedding's effective rank (Fig. 3)",
+                f"erank z, lambda {lam} against 0",
+                higher(data, "simclr-mlp-lam0", f"simclr-mlp-lam{lam}", "erank_z"),
+            ]
+        )
+        rows.append(
+            [
+                "3. SparseHead raises the representation's effective rank (Fig. 3)",
+                f"erank r, lambda {lam} against 0",
+                higher(data, f"simclr-mlp-lam{lam}", "simclr-mlp-lam0", "erank_r"),
+            ]
+        )
+    rows.append(
+        [
+            "3. No head collapses r more than a linear head (Fig. 1)",
+            "erank r, linear against identity",
+            higher(data, "simclr-linear", "simclr-identity", "erank_r"),
+        ]
+    )
+    rows.append(
+        [
+            "3. No head collapses r more than an MLP head (Fig. 1)",
+            "erank r, MLP against identity",
+            higher(data, "simclr-mlp-lam0", "simclr-identity", "erank_r"),
+        ]
+    )
     for head in ("linear", "mlp-lam0"):
-        rows.append([f"3. z has a lower effective rank than r ({head.split('-')[0]} head, Fig. 1)",
-                     "erank r against erank z of the same runs",
-                     verdict(data[f"simclr-{head}"].get("erank_z", []), data[f"simclr-{head}"].get("erank_r", []))])
-    rows.append(["4. A linear projector beats no projector (Jing et al. 2022)", "linear top-1",
-                 higher(data, "simclr-linear", "simclr-identity", "linear")])
-    rows.append(["4. DirectCLR beats a linear projector (Jing et al. 2022)", "linear top-1",
-                 higher(data, "directclr", "simclr-linear", "linear")])
-    rows.append(["4. A fixed low-rank diagonal projector beats a linear one (Jing et al. 2022)", "linear top-1",
-                 higher(data, "simclr-lowrank_diagonal", "simclr-linear", "linear")])
+        rows.append(
+            [
+                f"3. z has a lower effective rank than r ({head.split('-')[0]} head, Fig. 1)",
+                "erank r against erank z of the same runs",
+                verdict(data[f"simclr-{head}"].get("erank_z", []), data[f"simclr-{head}"].get("erank_r", [])),
+            ]
+        )
+    rows.append(
+        [
+            "4. A linear projector beats no projector (Jing et al. 2022)",
+            "linear top-1",
+            higher(data, "simclr-linear", "simclr-identity", "linear"),
+        ]
+    )
+    rows.append(
+        [
+            "4. DirectCLR beats a linear projector (Jing et al. 2022)",
+            "linear top-1",
+            higher(data, "directclr", "simclr-linear", "linear"),
+        ]
+    )
+    rows.append(
+        [
+            "4. A fixed low-rank diagonal projector beats a linear one (Jing et al. 2022)",
+            "linear top-1",
+            higher(data, "simclr-lowrank_diagonal", "simclr-linear", "linear"),
+        ]
+    )
     return rows
 
 
@@ -339,24 +446,34 @@ def write_doc(seeds: list[int]) -> None:
     data = {c: collect(c, seeds) for c in CELLS}
     minutes = [m for d in data.values() for m in d.get("minutes", [])]
     base_name = BASE.relative_to(REPO) if BASE.is_relative_to(REPO) else BASE
-    lines = ["# Reproducing the papers' claims at CPU scale", "",
-             "Generated by `python scripts/reproduce.py write` from the runs of "
-             "`python scripts/reproduce.py run` (every run is `sparsehead pretrain` + `evaluate --protocol "
-             "linear` + `evaluate --protocol knn`, + `analyze` where spectra are reported; "
-             "`python scripts/reproduce.py plan` prints them).",
-             "", f"Machine: {platform.machine()}, {os.cpu_count()} cores, no GPU; {len(minutes)} runs, "
-             f"{sum(minutes):.0f} min of wall time in all ({statistics.fmean(minutes) if minutes else 0:.1f} "
-             "min per run, pretraining + evaluation + analysis).", "",
-             f"Scale: every run uses `{base_name}` plus its cell's overrides (far smaller than "
-             "the papers' 1000-epoch ResNet-18 runs, so absolute accuracies are much lower):", "",
-             "```yaml", base, "```", "",
-             "Numbers are mean ± sample standard deviation over seeds "
-             f"{', '.join(map(str, seeds))} (percent). Verdict rule: a claim held when the mean difference "
-             "exceeds twice its standard error (Welch), reversed when it falls below minus twice that, "
-             "otherwise it is inside the noise at this scale. p is the two-sided Welch t-test p-value: with "
-             "3 seeds a side the 2 SE bar corresponds to p of about 0.1, and the document makes about 20 "
-             "comparisons, so a single 'held' near that bar is weak evidence. Nothing was tuned on the test set: the linear "
-             "probe chooses its weight decay on a validation split of the training set.", ""]
+    lines = [
+        "# Reproducing the papers' claims at CPU scale",
+        "",
+        "Generated by `python scripts/reproduce.py write` from the runs of "
+        "`python scripts/reproduce.py run` (every run is `sparsehead pretrain` + `evaluate --protocol "
+        "linear` + `evaluate --protocol knn`, + `analyze` where spectra are reported; "
+        "`python scripts/reproduce.py plan` prints them).",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, no GPU; {len(minutes)} runs, "
+        f"{sum(minutes):.0f} min of wall time in all ({statistics.fmean(minutes) if minutes else 0:.1f} "
+        "min per run, pretraining + evaluation + analysis).",
+        "",
+        f"Scale: every run uses `{base_name}` plus its cell's overrides (far smaller than "
+        "the papers' 1000-epoch ResNet-18 runs, so absolute accuracies are much lower):",
+        "",
+        "```yaml",
+        base,
+        "```",
+        "",
+        "Numbers are mean ± sample standard deviation over seeds "
+        f"{', '.join(map(str, seeds))} (percent). Verdict rule: a claim held when the mean difference "
+        "exceeds twice its standard error (Welch), reversed when it falls below minus twice that, "
+        "otherwise it is inside the noise at this scale. p is the two-sided Welch t-test p-value: with "
+        "3 seeds a side the 2 SE bar corresponds to p of about 0.1, and the document makes about 20 "
+        "comparisons, so a single 'held' near that bar is weak evidence. Nothing was tuned on the test set: the linear "
+        "probe chooses its weight decay on a validation split of the training set.",
+        "",
+    ]
 
     lines += ["## The claims at a glance", ""]
     lines += table(["claim", "compared", "verdict at this scale"], claims(data)) + [""]
@@ -367,72 +484,147 @@ def write_doc(seeds: list[int]) -> None:
         off, on = data[f"{m}-mlp-lam0"], data[f"{m}-mlp-lam0.0001"]
         for sparse, d in ((False, off), (True, on)):
             paper = PAPER_TABLE1[(m, sparse)]
-            rows.append([display_name(m) + (" + SparseHead" if sparse else ""), str(len(d.get("linear", []))),
-                         mean_sd(d.get("linear", [])), mean_sd(d.get("knn", [])),
-                         f"{paper[0]:.2f} / {paper[1]:.2f}"])
-        rows.append([f"{display_name(m)}: SparseHead effect", "",
-                     verdict(off.get("linear", []), on.get("linear", [])),
-                     verdict(off.get("knn", []), on.get("knn", [])), f"{PAPER_TABLE1[(m, True)][0] - PAPER_TABLE1[(m, False)][0]:+.2f} / "
-                     f"{PAPER_TABLE1[(m, True)][1] - PAPER_TABLE1[(m, False)][1]:+.2f}"])
+            rows.append(
+                [
+                    display_name(m) + (" + SparseHead" if sparse else ""),
+                    str(len(d.get("linear", []))),
+                    mean_sd(d.get("linear", [])),
+                    mean_sd(d.get("knn", [])),
+                    f"{paper[0]:.2f} / {paper[1]:.2f}",
+                ]
+            )
+        rows.append(
+            [
+                f"{display_name(m)}: SparseHead effect",
+                "",
+                verdict(off.get("linear", []), on.get("linear", [])),
+                verdict(off.get("knn", []), on.get("knn", [])),
+                f"{PAPER_TABLE1[(m, True)][0] - PAPER_TABLE1[(m, False)][0]:+.2f} / "
+                f"{PAPER_TABLE1[(m, True)][1] - PAPER_TABLE1[(m, False)][1]:+.2f}",
+            ]
+        )
     lines += table(["method", "seeds", "linear top-1", "5-NN top-1", "paper linear / 5-NN"], rows) + [""]
 
     lines += ["## 2. The effect of lambda (SimCLR)", ""]
     rows = []
     for cell in EXPERIMENTS["lambda"]:
         d = data[cell]
-        support = (f"{mean_sd(d.get('support', []))} of {d['columns'][0]}" if d.get("columns") else "-")
-        rows.append([cell.split("lam")[-1], mean_sd(d.get("linear", [])), mean_sd(d.get("knn", [])), support,
-                     mean_sd(d.get("large_columns", [])), mean_sd(d.get("l21", [])), mean_sd(d.get("erank_z", []))])
-    lines += table(["lambda", "linear top-1", "5-NN top-1", "head support (norm >= 1e-3 x largest)",
-                    "columns >= 0.1 x largest", "L2,1 norm of the last layer", "effective rank of z"], rows) + [""]
+        support = f"{mean_sd(d.get('support', []))} of {d['columns'][0]}" if d.get("columns") else "-"
+        rows.append(
+            [
+                cell.split("lam")[-1],
+                mean_sd(d.get("linear", [])),
+                mean_sd(d.get("knn", [])),
+                support,
+                mean_sd(d.get("large_columns", [])),
+                mean_sd(d.get("l21", [])),
+                mean_sd(d.get("erank_z", [])),
+            ]
+        )
+    lines += table(
+        [
+            "lambda",
+            "linear top-1",
+            "5-NN top-1",
+            "head support (norm >= 1e-3 x largest)",
+            "columns >= 0.1 x largest",
+            "L2,1 norm of the last layer",
+            "effective rank of z",
+        ],
+        rows,
+    ) + [""]
     figure = lambda_figure(data)
     if figure:
-        lines += [f"![lambda sweep]({figure})", "", "*Test accuracy (grey dots: seeds) and the columns of "
-                  "the head's last layer kept at two thresholds, against lambda.*", ""]
+        lines += [
+            f"![lambda sweep]({figure})",
+            "",
+            "*Test accuracy (grey dots: seeds) and the columns of "
+            "the head's last layer kept at two thresholds, against lambda.*",
+            "",
+        ]
 
-    lines += ["## 3. Spectra (Song et al. 2023 Fig. 1 and Fig. 3)", "",
-              "Effective rank (Roy & Vetterli) of the test-set covariance of r and z, and the number of "
-              "collapsed dimensions (eigenvalues below 1e-5 x the largest). The identity head's z is r itself. "
-              "(The papers' full-width ResNet-18 has a 512-d r; this one's width is 8 x model.width.)", ""]
+    lines += [
+        "## 3. Spectra (Song et al. 2023 Fig. 1 and Fig. 3)",
+        "",
+        "Effective rank (Roy & Vetterli) of the test-set covariance of r and z, and the number of "
+        "collapsed dimensions (eigenvalues below 1e-5 x the largest). The identity head's z is r itself. "
+        "(The papers' full-width ResNet-18 has a 512-d r; this one's width is 8 x model.width.)",
+        "",
+    ]
     rows = []
     for cell in ["simclr-identity", "simclr-linear", "simclr-mlp-lam0", "simclr-mlp-lam0.0001", "simclr-mlp-lam0.01"]:
         d = data[cell]
-        rows.append([cell, " / ".join(str(d[k][0]) if d.get(k) else "-" for k in ("dim_r", "dim_z")),
-                     mean_sd(d.get("erank_r", [])), mean_sd(d.get("erank_z", [])),
-                     mean_sd(d.get("collapsed_r", [])), mean_sd(d.get("collapsed_z", []))])
+        rows.append(
+            [
+                cell,
+                " / ".join(str(d[k][0]) if d.get(k) else "-" for k in ("dim_r", "dim_z")),
+                mean_sd(d.get("erank_r", [])),
+                mean_sd(d.get("erank_z", [])),
+                mean_sd(d.get("collapsed_r", [])),
+                mean_sd(d.get("collapsed_z", [])),
+            ]
+        )
     lines += table(["run", "dim r / z", "erank r", "erank z", "collapsed r", "collapsed z"], rows) + [""]
     for cells, name, caption in (
-            (["simclr-mlp-lam0", "simclr-mlp-lam0.0001", "simclr-mlp-lam0.01"], "sparsehead_spectra",
-             "SimCLR without SparseHead and with lambda 1e-4 and 1e-2"),
-            (["simclr-identity", "simclr-linear", "simclr-mlp-lam0"], "head_spectra", "identity / linear / MLP heads")):
+        (
+            ["simclr-mlp-lam0", "simclr-mlp-lam0.0001", "simclr-mlp-lam0.01"],
+            "sparsehead_spectra",
+            "SimCLR without SparseHead and with lambda 1e-4 and 1e-2",
+        ),
+        (["simclr-identity", "simclr-linear", "simclr-mlp-lam0"], "head_spectra", "identity / linear / MLP heads"),
+    ):
         figure = compare_figure(cells, name)
         if figure:
-            lines += [f"![{caption}]({figure})", "", f"*{caption}, seed 0: eigenvalue spectra of r (left) and z "
-                      f"(right), made by `sparsehead analyze --compare`.*", ""]
+            lines += [
+                f"![{caption}]({figure})",
+                "",
+                f"*{caption}, seed 0: eigenvalue spectra of r (left) and z "
+                f"(right), made by `sparsehead analyze --compare`.*",
+                "",
+            ]
 
     lines += ["## 4. Projectors (Jing et al. 2022 Table 1/2: no projector < linear < DirectCLR / fixed low-rank)", ""]
     paper = {"simclr-identity": "51.5", "simclr-linear": "61.1", "directclr": "62.7", "simclr-mlp-lam0": "66.5"}
-    rows = [[cell, mean_sd(data[cell].get("linear", [])), mean_sd(data[cell].get("knn", [])),
-             mean_sd(data[cell].get("erank_r", [])), paper.get(cell, "-")]
-            for cell in EXPERIMENTS["projectors"] + ["simclr-mlp-lam0"]]
-    lines += table(["run", "linear top-1", "5-NN top-1", "erank r", "paper (ImageNet, 100 epochs, linear)"],
-                   rows) + [""]
+    rows = [
+        [
+            cell,
+            mean_sd(data[cell].get("linear", [])),
+            mean_sd(data[cell].get("knn", [])),
+            mean_sd(data[cell].get("erank_r", [])),
+            paper.get(cell, "-"),
+        ]
+        for cell in EXPERIMENTS["projectors"] + ["simclr-mlp-lam0"]
+    ]
+    lines += table(["run", "linear top-1", "5-NN top-1", "erank r", "paper (ImageNet, 100 epochs, linear)"], rows) + [
+        ""
+    ]
 
-    lines += ["## Commands and wall time per cell", "",
-              f"Run RUN = `runs/reproduce/CELL-sSEED` is `sparsehead pretrain --config {base_name} OVERRIDES "
-              "train.seed=SEED --run-dir RUN`, then `sparsehead evaluate RUN --protocol linear`, `sparsehead "
-              "evaluate RUN --protocol knn` and, for the cells whose spectra are reported (not the BYOL and "
-              "Barlow Twins ones), `sparsehead analyze RUN`. Minutes are the mean over seeds of all of them "
-              "on this machine:", ""]
-    lines += table(["cell", "overrides", "runs", "minutes"],
-                   [[c, " ".join(f"`{o}`" for o in CELLS[c]), str(len(d.get("minutes", []))),
-                     mean_sd(d.get("minutes", []))] for c, d in data.items()]) + [""]
+    lines += [
+        "## Commands and wall time per cell",
+        "",
+        f"Run RUN = `runs/reproduce/CELL-sSEED` is `sparsehead pretrain --config {base_name} OVERRIDES "
+        "train.seed=SEED --run-dir RUN`, then `sparsehead evaluate RUN --protocol linear`, `sparsehead "
+        "evaluate RUN --protocol knn` and, for the cells whose spectra are reported (not the BYOL and "
+        "Barlow Twins ones), `sparsehead analyze RUN`. Minutes are the mean over seeds of all of them "
+        "on this machine:",
+        "",
+    ]
+    lines += table(
+        ["cell", "overrides", "runs", "minutes"],
+        [
+            [c, " ".join(f"`{o}`" for o in CELLS[c]), str(len(d.get("minutes", []))), mean_sd(d.get("minutes", []))]
+            for c, d in data.items()
+        ],
+    ) + [""]
     DOC.write_text("\n".join(lines) + "\n" + kept_discussion())
     print(f"written: {DOC}")
 
 
-LONG_ROWS = {"simclr-mlp-lam0": ("none", "0"), "simclr-mlp-lam0.0001": ("penalty (the paper)", "1e-4"),
-             "simclr-mlp-prune0.25": ("prune, target 0.25", "1e-4")}
+LONG_ROWS = {
+    "simclr-mlp-lam0": ("none", "0"),
+    "simclr-mlp-lam0.0001": ("penalty (the paper)", "1e-4"),
+    "simclr-mlp-prune0.25": ("prune, target 0.25", "1e-4"),
+}
 
 
 def long_section(seeds: list[int]) -> str:
@@ -441,23 +633,57 @@ def long_section(seeds: list[int]) -> str:
     data = {c: collect(c, seeds) for c in EXPERIMENTS["long"]}
     minutes = [m for d in data.values() for m in d.get("minutes", [])]
     columns = next((d["columns"][0] for d in data.values() if d.get("columns")), "?")
-    lines = [f"Generated by `python scripts/reproduce.py write-long` from `{BASE.name}` runs ({len(minutes)} of "
-             f"{len(seeds) * len(data)} finished; {statistics.fmean(minutes) if minutes else 0:.0f} min per run: "
-             "pretraining + linear probe + k-NN + analysis). Machines: "
-             + "; ".join(sorted({e["machine"] for e in ledger().values() if "machine" in e}) or ["-"]) + ".", ""]
+    lines = [
+        f"Generated by `python scripts/reproduce.py write-long` from `{BASE.name}` runs ({len(minutes)} of "
+        f"{len(seeds) * len(data)} finished; {statistics.fmean(minutes) if minutes else 0:.0f} min per run: "
+        "pretraining + linear probe + k-NN + analysis). Machines: "
+        + "; ".join(sorted({e["machine"] for e in ledger().values() if "machine" in e}) or ["-"])
+        + ".",
+        "",
+    ]
     rows = []
     for cell, d in data.items():
         mode, lam = LONG_ROWS[cell]
-        rows.append([mode, lam, str(len(d.get("linear", []))), mean_sd(d.get("linear", [])), mean_sd(d.get("knn", [])),
-                     f"{mean_sd(d.get('support', []))} of {columns}", mean_sd(d.get("large_columns", [])),
-                     mean_sd([100 * v for v in d.get("top10_share", [])]), mean_sd(d.get("gini", [])),
-                     mean_sd(d.get("erank_r", [])), mean_sd(d.get("erank_z", []))])
-    lines += table(["sparsity.mode", "lambda", "seeds", "linear top-1", "5-NN top-1", "support (>= 1e-3 x largest)",
-                    "columns >= 0.1 x largest", "top-10% share of the L2,1 norm (%)", "Gini of the column norms",
-                    "erank r", "erank z"], rows) + [""]
+        rows.append(
+            [
+                mode,
+                lam,
+                str(len(d.get("linear", []))),
+                mean_sd(d.get("linear", [])),
+                mean_sd(d.get("knn", [])),
+                f"{mean_sd(d.get('support', []))} of {columns}",
+                mean_sd(d.get("large_columns", [])),
+                mean_sd([100 * v for v in d.get("top10_share", [])]),
+                mean_sd(d.get("gini", [])),
+                mean_sd(d.get("erank_r", [])),
+                mean_sd(d.get("erank_z", [])),
+            ]
+        )
+    lines += table(
+        [
+            "sparsity.mode",
+            "lambda",
+            "seeds",
+            "linear top-1",
+            "5-NN top-1",
+            "support (>= 1e-3 x largest)",
+            "columns >= 0.1 x largest",
+            "top-10% share of the L2,1 norm (%)",
+            "Gini of the column norms",
+            "erank r",
+            "erank z",
+        ],
+        rows,
+    ) + [""]
     off = data["simclr-mlp-lam0"]
-    rows = [[f"{LONG_ROWS[cell][0]} against none", verdict(off.get("linear", []), data[cell].get("linear", [])),
-             verdict(off.get("knn", []), data[cell].get("knn", []))] for cell in EXPERIMENTS["long"][1:]]
+    rows = [
+        [
+            f"{LONG_ROWS[cell][0]} against none",
+            verdict(off.get("linear", []), data[cell].get("linear", [])),
+            verdict(off.get("knn", []), data[cell].get("knn", [])),
+        ]
+        for cell in EXPERIMENTS["long"][1:]
+    ]
     lines += table(["comparison", "linear top-1", "5-NN top-1"], rows)
     return "\n".join(lines) + "\n"
 

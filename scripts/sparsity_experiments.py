@@ -28,6 +28,7 @@ Resumable: finished runs (results.json present) are skipped, a killed pretrainin
 last checkpoint, and the measured parts are stored in OUT/results.json as soon as each is done.
 Training runs use one thread (train.threads=1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,16 +89,23 @@ DEMO_SEEDS = (0, 1, 2)
 CIFAR_BASE = REPO / "configs" / "reproduce" / "base.yaml"
 CIFAR_CELLS = {
     "cifar-paper": ["method.name=simclr", "sparsity.lam=1e-4"],  # = reproduce.py's simclr-mlp-lam0.0001
-    "cifar-prune": ["method.name=simclr", "sparsity.lam=1e-4", "sparsity.mode=prune",
-                    f"sparsity.target_support={TARGET}"],  # = reproduce.py's simclr-mlp-prune0.25
+    "cifar-prune": [
+        "method.name=simclr",
+        "sparsity.lam=1e-4",
+        "sparsity.mode=prune",
+        f"sparsity.target_support={TARGET}",
+    ],  # = reproduce.py's simclr-mlp-prune0.25
 }
 CIFAR_SEEDS = (0,)
 
 
 def cells(part: str) -> dict[str, list[str]]:
     if part == "optimizers":
-        return {f"{opt}-{reg}": [*OPTIMIZERS[opt], *make(opt), f"train.epochs={GRID_EPOCHS}", "train.log_every=5"]
-                for opt in OPTIMIZERS for reg, make in REGIMES.items()}
+        return {
+            f"{opt}-{reg}": [*OPTIMIZERS[opt], *make(opt), f"train.epochs={GRID_EPOCHS}", "train.log_every=5"]
+            for opt in OPTIMIZERS
+            for reg, make in REGIMES.items()
+        }
     if part == "demo":  # log every step: the criterion is on the support over the last quarter
         return {name: [*ov, "train.log_every=1"] for name, ov in DEMO_CELLS.items()}
     if part == "cifar":
@@ -108,8 +116,19 @@ def cells(part: str) -> dict[str, list[str]]:
 def pretrain_cmd(out: Path, part: str, cell: str, seed: int) -> tuple[list[str], Path]:
     run = out / "runs" / f"{cell}-s{seed}"
     base = (CIFAR_BASE if part == "cifar" else DEMO).relative_to(REPO)
-    return [sys.executable, "-m", "sparsehead", "pretrain", "--config", str(base), *cells(part)[cell],
-            *COMMON, f"train.seed={seed}", "--run-dir", str(run)], run
+    return [
+        sys.executable,
+        "-m",
+        "sparsehead",
+        "pretrain",
+        "--config",
+        str(base),
+        *cells(part)[cell],
+        *COMMON,
+        f"train.seed={seed}",
+        "--run-dir",
+        str(run),
+    ], run
 
 
 def env() -> dict:
@@ -118,16 +137,23 @@ def env() -> dict:
 
 # --- statistics of a head's columns ---------------------------------------------------------------
 
+
 def column_stats(norms: list[float], threshold: float = 1e-3) -> dict:
     import torch
 
     from sparsehead.sparsity import gini, top_share
+
     top = max(norms)
-    return {"columns": len(norms), "top10_share": top_share(torch.tensor(norms)), "gini": gini(torch.tensor(norms)),
-            "support": sum(v >= threshold * top for v in norms) if top > 0 else 0,
-            "exact_zeros": sum(v == 0 for v in norms),
-            "cols_ge_0.1max": sum(v >= 0.1 * top for v in norms) if top > 0 else 0,
-            "l21": sum(norms), "frobenius": math.sqrt(sum(v * v for v in norms))}
+    return {
+        "columns": len(norms),
+        "top10_share": top_share(torch.tensor(norms)),
+        "gini": gini(torch.tensor(norms)),
+        "support": sum(v >= threshold * top for v in norms) if top > 0 else 0,
+        "exact_zeros": sum(v == 0 for v in norms),
+        "cols_ge_0.1max": sum(v >= 0.1 * top for v in norms) if top > 0 else 0,
+        "l21": sum(norms),
+        "frobenius": math.sqrt(sum(v * v for v in norms)),
+    }
 
 
 def summarize_run(run: Path) -> dict:
@@ -135,6 +161,7 @@ def summarize_run(run: Path) -> dict:
     sys.path.insert(0, str(REPO / "src"))
     from sparsehead.runs.model import load_trained
     from sparsehead.sparsity import column_norms, penalized_layers
+
     trained = load_trained(run)
     weight = penalized_layers(trained.method.sparse_head(), "last")[0].weight.detach()
     norms = column_norms(weight).double().tolist()
@@ -144,16 +171,24 @@ def summarize_run(run: Path) -> dict:
     total = results["steps"]
     last_quarter = [s for step, s in support if step > 0.75 * total]
     times = json.loads((run / "wall_seconds.json").read_text()) if (run / "wall_seconds.json").is_file() else {}
-    return {"knn5": results["knn5_top1"], "knn200": results["knn200_weighted_top1"], "steps": total,
-            **column_stats(norms), "support_last_quarter": [min(last_quarter), max(last_quarter)]
-            if last_quarter else None, "support_trace": support, "sorted_norms": sorted(norms, reverse=True),
-            "wall_s": times.get("pretrain")}
+    return {
+        "knn5": results["knn5_top1"],
+        "knn200": results["knn200_weighted_top1"],
+        "steps": total,
+        **column_stats(norms),
+        "support_last_quarter": [min(last_quarter), max(last_quarter)] if last_quarter else None,
+        "support_trace": support,
+        "sorted_norms": sorted(norms, reverse=True),
+        "wall_s": times.get("pretrain"),
+    }
 
 
 # --- the measured parts ---------------------------------------------------------------------------
 
+
 def scale_layer_(layer, c: float) -> None:
     import torch
+
     with torch.no_grad():
         layer.weight.mul_(c)
         if getattr(layer, "bias", None) is not None:
@@ -162,6 +197,7 @@ def scale_layer_(layer, c: float) -> None:
 
 def layer_vector(layer):
     import torch
+
     parts = [layer.weight.reshape(-1)]
     if getattr(layer, "bias", None) is not None:
         parts.append(layer.bias.reshape(-1))
@@ -171,19 +207,29 @@ def layer_vector(layer):
 def measure_invariance() -> dict:
     """Per method (the tiny test model, float64, random inputs): loss change, cos(grad, W), |grad|."""
     import torch
+
     sys.path.insert(0, str(REPO / "src"))
     from sparsehead import config
     from sparsehead.methods import METHODS, params_of
     from sparsehead.runs.model import build_model
     from sparsehead.sparsity import penalized_layers
+
     torch.set_num_threads(1)
-    tiny = ["data.source=digits", "data.image_size=16", "model.width=8", "head.hidden_dim=64",
-            "head.out_dim=16", "train.batch_size=64"]
+    tiny = [
+        "data.source=digits",
+        "data.image_size=16",
+        "model.width=8",
+        "head.hidden_dim=64",
+        "head.out_dim=16",
+        "train.batch_size=64",
+    ]
     method_keys = {"predictor_hidden_dim": 32, "queue_size": 256}  # where the method has them
     out = {}
     for name in METHODS:
         keys = [f"method.{k}={v}" for k, v in method_keys.items() if k in params_of(name)]
-        cfg = config.load(None, tiny + [f"method.name={name}", f"sparsity.lam={0 if name == 'directclr' else 1e-4}", *keys])
+        cfg = config.load(
+            None, tiny + [f"method.name={name}", f"sparsity.lam={0 if name == 'directclr' else 1e-4}", *keys]
+        )
         torch.manual_seed(0)
         model = build_model(cfg).double().train()
         g = torch.Generator().manual_seed(1)
@@ -199,16 +245,20 @@ def measure_invariance() -> dict:
             loss = m(x1, x2).loss
             loss.backward()
             w = layer_vector(layer).detach()
-            grad = torch.cat([layer.weight.grad.reshape(-1)] + ([layer.bias.grad.reshape(-1)]
-                             if getattr(layer, "bias", None) is not None else []))
+            grad = torch.cat(
+                [layer.weight.grad.reshape(-1)]
+                + ([layer.bias.grad.reshape(-1)] if getattr(layer, "bias", None) is not None else [])
+            )
             return loss.item(), (grad @ w / (grad.norm() * w.norm())).item(), grad.norm().item()
 
         base = at(1.0)
         row = {"head": True, "loss": base[0], "cos_grad_w": base[1], "scales": {}}
         for c in (0.1, 0.5, 2.0, 10.0):
             loss, cos, gnorm = at(c)
-            row["scales"][str(c)] = {"rel_loss_change": abs(loss - base[0]) / max(abs(base[0]), 1.0),
-                                     "grad_norm_ratio": gnorm / base[2]}
+            row["scales"][str(c)] = {
+                "rel_loss_change": abs(loss - base[0]) / max(abs(base[0]), 1.0),
+                "grad_norm_ratio": gnorm / base[2],
+            }
         out[name] = row
         print(f"  invariance {name}: cos(g, W) = {base[1]:.1e}", flush=True)
     return out
@@ -240,6 +290,7 @@ def measure_efflr() -> dict:
     the penalty acts on) and between consecutive (W, b); and, at c = 1, the mean relative step
     ||dP|| / ||P|| over all weight matrices P (the lr calibration of the grid)."""
     import torch
+
     sys.path.insert(0, str(REPO / "src"))
     from sparsehead import config
     from sparsehead.data import datasets
@@ -247,6 +298,7 @@ def measure_efflr() -> dict:
     from sparsehead.runs.model import build_model
     from sparsehead.sparsity import penalized_layers
     from sparsehead.training.optim import build_optimizer
+
     torch.set_num_threads(1)
     cfg = config.load(str(DEMO), ["train.threads=1"])
     data = datasets.load(cfg.data, "pretrain")
@@ -287,14 +339,19 @@ def measure_efflr() -> dict:
             if c == 1.0:
                 rel_steps = rel
         small = [c for c in EFFLR_SCALES if c >= 0.5]  # small angles, before the turn saturates
-        rows[opt] = {"angle_w": turn_w, "angle_wb": turn_wb, "rel_step_c1": rel_steps,
-                     "slope_w": log_slope(small, [turn_w[str(c)] for c in small]),
-                     "slope_wb": log_slope(small, [turn_wb[str(c)] for c in small])}
+        rows[opt] = {
+            "angle_w": turn_w,
+            "angle_wb": turn_wb,
+            "rel_step_c1": rel_steps,
+            "slope_w": log_slope(small, [turn_w[str(c)] for c in small]),
+            "slope_wb": log_slope(small, [turn_wb[str(c)] for c in small]),
+        }
         print(f"  efflr {opt}: slope of W's angle {rows[opt]['slope_w']:.2f}", flush=True)
     return {"simclr": rows}
 
 
 # --- running ---------------------------------------------------------------------------------------
+
 
 def load_results(out: Path) -> dict:
     path = out / "results.json"
@@ -316,6 +373,7 @@ def save_results(out: Path, updates: dict, part: str | None = None) -> dict:
 
 def machine() -> dict:
     import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo"):
@@ -324,8 +382,13 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__,
-            "cuda": torch.cuda.is_available()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
 
 
 def run_training(out: Path, part: str, seeds, dry: bool, results: dict) -> None:
@@ -349,8 +412,9 @@ def run_training(out: Path, part: str, seeds, dry: bool, results: dict) -> None:
                 times["pretrain"] = times.get("pretrain", 0.0) + time.perf_counter() - start
                 times_path.write_text(json.dumps(times) + "\n")
             if key not in results.get(part, {}):
-                results = save_results(out, {key: {"cell": cell, "seed": seed, "overrides": cells(part)[cell],
-                                                   **summarize_run(run)}}, part)
+                results = save_results(
+                    out, {key: {"cell": cell, "seed": seed, "overrides": cells(part)[cell], **summarize_run(run)}}, part
+                )
 
 
 def cmd_run(args) -> None:
@@ -371,6 +435,7 @@ def cmd_run(args) -> None:
 
 # --- writing -------------------------------------------------------------------------------------
 
+
 def mean_sd(values: list[float], fmt: str = "{:.3f}") -> str:
     if not values:
         return "-"
@@ -383,75 +448,101 @@ INVARIANCE_CLASS = {True: "yes, exactly", "bn": "yes, up to BatchNorm's eps", Fa
 
 
 def invariance_table(inv: dict) -> list[str]:
-    lines = ["| method | loss change at c = 0.1 / 0.5 / 2 / 10 | cosine of the layer's gradient with the layer | gradient norm over that at c = 1, at c = 0.1 / 10 | scale-invariant |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| method | loss change at c = 0.1 / 0.5 / 2 / 10 | cosine of the layer's gradient with the layer | gradient norm over that at c = 1, at c = 0.1 / 10 | scale-invariant |",
+        "|---|---|---|---|---|",
+    ]
     for name, row in inv.items():
         if not row["head"]:
             lines.append(f"| {name} | no projection head (nothing to penalise) | - | - | - |")
             continue
         ch = [row["scales"][c]["rel_loss_change"] for c in ("0.1", "0.5", "2.0", "10.0")]
         worst = max(ch)
-        verdict = INVARIANCE_CLASS[True] if worst < 1e-12 else INVARIANCE_CLASS["bn"] if worst < 1e-1 \
-            and abs(row["cos_grad_w"]) < 1e-3 else INVARIANCE_CLASS[False]
+        verdict = (
+            INVARIANCE_CLASS[True]
+            if worst < 1e-12
+            else INVARIANCE_CLASS["bn"]
+            if worst < 1e-1 and abs(row["cos_grad_w"]) < 1e-3
+            else INVARIANCE_CLASS[False]
+        )
         gr = row["scales"]
-        lines.append(f"| {name} | {' / '.join(f'{v:.0e}' for v in ch)} | {row['cos_grad_w']:.0e} | "
-                     f"{gr['0.1']['grad_norm_ratio']:.3g} / {gr['10.0']['grad_norm_ratio']:.3g} | {verdict} |")
+        lines.append(
+            f"| {name} | {' / '.join(f'{v:.0e}' for v in ch)} | {row['cos_grad_w']:.0e} | "
+            f"{gr['0.1']['grad_norm_ratio']:.3g} / {gr['10.0']['grad_norm_ratio']:.3g} | {verdict} |"
+        )
     return lines
 
 
 def efflr_table(eff: dict) -> list[str]:
     scales = [str(c) for c in EFFLR_SCALES]
-    lines = [f"| optimiser | angle of W per step (rad) at c = {' / '.join(scales)} | slope (c = 2 .. 0.5) | "
-             f"angle of (W, b) at c = {' / '.join(scales)} | slope | relative step of the weight matrices at c = 1 |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"| optimiser | angle of W per step (rad) at c = {' / '.join(scales)} | slope (c = 2 .. 0.5) | "
+        f"angle of (W, b) at c = {' / '.join(scales)} | slope | relative step of the weight matrices at c = 1 |",
+        "|---|---|---|---|---|---|",
+    ]
     for method, rows in eff.items():
         for opt, row in rows.items():
             aw = " / ".join(f"{row['angle_w'][c]:.3f}" for c in scales)
             awb = " / ".join(f"{row['angle_wb'][c]:.3f}" for c in scales)
-            lines.append(f"| {opt} | {aw} | {row['slope_w']:.2f} | {awb} | {row['slope_wb']:.2f} | "
-                         f"{statistics.mean(row['rel_step_c1']):.1e} |")
+            lines.append(
+                f"| {opt} | {aw} | {row['slope_w']:.2f} | {awb} | {row['slope_wb']:.2f} | "
+                f"{statistics.mean(row['rel_step_c1']):.1e} |"
+            )
     return lines
 
 
 def grid_table(runs: dict) -> list[str]:
-    lines = ["| optimiser | SparseHead | overrides | seeds | top-10% share | Gini | support (>= 1e-3 max) | exact zeros | columns >= 0.1 max | L2,1 | Frobenius | 5-NN |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| optimiser | SparseHead | overrides | seeds | top-10% share | Gini | support (>= 1e-3 max) | exact zeros | columns >= 0.1 max | L2,1 | Frobenius | 5-NN |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for opt in OPTIMIZERS:
         for reg in REGIMES:
             rows = [r for r in runs.values() if r["cell"] == f"{opt}-{reg}"]
             if not rows:
                 continue
+
             def col(k):
                 return [float(r[k]) for r in rows]
+
             ov = " ".join(f"`{o}`" for o in OPTIMIZERS[opt] + REGIMES[reg](opt))
-            lines.append(f"| {opt} | {reg} | {ov} | {len(rows)} | {mean_sd(col('top10_share'), '{:.3f}')} | "
-                         f"{mean_sd(col('gini'), '{:.3f}')} | {mean_sd(col('support'), '{:.1f}')} | "
-                         f"{mean_sd(col('exact_zeros'), '{:.1f}')} | {mean_sd(col('cols_ge_0.1max'), '{:.1f}')} | "
-                         f"{mean_sd(col('l21'), '{:.2f}')} | {mean_sd(col('frobenius'), '{:.3f}')} | "
-                         f"{mean_sd(col('knn5'), '{:.3f}')} |")
+            lines.append(
+                f"| {opt} | {reg} | {ov} | {len(rows)} | {mean_sd(col('top10_share'), '{:.3f}')} | "
+                f"{mean_sd(col('gini'), '{:.3f}')} | {mean_sd(col('support'), '{:.1f}')} | "
+                f"{mean_sd(col('exact_zeros'), '{:.1f}')} | {mean_sd(col('cols_ge_0.1max'), '{:.1f}')} | "
+                f"{mean_sd(col('l21'), '{:.2f}')} | {mean_sd(col('frobenius'), '{:.3f}')} | "
+                f"{mean_sd(col('knn5'), '{:.3f}')} |"
+            )
     return lines
 
 
 def demo_table(runs: dict, cells_: dict = DEMO_CELLS) -> list[str]:
     columns = next(iter(runs.values()))["columns"] if runs else 256
-    lines = [f"| run | seed | support at the end (of {columns}) | min / max over the last quarter | exact zeros | top-10% share | Gini | 5-NN | k=200 weighted | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| run | seed | support at the end (of {columns}) | min / max over the last quarter | exact zeros | top-10% share | Gini | 5-NN | k=200 weighted | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for key, r in runs.items():
         lq = r["support_last_quarter"]
         wall = f"{r['wall_s'] / 60:.1f}" if r.get("wall_s") else "-"
-        lines.append(f"| {r['cell']} | {r['seed']} | {r['support']} | {lq[0]} / {lq[1]} | {r['exact_zeros']} | "
-                     f"{r['top10_share']:.3f} | {r['gini']:.3f} | {r['knn5']:.3f} | {r['knn200']:.3f} | {wall} |")
+        lines.append(
+            f"| {r['cell']} | {r['seed']} | {r['support']} | {lq[0]} / {lq[1]} | {r['exact_zeros']} | "
+            f"{r['top10_share']:.3f} | {r['gini']:.3f} | {r['knn5']:.3f} | {r['knn200']:.3f} | {wall} |"
+        )
     for cell in cells_:
         rows = [r for r in runs.values() if r["cell"] == cell]
         if len(rows) > 1:
-            lines.append(f"| {cell}, mean ± sd | {len(rows)} seeds | {mean_sd([r['support'] for r in rows], '{:.1f}')} | "
-                         f"| | | | {mean_sd([r['knn5'] for r in rows])} | {mean_sd([r['knn200'] for r in rows])} | |")
+            lines.append(
+                f"| {cell}, mean ± sd | {len(rows)} seeds | {mean_sd([r['support'] for r in rows], '{:.1f}')} | "
+                f"| | | | {mean_sd([r['knn5'] for r in rows])} | {mean_sd([r['knn200'] for r in rows])} | |"
+            )
     return lines
 
 
 def write_figure(runs: dict, path: Path) -> bool:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -481,41 +572,76 @@ def write_figure(runs: dict, path: Path) -> bool:
 
 def render(results: dict) -> str:
     m = results.get("machine", {})
-    lines = [f"Generated by `python scripts/sparsity_experiments.py write --doc docs/sparsehead.md` from "
-             f"`python scripts/sparsity_experiments.py run`. Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} "
-             f"cores ({m.get('machine', '?')}), no GPU, torch {m.get('torch', '?')} (CPU), shared with other jobs.", ""]
+    lines = [
+        f"Generated by `python scripts/sparsity_experiments.py write --doc docs/sparsehead.md` from "
+        f"`python scripts/sparsity_experiments.py run`. Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} "
+        f"cores ({m.get('machine', '?')}), no GPU, torch {m.get('torch', '?')} (CPU), shared with other jobs.",
+        "",
+    ]
     if "invariance" in results:
-        lines += ["### (a) Which losses ignore the scale of the penalised layer", "",
-                  "The tiny test model (digits config, width 8, head 64 -> 64 -> 16, float64, 64 random "
-                  "images), the last head layer's weight and bias multiplied by c. Loss change = "
-                  "|L(c) - L(1)| / max(|L(1)|, 1).", "", *invariance_table(results["invariance"]), ""]
+        lines += [
+            "### (a) Which losses ignore the scale of the penalised layer",
+            "",
+            "The tiny test model (digits config, width 8, head 64 -> 64 -> 16, float64, 64 random "
+            "images), the last head layer's weight and bias multiplied by c. Loss change = "
+            "|L(c) - L(1)| / max(|L(1)|, 1).",
+            "",
+            *invariance_table(results["invariance"]),
+            "",
+        ]
     if "efflr" in results:
-        lines += ["### (c) The effective learning rate of a scale-invariant layer", "",
-                  f"SimCLR on the demo: the model after 10 Adam steps, the last head layer (weight and bias) "
-                  f"scaled by c, a fresh optimiser (the grid's settings, constant lr) for {EFFLR_STEPS} steps on "
-                  "fixed batches; the mean angle the layer's weight W (and (W, b)) turns per step. Slope = "
-                  "d log(angle) / d log(c) over c = 2, 1, 0.5 (small angles).", "", *efflr_table(results["efflr"]), ""]
+        lines += [
+            "### (c) The effective learning rate of a scale-invariant layer",
+            "",
+            f"SimCLR on the demo: the model after 10 Adam steps, the last head layer (weight and bias) "
+            f"scaled by c, a fresh optimiser (the grid's settings, constant lr) for {EFFLR_STEPS} steps on "
+            "fixed batches; the mean angle the layer's weight W (and (W, b)) turns per step. Slope = "
+            "d log(angle) / d log(c) over c = 2, 1, 0.5 (small angles).",
+            "",
+            *efflr_table(results["efflr"]),
+            "",
+        ]
     if "optimizers" in results:
-        lines += ["### (b) Column norms of the last head layer under each optimiser", "",
-                  f"`configs/demo.yaml` (SimCLR, head 128 -> 256 -> 64: 256 columns) with `train.epochs={GRID_EPOCHS}` "
-                  f"({GRID_EPOCHS * 5} steps) and the overrides shown; mean ± sd over seeds. top-10% share = "
-                  "share of the L2,1 norm held by the 26 largest columns (0.1 if all are equal); Gini "
-                  "0 = all equal, 0.75 = 64 equal columns and 192 zeros.", "", *grid_table(results["optimizers"]), ""]
+        lines += [
+            "### (b) Column norms of the last head layer under each optimiser",
+            "",
+            f"`configs/demo.yaml` (SimCLR, head 128 -> 256 -> 64: 256 columns) with `train.epochs={GRID_EPOCHS}` "
+            f"({GRID_EPOCHS * 5} steps) and the overrides shown; mean ± sd over seeds. top-10% share = "
+            "share of the L2,1 norm held by the 26 largest columns (0.1 if all are equal); Gini "
+            "0 = all equal, 0.75 = 64 equal columns and 192 zeros.",
+            "",
+            *grid_table(results["optimizers"]),
+            "",
+        ]
         if FIGURE.is_file():
-            lines += [f"![sorted column norms](figures/sparsity/{FIGURE.name})", "",
-                      "*Seed 0: the 256 column norms of the last layer, sorted, over the largest (zeros drawn at 1e-4).*", ""]
+            lines += [
+                f"![sorted column norms](figures/sparsity/{FIGURE.name})",
+                "",
+                "*Seed 0: the 256 column norms of the last layer, sorted, over the largest (zeros drawn at 1e-4).*",
+                "",
+            ]
     if "demo" in results:
-        lines += ["### The done criterion: the full demo with `sparsity.mode=prune sparsity.target_support=0.25`", "",
-                  "`configs/demo.yaml` (30 epochs, 150 steps), support logged every step (`train.log_every=1`); "
-                  "target 64 of 256 columns; last quarter = steps 113-150. `demo-paper` is the demo as shipped "
-                  "(the paper's penalty, lambda 1e-4); `demo-prune` adds `sparsity.mode=prune sparsity.target_support=0.25`.",
-                  "", *demo_table(results["demo"]), ""]
+        lines += [
+            "### The done criterion: the full demo with `sparsity.mode=prune sparsity.target_support=0.25`",
+            "",
+            "`configs/demo.yaml` (30 epochs, 150 steps), support logged every step (`train.log_every=1`); "
+            "target 64 of 256 columns; last quarter = steps 113-150. `demo-paper` is the demo as shipped "
+            "(the paper's penalty, lambda 1e-4); `demo-prune` adds `sparsity.mode=prune sparsity.target_support=0.25`.",
+            "",
+            *demo_table(results["demo"]),
+            "",
+        ]
     if "cifar" in results:
-        lines += ["### CIFAR-10 at CPU scale", "",
-                  "`configs/reproduce/base.yaml` (real CIFAR-10, 5,000 training images, 5 epochs = 95 steps, head "
-                  "128 -> 512 -> 128: 512 columns, target 128), the k-NN of pretraining's end (5-NN and k=200 on "
-                  "the 5,000 training images against the 10,000 test images).", "",
-                  *demo_table(results["cifar"], CIFAR_CELLS), ""]
+        lines += [
+            "### CIFAR-10 at CPU scale",
+            "",
+            "`configs/reproduce/base.yaml` (real CIFAR-10, 5,000 training images, 5 epochs = 95 steps, head "
+            "128 -> 512 -> 128: 512 columns, target 128), the k-NN of pretraining's end (5-NN and k=200 on "
+            "the 5,000 training images against the 10,000 test images).",
+            "",
+            *demo_table(results["cifar"], CIFAR_CELLS),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -544,10 +670,19 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "plan"):
         p = sub.add_parser(name)
-        p.add_argument("--parts", nargs="+", default=["invariance", "efflr", "optimizers", "demo"],
-                       choices=["invariance", "efflr", "optimizers", "demo", "cifar"])
-        p.add_argument("--seeds", nargs="+", type=int, default=None,
-                       help="seeds of the training parts (default: 0 1; demo: 0 1 2; cifar: 0)")
+        p.add_argument(
+            "--parts",
+            nargs="+",
+            default=["invariance", "efflr", "optimizers", "demo"],
+            choices=["invariance", "efflr", "optimizers", "demo", "cifar"],
+        )
+        p.add_argument(
+            "--seeds",
+            nargs="+",
+            type=int,
+            default=None,
+            help="seeds of the training parts (default: 0 1; demo: 0 1 2; cifar: 0)",
+        )
         p.add_argument("--out", default=str(DEFAULT_OUT))
         p.add_argument("--redo", action="store_true", help="measure invariance / efflr again")
     w = sub.add_parser("write")

@@ -1,4 +1,5 @@
 """Shared test helpers: tiny configs, running the CLI in a subprocess, locating real data."""
+
 from __future__ import annotations
 
 import os
@@ -15,22 +16,26 @@ SRC = REPO / "src"
 CIFAR10_ROOT = Path(os.environ.get("SPARSEHEAD_CIFAR10", REPO.parent / "shared" / "data" / "cifar10"))
 
 
-
 def pytest_report_header(config):
     """Which CPU kernels this run uses: the numerics tests must pass under every one of them."""
     import torch
-    return (f"CPU kernels: torch {torch.backends.cpu.get_cpu_capability()} (ATEN_CPU_CAPABILITY), oneDNN "
-            f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'the machine best')} (ONEDNN_MAX_CPU_ISA)")
+
+    return (
+        f"CPU kernels: torch {torch.backends.cpu.get_cpu_capability()} (ATEN_CPU_CAPABILITY), oneDNN "
+        f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'the machine best')} (ONEDNN_MAX_CPU_ISA)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` (tests/cuda/) skip with one reason where torch sees no GPU; collecting them
     makes no CUDA call, so they import and skip on a CPU-only machine such as CI's."""
     import torch
+
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); "
-                                   "scripts/gpu_check.sh runs these on a GPU machine")
+    skip = pytest.mark.skip(
+        reason="needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh runs these on a GPU machine"
+    )
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
@@ -38,26 +43,42 @@ def pytest_collection_modifyitems(config, items):
 
 requires_cifar10 = pytest.mark.skipif(
     not (CIFAR10_ROOT / "train").is_dir(),
-    reason=f"real CIFAR-10 not found at {CIFAR10_ROOT} (set SPARSEHEAD_CIFAR10 to its folder)")
+    reason=f"real CIFAR-10 not found at {CIFAR10_ROOT} (set SPARSEHEAD_CIFAR10 to its folder)",
+)
 
 # A model small enough for a few CPU steps in a test.
-TINY = ["data.source=digits", "data.image_size=16", "model.width=8", "head.hidden_dim=64",
-        "head.out_dim=32", "train.batch_size=64", "train.epochs=1", "train.progress=false",
-        "train.log_every=1"]
+TINY = [
+    "data.source=digits",
+    "data.image_size=16",
+    "model.width=8",
+    "head.hidden_dim=64",
+    "head.out_dim=32",
+    "train.batch_size=64",
+    "train.epochs=1",
+    "train.progress=false",
+    "train.log_every=1",
+]
 
 
 def method_keys(name: str, *overrides: str) -> list[str]:
     """The `method.<key>=value` overrides that method `name` has: a config refuses the keys of
     other methods, so helpers shared by several methods pass their common list through this."""
     from sparsehead.methods import params_of
+
     return [o for o in overrides if o.split("=", 1)[0].split(".", 1)[1] in params_of(name)]
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
     """Run `python -m sparsehead ARGS` against this checkout's source; returns CompletedProcess."""
     full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "sparsehead", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sparsehead", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def fixed_view_losses(cfg, state: dict, batches: int = 8, seed: int = 1234) -> list[float]:
@@ -79,13 +100,14 @@ def fixed_view_losses(cfg, state: dict, batches: int = 8, seed: int = 1234) -> l
     method.train()  # BatchNorm on batch statistics, as in the training step
     b = cfg.train.batch_size
     with torch.no_grad():
-        return [method(*views(data.images[i * b:(i + 1) * b], generator))[0].item() for i in range(batches)]
+        return [method(*views(data.images[i * b : (i + 1) * b], generator))[0].item() for i in range(batches)]
 
 
 def assert_loss_fell(before: list[float], after: list[float], what: str, min_fall: float) -> None:
     """The loss on the same fixed batches fell on average by at least `min_fall` of its level
     (relative). The caller states why its margin holds whatever the float rounding."""
     import statistics
+
     level, end = statistics.fmean(before), statistics.fmean(after)
     fall = (level - end) / abs(level)
     summary = f"{what}: loss on fixed views {level:.4f} -> {end:.4f} (fall {fall:+.2%}, needed {min_fall:.2%})"
@@ -98,6 +120,7 @@ def one_thread():
     """Tiny models: one thread is fastest, and does not fight the other tests for the cores; the
     process's thread count is given back afterwards. Use with pytest.mark.usefixtures."""
     import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -111,6 +134,7 @@ def tiny_cfg(tmp_path):
 
     def make(*overrides: str):
         return config.load(None, TINY + [f"train.out_dir={tmp_path}", *overrides])
+
     return make
 
 

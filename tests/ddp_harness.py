@@ -5,6 +5,7 @@ A test defines a top-level `fn(rank, *args) -> dict of tensors` (picklable, so t
 processes import it by name), calls `run_on_ranks(fn, *args)` and compares the ranks' results with
 one process computing on the whole batch. `shard(t, rank)` is a rank's slice of a batch.
 """
+
 from __future__ import annotations
 
 import socket
@@ -43,4 +44,4 @@ def run_on_ranks(fn, *args) -> list[dict]:
 def shard(t: torch.Tensor, rank: int) -> torch.Tensor:
     """This rank's contiguous slice of a batch, as DistributedSampler hands out equal parts."""
     n = t.shape[0] // WORLD
-    return t[rank * n:(rank + 1) * n]
+    return t[rank * n : (rank + 1) * n]

@@ -1,4 +1,5 @@
 """SparseHead's L2,1 norm: value, column convention, and that the penalty sparsifies a head."""
+
 import math
 
 import numpy as np
@@ -58,8 +59,10 @@ def test_identity_head_with_sparsity_is_a_config_error():
 def _train_head_columns(tiny_cfg, lam: float) -> torch.Tensor:
     from sparsehead.runs.model import load_trained
     from sparsehead.training.loop import pretrain
-    cfg = tiny_cfg(f"sparsity.lam={lam}", "train.max_steps=40", "train.epochs=3", "optim.lr=1e-2",
-                   f"train.run_name=lam{lam}")
+
+    cfg = tiny_cfg(
+        f"sparsity.lam={lam}", "train.max_steps=40", "train.epochs=3", "optim.lr=1e-2", f"train.run_name=lam{lam}"
+    )
     summary = pretrain(cfg)
     run = load_trained(summary["run_dir"])
     return column_norms(penalized_layers(run.method.projector, "last")[0].weight.detach())
@@ -68,14 +71,17 @@ def _train_head_columns(tiny_cfg, lam: float) -> torch.Tensor:
 def test_large_lambda_drives_columns_to_zero_and_zero_lambda_does_not(tiny_cfg):
     dense = _train_head_columns(tiny_cfg, 0.0)
     sparse = _train_head_columns(tiny_cfg, 0.5)
+
     def small(norms):
         return float((norms < 0.05 * dense.max()).float().mean())
+
     assert small(sparse) > 0.6, f"only {small(sparse):.0%} of columns near zero with a large lambda"
     assert small(dense) < 0.1, f"{small(dense):.0%} of columns near zero without the penalty"
     assert sparse.sum() < 0.5 * dense.sum()
 
 
 # --- proximal mode and adaptive lambda (beyond the paper) -----------------------------------------
+
 
 def _numpy_group_soft_threshold(w: np.ndarray, step: float) -> np.ndarray:
     out = np.zeros_like(w)
@@ -90,7 +96,7 @@ def test_group_soft_threshold_is_the_closed_form_with_exact_zeros():
     rng = np.random.default_rng(0)
     w = rng.normal(size=(5, 7))
     w[:, 2] *= 0.01  # norm far below the step: must become exactly zero
-    w[:, 4] = 0.0    # an all-zero column stays zero (no 0/0)
+    w[:, 4] = 0.0  # an all-zero column stays zero (no 0/0)
     t = torch.tensor(w)
     group_soft_threshold_(t, 0.3)
     np.testing.assert_allclose(t.numpy(), _numpy_group_soft_threshold(w, 0.3), rtol=1e-12, atol=0)
@@ -107,8 +113,9 @@ def test_proximal_mode_thresholds_the_penalised_layer_after_each_step():
     assert reg.penalty().item() == 0.0  # no penalty term in the loss
     first, last = head[0].weight.detach().clone(), head[3].weight.detach().double().numpy().copy()
     reg.after_step(1, lr=0.15)  # step = lr * lam = 0.3
-    np.testing.assert_allclose(head[3].weight.detach().numpy(), _numpy_group_soft_threshold(last, 0.3),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        head[3].weight.detach().numpy(), _numpy_group_soft_threshold(last, 0.3), rtol=1e-6, atol=1e-7
+    )
     assert torch.equal(head[0].weight, first)  # sparsity.layers=last: the first layer is untouched
     assert (head[3].weight.norm(dim=0) == 0).any(), "this lambda must zero at least one column exactly"
 
@@ -189,8 +196,16 @@ def _run_sparsity(tiny_cfg, name: str, *overrides: str):
 
     from sparsehead.runs.model import load_trained
     from sparsehead.training.loop import pretrain
-    cfg = tiny_cfg("sparsity.mode=proximal", "optim.lr=1e-2", "train.max_steps=30", "train.epochs=2",
-                   "train.threads=1", f"train.run_name={name}", *overrides)
+
+    cfg = tiny_cfg(
+        "sparsity.mode=proximal",
+        "optim.lr=1e-2",
+        "train.max_steps=30",
+        "train.epochs=2",
+        "train.threads=1",
+        f"train.run_name={name}",
+        *overrides,
+    )
     threads = torch.get_num_threads()
     try:  # one thread: a tiny model gains nothing from more, and a busy machine thrashes with them
         run_dir = pretrain(cfg)["run_dir"]
@@ -203,14 +218,18 @@ def _run_sparsity(tiny_cfg, name: str, *overrides: str):
 
 def test_adaptive_lambda_moves_the_support_towards_its_target(tiny_cfg):
     fixed, _ = _run_sparsity(tiny_cfg, "fixed", "sparsity.lam=0.5")
-    adaptive, logs = _run_sparsity(tiny_cfg, "adaptive", "sparsity.lam=0.5", "sparsity.target_support=0.25",
-                                   "sparsity.adapt_gain=0.3")
+    adaptive, logs = _run_sparsity(
+        tiny_cfg, "adaptive", "sparsity.lam=0.5", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.3"
+    )
+
     def frac(norms):
         return float((norms > 0).float().mean())
+
     assert frac(fixed) > 0.9, "the starting lambda alone must keep (almost) every column"
     assert logs[-1]["lambda"] > 0.5 and logs[-1]["head/support_frac"] == frac(adaptive)
-    assert abs(frac(adaptive) - 0.25) < 0.5 * abs(frac(fixed) - 0.25), \
+    assert abs(frac(adaptive) - 0.25) < 0.5 * abs(frac(fixed) - 0.25), (
         f"support {frac(adaptive):.2f} did not move towards 0.25 (fixed lambda: {frac(fixed):.2f})"
+    )
     assert (adaptive == 0).any(), "the proximal step leaves exact zeros"
 
 
@@ -219,10 +238,20 @@ def test_adaptive_lambda_resumes_exactly(tiny_cfg):
     unbroken one (the same lambda, the same weights)."""
     from sparsehead.runs import checkpoint
     from sparsehead.training.loop import pretrain
+
     def run(name, steps):
         return tiny_cfg(
-            "sparsity.mode=proximal", "sparsity.lam=0.5", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.3",
-            "optim.lr=1e-2", "train.epochs=2", "train.threads=1", f"train.max_steps={steps}", f"train.run_name={name}")
+            "sparsity.mode=proximal",
+            "sparsity.lam=0.5",
+            "sparsity.target_support=0.25",
+            "sparsity.adapt_gain=0.3",
+            "optim.lr=1e-2",
+            "train.epochs=2",
+            "train.threads=1",
+            f"train.max_steps={steps}",
+            f"train.run_name={name}",
+        )
+
     threads = torch.get_num_threads()
     try:
         full = pretrain(run("full", 16))["run_dir"]
@@ -238,10 +267,11 @@ def test_adaptive_lambda_resumes_exactly(tiny_cfg):
 
 # --- prune mode: scheduled magnitude pruning to a target support (issue 17) -----------------------
 
+
 def test_pruning_schedule_is_cubic_monotone_and_ends_at_the_target():
     keep = [pruning_keep(t, 150, 256, 0.25, 0.1, 0.5) for t in range(151)]
     assert keep[:16] == [256] * 16  # t0 = round(0.1 * 150) = 15: nothing pruned up to it
-    assert keep[75:] == [64] * 76   # t1 = 75: exactly round(0.25 * 256) from then on
+    assert keep[75:] == [64] * 76  # t1 = 75: exactly round(0.25 * 256) from then on
     assert all(a >= b for a, b in zip(keep, keep[1:]))  # the support only shrinks
     # the closed form: 64 + ceil(192 * ((75 - t) / 60) ** 3), by hand for t = 45 (half way)
     assert keep[45] == 64 + 24  # 192 / 8 = 24 exactly
@@ -299,6 +329,7 @@ def test_prune_mode_needs_a_target_and_a_head():
 
 # --- the paper's penalty is bitwise what it was before prune mode --------------------------------
 
+
 class LegacySparseHeadRegularizer(StepHook):
     """The SparseHead code path of commit e148c6a (before prune mode), copied verbatim with its
     helpers, so that the tests below compare the shipped code against the old one, not against itself.
@@ -349,19 +380,31 @@ class LegacySparseHeadRegularizer(StepHook):
         self.lam, self.steps = float(state["lam"]), int(state["steps"])
 
 
-@pytest.mark.parametrize("overrides", [
-    ["sparsity.lam=0.3"],  # the paper's penalty (a large lambda, so that it moves the weights)
-    ["sparsity.lam=0.05", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.5"],  # + adaptive lambda
-    ["sparsity.mode=proximal", "sparsity.lam=0.5", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.3"],
-], ids=["penalty", "penalty-adaptive", "proximal-adaptive"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["sparsity.lam=0.3"],  # the paper's penalty (a large lambda, so that it moves the weights)
+        ["sparsity.lam=0.05", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.5"],  # + adaptive lambda
+        ["sparsity.mode=proximal", "sparsity.lam=0.5", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.3"],
+    ],
+    ids=["penalty", "penalty-adaptive", "proximal-adaptive"],
+)
 def test_penalty_and_proximal_runs_equal_the_old_code_path_bitwise(tiny_cfg, monkeypatch, overrides):
     """A run of the shipped loop and regulariser against the same run with the regulariser of
     commit e148c6a: the same final weights (every tensor of the model, bit for bit) and state."""
     from sparsehead.runs import checkpoint
     from sparsehead.training import loop as train
+
     def run(name):
-        return tiny_cfg(*overrides, "optim.lr=1e-2", "train.epochs=2", "train.max_steps=6",
-                                    "train.threads=1", f"train.run_name={name}")
+        return tiny_cfg(
+            *overrides,
+            "optim.lr=1e-2",
+            "train.epochs=2",
+            "train.max_steps=6",
+            "train.threads=1",
+            f"train.run_name={name}",
+        )
+
     threads = torch.get_num_threads()
     try:
         new = train.pretrain(run("new"))["run_dir"]
@@ -380,6 +423,7 @@ def test_penalty_and_proximal_runs_equal_the_old_code_path_bitwise(tiny_cfg, mon
 
 # --- the done criterion, shortened: the demo pruned to a quarter of its head's columns ------------
 
+
 def test_demo_prunes_to_the_target_support_and_stays_there(tmp_path):
     """configs/demo.yaml (head 128 -> 256 -> 64: 256 columns in the last layer) with
     sparsity.mode=prune sparsity.target_support=0.25, shortened to 6 epochs (30 steps; the full
@@ -391,9 +435,20 @@ def test_demo_prunes_to_the_target_support_and_stays_there(tmp_path):
     from conftest import REPO
     from sparsehead.runs import checkpoint
     from sparsehead.training.loop import pretrain
-    cfg = config.load(REPO / "configs" / "demo.yaml", [
-        "sparsity.mode=prune", "sparsity.target_support=0.25", "train.epochs=6", "train.threads=1",
-        "train.log_every=1", "train.progress=false", f"train.out_dir={tmp_path}", "train.run_name=demo-prune"])
+
+    cfg = config.load(
+        REPO / "configs" / "demo.yaml",
+        [
+            "sparsity.mode=prune",
+            "sparsity.target_support=0.25",
+            "train.epochs=6",
+            "train.threads=1",
+            "train.log_every=1",
+            "train.progress=false",
+            f"train.out_dir={tmp_path}",
+            "train.run_name=demo-prune",
+        ],
+    )
     threads = torch.get_num_threads()
     try:
         run_dir = pretrain(cfg)["run_dir"]

@@ -9,6 +9,7 @@ For an invariant loss the gradient of the layer is orthogonal to it (Euler: <gra
 scales as 1/c, so the L2,1 penalty's only free move is to shrink the whole layer, and every
 shrink raises the layer's effective learning rate (docs/sparsehead.md, scripts/sparsity_experiments.py).
 """
+
 import copy
 
 import pytest
@@ -22,13 +23,27 @@ from sparsehead.sparsity import penalized_layers
 
 EXACT, BN_EPS, NOT_INVARIANT, NO_HEAD = "exact", "up to BatchNorm eps", "not invariant", "no head"
 EXPECTED = {
-    "simclr": EXACT, "moco_v2": EXACT, "directpred": EXACT, "directcopy": EXACT, "wmse": EXACT, "swav": EXACT,
-    "byol": BN_EPS, "barlow_twins": BN_EPS, "simsiam": BN_EPS, "moco_v3": BN_EPS,
+    "simclr": EXACT,
+    "moco_v2": EXACT,
+    "directpred": EXACT,
+    "directcopy": EXACT,
+    "wmse": EXACT,
+    "swav": EXACT,
+    "byol": BN_EPS,
+    "barlow_twins": BN_EPS,
+    "simsiam": BN_EPS,
+    "moco_v3": BN_EPS,
     "vicreg": NOT_INVARIANT,
     "directclr": NO_HEAD,
 }
-TINY = ["data.source=digits", "data.image_size=16", "model.width=8", "head.hidden_dim=64", "head.out_dim=16",
-        "train.batch_size=64"]
+TINY = [
+    "data.source=digits",
+    "data.image_size=16",
+    "model.width=8",
+    "head.hidden_dim=64",
+    "head.out_dim=16",
+    "train.batch_size=64",
+]
 METHOD_KEYS = ["method.predictor_hidden_dim=32", "method.queue_size=256"]  # where the method has them
 
 
@@ -47,8 +62,10 @@ def loss_and_grad(model, x1, x2, c: float):
             p.mul_(c)
     loss = m(x1, x2).loss
     loss.backward()
+
     def flat(ts):
         return torch.cat([t.reshape(-1) for t in ts])
+
     return loss.item(), flat([p.grad for p in params]), flat([p.detach() for p in params])
 
 

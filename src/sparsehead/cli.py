@@ -4,6 +4,7 @@ Every sub-command is registered here (COMMANDS at the bottom). Options are decla
 pretrain's as config keys (config.py, the methods' Params), evaluate's as the fields of
 evaluate.runner.EvalOptions, turned into flags, help and validation by sparsehead.core.options.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,38 +23,59 @@ from sparsehead.core.options import opt
 def _command(sub, name: str, help: str, description: str, examples: str = "", extra: str = ""):
     """A sub-command parser with its help line, description and an epilog of examples."""
     epilog = (extra + "\n\n" if extra else "") + ("examples:\n" + examples if examples else "")
-    return sub.add_parser(name, help=help, description=description, epilog=epilog or None,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _add_data_option(p, what: str) -> None:
     """--data KEY=VALUE ...: the one meaning of --data (config.with_data_overrides)."""
-    p.add_argument("--data", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help=f"{what}: keys of the data section, KEY or data.KEY, several after one --data or "
-                        "one per --data, e.g. --data source=imagefolder root=DIR (default: the run's)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{what}: keys of the data section, KEY or data.KEY, several after one --data or "
+        "one per --data, e.g. --data source=imagefolder root=DIR (default: the run's)",
+    )
 
 
 # --- pretrain -----------------------------------------------------------------------------------
 
+
 def add_pretrain(sub):
     p = _command(
-        sub, "pretrain", "pretrain an encoder (any method, head, SparseHead setting, data set)",
+        sub,
+        "pretrain",
+        "pretrain an encoder (any method, head, SparseHead setting, data set)",
         "Pretrain a backbone with a self-supervised method. Settings come from a YAML file (--config) "
         "and key=value overrides, validated before any work starts.",
         "  sparsehead pretrain --config configs/demo.yaml\n"
         "  sparsehead pretrain --config configs/cifar10_simclr.yaml sparsity.lam=1e-4 train.epochs=20\n"
         "  sparsehead pretrain --resume runs/my-run          # continue a stopped run exactly\n"
         "  SPARSEHEAD_PLUGINS=my_method sparsehead pretrain method.name=mine   # a plugin's method",
-        "configuration keys (section.key (type, default): meaning):\n" + config.describe())
+        "configuration keys (section.key (type, default): meaning):\n" + config.describe(),
+    )
     p.add_argument("--config", help="YAML file with any of the keys below (default: all defaults)")
-    p.add_argument("--run-dir", help="run folder to create, or to resume when it holds a checkpoint "
-                                     "(default: train.out_dir/train.run_name)")
-    p.add_argument("--resume", metavar="RUN_FOLDER",
-                   help="continue a stopped run from its last good checkpoint, with the config saved in "
-                        "the folder (overrides only of keys that may change on resume, see "
-                        "docs/reliability.md; others need --force)")
-    p.add_argument("--force", action="store_true",
-                   help="resume even though the config (or the data set) differs from the run's")
+    p.add_argument(
+        "--run-dir",
+        help="run folder to create, or to resume when it holds a checkpoint (default: train.out_dir/train.run_name)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_FOLDER",
+        help="continue a stopped run from its last good checkpoint, with the config saved in "
+        "the folder (overrides only of keys that may change on resume, see "
+        "docs/reliability.md; others need --force)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="resume even though the config (or the data set) differs from the run's"
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sparsity.lam=1e-4")
     p.set_defaults(run=run_pretrain)
@@ -61,12 +83,16 @@ def add_pretrain(sub):
 
 def run_pretrain(args) -> int:
     import yaml
+
     run_dir = args.run_dir
     if args.resume:
         if args.config or args.run_dir:
-            raise config.ConfigError("--resume takes the config and the folder from RUN_FOLDER; drop --config "
-                                     "and --run-dir (give key=value overrides instead)")
+            raise config.ConfigError(
+                "--resume takes the config and the folder from RUN_FOLDER; drop --config "
+                "and --run-dir (give key=value overrides instead)"
+            )
         from sparsehead.training.resume import resume_config
+
         cfg, run_dir = resume_config(args.resume, args.overrides, args.force), args.resume
     else:
         cfg = config.load(args.config, args.overrides)
@@ -74,6 +100,7 @@ def run_pretrain(args) -> int:
         print(yaml.safe_dump(config.to_dict(cfg), sort_keys=False), end="")
         return 0
     from sparsehead.training.loop import pretrain
+
     summary = pretrain(cfg, run_dir, force=args.force)
     if "run_dir" in summary:
         print(f"run folder: {summary['run_dir']}")
@@ -83,12 +110,18 @@ def run_pretrain(args) -> int:
 
 # --- evaluate and report ------------------------------------------------------------------------
 
+
 def add_evaluate(sub):
     from sparsehead.evaluate.runner import OPTION_GROUPS, PROTOCOLS, EvalOptions
-    listing = "\n".join(textwrap.fill(f.summary, 100, initial_indent=f"  {name:<9}", subsequent_indent=" " * 11)
-                         for name, f in PROTOCOLS.items())
+
+    listing = "\n".join(
+        textwrap.fill(f.summary, 100, initial_indent=f"  {name:<9}", subsequent_indent=" " * 11)
+        for name, f in PROTOCOLS.items()
+    )
     p = _command(
-        sub, "evaluate", "evaluate a trained backbone: k-NN, linear probe, semi-supervised, nearest centre",
+        sub,
+        "evaluate",
+        "evaluate a trained backbone: k-NN, linear probe, semi-supervised, nearest centre",
         "Evaluate the frozen representation r of a checkpoint (and, with --with-z, the embedding z) on the "
         "run's data set or another one. Prints the numbers and writes them to RUN/eval/<protocol>.json; "
         "features are cached in RUN/features/.",
@@ -96,9 +129,11 @@ def add_evaluate(sub):
         "  sparsehead evaluate runs/demo/checkpoints/ckpt-00000500.pt --protocol knn --with-z\n"
         "  sparsehead evaluate runs/c10 --protocol semisup --fractions 0.01 --epochs 5\n"
         "  sparsehead evaluate runs/c10 --protocol knn --data source=imagefolder root=/data/x",
-        "protocols:\n" + listing)
-    p.add_argument("target", metavar="RUN_FOLDER_OR_CHECKPOINT",
-                   help="a run folder (its newest checkpoint) or a checkpoint file")
+        "protocols:\n" + listing,
+    )
+    p.add_argument(
+        "target", metavar="RUN_FOLDER_OR_CHECKPOINT", help="a run folder (its newest checkpoint) or a checkpoint file"
+    )
     p.add_argument("--protocol", required=True, choices=list(PROTOCOLS), help="the evaluation protocol")
     _add_data_option(p, "evaluate on another data set")
     grouped = {name for names in OPTION_GROUPS.values() for name in names}
@@ -111,6 +146,7 @@ def add_evaluate(sub):
 
 def run_evaluate(args) -> int:
     from sparsehead.evaluate.runner import EvalOptions, evaluate
+
     opts = options.from_arguments(EvalOptions, args)
     record, path = evaluate(args.target, opts, tuple(args.data))
     print(json.dumps({k: record[k] for k in ("r", "z") if k in record}, indent=2))
@@ -120,10 +156,13 @@ def run_evaluate(args) -> int:
 
 def add_report(sub):
     p = _command(
-        sub, "report", "one results table across runs (Markdown and CSV), mean ± std over seeds",
+        sub,
+        "report",
+        "one results table across runs (Markdown and CSV), mean ± std over seeds",
         "Tabulate the evaluations of several runs like Song et al. 2023 Table 1: method, head, lambda, "
         "linear top-1/top-5, k-NN (and NCC, semi-supervised when evaluated). Runs whose configs differ "
-        "only in the seed are one row (mean ± sample std, percent).")
+        "only in the seed are one row (mean ± sample std, percent).",
+    )
     p.add_argument("runs", nargs="+", metavar="RUN_FOLDER")
     p.add_argument("--out", metavar="PREFIX", help="also write PREFIX.md and PREFIX.csv")
     p.set_defaults(run=run_report)
@@ -132,6 +171,7 @@ def add_report(sub):
 def run_report(args) -> int:
     from sparsehead.core.atomic import atomic_write_text
     from sparsehead.evaluate.table import build_table, to_csv, to_markdown
+
     columns, rows = build_table(args.runs)
     markdown = to_markdown(columns, rows)
     print(markdown, end="")
@@ -144,10 +184,14 @@ def run_report(args) -> int:
 
 # --- export -------------------------------------------------------------------------------------
 
+
 def add_export(sub):
     from sparsehead.export.formats import FORMATS
+
     p = _command(
-        sub, "export", "write a run's backbone as a plain torchvision state_dict, or for detection transfer",
+        sub,
+        "export",
+        "write a run's backbone as a plain torchvision state_dict, or for detection transfer",
         "Write the backbone of a run (its newest checkpoint) or of a checkpoint file as a torchvision ResNet "
         "state_dict without fc (--format torchvision), as the trunk of torchvision's Faster/Mask R-CNN FPN "
         "backbone (torchvision-detection) or as detectron2's ResNet pickle (detectron2), plus a .json sidecar "
@@ -155,21 +199,26 @@ def add_export(sub):
         "Detection formats need a width-64 ResNet with the ImageNet stem (docs/transfer.md).",
         "  sparsehead export runs/my-run --out backbone.safetensors\n"
         "  sparsehead export runs/r50 --format detectron2 --out r50.pkl\n"
-        "  sparsehead export runs/r50 --format torchvision-detection --out r50-fpn-body.pt")
+        "  sparsehead export runs/r50 --format torchvision-detection --out r50-fpn-body.pt",
+    )
     p.add_argument("source", metavar="RUN_FOLDER_OR_CHECKPOINT")
-    p.add_argument("--out", required=True, help="output file: .pt or .safetensors (torchvision formats), "
-                                                "or .pkl (detectron2)")
+    p.add_argument(
+        "--out", required=True, help="output file: .pt or .safetensors (torchvision formats), or .pkl (detectron2)"
+    )
     p.add_argument("--format", default="torchvision", choices=list(FORMATS), help="default: torchvision")
     p.set_defaults(run=run_export)
 
 
 def run_export(args) -> int:
     from sparsehead.export.formats import detection_snippet, export_backbone, loading_snippet
+
     meta = export_backbone(args.source, args.out, args.format)
     shape = f"width {meta['width']}, {meta['stem']} stem, " if "width" in meta else ""
-    print(f"wrote {args.out} ({args.format}: {meta['arch']}, {shape}"
-          f"{meta['feature_dim']}-d features, step {meta['step']}) and its sidecar "
-          f"{Path(args.out).with_suffix('.json')}")
+    print(
+        f"wrote {args.out} ({args.format}: {meta['arch']}, {shape}"
+        f"{meta['feature_dim']}-d features, step {meta['step']}) and its sidecar "
+        f"{Path(args.out).with_suffix('.json')}"
+    )
     if args.format == "torchvision":
         print("load it without sparsehead:\n")
         print(loading_snippet(meta, args.out))
@@ -181,9 +230,12 @@ def run_export(args) -> int:
 
 # --- analyze ------------------------------------------------------------------------------------
 
+
 def add_analyze(sub):
     p = _command(
-        sub, "analyze", "dimensional-collapse diagnostics + HTML report of a run, several runs, or any embeddings",
+        sub,
+        "analyze",
+        "dimensional-collapse diagnostics + HTML report of a run, several runs, or any embeddings",
         "Eigenvalue spectra, collapsed dimensions, effective rank, RankMe, alpha-ReQ, min-max distance ratio, "
         "alignment, uniformity, class-centre metrics and head sparsity of the representation r and the "
         "embedding z on the test split. Writes analysis.json, PNG figures and a self-contained report.html "
@@ -191,17 +243,24 @@ def add_analyze(sub):
         "  sparsehead analyze runs/demo\n"
         "  sparsehead analyze runs/c10/checkpoints/ckpt-00001000.pt --data root=/data/cifar10\n"
         "  sparsehead analyze --compare runs/baseline runs/sparsehead --out runs/compare\n"
-        "  sparsehead analyze --features emb.npy --labels labels.npy --out emb-analysis")
-    p.add_argument("targets", nargs="*", metavar="RUN_OR_CHECKPOINT",
-                   help="a run folder (its newest checkpoint) or a checkpoint file; several with --compare")
+        "  sparsehead analyze --features emb.npy --labels labels.npy --out emb-analysis",
+    )
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="RUN_OR_CHECKPOINT",
+        help="a run folder (its newest checkpoint) or a checkpoint file; several with --compare",
+    )
     _add_data_option(p, "override the run's data settings")
     from sparsehead.analysis.report import AnalyzeOptions
+
     options.add_arguments(p, AnalyzeOptions)
     p.set_defaults(run=run_analyze)
 
 
 def run_analyze(args) -> int:
     from sparsehead.analysis import report
+
     args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(report.AnalyzeOptions, args))})
     if args.features:
         if args.targets or args.compare:
@@ -215,8 +274,9 @@ def run_analyze(args) -> int:
         out = report.compare_runs(args.targets, args.out, args.data, args.device)
     else:
         if len(args.targets) != 1:
-            raise report.AnalysisError(f"give one run folder or checkpoint (got {len(args.targets)}); "
-                                       "use --compare for several")
+            raise report.AnalysisError(
+                f"give one run folder or checkpoint (got {len(args.targets)}); use --compare for several"
+            )
         out = report.analyze_run(args.targets[0], args.out, args.data, args.device, args.seed)
     print(f"report: {out / 'report.html'}")
     return 0
@@ -224,14 +284,16 @@ def run_analyze(args) -> int:
 
 # --- simulate -----------------------------------------------------------------------------------
 
+
 def add_simulate(sub):
     p = sub.add_parser(
         "simulate",
         help="toy experiments: dimensional collapse (Jing et al. 2022) and the min-max ratio (Song et al. 2023)",
         description="collapse: a 16x16 linear layer under InfoNCE with noise augmentation of amplitude k on an "
-                    "8x8 block (Jing et al. 2022 Fig. 3), and a two-layer linear model with weak augmentation "
-                    "(Fig. 6). minmax: Song et al. 2023 Eq. 9 against dimension for i.i.d. data (Lemma 5.7) and "
-                    "for column-sparse vs dense projections. Writes PNG and JSON into --out.")
+        "8x8 block (Jing et al. 2022 Fig. 3), and a two-layer linear model with weak augmentation "
+        "(Fig. 6). minmax: Song et al. 2023 Eq. 9 against dimension for i.i.d. data (Lemma 5.7) and "
+        "for column-sparse vs dense projections. Writes PNG and JSON into --out.",
+    )
     p.add_argument("experiment", choices=["collapse", "minmax"])
     options.add_arguments(p, SimulateOptions)
     p.set_defaults(run=run_simulate)
@@ -247,23 +309,29 @@ class SimulateOptions:
 
 def run_simulate(args) -> int:
     from sparsehead.analysis import simulate
+
     args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(SimulateOptions, args))})
     out = Path(args.out)
     if args.experiment == "collapse":
-        result = simulate.run_collapse(out, simulate.ToySetup(steps=args.steps, seed=args.seed),
-                                       two_layer_steps=2 * args.steps)
+        result = simulate.run_collapse(
+            out, simulate.ToySetup(steps=args.steps, seed=args.seed), two_layer_steps=2 * args.steps
+        )
         single = result["strong_augmentation"]
         for k, ratio in zip(single["amplitudes"], single["final_min_over_max"]):
             print(f"one layer, k={k:g}: smallest/largest singular value of W = {ratio:.3g}")
         two = result["two_layer"]
-        print(f"two layers, k={two['amplitude']:g}: smallest/largest singular value of W2 W1 = "
-              f"{two['final_min_over_max']:.3g} (one layer, same setting: "
-              f"{two['single_layer_same_setup_min_over_max']:.3g})")
+        print(
+            f"two layers, k={two['amplitude']:g}: smallest/largest singular value of W2 W1 = "
+            f"{two['final_min_over_max']:.3g} (one layer, same setting: "
+            f"{two['single_layer_same_setup_min_over_max']:.3g})"
+        )
     else:
         result = simulate.run_minmax(out, samples=args.samples, seed=args.seed)
         iid = result["iid"]
-        print("i.i.d. Gaussian, mean min-max ratio by dimension: " +
-              ", ".join(f"d={d}: {m:.3g}" for d, m in zip(iid["dims"], iid["gaussian"])))
+        print(
+            "i.i.d. Gaussian, mean min-max ratio by dimension: "
+            + ", ".join(f"d={d}: {m:.3g}" for d, m in zip(iid["dims"], iid["gaussian"]))
+        )
     print(f"written to {out}")
     return 0
 
@@ -277,9 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparsehead",
         description="Self-supervised representation learning around the projection head: "
-                    "SparseHead (L2,1-sparse heads) on SimCLR / BYOL / Barlow Twins, with evaluation "
-                    "and dimensional-collapse diagnostics. `sparsehead <command> --help` for details. "
-                    "Plugin modules named in SPARSEHEAD_PLUGINS (comma-separated) are imported first.")
+        "SparseHead (L2,1-sparse heads) on SimCLR / BYOL / Barlow Twins, with evaluation "
+        "and dimensional-collapse diagnostics. `sparsehead <command> --help` for details. "
+        "Plugin modules named in SPARSEHEAD_PLUGINS (comma-separated) are imported first.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for add in COMMANDS:
         add(sub)
@@ -288,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from sparsehead.core.plugins import import_plugins
+
     try:
         import_plugins()  # before the parser: --help lists the parameters of plugin methods too
         args = build_parser().parse_args(argv)

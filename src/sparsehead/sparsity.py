@@ -5,6 +5,7 @@ Groups are the COLUMNS of an nn.Linear weight (shape out x in): one group per in
 so a zero column means the layer ignores that input. `weight.norm(dim=1)` would prune output
 units instead, which is not the paper's penalty.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,14 +31,19 @@ SPARSITY_MODES = ("penalty", "proximal", "prune")
 
 @dataclass
 class SparsityConfig:
-    lam: float = opt(0.0, "SparseHead lambda: weight of the L2,1 penalty (paper: 1e-4; 0 = off); "
-                          "with sparsity.target_support in penalty/proximal mode, the starting value", min=0.0)
-    layers: Literal["last", "first", "all"] = opt(
-        "last", "which linear layers of the head are penalised (paper: last)")
+    lam: float = opt(
+        0.0,
+        "SparseHead lambda: weight of the L2,1 penalty (paper: 1e-4; 0 = off); "
+        "with sparsity.target_support in penalty/proximal mode, the starting value",
+        min=0.0,
+    )
+    layers: Literal["last", "first", "all"] = opt("last", "which linear layers of the head are penalised (paper: last)")
     support_threshold: float = opt(
-        1e-3, "a column counts as zero when its norm is below this fraction of the largest", min=0.0)
+        1e-3, "a column counts as zero when its norm is below this fraction of the largest", min=0.0
+    )
     mode: Literal[SPARSITY_MODES] = opt(
-        "penalty", "penalty (the default, the paper's method; use it to reproduce the paper): lambda * L2,1 "
+        "penalty",
+        "penalty (the default, the paper's method; use it to reproduce the paper): lambda * L2,1 "
         "added to the loss. Every method but VICReg ignores the head layer's scale, so the penalty mostly "
         "shrinks the whole layer: under Adam, AdamW and SGD with momentum it also spreads the column norms "
         "but zeroes none; under LARS (trust ratio) it barely acts. proximal: no loss term, each column "
@@ -48,23 +54,35 @@ class SparsityConfig:
         "(recommended for a sparse head; the same under every optimiser): the penalty as above if lambda > "
         "0, plus pruning of the smallest-norm columns on a cubic schedule from sparsity.prune_start to "
         "sparsity.prune_end to exactly round(target_support * columns); pruned columns are set to exact "
-        "zero after every step and stay zero; the mask is saved in checkpoints. See docs/sparsehead.md")
+        "zero after every step and stay zero; the mask is saved in checkpoints. See docs/sparsehead.md",
+    )
     target_support: Optional[float] = opt(
-        None, "penalty/proximal: adaptive lambda, fraction of penalised columns to keep; lambda is "
+        None,
+        "penalty/proximal: adaptive lambda, fraction of penalised columns to keep; lambda is "
         "multiplied by exp(adapt_gain * (support_frac - target)) every adapt_every steps (null: fixed "
         "lambda); prune: the fraction of columns the pruning schedule ends at (required)",
-        min=0.0, max=1.0, exclusive_min=True)
-    adapt_gain: float = opt(0.05, "adaptive lambda: gain of the multiplicative update", min=0.0,
-                            exclusive_min=True)
+        min=0.0,
+        max=1.0,
+        exclusive_min=True,
+    )
+    adapt_gain: float = opt(0.05, "adaptive lambda: gain of the multiplicative update", min=0.0, exclusive_min=True)
     adapt_every: int = opt(1, "adaptive lambda: optimiser steps between updates", min=1)
-    lam_range: float = opt(1e4, "adaptive lambda stays within [lam / lam_range, lam * lam_range] "
-                                "of the starting sparsity.lam", min=1.0)
-    prune_start: float = opt(0.1, "prune mode: fraction of the run's optimiser steps (train.epochs) "
-                                  "after which pruning starts", min=0.0, max=1.0)
-    prune_end: float = opt(0.5, "prune mode: fraction of the run's steps at which the support reaches "
-                                "target_support (then only fine-tuning with the mask)", min=0.0, max=1.0)
-
-
+    lam_range: float = opt(
+        1e4, "adaptive lambda stays within [lam / lam_range, lam * lam_range] of the starting sparsity.lam", min=1.0
+    )
+    prune_start: float = opt(
+        0.1,
+        "prune mode: fraction of the run's optimiser steps (train.epochs) after which pruning starts",
+        min=0.0,
+        max=1.0,
+    )
+    prune_end: float = opt(
+        0.5,
+        "prune mode: fraction of the run's steps at which the support reaches "
+        "target_support (then only fine-tuning with the mask)",
+        min=0.0,
+        max=1.0,
+    )
 
 
 def cannot_act(cfg, target: str, why: str, instead: str) -> str:
@@ -78,8 +96,11 @@ def head_problem(head_kind: str, cfg) -> Optional[str]:
     """Why SparseHead cannot act on a head of `head_kind` (None: it can, or it is off)."""
     if not sparsity_active(cfg) or HEADS.lookup(head_kind).sparsehead:
         return None
-    why = ("its columns all have norm 1, so the L2,1 penalty is constant" if head_kind == "orthogonal"
-           else "it has no trainable linear layer")
+    why = (
+        "its columns all have norm 1, so the L2,1 penalty is constant"
+        if head_kind == "orthogonal"
+        else "it has no trainable linear layer"
+    )
     return cannot_act(cfg, f"head.kind={head_kind}", why, "head.kind=linear, mlp or diagonal")
 
 
@@ -117,7 +138,7 @@ def top_share(norms: torch.Tensor, fraction: float = 0.1) -> float:
     concentrated a layer's column norms are."""
     x = norms.detach().double().flatten().sort(descending=True).values
     total = x.sum()
-    return float(x[:max(1, math.ceil(fraction * x.numel()))].sum() / total) if total > 0 else 0.0
+    return float(x[: max(1, math.ceil(fraction * x.numel()))].sum() / total) if total > 0 else 0.0
 
 
 def gini(norms: torch.Tensor) -> float:
@@ -152,7 +173,7 @@ def pruning_keep(step: int, total_steps: int, columns: int, target: float, start
     if step <= t0:
         return columns
     span, left = t1 - t0, t1 - step
-    return final + -(-(columns - final) * left ** 3 // span ** 3)  # ceil division
+    return final + -(-(columns - final) * left**3 // span**3)  # ceil division
 
 
 @torch.no_grad()
@@ -209,8 +230,9 @@ class SparseHeadRegularizer(StepHook):
             if total_steps is None or cfg.target_support is None:
                 raise ValueError("mode prune needs target_support and the run's total_steps")
             self.total_steps = total_steps
-            self.masks = [torch.ones(layer.weight.shape[1], dtype=torch.bool, device=layer.weight.device)
-                          for layer in self.layers]
+            self.masks = [
+                torch.ones(layer.weight.shape[1], dtype=torch.bool, device=layer.weight.device) for layer in self.layers
+            ]
 
     def penalty(self) -> torch.Tensor:
         """lambda * sum of the L2,1 norms of the penalised weights (0 when off or proximal)."""
@@ -266,10 +288,11 @@ class SparseHeadRegularizer(StepHook):
         self.lam, self.steps = float(state["lam"]), int(state["steps"])
         if self.pruning:
             if len(state.get("masks", ())) != len(self.layers):
-                raise ValueError("the checkpoint has no pruning masks for this head (made with another "
-                                 "sparsity.mode?)")
-            self.masks = [m.to(dtype=torch.bool, device=layer.weight.device).clone()
-                          for m, layer in zip(state["masks"], self.layers)]
+                raise ValueError("the checkpoint has no pruning masks for this head (made with another sparsity.mode?)")
+            self.masks = [
+                m.to(dtype=torch.bool, device=layer.weight.device).clone()
+                for m, layer in zip(state["masks"], self.layers)
+            ]
 
 
 def adapted_lambda(lam: float, support_frac: float, cfg) -> float:
@@ -287,8 +310,16 @@ def head_sparsity(head: nn.Module, which: str = "last", threshold: float = 1e-3)
     for layer in penalized_layers(head, which):
         w = layer.weight.detach().float().cpu()
         support, norms = support_size(w, threshold), column_norms(w)
-        out.append({"shape": list(w.shape), "support": support, "support_frac": support / w.shape[1],
-                    "support_threshold": threshold, "l21": l21_norm(w).item(),
-                    "top10_share": top_share(norms), "gini": gini(norms),
-                    "column_norms": norms.sort(descending=True).values.tolist()})
+        out.append(
+            {
+                "shape": list(w.shape),
+                "support": support,
+                "support_frac": support / w.shape[1],
+                "support_threshold": threshold,
+                "l21": l21_norm(w).item(),
+                "top10_share": top_share(norms),
+                "gini": gini(norms),
+                "column_norms": norms.sort(descending=True).values.tolist(),
+            }
+        )
     return out

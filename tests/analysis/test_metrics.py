@@ -1,4 +1,5 @@
 """Collapse diagnostics against independent computations (numpy / scikit-learn / hand-derived values)."""
+
 from __future__ import annotations
 
 import json
@@ -45,6 +46,7 @@ def matrix_with_singular_values(n, d, s, rng) -> np.ndarray:
 
 # --- spectrum -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("as_torch", [False, True])
 def test_spectrum_matches_numpy_covariance(as_torch):
     rng = np.random.default_rng(0)
@@ -65,9 +67,10 @@ def test_spectrum_normalized_uses_unit_rows():
 
 def test_chunked_spectrum_equals_one_block():
     x = torch.randn(1001, 16, dtype=torch.float32)
-    np.testing.assert_allclose(spectrum(x, chunk_rows=37), spectrum(x, chunk_rows=10 ** 6), rtol=1e-10)
-    np.testing.assert_allclose(spectrum(x, normalize=True, chunk_rows=37),
-                               spectrum(x, normalize=True, chunk_rows=10 ** 6), rtol=1e-10)
+    np.testing.assert_allclose(spectrum(x, chunk_rows=37), spectrum(x, chunk_rows=10**6), rtol=1e-10)
+    np.testing.assert_allclose(
+        spectrum(x, normalize=True, chunk_rows=37), spectrum(x, normalize=True, chunk_rows=10**6), rtol=1e-10
+    )
 
 
 def test_rank_deficient_features_show_collapsed_dimensions():
@@ -89,6 +92,7 @@ def test_collapsed_dimensions_threshold_is_relative():
 
 
 # --- effective rank, RankMe, alpha-ReQ ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_effective_rank_of_k_equal_singular_values_is_k(k):
@@ -135,6 +139,7 @@ def test_alpha_req_fit_range_skips_collapsed_tail():
 
 # --- min-max ratio, alignment, uniformity -------------------------------------------------------------
 
+
 def test_min_max_ratio_on_hand_made_points():
     # 1-D points 0, 1, 3: queries give (3-1)/1, (2-1)/1, (3-2)/2 -> mean 7/6
     assert min_max_ratio(np.array([[0.0], [1.0], [3.0]])) == pytest.approx(7 / 6)
@@ -171,6 +176,7 @@ def test_alignment_and_uniformity_match_wang_isola():
 
 # --- class centres (Huang et al. 2023) -----------------------------------------------------------------------
 
+
 def test_class_centre_metrics_hand_derived():
     x = np.array([[1.0, 0], [0, 2.0], [-3.0, 0]])  # normalised: (1,0), (0,1) | (-1,0)
     y = np.array([0, 0, 1])
@@ -182,6 +188,7 @@ def test_class_centre_metrics_hand_derived():
 
 def test_nearest_centre_accuracy_matches_sklearn():
     from sklearn.neighbors import NearestCentroid
+
     rng = np.random.default_rng(6)
     y = rng.integers(0, 4, 400)
     x = rng.standard_normal((400, 6)) + np.eye(4, 6)[y] * 1.5
@@ -189,11 +196,13 @@ def test_nearest_centre_accuracy_matches_sklearn():
     train, test = slice(0, 300), slice(300, None)
     clf = NearestCentroid().fit(xn[train], y[train])
     assert nearest_centre_accuracy(x[test], y[test], x[train], y[train]) == pytest.approx(
-        (clf.predict(xn[test]) == y[test]).mean())
+        (clf.predict(xn[test]) == y[test]).mean()
+    )
     assert nearest_centre_accuracy(x, y) == pytest.approx((NearestCentroid().fit(xn, y).predict(xn) == y).mean())
 
 
 # --- head and the bundle ----------------------------------------------------------------------------
+
 
 def test_head_sparsity_reports_zeroed_columns():
     head = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4))
@@ -213,8 +222,9 @@ def test_diagnostics_bundle_is_json_safe_and_subsamples():
     assert summary["rankme"] == pytest.approx(rankme(x), rel=1e-9)
     assert summary["effective_rank"] == pytest.approx(effective_rank(x), rel=1e-12)
     assert summary["alpha_req"] == pytest.approx(alpha_req(x), rel=1e-12)
-    out = diagnostics(x, labels=np.arange(300) % 3, view_pair=(x, x + 1e-3 * torch.randn(300, 10)),
-                      pairwise_samples=100)
+    out = diagnostics(
+        x, labels=np.arange(300) % 3, view_pair=(x, x + 1e-3 * torch.randn(300, 10)), pairwise_samples=100
+    )
     assert out["pairwise_samples"] == 100 and out["samples"] == 300
     assert len(out["spectra"]["raw"]) == 10 and out["alignment"] < 0.01
     json.dumps(json_safe(out), allow_nan=False)

@@ -1,5 +1,6 @@
 """`sparsehead analyze` end to end on tiny digits runs: JSON, figures, and a valid self-contained HTML
 report (checked by a strict parser, and rendered by headless Chromium when one is installed)."""
+
 from __future__ import annotations
 
 import base64
@@ -25,6 +26,7 @@ def runs(tmp_path_factory):
     """Two tiny digits runs: SimCLR + MLP head with SparseHead, and a few steps of an identity head."""
     from sparsehead import config
     from sparsehead.training.loop import pretrain
+
     root = tmp_path_factory.mktemp("runs")
     sparse = root / "sparse"
     pretrain(config.load(None, TINY + ["sparsity.lam=1e-2", "train.max_steps=8"]), sparse)
@@ -49,6 +51,7 @@ def cli(capsys, *args: str) -> tuple[int, str]:
 
 class StrictHTML(HTMLParser):
     """Checks nesting (every non-void element closed in order) and collects tags and attributes."""
+
     VOID = {"meta", "img", "br", "hr", "link", "input", "source", "col", "area", "base", "wbr"}
 
     def __init__(self):
@@ -92,8 +95,18 @@ def test_analyze_run_writes_metrics_for_r_and_z(analyzed, runs):
         d = data[key]
         assert d["dim"] == dim and d["samples"] == 360  # the digits test split
         assert len(d["spectra"]["raw"]) == dim and len(d["spectra"]["normalized"]) == dim
-        for metric in ("collapsed_dims", "effective_rank", "rankme", "alpha_req", "min_max_ratio",
-                       "uniformity", "alignment", "centre_divergence", "delta_mu", "nearest_centre_accuracy"):
+        for metric in (
+            "collapsed_dims",
+            "effective_rank",
+            "rankme",
+            "alpha_req",
+            "min_max_ratio",
+            "uniformity",
+            "alignment",
+            "centre_divergence",
+            "delta_mu",
+            "nearest_centre_accuracy",
+        ):
             assert metric in d, metric
         assert 1 <= d["effective_rank"] <= dim and 0 <= d["alignment"] <= 4 and -4 <= d["uniformity"] <= 0
     (head,) = data["head"]
@@ -122,24 +135,40 @@ def test_report_is_valid_self_contained_and_names_every_figure(analyzed):
         assert any(name in caption for caption in html.captions), f"no caption names {name}"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium browser installed (/usr/bin/chromium); "
-                                              "install the Debian package chromium to run this test")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium browser installed (/usr/bin/chromium); install the Debian package chromium to run this test",
+)
 def test_report_renders_in_headless_chromium(analyzed, tmp_path):
     # A copy of the report with a probe that records, once loaded, whether every image decoded.
-    probe = ("<script>addEventListener('load',()=>{const i=[...document.images];"
-             "document.body.dataset.images=i.length;"
-             "document.body.dataset.decoded=i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script>")
+    probe = (
+        "<script>addEventListener('load',()=>{const i=[...document.images];"
+        "document.body.dataset.images=i.length;"
+        "document.body.dataset.decoded=i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script>"
+    )
     page = tmp_path / "probe.html"
     page.write_text((analyzed / "report.html").read_text().replace("</body>", probe + "</body>"))
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+    ]
     dom = subprocess.run(cmd + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert 'data-images="3"' in dom and 'data-decoded="3"' in dom, dom[:300]
     assert "Scalar metrics" in dom
     shot = tmp_path / "shot.png"
-    subprocess.run(cmd + ["--window-size=1200,900", f"--screenshot={shot}", (analyzed / "report.html").as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        cmd + ["--window-size=1200,900", f"--screenshot={shot}", (analyzed / "report.html").as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.read_bytes()[:8] == PNG_MAGIC and shot.stat().st_size > 10_000  # a page, not a blank frame
 
 
@@ -162,7 +191,9 @@ def test_analyze_compare_overlays_runs(runs, tmp_path, capsys):
     html = parse(tmp_path / "cmp" / "report.html")
     assert not html.errors and any("spectra_compare.png" in c for c in html.captions)
     assert cli(capsys, "analyze", "--compare", str(runs[0]), str(runs[1])) == (
-        2, "error: --compare needs --out FOLDER for the comparison report\n")
+        2,
+        "error: --compare needs --out FOLDER for the comparison report\n",
+    )
 
 
 def test_analyze_features_file(tmp_path, capsys):
@@ -170,20 +201,25 @@ def test_analyze_features_file(tmp_path, capsys):
     x = (rng.standard_normal((300, 6)) @ rng.standard_normal((6, 20))).astype(np.float32)  # rank 6 of 20
     np.save(tmp_path / "emb.npy", x)
     np.save(tmp_path / "labels.npy", np.arange(300) % 3)
-    assert cli(capsys, "analyze", "--features", str(tmp_path / "emb.npy"), "--labels",
-               str(tmp_path / "labels.npy"))[0] == 0
+    assert (
+        cli(capsys, "analyze", "--features", str(tmp_path / "emb.npy"), "--labels", str(tmp_path / "labels.npy"))[0]
+        == 0
+    )
     out = tmp_path / "emb-analysis"
     data = json.loads((out / "analysis.json").read_text())
     assert data["x"]["collapsed_dims"] == 14 and "nearest_centre_accuracy" in data["x"]
     assert (out / "spectra.png").is_file() and not parse(out / "report.html").errors
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "give one run folder"),
-    (["--features", "missing.npy"], "does not exist"),
-    (["--labels", "x.npy", "somewhere"], "--labels goes with --features"),
-    (["no/such/run"], "neither a checkpoint file nor a run folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "give one run folder"),
+        (["--features", "missing.npy"], "does not exist"),
+        (["--labels", "x.npy", "somewhere"], "--labels goes with --features"),
+        (["no/such/run"], "neither a checkpoint file nor a run folder"),
+    ],
+)
 def test_analyze_bad_input_gives_clear_errors(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, err = cli(capsys, "analyze", *args)
@@ -196,6 +232,7 @@ def test_analyze_features_rejects_wrong_shapes(tmp_path, capsys):
     assert code == 2 and "(samples, dims) matrix" in err
     np.save(tmp_path / "emb.npy", np.zeros((10, 3)))
     np.save(tmp_path / "labels.npy", np.zeros(9, dtype=int))
-    code, err = cli(capsys, "analyze", "--features", str(tmp_path / "emb.npy"),
-                    "--labels", str(tmp_path / "labels.npy"))
+    code, err = cli(
+        capsys, "analyze", "--features", str(tmp_path / "emb.npy"), "--labels", str(tmp_path / "labels.npy")
+    )
     assert code == 2 and "10 integer labels" in err

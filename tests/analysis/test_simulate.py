@@ -1,5 +1,6 @@
 """The papers' toy experiments: the InfoNCE of Jing et al. 2022 Eq. 2, collapse under strong augmentation and
 with two layers, and the min-max ratio of Song et al. 2023 Eq. 9 against dimension."""
+
 from __future__ import annotations
 
 import json

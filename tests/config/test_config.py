@@ -1,4 +1,5 @@
 """Configuration: YAML + overrides, validated before any work, one clear error per problem."""
+
 import pytest
 import yaml
 
@@ -19,21 +20,24 @@ def test_yaml_file_with_scientific_notation(tmp_path):
     assert cfg.sparsity.lam == 1e-4 and cfg.optim.lr == 3e-3
 
 
-@pytest.mark.parametrize("override, names", [
-    (["train.epochz=3"], ["train.epochz", "unknown key", "epochs"]),
-    (["head.kind=transformer"], ["head.kind", "identity", "linear", "mlp"]),
-    (["train.epochs=three"], ["train.epochs", "integer"]),
-    (["train.epochs=0"], ["train.epochs", ">= 1"]),
-    (["sparsity.lam=-1"], ["sparsity.lam", ">= 0"]),
-    (["augment.flip_p=1.5"], ["augment.flip_p", "<= 1"]),
-    (["optim.lr=0"], ["optim.lr", "> 0"]),
-    (["train.progress=maybe"], ["train.progress", "true or false"]),
-    (["epochs=3"], ["section.key"]),
-    (["nosuchsection.key=3"], ["nosuchsection", "unknown key"]),
-    (["data.source=imagefolder"], ["data.root", "required"]),
-    (["data.source=imagefolder", "data.root=/no/such/folder"], ["data.root", "does not exist"]),
-    (["train.device=gpu"], ["train.device", "auto"]),
-])
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        (["train.epochz=3"], ["train.epochz", "unknown key", "epochs"]),
+        (["head.kind=transformer"], ["head.kind", "identity", "linear", "mlp"]),
+        (["train.epochs=three"], ["train.epochs", "integer"]),
+        (["train.epochs=0"], ["train.epochs", ">= 1"]),
+        (["sparsity.lam=-1"], ["sparsity.lam", ">= 0"]),
+        (["augment.flip_p=1.5"], ["augment.flip_p", "<= 1"]),
+        (["optim.lr=0"], ["optim.lr", "> 0"]),
+        (["train.progress=maybe"], ["train.progress", "true or false"]),
+        (["epochs=3"], ["section.key"]),
+        (["nosuchsection.key=3"], ["nosuchsection", "unknown key"]),
+        (["data.source=imagefolder"], ["data.root", "required"]),
+        (["data.source=imagefolder", "data.root=/no/such/folder"], ["data.root", "does not exist"]),
+        (["train.device=gpu"], ["train.device", "auto"]),
+    ],
+)
 def test_bad_values_name_the_key_and_the_fix(override, names):
     with pytest.raises(ConfigError) as err:
         config.load(None, override)
@@ -55,6 +59,14 @@ def test_saved_config_round_trips(tmp_path):
 
 def test_every_key_is_described():
     text = config.describe()
-    for key in ["data.source", "sparsity.lam", "sparsity.layers", "method.name", "optim.name",
-                "train.batch_size", "head.kind", "model.width"]:
+    for key in [
+        "data.source",
+        "sparsity.lam",
+        "sparsity.layers",
+        "method.name",
+        "optim.name",
+        "train.batch_size",
+        "head.kind",
+        "model.width",
+    ]:
         assert key in text

@@ -6,6 +6,7 @@ Float64 makes the comparison tight: rtol 1e-7, atol 1e-10 (float32 would need ~1
 runs once, in one spawn for the whole module. Every registered method is checked (W-MSE
 excepted); adding a loss to the check = adding it to LOSSES.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,14 @@ from sparsehead.runs.model import build_model
 # (losses.wmse_loss).
 DDP_METHODS = [name for name in METHODS if name != "wmse"]
 # A timm ViT backbone under the same check (SimCLR and BYOL on it), 4x4 patches of the 8 px views.
-VIT = ["model.backbone=timm:vit_tiny_patch16_224", "data.image_size=8", "model.timm_args.patch_size=4",
-       "model.timm_args.depth=1", "model.timm_args.embed_dim=16", "model.timm_args.num_heads=2"]
+VIT = [
+    "model.backbone=timm:vit_tiny_patch16_224",
+    "data.image_size=8",
+    "model.timm_args.patch_size=4",
+    "model.timm_args.depth=1",
+    "model.timm_args.embed_dim=16",
+    "model.timm_args.num_heads=2",
+]
 DDP_CASES = DDP_METHODS + ["simclr+vit", "byol+vit"]
 # Losses of two (B, D) inputs whose value and input gradients must not depend on the sharding.
 LOSSES = {
@@ -58,9 +65,18 @@ RTOL, ATOL = 1e-7, 1e-10
 
 def _method(case: str):
     name, _, backbone = case.partition("+")
-    cfg = config.load(None, TINY + [f"method.name={name}", "head.hidden_dim=32", "head.out_dim=16",
-                                    "sparsity.lam=0", *method_keys(name, "method.queue_size=256"),
-                                    *(VIT if backbone == "vit" else [])])
+    cfg = config.load(
+        None,
+        TINY
+        + [
+            f"method.name={name}",
+            "head.hidden_dim=32",
+            "head.out_dim=16",
+            "sparsity.lam=0",
+            *method_keys(name, "method.queue_size=256"),
+            *(VIT if backbone == "vit" else []),
+        ],
+    )
     torch.manual_seed(0)
     return build_model(cfg).double()
 
@@ -69,17 +85,20 @@ def _inputs():
     g = torch.Generator().manual_seed(1)
     views = torch.rand(2, BATCH, 3, 8, 8, generator=g, dtype=torch.float64)
     # Columns of different scales: VICReg's variance hinge is active on some, not on others.
-    z = torch.randn(2, BATCH, DIM, generator=g, dtype=torch.float64) * torch.linspace(0.3, 2.5, DIM,
-                                                                                       dtype=torch.float64)
+    z = torch.randn(2, BATCH, DIM, generator=g, dtype=torch.float64) * torch.linspace(
+        0.3, 2.5, DIM, dtype=torch.float64
+    )
     return views, z
 
 
 def _step(model, method, x1, x2) -> dict:
     loss = model(x1, x2).loss
     loss.backward()
-    return {"loss": loss.detach(),
-            "grads": {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None},
-            "buffers": {k: b.clone() for k, b in method.named_buffers()}}
+    return {
+        "loss": loss.detach(),
+        "grads": {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None},
+        "buffers": {k: b.clone() for k, b in method.named_buffers()},
+    }
 
 
 def _loss_step(fn, z1, z2) -> dict:
@@ -130,24 +149,26 @@ def test_ddp_step_equals_single_process_on_the_whole_batch(ranks, name):
 def test_gathered_loss_on_shards_equals_loss_on_the_concatenation(ranks, name):
     _, z = _inputs()
     single = _loss_step(LOSSES[name], z[0], z[1])
-    torch.testing.assert_close(torch.stack([r[f"loss/{name}"]["loss"] for r in ranks]).mean(), single["loss"],
-                               rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(
+        torch.stack([r[f"loss/{name}"]["loss"] for r in ranks]).mean(), single["loss"], rtol=RTOL, atol=ATOL
+    )
     # A shard's gradient sums what every rank's loss sends back through the gather/all-reduce;
     # DDP divides it by the world size, which makes it the slice of the full gradient.
     for rank, r in enumerate(ranks):
         for key in ("grad1", "grad2"):
-            torch.testing.assert_close(r[f"loss/{name}"][key] / WORLD, shard(single[key], rank), rtol=RTOL, atol=ATOL,
-                                       msg=key)
+            torch.testing.assert_close(
+                r[f"loss/{name}"][key] / WORLD, shard(single[key], rank), rtol=RTOL, atol=ATOL, msg=key
+            )
 
 
 def test_sinkhorn_codes_and_directpred_correlation_are_those_of_the_global_batch(ranks):
     _, z = _inputs()
     # SwAV's equal partition is over the global batch: the ranks' codes are slices of the full one.
-    torch.testing.assert_close(torch.cat([r["sinkhorn_codes"] for r in ranks]), sinkhorn_knopp(z[0], 0.05, 3),
-                               rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(
+        torch.cat([r["sinkhorn_codes"] for r in ranks]), sinkhorn_knopp(z[0], 0.05, 3), rtol=RTOL, atol=ATOL
+    )
     for r in ranks:  # every rank sets DirectPred's predictor from the same F
-        torch.testing.assert_close(r["directpred_correlation"], batch_correlation(z[0], z[1]), rtol=RTOL,
-                                   atol=ATOL)
+        torch.testing.assert_close(r["directpred_correlation"], batch_correlation(z[0], z[1]), rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.slow
@@ -156,11 +177,25 @@ def test_torchrun_pretrain_writes_one_run_folder(tmp_path):
     written once (by rank 0), one metrics log, and the final k-NN ran."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "sparsehead", "pretrain", "--run-dir", str(run_dir),
-           *[o for o in TINY if not o.startswith(("train.log_every", "train.epochs"))], "train.max_steps=4",
-           "train.checkpoint_every=2", "train.log_every=2",
-           "data.subset=128", "train.epochs=2", "eval.knn_every=1"]  # 2 steps an epoch: k-NN monitor at 2
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "sparsehead",
+        "pretrain",
+        "--run-dir",
+        str(run_dir),
+        *[o for o in TINY if not o.startswith(("train.log_every", "train.epochs"))],
+        "train.max_steps=4",
+        "train.checkpoint_every=2",
+        "train.log_every=2",
+        "data.subset=128",
+        "train.epochs=2",
+        "eval.knn_every=1",
+    ]  # 2 steps an epoch: k-NN monitor at 2
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]

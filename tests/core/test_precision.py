@@ -1,4 +1,5 @@
 """train.precision / channels_last: device defaults, float32 losses under autocast, a run in bf16."""
+
 import json
 
 import pytest
@@ -31,8 +32,13 @@ def test_losses_run_in_float32_under_bf16_autocast(loss):
 
 def test_global_batchnorm_is_plain_batchnorm_in_one_process():
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
-                              torch.nn.Linear(4 * 36, 5), torch.nn.BatchNorm1d(5, affine=False))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 36, 5),
+        torch.nn.BatchNorm1d(5, affine=False),
+    )
     x = torch.randn(6, 3, 8, 8)
     keys = list(net.state_dict())
     expected = net(x)

@@ -2,6 +2,7 @@
 on the GPU against the CPU, and no host-device sync in a training step that does not log.
 
 Skipped without a GPU (tests/cuda/conftest.py); scripts/gpu_check.sh runs them on one."""
+
 from __future__ import annotations
 
 import os
@@ -36,12 +37,19 @@ def _images(n=512, size=24, seed=0):
 
 def test_crop_boxes_on_cuda_follow_the_cpu_distribution():
     n = 40_000
-    boxes = {dev: sample_crops(n, 32, 48, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator(dev).manual_seed(1), dev).cpu()
-             for dev in ("cpu", CUDA)}
+    boxes = {
+        dev: sample_crops(n, 32, 48, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator(dev).manual_seed(1), dev).cpu()
+        for dev in ("cpu", CUDA)
+    }
     area = {d: b[:, 2] * b[:, 3] / (32 * 48) for d, b in boxes.items()}
     aspect = {d: (b[:, 3] / b[:, 2]).log() for d, b in boxes.items()}
     # Means of n draws of a variable in [0, 1] (sd <= 0.5): 5 standard errors of the difference ~ 0.018.
-    for stat in (area, aspect, {d: b[:, 0] / 32 for d, b in boxes.items()}, {d: b[:, 1] / 48 for d, b in boxes.items()}):
+    for stat in (
+        area,
+        aspect,
+        {d: b[:, 0] / 32 for d, b in boxes.items()},
+        {d: b[:, 1] / 48 for d, b in boxes.items()},
+    ):
         assert abs(stat["cpu"].mean() - stat[CUDA].mean()) < 0.018
         assert abs(stat["cpu"].std() - stat[CUDA].std()) < 0.018
 
@@ -49,7 +57,10 @@ def test_crop_boxes_on_cuda_follow_the_cpu_distribution():
 def test_views_on_cuda_have_the_cpu_moments_and_are_reproducible_from_the_generator():
     views, images = _views(), _images()
     cpu = torch.cat(views(images, torch.Generator().manual_seed(0)))
-    run = lambda: torch.cat(views(images.to(CUDA), torch.Generator(CUDA).manual_seed(0)))
+
+    def run():
+        return torch.cat(views(images.to(CUDA), torch.Generator(CUDA).manual_seed(0)))
+
     gpu, again = run(), run()
     assert torch.equal(gpu, again)  # bitwise from the same generator state on the same device
     assert gpu.isfinite().all()
@@ -111,10 +122,13 @@ def test_sync_batchnorm_in_a_one_process_nccl_group_matches_plain_batchnorm(tmp_
     import torch.distributed as dist
 
     from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
+
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29531")
     backend = "nccl" if dist.is_nccl_available() else "gloo"
-    dist.init_process_group(backend, rank=0, world_size=1, device_id=torch.device(CUDA, 0) if backend == "nccl" else None)
+    dist.init_process_group(
+        backend, rank=0, world_size=1, device_id=torch.device(CUDA, 0) if backend == "nccl" else None
+    )
     try:
         bn = torch.nn.BatchNorm2d(8).to(CUDA)
         sync = convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(8)).to(CUDA), torch.device(CUDA))
@@ -122,16 +136,21 @@ def test_sync_batchnorm_in_a_one_process_nccl_group_matches_plain_batchnorm(tmp_
         x = torch.randn(16, 8, 5, 5, device=CUDA, requires_grad=True)
         y_ref, y = bn(x), sync(x)
         torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
-        g_ref, = torch.autograd.grad(y_ref.square().sum(), x)
-        g, = torch.autograd.grad(y.square().sum(), x)
+        (g_ref,) = torch.autograd.grad(y_ref.square().sum(), x)
+        (g,) = torch.autograd.grad(y.square().sum(), x)
         torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(sync[0].running_var, bn.running_var)
     finally:
         dist.destroy_process_group()
 
 
-RUN = TINY + ["train.device=cuda", "train.checkpoint_every=3", "train.keep_checkpoints=10",
-              "optim.name=adam", "eval.knn_k=5"]
+RUN = TINY + [
+    "train.device=cuda",
+    "train.checkpoint_every=3",
+    "train.keep_checkpoints=10",
+    "optim.name=adam",
+    "eval.knn_k=5",
+]
 
 
 def test_a_run_checkpointed_on_the_gpu_resumes_bitwise_and_loads_on_the_cpu(tmp_path, monkeypatch):
@@ -148,9 +167,11 @@ def test_a_run_checkpointed_on_the_gpu_resumes_bitwise_and_loads_on_the_cpu(tmp_
         assert torch.equal(value, b["model"][key]), key  # bitwise on the same GPU
     # The GPU run's folder works on the CPU: evaluate, analyze, export (checkpoints hold CPU tensors).
     env = {"CUDA_VISIBLE_DEVICES": ""}
-    for args in (["evaluate", str(tmp_path / "resumed"), "--protocol", "knn"],
-                 ["analyze", str(tmp_path / "resumed")],
-                 ["export", str(tmp_path / "resumed"), "--out", str(tmp_path / "backbone.safetensors")]):
+    for args in (
+        ["evaluate", str(tmp_path / "resumed"), "--protocol", "knn"],
+        ["analyze", str(tmp_path / "resumed")],
+        ["export", str(tmp_path / "resumed"), "--out", str(tmp_path / "backbone.safetensors")],
+    ):
         done = run_cli(*args, env=env, timeout=300)
         assert done.returncode == 0, f"{args}: {done.stderr[-2000:]}"
     assert (tmp_path / "backbone.safetensors").is_file()
@@ -159,6 +180,7 @@ def test_a_run_checkpointed_on_the_gpu_resumes_bitwise_and_loads_on_the_cpu(tmp_
 def test_knn_and_linear_probe_on_cuda_equal_the_cpu_results():
     from sparsehead.evaluate.knn import knn_classify
     from sparsehead.evaluate.linear import linear_probe
+
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(5, 32, generator=g) * 2
     y = torch.randint(0, 5, (600,), generator=g)
@@ -177,6 +199,7 @@ def test_a_training_step_that_does_not_log_makes_no_host_sync_but_the_nonfinite_
     """Views, forward, backward and the optimiser step run without waiting for the GPU, apart from
     the NonFiniteGuard's one read of 'loss and gradients finite' (it decides whether to update)."""
     from sparsehead.training.faults import NonFiniteGuard
+
     cfg = config.load(None, TINY + ["optim.name=adam"])
     method = build_model(cfg).to(CUDA, memory_format=torch.channels_last)
     views, images = _views(), _images(256, 16).to(CUDA)
@@ -186,7 +209,7 @@ def test_a_training_step_that_does_not_log_makes_no_host_sync_but_the_nonfinite_
     gen = torch.Generator(CUDA).manual_seed(0)
 
     def step(b):
-        idx = order[b * 64:(b + 1) * 64]
+        idx = order[b * 64 : (b + 1) * 64]
         x1, x2 = views(images[idx], gen)
         with autocast("bf16", torch.device(CUDA)):
             loss = method(x1, x2).loss
@@ -215,7 +238,7 @@ def test_a_training_step_that_does_not_log_makes_no_host_sync_but_the_nonfinite_
             step(1)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    # The guard's stacked .tolist() is one D2H copy; views' colour/blur sub-batches (nonzero) add theirs.
+    # The guard's stacked .tolist() is the one D2H copy of a step; the views make none (VIEW_SYNCS).
     assert len(syncs) <= 1 + VIEW_SYNCS, "\n".join(f"{n} x {site}" for site, n in Counter(syncs).most_common())
 
 

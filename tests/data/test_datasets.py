@@ -1,4 +1,5 @@
 """Data sources and views: shapes, splits, ImageFolder decoding, clear errors."""
+
 import numpy as np
 import pytest
 import torch
@@ -31,8 +32,15 @@ def _write_folder(root, sizes=(("a", 3), ("b", 2)), mode="RGB"):
 
 def test_imagefolder_decodes_exact_pixels_and_labels(tmp_path):
     _write_folder(tmp_path / "d")
-    cfg = config.load(None, ["data.source=imagefolder", f"data.root={tmp_path / 'd'}", "data.image_size=12",
-                             f"data.cache_dir={tmp_path / 'cache'}"]).data
+    cfg = config.load(
+        None,
+        [
+            "data.source=imagefolder",
+            f"data.root={tmp_path / 'd'}",
+            "data.image_size=12",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+    ).data
     data = datasets.load(cfg, "train")
     assert data.classes == ["a", "b"] and data.labels.tolist() == [0, 0, 0, 1, 1]
     first = np.array(Image.open(tmp_path / "d/train/a/0.png")).transpose(2, 0, 1)
@@ -43,8 +51,15 @@ def test_imagefolder_decodes_exact_pixels_and_labels(tmp_path):
 
 def test_imagefolder_cache_returns_exactly_the_decoded_images(tmp_path, monkeypatch):
     _write_folder(tmp_path / "d", sizes=(("a", 4), ("b", 3)))
-    cfg = config.load(None, ["data.source=imagefolder", f"data.root={tmp_path / 'd'}", "data.image_size=12",
-                             f"data.cache_dir={tmp_path / 'cache'}"]).data
+    cfg = config.load(
+        None,
+        [
+            "data.source=imagefolder",
+            f"data.root={tmp_path / 'd'}",
+            "data.image_size=12",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+    ).data
     first = datasets.load(cfg, "train")
     assert len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 1
     files = sorted((tmp_path / "d/train").rglob("*.png"))
@@ -52,6 +67,7 @@ def test_imagefolder_cache_returns_exactly_the_decoded_images(tmp_path, monkeypa
 
     def no_decoding(*args):
         raise AssertionError("the cached images were decoded again")
+
     monkeypatch.setattr(datasets, "_decode", no_decoding)
     cached = datasets.load(cfg, "train")
     for data in (first, cached):

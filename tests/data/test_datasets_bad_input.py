@@ -1,5 +1,6 @@
 """Bad data in an ImageFolder: unreadable files reported by path (fail, or skip with a count),
 odd colour modes converted to RGB, and data that cannot train refused before training starts."""
+
 from __future__ import annotations
 
 import io
@@ -56,8 +57,11 @@ def make_folder(root: Path, bad: bool = True) -> tuple[dict[Path, np.ndarray], l
     palette = Image.fromarray(rgb(7)).convert("P")
     put("train/cat/palette.png", png_bytes(palette), np.array(palette.convert("RGB")))
     deep = rng.integers(0, 2**16, (SIZE, SIZE), dtype=np.uint16)
-    put("train/cat/sixteen_bit.png", png_bytes(Image.fromarray(deep)),
-        np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, axis=2))
+    put(
+        "train/cat/sixteen_bit.png",
+        png_bytes(Image.fromarray(deep)),
+        np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, axis=2),
+    )
     bmp = rgb(8)
     put("train/cat/scan.bmp", png_bytes(Image.fromarray(bmp), "BMP"), bmp)  # a format torchvision lacks
     if bad:
@@ -70,10 +74,22 @@ def make_folder(root: Path, bad: bool = True) -> tuple[dict[Path, np.ndarray], l
 
 
 def folder_cfg(root: Path, tmp_path: Path, *overrides: str) -> config.Config:
-    return config.load(None, ["data.source=imagefolder", f"data.root={root}", f"data.image_size={SIZE}",
-                              f"data.cache_dir={tmp_path / 'cache'}", "model.width=4", "head.hidden_dim=16",
-                              "head.out_dim=8", "train.batch_size=4", "train.progress=false",
-                              f"train.out_dir={tmp_path / 'runs'}", *overrides])
+    return config.load(
+        None,
+        [
+            "data.source=imagefolder",
+            f"data.root={root}",
+            f"data.image_size={SIZE}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "model.width=4",
+            "head.hidden_dim=16",
+            "head.out_dim=8",
+            "train.batch_size=4",
+            "train.progress=false",
+            f"train.out_dir={tmp_path / 'runs'}",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(params=["torchcodec", "pillow"])
@@ -126,8 +142,15 @@ def test_jpegs_decode_to_pillows_pixels(tmp_path, decoder):
     the pixels Pillow's own decoder gives, so caches built by either path agree."""
     pic = Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 40, 3), dtype=np.uint8))
     files = []
-    for i, (img, options) in enumerate([(pic, {}), (pic, {"progressive": True}), (pic, {"subsampling": 0}),
-                                        (pic.convert("L"), {}), (pic.convert("CMYK"), {})]):
+    for i, (img, options) in enumerate(
+        [
+            (pic, {}),
+            (pic, {"progressive": True}),
+            (pic, {"subsampling": 0}),
+            (pic.convert("L"), {}),
+            (pic.convert("CMYK"), {}),
+        ]
+    ):
         files.append(tmp_path / f"{i}.jpg")
         img.save(files[-1], "JPEG", **options)
     files += sorted((CIFAR10_ROOT / "train" / "cat").glob("*.jpg"))[:20]

@@ -1,6 +1,7 @@
 """data.storage=stream: the folder readers, the worker crops (torchvision's distribution, from the
 full-resolution image), randomness from (seed, epoch, index) only, the storage choice, bad input,
 and a SIGKILLed stream run resuming bitwise."""
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,10 @@ def test_imagenet_layout_labels_val_by_train_classes(tmp_path):
     assert train.classes == ["n01", "n02"] and train.labels.tolist() == [0, 0, 1, 1]
     assert train.paths == ["n01/n01_0.JPEG", "n01/n01_1.JPEG", "n02/n02_0.JPEG", "n02/n02_1.JPEG"]
     val = readers.index(data_cfg(tmp_path, source="imagenet"), "test")
-    assert [(p, int(label)) for p, label in zip(val.paths, val.labels)] == [("n01/ILSVRC2012_val_2.JPEG", 0),
-                                                                    ("n02/ILSVRC2012_val_1.JPEG", 1)]
+    assert [(p, int(label)) for p, label in zip(val.paths, val.labels)] == [
+        ("n01/ILSVRC2012_val_2.JPEG", 0),
+        ("n02/ILSVRC2012_val_1.JPEG", 1),
+    ]
 
 
 def test_imagenet100_ships_cmc_list_and_reads_only_those_classes(tmp_path):
@@ -79,7 +82,8 @@ def test_tinyimagenet_layout_val_labelled_by_annotations(tmp_path):
     for i in range(3):
         jpeg(tmp_path / "val" / "images" / f"val_{i}.JPEG", 64, 64)
     (tmp_path / "val" / "val_annotations.txt").write_text(
-        "val_0.JPEG\tn2\t0\t0\t10\t10\nval_1.JPEG\tn1\t1\t1\t5\t5\nval_2.JPEG\tn2\t0\t0\t3\t3\n")
+        "val_0.JPEG\tn2\t0\t0\t10\t10\nval_1.JPEG\tn1\t1\t1\t5\t5\nval_2.JPEG\tn2\t0\t0\t3\t3\n"
+    )
     cfg = data_cfg(tmp_path, source="tinyimagenet")
     train = readers.index(cfg, "train")
     assert train.paths == ["n1/images/n1_0.JPEG", "n2/images/n2_0.JPEG"] and train.labels.tolist() == [0, 1]
@@ -93,8 +97,9 @@ def test_tinyimagenet_layout_val_labelled_by_annotations(tmp_path):
 
 def test_index_is_cached_and_relisted_when_a_folder_changes(tmp_path):
     make_imagefolder(tmp_path / "d", per_class=2)
-    cfg = config.load(None, [f"data.root={tmp_path / 'd'}", f"data.cache_dir={tmp_path / 'c'}",
-                             "data.source=imagefolder"]).data
+    cfg = config.load(
+        None, [f"data.root={tmp_path / 'd'}", f"data.cache_dir={tmp_path / 'c'}", "data.source=imagefolder"]
+    ).data
     assert len(readers.index(cfg, "train")) == 4 and list((tmp_path / "c").glob("index-*.pt"))
     jpeg(tmp_path / "d" / "train" / "cat" / "new.jpg", 20, 20)
     assert len(readers.index(cfg, "train")) == 5
@@ -105,12 +110,16 @@ def test_worker_crop_boxes_follow_torchvision_distribution():
     h, w, n = 375, 500, 4000
     ours = sample_crops(n, h, w, (0.08, 1.0), stream.RATIO, torch.Generator().manual_seed(1), "cpu")
     torch.manual_seed(2)
-    theirs = torch.tensor([v2.RandomResizedCrop.get_params(torch.empty(3, h, w), [0.08, 1.0], [3 / 4, 4 / 3])
-                           for _ in range(n)], dtype=torch.float)
+    theirs = torch.tensor(
+        [v2.RandomResizedCrop.get_params(torch.empty(3, h, w), [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)],
+        dtype=torch.float,
+    )
     for boxes in (ours, theirs):
         assert (boxes[:, 0] + boxes[:, 2] <= h).all() and (boxes[:, 1] + boxes[:, 3] <= w).all()
+
     def stat(b):
         return (b[:, 2] * b[:, 3] / (h * w), torch.log(b[:, 3] / b[:, 2]), b[:, 0] / h)
+
     for a, b in zip(stat(ours), stat(theirs)):
         assert abs(a.mean() - b.mean()) < 0.02 and abs(a.std() - b.std()) < 0.02
 
@@ -137,7 +146,7 @@ def _batches(data, world, rank, workers, epoch=1, first=0):
     order = list(sampler)
     out = {}
     for b, (crops, labels) in enumerate(feed.epoch(epoch, first), start=first):
-        for i, c in zip(order[b * (4 // world):(b + 1) * (4 // world)], crops):
+        for i, c in zip(order[b * (4 // world) : (b + 1) * (4 // world)], crops):
             out[i] = c
     return out
 
@@ -174,9 +183,22 @@ def test_storage_auto_memory_budget_and_bad_input(tmp_path, capsys):
         datasets.load(data_cfg(tmp_path, source="imagefolder", storage="stream"), "train")
 
 
-RUN = ["data.source=imagefolder", "data.storage=stream", "data.workers=0", "data.cache_dir=null", "data.image_size=16",
-       "model.width=4", "head.hidden_dim=16", "head.out_dim=8", "train.batch_size=8", "train.epochs=3",
-       "train.threads=1", "train.progress=false", "train.checkpoint_every=2", "train.log_every=1"]
+RUN = [
+    "data.source=imagefolder",
+    "data.storage=stream",
+    "data.workers=0",
+    "data.cache_dir=null",
+    "data.image_size=16",
+    "model.width=4",
+    "head.hidden_dim=16",
+    "head.out_dim=8",
+    "train.batch_size=8",
+    "train.epochs=3",
+    "train.threads=1",
+    "train.progress=false",
+    "train.checkpoint_every=2",
+    "train.log_every=1",
+]
 
 
 # Not `numerics` for now: under ATEN_CPU_CAPABILITY=avx2 its reference run once aborted with
@@ -186,8 +208,13 @@ def test_sigkilled_stream_run_resumes_bitwise(tmp_path):
     args = RUN + [f"data.root={tmp_path / 'd'}"]
     ref = run_cli("pretrain", *args, "--run-dir", str(tmp_path / "ref"), env={"OMP_NUM_THREADS": "1"})
     assert ref.returncode == 0, ref.stderr[-2000:]
-    killed = run_cli("pretrain", *args, "--run-dir", str(tmp_path / "run"),
-                     env={"OMP_NUM_THREADS": "1", "SPARSEHEAD_TEST_SIGKILL": "step:3"})
+    killed = run_cli(
+        "pretrain",
+        *args,
+        "--run-dir",
+        str(tmp_path / "run"),
+        env={"OMP_NUM_THREADS": "1", "SPARSEHEAD_TEST_SIGKILL": "step:3"},
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     done = run_cli("pretrain", "--resume", str(tmp_path / "run"), env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0 and "resuming" in done.stderr, done.stderr[-2000:]

@@ -1,5 +1,6 @@
 """Augmentation recipes and Huang et al. 2023's op compositions: two different valid views, and each op
 does what its name says (checked against direct numpy computations on synthetic colour images)."""
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +10,13 @@ from sparsehead.data.views import ViewGenerator
 
 N, S = 32, 16
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-HUANG_ROWS = [["crop", "blur", "color_drop", "color_distort", "flip"],
-              ["crop", "blur", "color_drop", "color_distort"],
-              ["crop", "blur", "color_drop"], ["crop", "blur"], ["crop"]]
+HUANG_ROWS = [
+    ["crop", "blur", "color_drop", "color_distort", "flip"],
+    ["crop", "blur", "color_drop", "color_distort"],
+    ["crop", "blur", "color_drop"],
+    ["crop", "blur"],
+    ["crop"],
+]
 
 
 def _images(seed: int = 0) -> torch.Tensor:
@@ -22,7 +27,10 @@ def _views(overrides, images=None, seed=0):
     cfg = config.load(None, ["augment.blur_p=[0.5,0.5]", *overrides])  # blur on, so it can be listed
     gen = ViewGenerator(cfg.augment, S, MEAN, STD)
     v1, v2 = gen(_images() if images is None else images, torch.Generator().manual_seed(seed))
-    unnorm = lambda v: (v * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)).numpy()
+
+    def unnorm(v):
+        return (v * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)).numpy()
+
     return v1, v2, unnorm(v1), unnorm(v2)
 
 
@@ -30,9 +38,16 @@ def _ops(ops):
     return "augment.ops=[" + ",".join(ops) + "]"
 
 
-@pytest.mark.parametrize("overrides", [["augment.recipe=simclr"], ["augment.recipe=byol"],
-                                       *[[_ops(row)] for row in HUANG_ROWS], [_ops(["crop", "color_distort"])],
-                                       *[[_ops([op])] for op in ["blur", "color_drop", "color_distort", "flip"]]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["augment.recipe=simclr"],
+        ["augment.recipe=byol"],
+        *[[_ops(row)] for row in HUANG_ROWS],
+        [_ops(["crop", "color_distort"])],
+        *[[_ops([op])] for op in ["blur", "color_drop", "color_distort", "flip"]],
+    ],
+)
 def test_two_different_views_of_the_right_shape_dtype_and_range(overrides):
     v1, v2, u1, u2 = _views(overrides)
     assert v1.shape == v2.shape == (N, 3, S, S) and v1.dtype == v2.dtype == torch.float32
@@ -80,7 +95,7 @@ def test_colour_ops_act_per_pixel():
     halves = torch.randint(0, 256, (N, 3, 1, 2), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
     x = halves.repeat_interleave(S // 2, dim=3).expand(N, 3, S, S).contiguous()  # left colour | right colour
     _, _, u1, _ = _views([_ops(["color_distort"]), "augment.jitter_p=1.0"], images=x)
-    left, right = u1[..., : S // 2], u1[..., S // 2:]
+    left, right = u1[..., : S // 2], u1[..., S // 2 :]
     np.testing.assert_allclose(left, left[..., :1, :1] + 0 * left, atol=1e-5)
     np.testing.assert_allclose(right, right[..., :1, :1] + 0 * right, atol=1e-5)
     assert np.abs(u1 - x.float().numpy() / 255).mean() > 0.02
@@ -89,7 +104,10 @@ def test_colour_ops_act_per_pixel():
 def test_blur_only_smooths_and_keeps_colour_of_flat_images():
     x = _images().float().numpy() / 255
     _, _, u1, _ = _views([_ops(["blur"]), "augment.blur_p=[1.0,1.0]"])
-    tv = lambda a: np.abs(np.diff(a, axis=-1)).mean() + np.abs(np.diff(a, axis=-2)).mean()
+
+    def tv(a):
+        return np.abs(np.diff(a, axis=-1)).mean() + np.abs(np.diff(a, axis=-2)).mean()
+
     assert tv(u1) < 0.8 * tv(x)
     np.testing.assert_allclose(u1.mean(axis=(2, 3)), x.mean(axis=(2, 3)), atol=0.02)
 

@@ -5,6 +5,7 @@ fraction and the aspect ratio); flip, grayscale and jitter probabilities with bi
 the brightness factor range with ColorJitter's own range; each jitter op with torchvision's
 functional op on the same factor. Significance level 1e-3 per check, fixed seeds.
 """
+
 import math
 
 import pytest
@@ -32,13 +33,16 @@ def test_crop_boxes_match_random_resized_crop(height, width):
     ours = V.sample_crops(N_CROPS, height, width, scale, ratio, torch.Generator().manual_seed(0), "cpu")
     torch.manual_seed(0)
     img = torch.zeros(3, height, width)
-    ref = torch.tensor([T.RandomResizedCrop.get_params(img, list(scale), list(ratio)) for _ in range(N_CROPS)],
-                       dtype=torch.float64)  # (top, left, h, w)
+    ref = torch.tensor(
+        [T.RandomResizedCrop.get_params(img, list(scale), list(ratio)) for _ in range(N_CROPS)], dtype=torch.float64
+    )  # (top, left, h, w)
     top, left, h, w = ours.double().unbind(1)
     assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
-    for name, a, b in [("area fraction", h * w / (height * width), ref[:, 2] * ref[:, 3] / (height * width)),
-                       ("aspect ratio", w / h, ref[:, 3] / ref[:, 2]),
-                       ("top offset", top / (height - h + 1), ref[:, 0] / (height - ref[:, 2] + 1))]:
+    for name, a, b in [
+        ("area fraction", h * w / (height * width), ref[:, 2] * ref[:, 3] / (height * width)),
+        ("aspect ratio", w / h, ref[:, 3] / ref[:, 2]),
+        ("top offset", top / (height - h + 1), ref[:, 0] / (height - ref[:, 2] + 1)),
+    ]:
         p = stats.ks_2samp(a.numpy(), b.numpy()).pvalue
         assert p > ALPHA, f"{name}: KS p = {p:.2g}"
 
@@ -71,8 +75,9 @@ def test_grayscale_probability():
     gray = (x[:, 0] == x[:, 1]).all(dim=(1, 2)) & (x[:, 1] == x[:, 2]).all(dim=(1, 2))
     assert _binomial_ok(int(gray.sum()), len(images), 0.2), int(gray.sum())
     # torchvision's luma weights
-    torch.testing.assert_close(V.grayscale(images[:4].float() / 255),
-                               TF.rgb_to_grayscale(images[:4].float() / 255), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        V.grayscale(images[:4].float() / 255), TF.rgb_to_grayscale(images[:4].float() / 255), rtol=0, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("strength", [0.5, 1.0])
@@ -93,12 +98,15 @@ def test_brightness_factor_range_and_jitter_probability(strength):
     assert p > ALPHA, f"brightness factor not uniform on [{lo}, {hi}]: KS p = {p:.2g}"
 
 
-@pytest.mark.parametrize("op,reference,factors", [
-    (V.adjust_brightness, TF.adjust_brightness, (0.6, 1.0, 1.4)),
-    (V.adjust_contrast, TF.adjust_contrast, (0.6, 1.0, 1.4)),
-    (V.adjust_saturation, TF.adjust_saturation, (0.6, 1.0, 1.4)),
-    (V.adjust_hue, TF.adjust_hue, (-0.1, 0.0, 0.07)),
-])
+@pytest.mark.parametrize(
+    "op,reference,factors",
+    [
+        (V.adjust_brightness, TF.adjust_brightness, (0.6, 1.0, 1.4)),
+        (V.adjust_contrast, TF.adjust_contrast, (0.6, 1.0, 1.4)),
+        (V.adjust_saturation, TF.adjust_saturation, (0.6, 1.0, 1.4)),
+        (V.adjust_hue, TF.adjust_hue, (-0.1, 0.0, 0.07)),
+    ],
+)
 def test_each_jitter_op_matches_torchvision(op, reference, factors):
     x = _colourful(len(factors), size=8, seed=4).float() / 255
     out = op(x.clone(), torch.tensor(factors))

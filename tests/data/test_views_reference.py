@@ -12,6 +12,7 @@ The kernel size is a choice of ours: odd, about 10% of the side, at least 3
 kernel_size as given), so the generator's size is passed to it. sigma ~ U(0.1, 2) per image as
 torchvision's default GaussianBlur(sigma=(0.1, 2.0)).
 """
+
 import pytest
 import torch
 from torchvision.transforms.v2 import GaussianBlur
@@ -64,6 +65,7 @@ def test_the_view_generator_blurs_as_torchvision(monkeypatch, size, kernel):
     def recording_blur(x, sigma, kernel_size):
         calls.append((x.clone(), sigma.clone(), kernel_size))
         return gaussian_blur(x, sigma, kernel_size)
+
     monkeypatch.setattr(views, "gaussian_blur", recording_blur)
     cfg = config.load(None, ["augment.ops=[blur]", "augment.blur_p=[1.0,1.0]"]).augment
     gen = ViewGenerator(cfg, size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))

@@ -11,6 +11,7 @@ four ops applied one image at a time in that image's own order, with our single-
 (to 1e-5 as each op alone in test_views_distribution.py, ~1e-6 seen: torchvision's blends and
 HSV conversion round differently).
 """
+
 import itertools
 
 import pytest
@@ -43,9 +44,9 @@ def _batch(repeats=2, size=8, seed=0):
 def _per_image(x, factors, order, ops):
     out = []
     for i in range(len(x)):
-        img = x[i:i + 1]
+        img = x[i : i + 1]
         for op in order[i].tolist():
-            img = ops[op](img, factors[i:i + 1, op])
+            img = ops[op](img, factors[i : i + 1, op])
         out.append(img)
     return torch.cat(out)
 
@@ -56,8 +57,10 @@ def test_jitter_equals_the_ops_applied_one_image_at_a_time_in_its_order():
     ref = _per_image(x, factors, order, V.COLOR_OPS)
     assert torch.equal(ours, ref), (ours - ref).abs().max()
     assert not torch.equal(ours, x)
-    tv_ops = [lambda img, f, op=op: op(img, f.item()) for op in
-              (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)]
+    tv_ops = [
+        lambda img, f, op=op: op(img, f.item())
+        for op in (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    ]
     torch.testing.assert_close(ours, _per_image(x, factors, order, tv_ops), rtol=0, atol=1e-5)
 
 
@@ -72,8 +75,19 @@ def test_jitter_on_cpu_chunks_equals_the_whole_batch(monkeypatch):
 class _SyncingCallError(TorchFunctionMode):
     """Raises at every torch call that makes the host wait for a GPU's result (on any device)."""
 
-    SYNCING = {"nonzero", "argwhere", "item", "tolist", "__bool__", "__int__", "__float__", "masked_select",
-               "unique", "unique_consecutive", "repeat_interleave"}
+    SYNCING = {
+        "nonzero",
+        "argwhere",
+        "item",
+        "tolist",
+        "__bool__",
+        "__int__",
+        "__float__",
+        "masked_select",
+        "unique",
+        "unique_consecutive",
+        "repeat_interleave",
+    }
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
@@ -93,15 +107,19 @@ def _draw(overrides, images):
     return views(images, torch.Generator().manual_seed(0))
 
 
-CASES = [["augment.recipe=simclr"], ["augment.recipe=byol"],
-         ["augment.blur_p=[0.5,0.5]", "augment.solarize_p=[0.2,0.2]", "augment.jitter_p=0.5"],
-         ["augment.local_crops=2", "augment.blur_p=[0.3,0.3]"]]
+CASES = [
+    ["augment.recipe=simclr"],
+    ["augment.recipe=byol"],
+    ["augment.blur_p=[0.5,0.5]", "augment.solarize_p=[0.2,0.2]", "augment.jitter_p=0.5"],
+    ["augment.local_crops=2", "augment.blur_p=[0.3,0.3]"],
+]
 
 
 @pytest.mark.parametrize("overrides", CASES)
 def test_views_call_no_nonzero(monkeypatch, overrides):
     def refuse(*_, **__):
         raise AssertionError("nonzero() in the views: a host-device sync per call on a GPU")
+
     images = torch.randint(0, 256, (12, 3, 20, 20), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     monkeypatch.setattr(torch, "nonzero", refuse)
     monkeypatch.setattr(torch.Tensor, "nonzero", refuse)

@@ -1,4 +1,5 @@
 """`sparsehead evaluate` (all four protocols) and `sparsehead report` end to end on tiny digits runs."""
+
 import csv
 import json
 import os
@@ -28,10 +29,12 @@ def runs(tmp_path_factory):
     """Two seeds of one config and one run with another lambda, a few steps each."""
     root = tmp_path_factory.mktemp("runs")
     made = {}
-    for name, extra in {"a": ["train.seed=0"], "b": ["train.seed=1"],
-                        "c": ["train.seed=0", "sparsity.lam=1e-3"]}.items():
-        cfg = config.load(None, TINY + [f"train.out_dir={root}", f"train.run_name={name}",
-                                        "train.max_steps=3", *extra])
+    for name, extra in {
+        "a": ["train.seed=0"],
+        "b": ["train.seed=1"],
+        "c": ["train.seed=0", "sparsity.lam=1e-3"],
+    }.items():
+        cfg = config.load(None, TINY + [f"train.out_dir={root}", f"train.run_name={name}", "train.max_steps=3", *extra])
         made[name] = pretrain(cfg)["run_dir"]
     return made
 
@@ -67,6 +70,7 @@ def test_knn_agrees_with_pretraining_summary_and_features_are_cached(runs, monke
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("features were extracted again")
+
     monkeypatch.setattr(features, "extract", no_extraction)
     evaluate(run, "--protocol", "ncc", "--with-z")
     ncc = read(run, "ncc")
@@ -93,13 +97,16 @@ def test_an_older_checkpoint_never_overwrites_the_runs_result(runs):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision.io's PNG codec
 def test_another_data_set_from_the_command_line(runs, tmp_path, capsys):
     from torchvision.io import write_png
+
     gen = torch.Generator().manual_seed(0)
     for split, n in (("train", 6), ("test", 3)):
         for cls in ("a", "b"):
             (tmp_path / split / cls).mkdir(parents=True)
             for i in range(n):
-                write_png(torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8, generator=gen),
-                          str(tmp_path / split / cls / f"{i}.png"))
+                write_png(
+                    torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8, generator=gen),
+                    str(tmp_path / split / cls / f"{i}.png"),
+                )
     data = ["--data", "source=imagefolder", f"root={tmp_path}", "cache_dir=null"]
     eval_dir = os.path.join(runs["a"], "eval")
     before = set(os.listdir(eval_dir)) if os.path.isdir(eval_dir) else set()
@@ -157,23 +164,28 @@ def test_finetuning_learns_and_leaves_the_run_untouched(runs):
     accuracy = {}
     for name, lr_backbone in (("frozen", None), ("finetuned", 0.005)):
         recipe = SGDRecipe(epochs=10, batch_size=32, lr_head=0.5, lr_backbone=lr_backbone)
-        backbone, classifier = train_classifier(trained.method.backbone, train.images[idx], train.labels[idx],
-                                                10, views, recipe, torch.device("cpu"))
-        accuracy[name] = classifier_accuracy(backbone, classifier, test.images, test.labels, trained.views,
-                                             torch.device("cpu"))["top1"]
+        backbone, classifier = train_classifier(
+            trained.method.backbone, train.images[idx], train.labels[idx], 10, views, recipe, torch.device("cpu")
+        )
+        accuracy[name] = classifier_accuracy(
+            backbone, classifier, test.images, test.labels, trained.views, torch.device("cpu")
+        )["top1"]
         same = all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
         assert same == (name == "frozen")  # only fine-tuning changes the (copied) backbone
     assert all(torch.equal(before[k], v) for k, v in trained.method.backbone.state_dict().items())
     assert accuracy["frozen"] > 0.4 and accuracy["finetuned"] > 0.6  # chance is 0.1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["/no/such/run"], "neither a checkpoint file nor a run folder"),
-    (["{empty}"], "holds no checkpoint"),
-    (["{a}", "--k", "5000"], "--k 5000 is larger than the training set (1437 images)"),
-    (["{a}", "--data", "image_size=32"], "trained on 16x16 images"),
-    (["{a}", "--data", "train.epochs=3"], "only data.* keys"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["/no/such/run"], "neither a checkpoint file nor a run folder"),
+        (["{empty}"], "holds no checkpoint"),
+        (["{a}", "--k", "5000"], "--k 5000 is larger than the training set (1437 images)"),
+        (["{a}", "--data", "image_size=32"], "trained on 16x16 images"),
+        (["{a}", "--data", "train.epochs=3"], "only data.* keys"),
+    ],
+)
 def test_bad_input_is_a_clear_error_and_writes_nothing(runs, tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()
     args = [a.format(a=runs["a"], empty=tmp_path / "empty") for a in args]

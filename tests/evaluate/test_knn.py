@@ -1,4 +1,5 @@
 """k-NN classification against scikit-learn and a direct numpy computation."""
+
 import numpy as np
 import pytest
 import torch
@@ -67,8 +68,7 @@ def test_batching_gives_the_same_predictions_as_one_block(temperature):
     args = (torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte))
     one_block = knn_classify(*args, k=20, temperature=temperature, batch_size=len(xte))
     for batch_size in (1, 7, 64):
-        torch.testing.assert_close(knn_classify(*args, k=20, temperature=temperature, batch_size=batch_size),
-                                   one_block)
+        torch.testing.assert_close(knn_classify(*args, k=20, temperature=temperature, batch_size=batch_size), one_block)
 
 
 def test_k_larger_than_the_training_set_is_a_clear_error():

@@ -1,4 +1,5 @@
 """The linear probe against scikit-learn's LogisticRegression on the same features."""
+
 import numpy as np
 import pytest
 import torch
@@ -47,8 +48,7 @@ def digits():
 
 def test_probe_matches_sklearn_on_digits(digits):
     xtr, ytr, xte, yte = digits
-    ours = linear_probe(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), torch.tensor(yte),
-                        weight_decays=GRID)
+    ours = linear_probe(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), torch.tensor(yte), weight_decays=GRID)
     reference = sklearn_probe(xtr, ytr, xte, yte)
     assert reference > 0.9  # a meaningful comparison: the probe solves the task
     assert abs(ours["top1"] - reference) <= 0.005
@@ -67,6 +67,7 @@ def test_solver_reaches_sklearn_objective(digits):
         def objective(w, b):
             w = w.double()
             return (F.cross_entropy(xt.double() @ w + b.double(), yt) + 0.5 * wd * w.pow(2).sum()).item()
+
         ours = objective(w, b)
         theirs = objective(torch.tensor(ref.coef_.T), torch.tensor(ref.intercept_))
         assert ours <= theirs + 1e-5
@@ -104,6 +105,7 @@ def test_probe_matches_sklearn_on_real_cifar_subset():
     """Random-projection features of real CIFAR-10 pixels: a harder, realistic feature set."""
     from sparsehead import config
     from sparsehead.data import datasets
+
     cfg = config.load(None, ["data.source=imagefolder", f"data.root={CIFAR10_ROOT}", "data.subset=2000"])
     train, test = datasets.load(cfg.data, "train"), datasets.load(cfg.data, "test")
     test_idx = np.random.default_rng(0).choice(len(test), 1000, replace=False)
@@ -111,6 +113,7 @@ def test_probe_matches_sklearn_on_real_cifar_subset():
 
     def feats(imgs):
         return torch.relu((imgs.float().flatten(1) / 255 - 0.5) @ proj)
+
     xtr, xte = feats(train.images), feats(test.images[test_idx])
     ytr, yte = train.labels, test.labels[test_idx]
     ours = linear_probe(xtr, ytr, xte, yte, weight_decays=GRID)

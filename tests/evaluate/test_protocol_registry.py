@@ -1,5 +1,6 @@
 """Every protocol declares what the runner needs (result name, source, options), and every option of
 `sparsehead evaluate` is declared exactly once: by one protocol, or in a set that several share."""
+
 import dataclasses
 import json
 import re
@@ -31,8 +32,9 @@ def test_each_option_belongs_to_exactly_one_protocol_or_shared_set():
     assert all(count == 1 for count in owners.values()), owners
     assert list(owners) == [f.name for f in dataclasses.fields(EvalOptions)]
     own = {f.name: p.name for p in PROTOCOLS.values() if p.Options for f in dataclasses.fields(p.Options)}
-    shared = {f.name for p in PROTOCOLS.values() for s in (SharedOptions, *p.shared_options)
-              for f in dataclasses.fields(s)}
+    shared = {
+        f.name for p in PROTOCOLS.values() for s in (SharedOptions, *p.shared_options) for f in dataclasses.fields(s)
+    }
     assert set(own).isdisjoint(shared) and set(own) | shared == set(owners)
     # Every option outside SharedOptions is shown in its protocol's group of --help.
     grouped = [n for names in OPTION_GROUPS.values() for n in names]

@@ -1,4 +1,5 @@
 """Nearest class centre, label subsets, image-level fine-tuning and the online monitors."""
+
 import json
 
 import numpy as np
@@ -23,9 +24,11 @@ def test_ncc_matches_sklearn_nearest_centroid():
 
     def unit(a):
         return a / np.linalg.norm(a, axis=1, keepdims=True)
+
     expected = NearestCentroid().fit(unit(xtr), ytr).predict(unit(xte))
-    np.testing.assert_array_equal(ncc_classify(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte),
-                                               normalize=True).numpy(), expected)
+    np.testing.assert_array_equal(
+        ncc_classify(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), normalize=True).numpy(), expected
+    )
 
 
 def test_ncc_never_picks_a_class_absent_from_training():
@@ -69,8 +72,9 @@ class Toy(nn.Module):
 def test_online_linear_classifier_learns_from_detached_r_and_skips_unlabeled():
     method = nn.Module()
     method.backbone = Toy()
-    monitor = OnlineMonitor(EvalConfig(online_linear=True, online_linear_lr=0.05), Toy.feature_dim, 2,
-                            torch.device("cpu"))
+    monitor = OnlineMonitor(
+        EvalConfig(online_linear=True, online_linear_lr=0.05), Toy.feature_dim, 2, torch.device("cpu")
+    )
     gen = torch.Generator().manual_seed(0)
     for _ in range(100):
         y = torch.randint(0, 2, (32,), generator=gen)
@@ -90,8 +94,9 @@ def test_online_linear_classifier_learns_from_detached_r_and_skips_unlabeled():
 
 def test_knn_monitor_runs_every_n_epochs():
     calls = []
-    monitor = OnlineMonitor(EvalConfig(knn_every=2), 4, 2, torch.device("cpu"),
-                            knn=lambda: calls.append(1) or {"knn5_top1": 0.5})
+    monitor = OnlineMonitor(
+        EvalConfig(knn_every=2), 4, 2, torch.device("cpu"), knn=lambda: calls.append(1) or {"knn5_top1": 0.5}
+    )
     due = [step for step in range(1, 31) if monitor.end_of_epoch(step, steps_per_epoch=5)]
     assert due == [10, 20, 30] and len(calls) == 3
 
@@ -100,9 +105,11 @@ def test_monitors_log_during_pretraining_and_leave_training_unchanged(tiny_cfg):
     from sparsehead.runs.checkpoint import latest_loadable
     from sparsehead.runs.metrics_log import read_metrics
     from sparsehead.training.loop import pretrain
+
     base = ["data.subset=256", "train.epochs=2"]  # 4 steps per epoch
-    watched = pretrain(tiny_cfg(*base, "train.run_name=watched", "eval.knn_every=1",
-                                "eval.online_linear=true"))["run_dir"]
+    watched = pretrain(tiny_cfg(*base, "train.run_name=watched", "eval.knn_every=1", "eval.online_linear=true"))[
+        "run_dir"
+    ]
     plain = pretrain(tiny_cfg(*base, "train.run_name=plain"))["run_dir"]
     records = read_metrics(watched)
     online = [r for r in records if "online_linear_acc" in r]

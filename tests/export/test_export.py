@@ -1,5 +1,6 @@
 """The exported backbone is a plain torchvision state_dict: the printed torch/torchvision code
 (no sparsehead) loads it and computes the same features as the project's backbone."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,17 @@ def saved_run(run_dir, *overrides):
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
-    checkpoint.save(run_dir, {"model": method.state_dict(), "step": 3, "config": config.to_dict(cfg),
-                              "data_mean": [0.4, 0.5, 0.6], "data_std": [0.2, 0.25, 0.3]}, step=3)
+    checkpoint.save(
+        run_dir,
+        {
+            "model": method.state_dict(),
+            "step": 3,
+            "config": config.to_dict(cfg),
+            "data_mean": [0.4, 0.5, 0.6],
+            "data_std": [0.2, 0.25, 0.3],
+        },
+        step=3,
+    )
     return method.eval()
 
 
@@ -41,9 +51,15 @@ def bare_torchvision_model(snippet: str) -> torch.nn.Module:
     return namespace["model"]
 
 
-@pytest.mark.parametrize("width, image_size, stem, suffix", [
-    (64, 32, "cifar", ".pt"), (64, 64, "imagenet", ".safetensors"), (8, 16, "cifar", ".safetensors"),
-    (8, 64, "imagenet", ".pt")])
+@pytest.mark.parametrize(
+    "width, image_size, stem, suffix",
+    [
+        (64, 32, "cifar", ".pt"),
+        (64, 64, "imagenet", ".safetensors"),
+        (8, 16, "cifar", ".safetensors"),
+        (8, 64, "imagenet", ".pt"),
+    ],
+)
 def test_exported_backbone_gives_the_same_features_in_bare_torchvision(tmp_path, width, image_size, stem, suffix):
     method = saved_run(tmp_path / "run", f"model.width={width}", f"data.image_size={image_size}")
     out = tmp_path / f"backbone{suffix}"
@@ -67,8 +83,9 @@ def test_exported_backbone_gives_the_same_features_in_bare_torchvision(tmp_path,
 def test_byol_exports_the_online_backbone_not_the_target(tmp_path):
     method = saved_run(tmp_path / "run", "method.name=byol")
     state = checkpoint.load(checkpoint.find(tmp_path / "run"))
-    state["model"] = {k: v + 1 if k.startswith("target_") and v.is_floating_point() else v
-                      for k, v in state["model"].items()}  # a target that differs from the online net
+    state["model"] = {
+        k: v + 1 if k.startswith("target_") and v.is_floating_point() else v for k, v in state["model"].items()
+    }  # a target that differs from the online net
     state.pop("format")
     path = checkpoint.save(tmp_path / "run2", state, step=3)
     meta = export_backbone(path, tmp_path / "b.pt")  # a checkpoint file, not a folder

@@ -1,6 +1,7 @@
 """Detection transfer exports: detectron2's ResNet pickle (keys and shapes written out here from
 detectron2's ResNet naming, not from the exporter's mapping) and torchvision's detection backbone
 loaded strictly and run end to end."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from test_export import saved_run
 
 from sparsehead import cli
 from sparsehead.export.formats import ExportError, export_backbone
-from test_export import saved_run
 
 R50 = ["model.backbone=resnet50", "model.width=64", "model.stem=imagenet", "data.image_size=32"]
 
@@ -49,8 +50,9 @@ def detectron2_resnet_shapes(blocks, bottleneck: bool) -> dict[str, tuple]:
     return shapes
 
 
-@pytest.mark.parametrize("arch, blocks, bottleneck", [("resnet50", [3, 4, 6, 3], True),
-                                                      ("resnet18", [2, 2, 2, 2], False)])
+@pytest.mark.parametrize(
+    "arch, blocks, bottleneck", [("resnet50", [3, 4, 6, 3], True), ("resnet18", [2, 2, 2, 2], False)]
+)
 def test_detectron2_pickle_has_exactly_detectron2s_resnet_keys_and_shapes(tmp_path, arch, blocks, bottleneck):
     method = saved_run(tmp_path / "run", *R50[1:], f"model.backbone={arch}")
     meta = export_backbone(tmp_path / "run", tmp_path / "d2.pkl", "detectron2")
@@ -61,10 +63,13 @@ def test_detectron2_pickle_has_exactly_detectron2s_resnet_keys_and_shapes(tmp_pa
     assert all(isinstance(v, np.ndarray) for v in model.values())
     assert {k: v.shape for k, v in model.items()} == detectron2_resnet_shapes(blocks, bottleneck)
     bb = method.backbone.state_dict()  # values land under the right names, not just the right shapes
-    for ours, theirs in [("conv1.weight", "stem.conv1.weight"), ("bn1.running_var", "stem.conv1.norm.running_var"),
-                         ("layer4.1.bn2.bias", "res5.1.conv2.norm.bias"),
-                         ("layer2.0.downsample.0.weight", "res3.0.shortcut.weight"),
-                         ("layer3.0.downsample.1.running_mean", "res4.0.shortcut.norm.running_mean")]:
+    for ours, theirs in [
+        ("conv1.weight", "stem.conv1.weight"),
+        ("bn1.running_var", "stem.conv1.norm.running_var"),
+        ("layer4.1.bn2.bias", "res5.1.conv2.norm.bias"),
+        ("layer2.0.downsample.0.weight", "res3.0.shortcut.weight"),
+        ("layer3.0.downsample.1.running_mean", "res4.0.shortcut.norm.running_mean"),
+    ]:
         assert np.array_equal(model[theirs], bb[ours].numpy())
     d2 = meta["detectron2"]
     assert d2["INPUT.FORMAT"] == "RGB" and d2["MODEL.RESNETS.STRIDE_IN_1X1"] is False
@@ -77,7 +82,8 @@ def test_torchvision_detection_model_loads_the_export_strictly_and_detects(tmp_p
     assert cli.main(["export", str(tmp_path / "run"), "--format", "torchvision-detection", "--out", str(out)]) == 0
     assert "backbone.body.load_state_dict(state)" in capsys.readouterr().out
     detector = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, min_size=64, max_size=64)
+        weights=None, weights_backbone=None, min_size=64, max_size=64
+    )
     detector.backbone.body.load_state_dict(torch.load(out, weights_only=True), strict=True)
     detector.eval()
     x = torch.rand(3, 64, 64)
@@ -95,7 +101,6 @@ def test_detection_formats_refuse_cifar_stems_narrow_widths_and_wrong_suffixes(t
     saved_run(tmp_path / "run")  # width 8, 16 px: the CIFAR stem
     with pytest.raises(ExportError, match="width 64, the ImageNet 7x7 stem.*model.width=64 model.stem=imagenet"):
         export_backbone(tmp_path / "run", tmp_path / "d2.pkl", "detectron2")
-    assert cli.main(["export", str(tmp_path / "run"), "--format", "detectron2", "--out",
-                     str(tmp_path / "d2.pt")]) == 2
+    assert cli.main(["export", str(tmp_path / "run"), "--format", "detectron2", "--out", str(tmp_path / "d2.pt")]) == 2
     assert "must end in .pkl for --format detectron2" in capsys.readouterr().err
     assert not list(tmp_path.glob("d2*"))

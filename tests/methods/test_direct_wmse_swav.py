@@ -1,6 +1,7 @@
 """DirectCLR, DirectPred, DirectCopy, W-MSE and SwAV: each loss and predictor against an independent
 computation (float64 loops, numpy), their gradients, and the method-level properties (what the
 optimiser may touch, which dimensions get gradient, Sinkhorn marginals, whitened covariance)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,6 +34,7 @@ def views(n=16, seed=1):
 
 # --- DirectCLR ------------------------------------------------------------------------------------
 
+
 def test_directclr_loss_matches_loops():
     torch.manual_seed(0)
     z1, z2 = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
@@ -46,6 +48,7 @@ def test_directclr_loss_matches_loops():
             logits = [float(a[i] @ b[j]) / tau for j in range(len(b))]
             total += -logits[i] + np.log(np.sum(np.exp(logits)))
         return total / len(a)
+
     expected = (nce(z1, z2) + nce(z2, z1)) / 2
     assert directclr_loss(z1, z2, tau).item() == pytest.approx(expected, rel=1e-10)
 
@@ -70,6 +73,7 @@ def test_directclr_uses_only_the_first_dims():
     def keep(module, inputs, r):
         r.retain_grad()
         captured.setdefault("r", []).append(r)
+
     hook = method.backbone.register_forward_hook(keep)
     loss = method(*views()).loss
     loss.backward()
@@ -92,6 +96,7 @@ def test_directclr_refuses_sparsehead():
 
 # --- DirectPred / DirectCopy ---------------------------------------------------------------------
 
+
 def random_psd(m, rank, seed):
     a = np.random.default_rng(seed).standard_normal((rank, m))
     return a.T @ a / rank
@@ -109,7 +114,7 @@ def test_directpred_weight_matches_numpy(rank, atol):  # whose round-off (+-1e-1
 
 def test_directcopy_weight_matches_formula():
     corr = random_psd(6, 9, seed=3)
-    frob = np.sqrt((corr ** 2).sum())
+    frob = np.sqrt((corr**2).sum())
     got = directcopy_weight(torch.from_numpy(corr), eps=0.05).numpy()
     np.testing.assert_allclose(got, corr / frob + 0.05 * np.eye(6), atol=1e-12)
     raw = directcopy_weight(torch.from_numpy(corr), eps=0.05, normalize=False).numpy()
@@ -148,8 +153,7 @@ def test_set_predictor_is_never_touched_by_the_optimiser(name):
         c = batch_corr(projections)
         expected_corr = c if expected_corr is None else 0.3 * expected_corr + 0.7 * c
         torch.testing.assert_close(method.corr.double(), expected_corr, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(method.predictor.weight.double(), set_weight(expected_corr),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(method.predictor.weight.double(), set_weight(expected_corr), atol=1e-4, rtol=1e-4)
     assert set(["corr", "corr_updates", "predictor.weight"]) <= set(method.state_dict())
 
 
@@ -167,6 +171,7 @@ def test_predictor_freq_sets_the_weight_only_every_n_steps():
 
 
 # --- W-MSE -----------------------------------------------------------------------------------------
+
 
 def numpy_whiten(x):
     xc = x - x.mean(axis=0)
@@ -188,8 +193,9 @@ def test_whiten_matches_numpy_and_gives_identity_covariance():
 def test_wmse_loss_matches_sub_batch_loop():
     rng = np.random.default_rng(1)
     z1, z2 = rng.standard_normal((24, 4)), rng.standard_normal((24, 4))
-    got = wmse_loss(torch.from_numpy(z1), torch.from_numpy(z2), w_size=12, w_iter=2,
-                    generator=torch.Generator().manual_seed(5)).item()
+    got = wmse_loss(
+        torch.from_numpy(z1), torch.from_numpy(z2), w_size=12, w_iter=2, generator=torch.Generator().manual_seed(5)
+    ).item()
     g = torch.Generator().manual_seed(5)
     terms = []
     for _ in range(2):
@@ -201,8 +207,7 @@ def test_wmse_loss_matches_sub_batch_loop():
 
     a = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda x, y: wmse_loss(x, y, 4, generator=torch.Generator().manual_seed(0)), (a, b))
+    assert torch.autograd.gradcheck(lambda x, y: wmse_loss(x, y, 4, generator=torch.Generator().manual_seed(0)), (a, b))
 
 
 def test_wmse_whitening_size_checks():
@@ -216,9 +221,12 @@ def test_wmse_whitening_size_checks():
 
 # --- SwAV ------------------------------------------------------------------------------------------
 
+
 def test_sinkhorn_matches_loops_and_marginals():
-    scores = F.normalize(torch.randn(10, 4, dtype=torch.float64), dim=1) @ \
-        F.normalize(torch.randn(7, 4, dtype=torch.float64), dim=1).T  # (B=10, K=7) cosines
+    scores = (
+        F.normalize(torch.randn(10, 4, dtype=torch.float64), dim=1)
+        @ F.normalize(torch.randn(7, 4, dtype=torch.float64), dim=1).T
+    )  # (B=10, K=7) cosines
     q = sinkhorn_knopp(scores, 0.05, 3)
     np.testing.assert_allclose(q.numpy(), numpy_sinkhorn(scores.numpy(), 0.05, 3), rtol=1e-10)
     torch.testing.assert_close(q.sum(dim=1), torch.ones(10, dtype=torch.float64))  # each sample: 1
@@ -238,6 +246,7 @@ def test_swav_loss_matches_formula_and_its_gradient():
     def log_softmax(s):
         s = s / tau
         return s - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True)) - s.max(1, keepdims=True)
+
     ce12 = -(q1 * log_softmax(s2.detach().numpy())).sum(1).mean()
     ce21 = -(q2 * log_softmax(s1.detach().numpy())).sum(1).mean()
     loss = swav_loss(s1, s2, tau, 0.05, 3)

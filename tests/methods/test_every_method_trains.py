@@ -4,6 +4,7 @@ lives in the checkpoint, so a run stopped halfway and resumed ends bitwise equal
 
 Both properties depend on a trajectory of float operations, so they are marked `numerics`:
 `make test` runs them again under other CPU kernels (AVX2 / plain) than the machine's best."""
+
 from __future__ import annotations
 
 import math
@@ -59,16 +60,33 @@ def keep_torch_threads():
 
 def method_run(variant: str, out, *extra: str) -> config.Config:
     name = variant.split("-")[0]
-    return config.load(None, TINY + [f"method.name={name}", "train.epochs=2", "train.threads=1",
-                                     *method_keys(name, "method.predictor_hidden_dim=32"), "sparsity.lam=1e-4",
-                                     f"train.out_dir={out}", *VARIANTS[variant], *extra])
+    return config.load(
+        None,
+        TINY
+        + [
+            f"method.name={name}",
+            "train.epochs=2",
+            "train.threads=1",
+            *method_keys(name, "method.predictor_hidden_dim=32"),
+            "sparsity.lam=1e-4",
+            f"train.out_dir={out}",
+            *VARIANTS[variant],
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.numerics
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_method_learns(variant, tmp_path):
-    cfg = method_run(variant, tmp_path, *LEARN, f"train.max_steps={LEARN_STEPS}",
-                     f"train.checkpoint_every={EARLY}", f"train.keep_checkpoints={LEARN_STEPS // EARLY}")
+    cfg = method_run(
+        variant,
+        tmp_path,
+        *LEARN,
+        f"train.max_steps={LEARN_STEPS}",
+        f"train.checkpoint_every={EARLY}",
+        f"train.keep_checkpoints={LEARN_STEPS // EARLY}",
+    )
     run = pretrain(cfg, tmp_path / "run")["run_dir"]
     losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
     assert len(losses) == LEARN_STEPS and all(math.isfinite(v) for v in losses), losses

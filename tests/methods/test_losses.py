@@ -1,4 +1,5 @@
 """The three foundation losses against independent computations, gradients included."""
+
 import itertools
 import math
 
@@ -31,7 +32,7 @@ def barlow_reference(z1: np.ndarray, z2: np.ndarray, lam: float) -> float:
     loss = 0.0
     for i, j in itertools.product(range(d), range(d)):
         c = sum(a[k, i] * b[k, j] for k in range(n)) / n
-        loss += (1 - c) ** 2 if i == j else lam * c ** 2
+        loss += (1 - c) ** 2 if i == j else lam * c**2
     return loss
 
 
@@ -76,8 +77,10 @@ def test_barlow_twins_matches_explicit_sums():
 
 def test_gradients_match_finite_differences():
     g = torch.Generator().manual_seed(4)
+
     def make(*s):
         return torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+
     z1, z2 = make(5, 3), make(5, 3)
     assert torch.autograd.gradcheck(lambda a, b: nt_xent(a, b, 0.5), (z1, z2))
     assert torch.autograd.gradcheck(lambda a, b: barlow_twins_loss(a, b, 0.0051), (z1, z2))

@@ -12,6 +12,7 @@ each difference is stated at its test and in docs/methods.md ("Checked against l
 - lightly's losses gather across processes only with gather_distributed=True (default False);
   ours always gather. One process is compared here; the DDP conventions are stated per loss.
 """
+
 import math
 
 import pytest
@@ -19,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 lightly_loss = pytest.importorskip(
-    "lightly.loss", reason="lightly is not installed (it is in the `test` extra: pip install -e '.[test]'); "
-                           "these tests compare our losses with its independent implementations")
+    "lightly.loss",
+    reason="lightly is not installed (it is in the `test` extra: pip install -e '.[test]'); "
+    "these tests compare our losses with its independent implementations",
+)
 from lightly.loss import (  # noqa: E402
     BarlowTwinsLoss,
     DCLLoss,
@@ -70,6 +73,7 @@ def assert_close(a, b, **tol):
 # ---------------------------------------------------------------------------------------------
 # SimCLR
 
+
 @pytest.mark.parametrize("tau", [0.5, 0.2, 0.1])
 def test_nt_xent_equals_lightly_ntxent(tau):
     """Same convention: both normalise, each of the 2N views is an anchor against the 2N - 1 others
@@ -83,6 +87,7 @@ def test_nt_xent_equals_lightly_ntxent(tau):
 
 # ---------------------------------------------------------------------------------------------
 # BYOL, SimSiam: lightly's NegativeCosineSimilarity (NCS) = -mean cos(x0, x1)
+
 
 def test_byol_loss_is_an_affine_map_of_lightly_negative_cosine():
     """byol_loss(p, z) = 2 + 2 NCS(p, z) (mean of 2 - 2 cos). Our symmetrised BYOL loss,
@@ -114,6 +119,7 @@ def test_simsiam_loss_equals_lightly_negative_cosine_symmetrised():
 # ---------------------------------------------------------------------------------------------
 # Barlow Twins
 
+
 @pytest.mark.parametrize("lam", [0.0051, 5e-3, 0.1])
 def test_barlow_twins_equals_lightly_in_one_process(lam):
     """Same formula in one process: BatchNorm without affine (biased variance, eps 1e-5),
@@ -142,8 +148,13 @@ def test_barlow_twins_ddp_convention_differs_from_lightly():
     def loss_from(c):
         diag = torch.diagonal(c)
         return (1 - diag).pow(2).sum() + lam * (c.pow(2).sum() - diag.pow(2).sum())
-    c_lightly_ddp = sum(lightly_batch_standardize(a[s]).T @ lightly_batch_standardize(b[s]) / 6
-                        for s in (slice(0, 6), slice(6, 12))) / 2
+
+    c_lightly_ddp = (
+        sum(
+            lightly_batch_standardize(a[s]).T @ lightly_batch_standardize(b[s]) / 6 for s in (slice(0, 6), slice(6, 12))
+        )
+        / 2
+    )
     ours_global = barlow_twins_loss(a, b, lam)  # = ours under DDP on two shards of 6
     assert_close(ours_global, BarlowTwinsLoss(lambda_param=lam)(a, b))  # lightly on one process
     assert not torch.isclose(ours_global, loss_from(c_lightly_ddp), rtol=1e-3)
@@ -151,6 +162,7 @@ def test_barlow_twins_ddp_convention_differs_from_lightly():
 
 # ---------------------------------------------------------------------------------------------
 # VICReg
+
 
 @pytest.mark.parametrize("coeffs", [(25.0, 25.0, 1.0), (1.0, 2.0, 3.0)])
 def test_vicreg_equals_lightly(coeffs):
@@ -171,6 +183,7 @@ def test_vicreg_equals_lightly(coeffs):
 # ---------------------------------------------------------------------------------------------
 # SwAV
 
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, TIGHT), (torch.float32, dict(rtol=1e-5, atol=1e-6))])
 @pytest.mark.parametrize("epsilon,iterations", [(0.05, 3), (0.1, 10)])
 def test_sinkhorn_knopp_equals_lightly_sinkhorn(dtype, tol, epsilon, iterations):
@@ -180,8 +193,10 @@ def test_sinkhorn_knopp_equals_lightly_sinkhorn(dtype, tol, epsilon, iterations)
     (exp(1 / eps) of scores near 1 is large for float32), lightly in the input's dtype. DDP: both
     sum over the global batch (lightly with gather_distributed=True)."""
     g = torch.Generator().manual_seed(40)
-    scores = F.normalize(torch.randn(12, 6, generator=g, dtype=torch.float64), dim=1) @ \
-        F.normalize(torch.randn(7, 6, generator=g, dtype=torch.float64), dim=1).T  # cosines, as SwAV
+    scores = (
+        F.normalize(torch.randn(12, 6, generator=g, dtype=torch.float64), dim=1)
+        @ F.normalize(torch.randn(7, 6, generator=g, dtype=torch.float64), dim=1).T
+    )  # cosines, as SwAV
     scores = scores.to(dtype)
     ours = sinkhorn_knopp(scores, epsilon, iterations)
     ref = lightly_sinkhorn(scores.clone(), iterations=iterations, epsilon=epsilon)
@@ -206,6 +221,7 @@ def test_swav_loss_equals_lightly_with_two_crops(temperature):
 
 # ---------------------------------------------------------------------------------------------
 # MoCo v2 with a memory bank
+
 
 def _moco_steps(queue_size, batch, steps, dim=5, tau=0.2):
     """Run our moco_loss + KeyQueue and lightly's NTXentLoss(memory_bank_size=(K, d)) side by side
@@ -253,6 +269,7 @@ def test_moco_queue_wrap_differs_from_lightly_when_k_is_not_a_multiple_of_the_ba
 # ---------------------------------------------------------------------------------------------
 # DCL (we have no DCL; Huang et al.'s revised InfoNCE has the same negatives)
 
+
 def _mean_cos(z1, z2):
     return F.cosine_similarity(z1, z2, dim=1).mean()
 
@@ -286,6 +303,7 @@ def test_directclr_differs_from_lightly_directclr_loss_by_the_same_view_negative
 
 # ---------------------------------------------------------------------------------------------
 # W-MSE
+
 
 @pytest.mark.parametrize("w_iter,eps", [(1, 0.0), (2, 0.1)])
 def test_wmse_equals_lightly(w_iter, eps):

@@ -1,6 +1,7 @@
 """SimSiam, VICReg, MoCo v2/v3 and Huang et al.'s revised InfoNCE: each loss against naive float64
 loops, gradients by gradcheck, the MoCo queue's ring semantics, key encoders moved only by EMA,
 SimSiam's stop-gradient (their DDP equivalence: test_distributed.py)."""
+
 from __future__ import annotations
 
 import itertools
@@ -33,6 +34,7 @@ def unit(v: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Independent references: explicit loops over samples and dimensions, float64.
 
+
 def simsiam_reference(p1, p2, z1, z2) -> float:
     n = len(p1)
     cos = lambda a, b: float(unit(a) @ unit(b))  # noqa: E731
@@ -57,7 +59,7 @@ def vicreg_reference(a, b, sim, std, cov) -> float:
         for i, j in itertools.product(range(d), range(d)):
             if i != j:
                 c = sum((x[k, i] - mean[i]) * (x[k, j] - mean[j]) for k in range(n)) / (n - 1)
-                total += c ** 2
+                total += c**2
         return total / d
 
     return sim * invariance + std * (variance(a) + variance(b)) / 2 + cov * (covariance(a) + covariance(b))
@@ -96,6 +98,7 @@ def huang_reference(z1, z2, tau, lam) -> float:
 
 # ----------------------------------------------------------------------------------------------
 # Losses: values and gradients.
+
 
 def test_simsiam_loss_matches_cosines_and_its_gradient():
     p1, p2, z1, z2 = (randn(6, 5, seed=s) for s in range(4))
@@ -158,10 +161,11 @@ def test_huang_infonce_matches_loops_and_its_gradient(tau, lam):
 # ----------------------------------------------------------------------------------------------
 # The MoCo queue.
 
+
 def test_queue_enqueues_in_order_wraps_around_and_moves_its_pointer():
     queue = KeyQueue(5, 3)
     start = queue.keys.clone()
-    a, b, c = torch.arange(6.).view(2, 3), 10 + torch.arange(6.).view(2, 3), 20 + torch.arange(9.).view(3, 3)
+    a, b, c = torch.arange(6.0).view(2, 3), 10 + torch.arange(6.0).view(2, 3), 20 + torch.arange(9.0).view(3, 3)
     queue.enqueue(a)
     assert torch.equal(queue.keys[:2], a) and torch.equal(queue.keys[2:], start[2:]) and queue.ptr.item() == 2
     queue.enqueue(b)
@@ -180,10 +184,18 @@ def test_queue_starts_with_unit_keys():
 
 def tiny_method(tmp_path, name, *extra):
     torch.manual_seed(0)
-    cfg = config.load(None, TINY + [f"method.name={name}",
-                                    *method_keys(name, "method.predictor_hidden_dim=16", "method.queue_size=20"),
-                                    "train.batch_size=8", "sparsity.lam=1e-4",
-                                    f"train.out_dir={tmp_path}", *extra])
+    cfg = config.load(
+        None,
+        TINY
+        + [
+            f"method.name={name}",
+            *method_keys(name, "method.predictor_hidden_dim=16", "method.queue_size=20"),
+            "train.batch_size=8",
+            "sparsity.lam=1e-4",
+            f"train.out_dir={tmp_path}",
+            *extra,
+        ],
+    )
     return cfg, build_model(cfg)
 
 
@@ -196,7 +208,7 @@ def test_moco_v2_enqueues_the_normalised_keys_of_the_key_encoder(tmp_path, symme
     with torch.no_grad():
         key = lambda x: F.normalize(method.key_projector(method.key_backbone(x)), dim=1)  # noqa: E731
         expected = torch.cat([key(x1), key(x2)]) if symmetric else key(x2)
-    assert torch.allclose(method.queue.keys[:len(expected)], expected, atol=1e-6)
+    assert torch.allclose(method.queue.keys[: len(expected)], expected, atol=1e-6)
     assert method.queue.ptr.item() == len(expected)
     method.eval()
     method(x1, x2)  # an evaluation pass leaves the queue alone
@@ -205,6 +217,7 @@ def test_moco_v2_enqueues_the_normalised_keys_of_the_key_encoder(tmp_path, symme
 
 # ----------------------------------------------------------------------------------------------
 # Key encoders move only by EMA; SparseHead sees the online projector only.
+
 
 @pytest.mark.parametrize("name", ["moco_v2", "moco_v3"])
 def test_key_encoder_is_moved_only_by_ema(tmp_path, name):
@@ -273,17 +286,18 @@ def test_simsiam_gradient_reaches_the_network_only_through_the_predictor(tmp_pat
 # ----------------------------------------------------------------------------------------------
 # Configuration errors.
 
+
 def test_config_rejects_misplaced_loss_and_bad_queue(tmp_path):
     with pytest.raises(config.ConfigError, match="method.loss"):
         config.load(None, ["method.name=byol", "method.loss=huang"])
     with pytest.raises(config.ConfigError, match="method.queue_size"):
         config.load(None, ["method.name=moco_v2", "train.batch_size=256", "method.queue_size=200"])
     with pytest.raises(config.ConfigError, match="method.queue_size"):
-        config.load(None, ["method.name=moco_v2", "train.batch_size=256", "method.queue_size=300",
-                           "method.moco_symmetric=true"])
+        config.load(
+            None, ["method.name=moco_v2", "train.batch_size=256", "method.queue_size=300", "method.moco_symmetric=true"]
+        )
     with pytest.raises(config.ConfigError, match="method.queue_size"):
-        config.load(None, ["method.name=moco_v2", "train.batch_size=64", "method.queue_size=512",
-                           "data.subset=500"])
+        config.load(None, ["method.name=moco_v2", "train.batch_size=64", "method.queue_size=512", "data.subset=500"])
     cfg = config.load(None, ["method.name=moco_v2", "train.batch_size=64", "method.queue_size=100"])
     assert cfg.method.temperature == 0.2 and cfg.method.momentum == 0.999
 
@@ -292,6 +306,7 @@ def test_a_queue_spanning_the_whole_data_set_stops_before_training(tmp_path):
     """digits has 1,437 training images: the default queue of 4,096 would hold each image's own
     older keys as negatives. The loop refuses it once the data set is loaded, before any step."""
     from sparsehead.training.loop import TrainingError, pretrain
+
     cfg = config.load(None, TINY + ["method.name=moco_v2", f"train.out_dir={tmp_path}", "train.run_name=q"])
     with pytest.raises(TrainingError, match="method.queue_size: 4096 keys span all 1437"):
         pretrain(cfg)

@@ -1,6 +1,7 @@
 """The momentum (EMA) copy shared by BYOL, MoCo v2, MoCo v3 and DirectPred: BYOL's cosine schedule
 (Grill et al. 2020, section 3.2) at hand-computed points, the EMA update against a reference, no
 gradient into the copy, and each method's losses and checkpoint keys as before the shared module."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,6 +17,7 @@ EMA_METHODS = ["byol", "moco_v2", "moco_v3", "directpred"]
 
 class TinyBackbone(nn.Sequential):
     """12 inputs (3x2x2 images) -> 16 features, with BatchNorm so that buffers are in play."""
+
     feature_dim = 16
 
     def __init__(self):
@@ -23,10 +25,12 @@ class TinyBackbone(nn.Sequential):
 
 
 # Low momenta, so that the copy moves a lot in three steps and the losses depend on it.
-PARAMS = {"byol": dict(momentum=0.9, predictor_hidden_dim=16),
-          "moco_v2": dict(momentum=0.9, queue_size=16),
-          "moco_v3": dict(momentum=0.9, predictor_hidden_dim=16),
-          "directpred": dict(momentum=0.9)}
+PARAMS = {
+    "byol": dict(momentum=0.9, predictor_hidden_dim=16),
+    "moco_v2": dict(momentum=0.9, queue_size=16),
+    "moco_v3": dict(momentum=0.9, predictor_hidden_dim=16),
+    "directpred": dict(momentum=0.9),
+}
 
 
 def tiny_method(name: str) -> nn.Module:
@@ -52,6 +56,7 @@ def three_step_losses(method: nn.Module, total_steps: int = 10) -> list[float]:
 # ----------------------------------------------------------------------------------------------
 # The schedule.
 
+
 def test_cosine_schedule_at_hand_computed_steps():
     # tau_k = 1 - (1 - 0.99) (cos(pi k / 100) + 1) / 2: cos = 1, 0, -1 at k = 0, 50, 100.
     assert cosine_momentum(0.99, 0, 100) == pytest.approx(1 - 0.01 * 2 / 2, abs=1e-15)  # 0.99
@@ -64,9 +69,15 @@ def test_constant_schedule_is_the_base_at_every_step():
     assert [constant_momentum(0.999, k, 100) for k in (0, 50, 100)] == [0.999] * 3
 
 
-@pytest.mark.parametrize("method, schedule, default", [
-    (BYOL, cosine_momentum, 0.99), (MoCoV3, cosine_momentum, 0.99), (DirectPred, cosine_momentum, 0.99),
-    (MoCoV2, constant_momentum, 0.999)])
+@pytest.mark.parametrize(
+    "method, schedule, default",
+    [
+        (BYOL, cosine_momentum, 0.99),
+        (MoCoV3, cosine_momentum, 0.99),
+        (DirectPred, cosine_momentum, 0.99),
+        (MoCoV2, constant_momentum, 0.999),
+    ],
+)
 def test_each_method_keeps_its_schedule_and_default(method, schedule, default):
     assert method.momentum_schedule is schedule
     assert method.Params().momentum == default
@@ -74,6 +85,7 @@ def test_each_method_keeps_its_schedule_and_default(method, schedule, default):
 
 # ----------------------------------------------------------------------------------------------
 # The update and the gradient.
+
 
 def test_ema_update_matches_a_reference():
     torch.manual_seed(3)
@@ -114,8 +126,7 @@ RECORDED_STATE = {
     "byol": ["backbone", "projector", "predictor", "target_backbone", "target_projector"],
     "moco_v2": ["backbone", "projector", "key_backbone", "key_projector", "queue"],
     "moco_v3": ["backbone", "projector", "predictor", "key_backbone", "key_projector"],
-    "directpred": ["corr", "corr_updates", "backbone", "projector", "predictor", "target_backbone",
-                   "target_projector"],
+    "directpred": ["corr", "corr_updates", "backbone", "projector", "predictor", "target_backbone", "target_projector"],
 }
 
 

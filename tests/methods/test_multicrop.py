@@ -1,6 +1,7 @@
 """Multi-crop: the crop generator's statistics against torchvision's RandomResizedCrop, SwAV's and
 SimCLR's multi-crop losses against loops written here, SwAV's queue (in the loss, restored on
 resume), and the config errors of methods that take two views only."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,9 @@ def test_crop_boxes_follow_torchvision_random_resized_crop(scale):
     ours = sample_crops(n, side, side, scale, (3 / 4, 4 / 3), torch.Generator().manual_seed(0), "cpu").double().numpy()
     torch.manual_seed(0)
     image = torch.zeros(3, side, side)
-    theirs = np.array([T.RandomResizedCrop.get_params(image, list(scale), [3 / 4, 4 / 3]) for _ in range(n)],
-                      dtype=float)
+    theirs = np.array(
+        [T.RandomResizedCrop.get_params(image, list(scale), [3 / 4, 4 / 3]) for _ in range(n)], dtype=float
+    )
     a, b = crop_stats(ours, side), crop_stats(theirs, side)
     for key in a:
         assert ks_2samp(a[key], b[key]).pvalue > 1e-3, key
@@ -85,7 +87,7 @@ def swav_reference(zs, prototypes, tau=0.1, queue=None):
     total = 0.0
     for i in range(2):
         s = scores[i] if queue is None else np.concatenate([queue[i] @ prototypes.T, scores[i]])
-        q = numpy_sinkhorn(s)[-len(scores[i]):]
+        q = numpy_sinkhorn(s)[-len(scores[i]) :]
         ces = [-(q * log_softmax_rows(scores[v] / tau)).sum(axis=1).mean() for v in range(len(zs)) if v != i]
         total += sum(ces) / len(ces)
     return total / 2
@@ -121,8 +123,9 @@ def test_simclr_multi_crop_averages_nt_xent_over_global_pairs():
 
 
 def test_swav_queue_enters_the_loss_once_full():
-    method = tiny_method("swav", "method.swav_prototypes=12", "method.swav_queue_length=16",
-                         "method.swav_epoch_queue_starts=0")
+    method = tiny_method(
+        "swav", "method.swav_prototypes=12", "method.swav_queue_length=16", "method.swav_epoch_queue_starts=0"
+    )
     method.set_epoch(0)
     for seed in (1, 2):  # two batches of 8 fill the queue of 16
         method(*crops(0, seed=seed))
@@ -139,9 +142,18 @@ def test_swav_queue_enters_the_loss_once_full():
 
 def test_swav_queue_and_local_crops_resume_bitwise(tmp_path, capsys):
     threads = torch.get_num_threads()
-    run = TINY + ["data.subset=64", "train.batch_size=16", "train.epochs=2", "train.threads=1", "method.name=swav",
-                  "method.swav_prototypes=12", "method.swav_queue_length=32", "method.swav_epoch_queue_starts=1",
-                  "augment.local_crops=2", "augment.local_size=8"]
+    run = TINY + [
+        "data.subset=64",
+        "train.batch_size=16",
+        "train.epochs=2",
+        "train.threads=1",
+        "method.name=swav",
+        "method.swav_prototypes=12",
+        "method.swav_queue_length=32",
+        "method.swav_epoch_queue_starts=1",
+        "augment.local_crops=2",
+        "augment.local_size=8",
+    ]
     pretrain(config.load(None, run + [f"train.out_dir={tmp_path}"]), tmp_path / "unbroken")
     # Stopped when the queue is full (steps 5, 6 of epoch 1 fill it), resumed for steps 7 and 8 that use it.
     pretrain(config.load(None, run + [f"train.out_dir={tmp_path}", "train.max_steps=6"]), tmp_path / "resumed")

@@ -6,6 +6,7 @@ The class is defined and registered by define_method(): at import when the CLI i
 module as a plugin (SPARSEHEAD_PLUGINS names it), and by a fixture in this process, which removes
 it again afterwards, so that no other test module (collected before or after) sees it.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,6 +47,7 @@ def define_method():
         def forward(self, x1, x2):
             r1, z1, z2 = self.project_views(x1, x2)
             return sparsehead.methods.MethodOutput(align_uniform_loss(z1, z2, self.params.spread), {}, r1)
+
     return ToyAlignUniform
 
 
@@ -60,8 +62,10 @@ def method():
 
 
 def plugin_env() -> dict:
-    return {"SPARSEHEAD_PLUGINS": Path(__file__).stem,
-            "PYTHONPATH": os.pathsep.join([str(SRC), str(Path(__file__).parent), str(TESTS)])}
+    return {
+        "SPARSEHEAD_PLUGINS": Path(__file__).stem,
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(Path(__file__).parent), str(TESTS)]),
+    }
 
 
 def test_its_parameters_are_config_keys_and_others_are_refused(method):
@@ -87,16 +91,26 @@ def test_it_is_usable_as_a_library_without_a_config(method):
 
 def test_the_cli_pretrains_it_and_report_names_it(tmp_path):
     run = tmp_path / "toy"
-    done = run_cli("pretrain", *TINY, f"method.name={NAME}", "method.spread=0.5", "train.max_steps=3",
-                   f"train.out_dir={tmp_path}", "--run-dir", str(run), env=plugin_env())
+    done = run_cli(
+        "pretrain",
+        *TINY,
+        f"method.name={NAME}",
+        "method.spread=0.5",
+        "train.max_steps=3",
+        f"train.out_dir={tmp_path}",
+        "--run-dir",
+        str(run),
+        env=plugin_env(),
+    )
     assert done.returncode == 0, done.stderr
     assert "spread: 0.5" in (run / "config.yaml").read_text()
     report = run_cli("report", str(run), env=plugin_env())
     assert report.returncode == 0, report.stderr
     assert "| Toy Align-Uniform | mlp | 0 |" in report.stdout
 
-    refused = run_cli("pretrain", *TINY, f"method.name={NAME}", "method.queue_size=64", "--print-config",
-                      env=plugin_env())
+    refused = run_cli(
+        "pretrain", *TINY, f"method.name={NAME}", "method.queue_size=64", "--print-config", env=plugin_env()
+    )
     assert refused.returncode == 2 and "method.queue_size" in refused.stderr
     assert "the keys of toy_align_uniform are: name, spread" in refused.stderr
     without = run_cli("report", str(run))  # the run's method is unknown without its plugin

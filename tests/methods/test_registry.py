@@ -1,5 +1,6 @@
 """Every registered method declares what the registry promises: parameters with defaults and
 help, a display name, the state it checkpoints, and construction from explicit arguments."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,12 +16,24 @@ from sparsehead.models.backbones import build_backbone
 from sparsehead.models.heads import build_head
 from sparsehead.runs.model import build_model
 
-BUILT_IN = ["simclr", "byol", "barlow_twins", "simsiam", "vicreg", "moco_v2", "moco_v3", "directclr",
-            "directpred", "directcopy", "wmse", "swav"]
+BUILT_IN = [
+    "simclr",
+    "byol",
+    "barlow_twins",
+    "simsiam",
+    "vicreg",
+    "moco_v2",
+    "moco_v3",
+    "directclr",
+    "directpred",
+    "directcopy",
+    "wmse",
+    "swav",
+]
 
 
 def test_built_in_methods_are_registered_in_table_order():
-    assert list(METHODS)[:len(BUILT_IN)] == BUILT_IN
+    assert list(METHODS)[: len(BUILT_IN)] == BUILT_IN
     assert display_name("moco_v2") == "MoCo v2" and display_name("wmse") == "W-MSE"
 
 
@@ -47,8 +60,15 @@ def test_methods_are_built_from_explicit_arguments():
 
 def test_saved_configs_of_the_flat_layout_are_migrated():
     """Run folders of schema 1 saved every method's keys in one flat section."""
-    flat = {"name": "byol", "temperature": None, "momentum": 0.9, "predictor_hidden_dim": 32,
-            "queue_size": 4096, "swav_prototypes": 300, "loss": "nt_xent"}
+    flat = {
+        "name": "byol",
+        "temperature": None,
+        "momentum": 0.9,
+        "predictor_hidden_dim": 32,
+        "queue_size": 4096,
+        "swav_prototypes": 300,
+        "loss": "nt_xent",
+    }
     cfg = config.from_saved({"method": flat}, schema=1)
     assert cfg.method.params == METHODS["byol"].Params(momentum=0.9, predictor_hidden_dim=32)
     with pytest.raises(config.ConfigError, match="method.loss"):

@@ -1,5 +1,6 @@
 """MoCo's Shuffle BN under 2-process gloo DDP against a reference written here: the key encoder
 (BatchNorm in training mode) run on the sub-batches of the shuffled global batch, then unshuffled."""
+
 from __future__ import annotations
 
 import torch

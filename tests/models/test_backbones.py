@@ -1,4 +1,5 @@
 """Backbones (CIFAR stem, width multiplier, no fc) and heads."""
+
 import pytest
 import torch
 import torchvision

@@ -1,4 +1,5 @@
 """Projection heads of Jing et al. 2022 Table 2: each head's defining property, against numpy."""
+
 import numpy as np
 import pytest
 import torch
@@ -131,8 +132,10 @@ def test_default_and_invalid_rank():
 
 def test_sparsehead_acts_on_the_right_layer_of_each_head():
     torch.manual_seed(0)
-    heads = {kind: build_head(kind, D, 16, 8, num_layers=3, rank=4)
-             for kind in ["identity", "linear", "mlp", "diagonal", "orthogonal", "lowrank", "lowrank_diagonal"]}
+    heads = {
+        kind: build_head(kind, D, 16, 8, num_layers=3, rank=4)
+        for kind in ["identity", "linear", "mlp", "diagonal", "orthogonal", "lowrank", "lowrank_diagonal"]
+    }
     assert penalized_layers(heads["linear"], "last") == [heads["linear"][0]]
     assert penalized_layers(heads["mlp"], "last") == [heads["mlp"][6]]
     assert penalized_layers(heads["mlp"], "first") == [heads["mlp"][0]]
@@ -161,6 +164,7 @@ def test_sparsehead_on_a_head_without_penalisable_layer_is_a_config_error(kind):
 @pytest.mark.parametrize("kind", ["orthogonal", "lowrank"])  # a parametrised layer, a fixed buffer
 def test_heads_train_in_byol(kind):
     from sparsehead.runs.model import build_model
+
     cfg = config.load(None, ["model.width=8", "data.image_size=16", f"head.kind={kind}", "method.name=byol"])
     torch.manual_seed(0)
     method = build_model(cfg)
@@ -179,6 +183,7 @@ def test_heads_train_in_byol(kind):
 @pytest.mark.parametrize("kind", ["lowrank", "lowrank_diagonal"])
 def test_configured_rank_reaches_the_method_head(kind):
     from sparsehead.runs.model import build_model
+
     method = build_model(config.load(None, [f"head.kind={kind}", "head.rank=7", "model.width=8"]))
     singular = np.linalg.svd(method.projector(torch.randn(100, 64)).detach().double().numpy(), compute_uv=False)
     assert (singular > 1e-4 * singular[0]).sum() == 7  # float32 round-off leaves the rest near 1e-7

@@ -1,6 +1,7 @@
 """timm backbones (model.backbone=timm:<name>): a tiny ViT trains on digits (the loss falls), resumes
 bitwise after SIGKILL, runs k-NN, analyze and export, and its SparseHead penalty acts on its head;
 the config checks (patch size, missing timm, the model.timm_args mapping) run before any work."""
+
 from __future__ import annotations
 
 import builtins
@@ -22,12 +23,29 @@ from sparsehead.training.loop import pretrain
 timm = pytest.importorskip("timm", reason="timm is in the test extra: pip install -e '.[test]'")
 
 # A ViT of one block, 32-d tokens, 4x4 patches of 16 px digits (16 patch tokens + CLS).
-VIT = ["model.backbone=timm:vit_tiny_patch16_224", "model.timm_args.patch_size=4", "model.timm_args.depth=1",
-       "model.timm_args.embed_dim=32", "model.timm_args.num_heads=2"]
+VIT = [
+    "model.backbone=timm:vit_tiny_patch16_224",
+    "model.timm_args.patch_size=4",
+    "model.timm_args.depth=1",
+    "model.timm_args.embed_dim=32",
+    "model.timm_args.num_heads=2",
+]
 # 256 digits, batch 64: 4 steps per epoch, 6 epochs; a checkpoint every 2 steps.
-RUN = TINY + VIT + ["data.subset=256", "train.epochs=6", "train.threads=1", "train.checkpoint_every=2",
-                    "train.keep_checkpoints=2", "optim.name=adamw", "optim.lr=5e-3", "optim.weight_decay=0.05",
-                    "sparsity.lam=1e-3"]
+RUN = (
+    TINY
+    + VIT
+    + [
+        "data.subset=256",
+        "train.epochs=6",
+        "train.threads=1",
+        "train.checkpoint_every=2",
+        "train.keep_checkpoints=2",
+        "optim.name=adamw",
+        "optim.lr=5e-3",
+        "optim.weight_decay=0.05",
+        "sparsity.lam=1e-3",
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +62,10 @@ def vit_run(tmp_path_factory):
 
 def test_timm_args_from_yaml_and_dotted_overrides_merge(tmp_path):
     path = tmp_path / "vit.yaml"
-    path.write_text("model:\n  backbone: timm:vit_tiny_patch16_224\n  timm_args: {patch_size: 4, depth: 1, "
-                    "embed_dim: 16, num_heads: 4}\n")
+    path.write_text(
+        "model:\n  backbone: timm:vit_tiny_patch16_224\n  timm_args: {patch_size: 4, depth: 1, "
+        "embed_dim: 16, num_heads: 4}\n"
+    )
     cfg = config.load(path, ["data.image_size=16", "model.timm_args.num_heads=2"])
     assert cfg.model.timm_args == {"patch_size": 4, "depth": 1, "embed_dim": 16, "num_heads": 2}
     info = backbone_info(cfg.model, 16)
@@ -80,6 +100,7 @@ def test_backbone_errors_name_the_fix(monkeypatch):
         if name == "timm":
             raise ImportError("No module named 'timm'")
         return real_import(name, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "__import__", no_timm)
     with pytest.raises(config.ConfigError, match=r"pip install 'sparsehead\[timm\]'"):
         config.load(None, TINY + VIT + ["model.timm_args.depth=2"])  # a new key: not cached
@@ -96,8 +117,12 @@ def test_vit_loss_falls_on_fixed_views(vit_run):
     cfg, run_dir, initial, _ = vit_run
     final = checkpoint.load(checkpoint.find(run_dir))["model"]
     # 24 AdamW steps at lr 5e-3 move a 1-block ViT's SimCLR loss on the same views by well over 2%.
-    assert_loss_fell(fixed_view_losses(cfg, initial, batches=4), fixed_view_losses(cfg, final, batches=4),
-                     "tiny ViT, SimCLR", min_fall=0.02)
+    assert_loss_fell(
+        fixed_view_losses(cfg, initial, batches=4),
+        fixed_view_losses(cfg, final, batches=4),
+        "tiny ViT, SimCLR",
+        min_fall=0.02,
+    )
 
 
 def test_vit_knn_analyze_and_sparsehead(vit_run, tmp_path):
@@ -141,8 +166,14 @@ def test_vit_export_loads_in_bare_timm(vit_run, tmp_path):
 def test_sigkilled_vit_run_resumes_bitwise(vit_run, tmp_path):
     _, reference, _, _ = vit_run
     run_dir = tmp_path / "run"
-    proc = run_cli("pretrain", *RUN, f"train.out_dir={tmp_path}", "--run-dir", str(run_dir),
-                   env={"SPARSEHEAD_TEST_SIGKILL": "step:13", "OMP_NUM_THREADS": "1"})
+    proc = run_cli(
+        "pretrain",
+        *RUN,
+        f"train.out_dir={tmp_path}",
+        "--run-dir",
+        str(run_dir),
+        env={"SPARSEHEAD_TEST_SIGKILL": "step:13", "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     proc = run_cli("pretrain", "--resume", str(run_dir), env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0 and "resuming" in proc.stderr, proc.stderr[-2000:]
@@ -166,6 +197,7 @@ def test_vit_configs_are_valid(name):
     import yaml
 
     from conftest import REPO
+
     values = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
     if values["data"]["source"] not in typing_args_of_source():
         pytest.skip(f"data.source={values['data']['source']} arrives with the streaming reader (issue #14)")
@@ -176,11 +208,13 @@ def test_vit_configs_are_valid(name):
 
 def typing_args_of_source():
     import typing
+
     return typing.get_args(typing.get_type_hints(config.DataConfig)["source"])
 
 
 def test_lars_on_a_vit_warns_and_adamw_does_not(recwarn):
     from sparsehead.training.optim import build_optimizer
+
     cfg = config.load(None, TINY + VIT + ["optim.name=lars"])
     method = build_model(cfg)
     with pytest.warns(UserWarning, match="LARS is known to make ViT training unstable"):

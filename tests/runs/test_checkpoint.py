@@ -1,5 +1,6 @@
 """Checkpoint files: loads never run code nor return damaged content; writes that fail (disk full,
 unwritable folder) leave the previous checkpoint intact and say what to do."""
+
 from __future__ import annotations
 
 import ast
@@ -34,9 +35,15 @@ def real_state():
     x = torch.rand(4, 3, 16, 16)
     method(x, x.flip(-1))[0].backward()
     optimizer.step()
-    return {"model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": 7,
-            "rng": resume.gather_rng(resume.capture_rng(torch.Generator().manual_seed(1))),
-            "config": config.to_dict(cfg), "data_mean": [0.5] * 3, "data_std": [0.25] * 3}
+    return {
+        "model": method.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": 7,
+        "rng": resume.gather_rng(resume.capture_rng(torch.Generator().manual_seed(1))),
+        "config": config.to_dict(cfg),
+        "data_mean": [0.5] * 3,
+        "data_std": [0.25] * 3,
+    }
 
 
 def leaves(obj, path=""):
@@ -50,9 +57,15 @@ def leaves(obj, path=""):
 def same_content(a: dict, b: dict) -> bool:
     la, lb = leaves(a), leaves(b)
     return la.keys() == lb.keys() and all(
-        (isinstance(la[k], torch.Tensor) and isinstance(lb[k], torch.Tensor) and la[k].dtype == lb[k].dtype
-         and torch.equal(la[k], lb[k])) or (not isinstance(la[k], torch.Tensor) and la[k] == lb[k])
-        for k in la)
+        (
+            isinstance(la[k], torch.Tensor)
+            and isinstance(lb[k], torch.Tensor)
+            and la[k].dtype == lb[k].dtype
+            and torch.equal(la[k], lb[k])
+        )
+        or (not isinstance(la[k], torch.Tensor) and la[k] == lb[k])
+        for k in la
+    )
 
 
 def test_a_saved_checkpoint_loads_back_identical(real_state, tmp_path):
@@ -65,8 +78,20 @@ def test_a_saved_checkpoint_loads_back_identical(real_state, tmp_path):
 def test_truncated_checkpoint_never_loads(real_state, tmp_path):
     data = checkpoint.save(tmp_path / "run", real_state, step=7).read_bytes()
     rng = random.Random(0)
-    offsets = sorted({0, 1, 2, 30, 512, len(data) // 2, len(data) - 22, len(data) - 2, len(data) - 1,
-                      *rng.sample(range(len(data)), 150)})
+    offsets = sorted(
+        {
+            0,
+            1,
+            2,
+            30,
+            512,
+            len(data) // 2,
+            len(data) - 22,
+            len(data) - 2,
+            len(data) - 1,
+            *rng.sample(range(len(data)), 150),
+        }
+    )
     damaged = tmp_path / "ckpt-00000007.pt"
     for cut in offsets:
         damaged.write_bytes(data[:cut])
@@ -131,10 +156,17 @@ def test_every_torch_load_in_the_source_uses_weights_only():
     calls = []
     for path in SRC.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
-                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-                           for k in node.keywords)
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            ):
+                safe = any(
+                    k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                    for k in node.keywords
+                )
                 calls.append((f"{path.relative_to(SRC)}:{node.lineno}", safe))
     assert len(calls) >= 2
     assert all(safe for _, safe in calls), [where for where, safe in calls if not safe]
@@ -156,6 +188,7 @@ def disk_full_on_call(n: int):
             f.write(b"\0" * 1000)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(obj, f, *args, **kwargs)
+
     return save
 
 
@@ -184,6 +217,7 @@ def test_a_full_disk_mid_run_stops_it_with_the_last_checkpoint_intact(tiny_cfg, 
 def forbid_data_loading(monkeypatch):
     def load(*args, **kwargs):
         raise AssertionError("the data was loaded before the run folder was checked")
+
     monkeypatch.setattr(datasets, "load", load)
 
 
@@ -201,6 +235,7 @@ def test_a_read_only_run_folder_fails_before_any_work(tiny_cfg, tmp_path, monkey
 
     def read_only(*args, **kwargs):  # tests run as root here, where chmod does not stop writes
         raise OSError(errno.EROFS, "Read-only file system")
+
     monkeypatch.setattr("sparsehead.core.atomic.tempfile.mkstemp", read_only)
     with pytest.raises(checkpoint.CheckpointError, match="cannot write to the run folder .*Read-only file system"):
         pretrain(tiny_cfg(), tmp_path / "run")

@@ -1,6 +1,7 @@
 """RunDir: a run folder written before the method registry (schema 1: no run.json, one flat
 method section with every method's keys, in config.yaml and in each checkpoint) still loads for
 report, evaluate and resume; a newer schema and a record without a field are refused with the fix."""
+
 from __future__ import annotations
 
 import json
@@ -15,20 +16,40 @@ from sparsehead.runs.folder import SCHEMA, RunDir, RunDirError
 from sparsehead.training.loop import pretrain
 
 # The method section every run folder of schema 1 saved (sparsehead at commit e148c6a), for BYOL.
-FLAT_BYOL = {"name": "byol", "temperature": None, "momentum": 0.99, "predictor_hidden_dim": 32,
-             "lambda_offdiag": 0.0051, "loss": "nt_xent", "huang_lambda": 1.0, "vicreg_sim_coeff": 25.0,
-             "vicreg_std_coeff": 25.0, "vicreg_cov_coeff": 1.0, "queue_size": 4096, "moco_symmetric": False,
-             "directclr_dim": None, "predictor_freq": 1, "predictor_rho": 0.3, "predictor_eps": 0.01,
-             "directcopy_normalize": True, "wmse_w_size": 128, "wmse_w_iter": 1, "wmse_eps": 0.0,
-             "swav_prototypes": 300, "swav_epsilon": 0.05, "swav_sinkhorn_iters": 3}
+FLAT_BYOL = {
+    "name": "byol",
+    "temperature": None,
+    "momentum": 0.99,
+    "predictor_hidden_dim": 32,
+    "lambda_offdiag": 0.0051,
+    "loss": "nt_xent",
+    "huang_lambda": 1.0,
+    "vicreg_sim_coeff": 25.0,
+    "vicreg_std_coeff": 25.0,
+    "vicreg_cov_coeff": 1.0,
+    "queue_size": 4096,
+    "moco_symmetric": False,
+    "directclr_dim": None,
+    "predictor_freq": 1,
+    "predictor_rho": 0.3,
+    "predictor_eps": 0.01,
+    "directcopy_normalize": True,
+    "wmse_w_size": 128,
+    "wmse_w_iter": 1,
+    "wmse_eps": 0.0,
+    "swav_prototypes": 300,
+    "swav_epsilon": 0.05,
+    "swav_sinkhorn_iters": 3,
+}
 
 
 @pytest.fixture(scope="module")
 def old_run(tmp_path_factory):
     """A tiny BYOL run, rewritten into the layout of schema 1."""
     tmp = tmp_path_factory.mktemp("old")
-    cfg = config.load(None, TINY + ["method.name=byol", "method.predictor_hidden_dim=32", "train.max_steps=2",
-                                    f"train.out_dir={tmp}"])
+    cfg = config.load(
+        None, TINY + ["method.name=byol", "method.predictor_hidden_dim=32", "train.max_steps=2", f"train.out_dir={tmp}"]
+    )
     run = RunDir(pretrain(cfg, tmp / "run")["run_dir"])
     flat = {**config.to_dict(cfg), "method": FLAT_BYOL}
     run.config_path.write_text(yaml.safe_dump(flat, sort_keys=False))

@@ -1,6 +1,7 @@
 """Experiment tracking: train.loggers' CSV mirror (stable header, keys that appear later), wandb in
 offline mode (metrics read back from its .wandb transaction log), a failing tracker, and the run's
 provenance (git commit, environment)."""
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,12 @@ from sparsehead.runs import provenance
 from sparsehead.runs.folder import RunDir
 from sparsehead.runs.metrics_log import MetricLogger, check_loggers, read_metrics
 
-RECORDS = [{"step": 1, "loss": 2.5, "lr": 0.1}, {"step": 2, "loss": 2.0, "lr": 0.1},
-           {"step": 2, "knn5_top1": 0.4}, {"step": 3, "loss": 1.5, "lr": 0.05, "penalty": 0.0}]
+RECORDS = [
+    {"step": 1, "loss": 2.5, "lr": 0.1},
+    {"step": 2, "loss": 2.0, "lr": 0.1},
+    {"step": 2, "knn5_top1": 0.4},
+    {"step": 3, "loss": 1.5, "lr": 0.05, "penalty": 0.0},
+]
 
 
 def read_csv(path):
@@ -52,24 +57,28 @@ def wandb_history(run_file) -> list[dict]:
     header: crc32, length, type 1 full / 2 first / 3 middle / 4 last) after a 7-byte ':W&B' header,
     each payload a wandb_internal_pb2.Record."""
     from wandb.proto import wandb_internal_pb2 as pb
+
     data, pos, payload, records = run_file.read_bytes(), 7, b"", []
     assert data[:4] == b":W&B"
     while pos + 7 <= len(data):
         if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
             pos += 32768 - pos % 32768
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0:
             break
-        payload += data[pos + 7:pos + 7 + length]
+        payload += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = pb.Record()
             record.ParseFromString(payload)
             records.append(record)
             payload = b""
-    return [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
-            for r in records if r.WhichOneof("record_type") == "history"]
+    return [
+        {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
 
 
 def test_wandb_offline_run_holds_the_metrics_and_the_config(tmp_path, monkeypatch):
@@ -95,8 +104,10 @@ def test_wandb_offline_run_holds_the_metrics_and_the_config(tmp_path, monkeypatc
 
 def test_a_failing_tracker_warns_and_is_switched_off_while_jsonl_keeps_every_record(tmp_path):
     logger = MetricLogger(tmp_path, loggers=["csv"])
+
     def disk_full(record):
         raise OSError(28, "No space left on device")
+
     logger.sinks["csv"].log = disk_full
     with pytest.warns(UserWarning, match="csv failed at step 1.*switched off"):
         logger.log(RECORDS[0])
@@ -115,10 +126,26 @@ def test_asking_for_an_uninstalled_tracker_names_its_extra(monkeypatch):
 
 def test_git_commit_inside_and_outside_a_checkout_and_the_environment(tmp_path, monkeypatch):
     subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
-    subprocess.run(["git", "-C", str(tmp_path / "repo"), "-c", "user.email=a@b", "-c", "user.name=a", "commit",
-                    "-q", "--allow-empty", "-m", "x"], check=True)
-    head = subprocess.run(["git", "-C", str(tmp_path / "repo"), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(tmp_path / "repo"),
+            "-c",
+            "user.email=a@b",
+            "-c",
+            "user.name=a",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ],
+        check=True,
+    )
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path / "repo"), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert provenance.git_commit(tmp_path / "repo") == head and len(head) == 40
     (tmp_path / "plain").mkdir()
     assert provenance.git_commit(tmp_path / "plain") == "unknown"
@@ -134,12 +161,14 @@ def test_git_commit_inside_and_outside_a_checkout_and_the_environment(tmp_path, 
 def test_a_run_records_its_environment_and_mirrors_metrics_to_csv_and_tensorboard(tmp_path):
     from conftest import TINY
     from sparsehead.training.loop import pretrain
+
     cfg = config.load(None, TINY + ["train.max_steps=2", "train.loggers=[jsonl,csv,tensorboard]"])
     pretrain(cfg, tmp_path / "run")
-    attempt, = json.loads((tmp_path / "run" / "environment.json").read_text())["attempts"]
+    (attempt,) = json.loads((tmp_path / "run" / "environment.json").read_text())["attempts"]
     assert attempt["git_commit"] == provenance.git_commit() and attempt["torch"] == torch.__version__
     rows, header = read_csv(tmp_path / "run" / "metrics.csv")
     assert [as_csv_row(r, header) for r in read_metrics(tmp_path / "run")] == rows and "knn5_top1" in header
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"tensors": 0}).Reload()
     assert {"config/text_summary", "environment/text_summary"} <= set(events.Tags()["tensors"])

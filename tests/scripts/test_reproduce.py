@@ -1,5 +1,6 @@
 """scripts/reproduce.py: the verdict rule against hand-computed values, and `write` on a synthetic grid
 whose means and verdicts are known in advance."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,10 +38,15 @@ def fake_run(run, linear, knn, erank_r, erank_z, support):
     # `support` columns of norm 1 and the rest at 0.05: 0.1 x largest keeps the same columns as 1e-3
     norms = [1.0] * support + [0.05] * (512 - support) if support is not None else []
     head = [{"support": support, "shape": [128, 512], "column_norms": norms, "l21": sum(norms)}] if norms else []
-    (run / "analysis" / "analysis.json").write_text(json.dumps({
-        "r": {"dim": 128, "effective_rank": erank_r, "collapsed_dims": 0},
-        "z": {"dim": 64, "effective_rank": erank_z, "collapsed_dims": 3},
-        "head": head}))
+    (run / "analysis" / "analysis.json").write_text(
+        json.dumps(
+            {
+                "r": {"dim": 128, "effective_rank": erank_r, "collapsed_dims": 0},
+                "z": {"dim": 64, "effective_rank": erank_z, "collapsed_dims": 3},
+                "head": head,
+            }
+        )
+    )
     (run / "wall_seconds.json").write_text(json.dumps({"pretrain": 120.0, "linear": 60.0}))
 
 
@@ -111,8 +117,9 @@ def test_the_ledger_keeps_finished_runs_and_write_long_reports_them(synthetic_gr
     reproduce.run_grid(reproduce.EXPERIMENTS["long"], [0, 1, 2], dry=False)
     assert started == []
     for name in ("reproduction.md", "sparsehead.md"):
-        (synthetic_grid / "docs" / name).write_text("# doc\n\n<!-- begin long (generated) -->\nold\n"
-                                                    "<!-- end long -->\n\n## Discussion\n")
+        (synthetic_grid / "docs" / name).write_text(
+            "# doc\n\n<!-- begin long (generated) -->\nold\n<!-- end long -->\n\n## Discussion\n"
+        )
     reproduce.write_long([0, 1, 2])
     doc = (synthetic_grid / "docs" / "sparsehead.md").read_text()
     assert "old" not in doc and doc.endswith("<!-- end long -->\n\n## Discussion\n")

@@ -1,5 +1,6 @@
 """A NaN/Inf loss or gradient: the run stops naming the step with the last checkpoint intact, or
 (train.nonfinite=skip) the step changes nothing, is counted, and too many in a row stop the run."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,6 +34,7 @@ def poison(monkeypatch, steps, how="input"):
         out = real(self, x1, x2)
         weight = next(self.projector.parameters())
         return out._replace(loss=out.loss + (weight.sum() * 0).sqrt())
+
     monkeypatch.setattr(SimCLR, "forward", forward)
 
 
@@ -64,9 +66,14 @@ def test_skip_mode_leaves_the_model_untouched_and_counts(tiny_cfg, tmp_path, mon
     states = {int(p.name[5:13]): checkpoint.load(p) for p in checkpoint.list_checkpoints(run_dir)}
     for part in ("model", "optimizer"):  # step 3 changed nothing: weights, BN statistics, Adam moments
         before, after = states[2][part], states[3][part]
+
         def flat(s):
-            return s if part == "model" else {k: v for i, st in s["state"].items() for k, v in
-                                                              ((f"{i}.{n}", t) for n, t in st.items())}
+            return (
+                s
+                if part == "model"
+                else {k: v for i, st in s["state"].items() for k, v in ((f"{i}.{n}", t) for n, t in st.items())}
+            )
+
         assert all(torch.equal(flat(before)[k], flat(after)[k]) for k in flat(before)), part
     assert not torch.equal(states[3]["model"]["projector.0.weight"], states[4]["model"]["projector.0.weight"])
     assert all(t.isfinite().all() for t in states[5]["model"].values() if t.is_floating_point())

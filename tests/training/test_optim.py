@@ -12,6 +12,7 @@ ratio: v <- momentum v + g. Two conventions differ elsewhere, checked and stated
 - SimCLR's TF LARS puts the learning rate inside the momentum (v <- m v + lr trust d, w <- w - v);
   Barlow Twins and ours apply it outside, which differs when lr changes between steps.
 """
+
 import math
 
 import numpy as np
@@ -74,7 +75,7 @@ def lars_reference(weights, grads_per_step, lrs, momentum, wd, eta):
         for i, (w, g) in enumerate(zip(weights, grads)):
             if w.ndim > 1:  # weights: weight decay and the trust ratio
                 d = g + wd * w
-                w_norm, d_norm = np.sqrt((w ** 2).sum()), np.sqrt((d ** 2).sum())
+                w_norm, d_norm = np.sqrt((w**2).sum()), np.sqrt((d**2).sum())
                 trust = eta * w_norm / d_norm if w_norm > 0 and d_norm > 0 else 1.0
                 d = trust * d
             else:  # biases and BatchNorm parameters: plain momentum SGD
@@ -104,13 +105,14 @@ def test_build_optimizer_lars_two_steps_on_linear_and_batchnorm_equal_the_refere
     for p, e in zip(params, expected):
         np.testing.assert_allclose(p.detach().numpy(), e, rtol=1e-13, atol=1e-15)
     # the 1-d parameters took exactly the plain momentum-SGD steps, no decay, no trust ratio
-    np.testing.assert_allclose(params[1].detach().numpy(),
-                               start[1] - 0.3 * grads[0][1] - 0.12 * (0.9 * grads[0][1] + grads[1][1]),
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        params[1].detach().numpy(), start[1] - 0.3 * grads[0][1] - 0.12 * (0.9 * grads[0][1] + grads[1][1]), rtol=1e-13
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Warm-up + cosine
+
 
 def schedule_reference(t, peak, warmup, total, min_ratio):
     """lr of step t (0-based): (t + 1) / W peak during the warm-up (so the first step already has

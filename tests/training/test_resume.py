@@ -1,5 +1,6 @@
 """Exact resume: runs killed with SIGKILL and resumed end bitwise equal to an unbroken run; a run
 folder is resumed only with its own config; damaged checkpoints are set aside."""
+
 from __future__ import annotations
 
 import os
@@ -22,13 +23,19 @@ from sparsehead.training.loop import pretrain
 
 # BYOL (EMA target + predictor: the most state), 4 steps per epoch over 3 epochs, so kills and
 # resumes cross epoch boundaries; a checkpoint every 2 steps, so odd kill points redo a step.
-RUN = TINY + ["data.subset=256", "train.epochs=3", "train.threads=1", "train.checkpoint_every=2",
-              "train.keep_checkpoints=2", "method.name=byol", "method.predictor_hidden_dim=32"]
+RUN = TINY + [
+    "data.subset=256",
+    "train.epochs=3",
+    "train.threads=1",
+    "train.checkpoint_every=2",
+    "train.keep_checkpoints=2",
+    "method.name=byol",
+    "method.predictor_hidden_dim=32",
+]
 TOTAL_STEPS = 12
 # The same run with SparseHead's prune mode: the head's last layer pruned from step 1 to step 10
 # (of 12) to a quarter of its 64 columns, so the kills below fall inside the pruning schedule.
-PRUNE = ["sparsity.mode=prune", "sparsity.target_support=0.25", "sparsity.prune_start=0.1",
-         "sparsity.prune_end=0.8"]
+PRUNE = ["sparsity.mode=prune", "sparsity.target_support=0.25", "sparsity.prune_start=0.1", "sparsity.prune_end=0.8"]
 
 
 @pytest.fixture(autouse=True)
@@ -132,8 +139,9 @@ def copy_run(src: Path, dst: Path) -> Path:
 def test_changed_config_is_refused_with_the_differing_keys(reference_run, tmp_path, capsys):
     run_dir = copy_run(reference_run, tmp_path / "run")
     before = sorted((p.name, p.stat().st_mtime_ns) for p in checkpoint.checkpoint_dir(run_dir).iterdir())
-    cfg = config.load(None, RUN + [f"train.out_dir={tmp_path}", "optim.lr=0.01", "head.out_dim=16",
-                                   "train.progress=true"])
+    cfg = config.load(
+        None, RUN + [f"train.out_dir={tmp_path}", "optim.lr=0.01", "head.out_dim=16", "train.progress=true"]
+    )
     with pytest.raises(checkpoint.CheckpointError) as err:
         pretrain(cfg, run_dir)
     msg = str(err.value)
@@ -186,9 +194,16 @@ def test_changed_data_set_is_refused_unless_forced():
 def test_every_random_state_survives_a_checkpoint_file(tmp_path):
     gen = torch.Generator().manual_seed(3)
     saved = resume.capture_rng(gen)
+
     def draw():
-        return (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random(), np.random.randn(),
-                        torch.rand(3, generator=gen).tolist())
+        return (
+            torch.rand(3).tolist(),
+            np.random.rand(3).tolist(),
+            random.random(),
+            np.random.randn(),
+            torch.rand(3, generator=gen).tolist(),
+        )
+
     expected = draw()
     checkpoint.save(tmp_path, {"model": {}, "rng": resume.gather_rng(saved)}, step=1)
     draw(), draw()  # move every stream on

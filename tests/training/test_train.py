@@ -1,4 +1,5 @@
 """The training loop end to end: it learns, writes a complete run folder, and BYOL's target is EMA-only."""
+
 import json
 
 import pytest
@@ -17,8 +18,10 @@ from sparsehead.training.loop import pretrain
 def test_demo_config_learns_on_digits(tmp_path):
     """The demo (configs/demo.yaml, seed 0, 150 steps): the loss falls and 5-NN reaches 93%
     (chance: 10%; the randomly initialised network scores about 89-90% here, measured 96.4%)."""
-    cfg = config.load(REPO / "configs" / "demo.yaml", [
-        "train.progress=false", "train.log_every=1", f"train.out_dir={tmp_path}", "train.seed=0"])
+    cfg = config.load(
+        REPO / "configs" / "demo.yaml",
+        ["train.progress=false", "train.log_every=1", f"train.out_dir={tmp_path}", "train.seed=0"],
+    )
     summary = pretrain(cfg)
     losses = [r["loss"] for r in read_metrics(summary["run_dir"]) if "loss" in r]
     assert len(losses) == summary["steps"] == 30 * (1437 // 256)
@@ -28,8 +31,9 @@ def test_demo_config_learns_on_digits(tmp_path):
 
 
 def test_cli_pretrain_writes_the_run_folder(tmp_path):
-    proc = run_cli("pretrain", *TINY, "train.max_steps=3", f"train.out_dir={tmp_path}", "train.run_name=cli",
-                   "sparsity.lam=1e-4")
+    proc = run_cli(
+        "pretrain", *TINY, "train.max_steps=3", f"train.out_dir={tmp_path}", "train.run_name=cli", "sparsity.lam=1e-4"
+    )
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "cli"
     assert f"run folder: {run}" in proc.stdout
@@ -63,6 +67,7 @@ def test_byol_target_moves_only_by_ema(tiny_cfg):
     model = build_model(cfg)
     assert not any(p.requires_grad for p in model.target_backbone.parameters())
     from sparsehead.training.optim import build_optimizer
+
     opt = build_optimizer(cfg.optim, model)
     optimised = {id(p) for group in opt.param_groups for p in group["params"]}
     targets = list(model.target_backbone.parameters()) + list(model.target_projector.parameters())
@@ -93,10 +98,24 @@ def test_simclr_on_real_cifar10_beats_chance(tmp_path):
     """Real data: 2,000 CIFAR-10 training images at 32x32, a width-8 ResNet-18, 5 epochs (75 steps),
     seed 0. 5-NN on the full 10,000-image test set must reach 22% (chance: 10%; this network at
     initialisation: 19.5%; measured after training: 27.7%), and the loss must fall."""
-    cfg = config.load(None, [
-        "data.source=imagefolder", f"data.root={CIFAR10_ROOT}", "data.subset=2000", "data.image_size=32",
-        "model.width=8", "head.hidden_dim=128", "head.out_dim=64", "train.batch_size=128", "train.epochs=5",
-        "train.progress=false", "train.log_every=1", f"train.out_dir={tmp_path}", "train.run_name=cifar"])
+    cfg = config.load(
+        None,
+        [
+            "data.source=imagefolder",
+            f"data.root={CIFAR10_ROOT}",
+            "data.subset=2000",
+            "data.image_size=32",
+            "model.width=8",
+            "head.hidden_dim=128",
+            "head.out_dim=64",
+            "train.batch_size=128",
+            "train.epochs=5",
+            "train.progress=false",
+            "train.log_every=1",
+            f"train.out_dir={tmp_path}",
+            "train.run_name=cifar",
+        ],
+    )
     summary = pretrain(cfg)
     losses = [r["loss"] for r in read_metrics(summary["run_dir"]) if "loss" in r]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1

@@ -3,6 +3,7 @@
 Pairwise quantities (min-max ratio, uniformity) are computed over blocks of query rows against
 all N rows, in float64, so memory stays at about PAIR_BLOCK_ELEMENTS numbers whatever N is.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,13 @@ def _squared_distances(q: torch.Tensor, x: torch.Tensor, x_sq: torch.Tensor) -> 
     return (q.pow(2).sum(1, keepdim=True) + x_sq[None, :] - 2.0 * q @ x.T).clamp_min_(0.0)
 
 
-def min_max_ratio(x: Features, normalize: bool = False, max_queries: Optional[int] = None, seed: int = 0,
-                  block_elements: int = PAIR_BLOCK_ELEMENTS) -> float:
+def min_max_ratio(
+    x: Features,
+    normalize: bool = False,
+    max_queries: Optional[int] = None,
+    seed: int = 0,
+    block_elements: int = PAIR_BLOCK_ELEMENTS,
+) -> float:
     """Song et al. 2023 Eq. 9 averaged over queries: for each query z, (max_i ||z - z_i|| - min_i ||z - z_i||)
     / min_i ||z - z_i|| over all OTHER samples z_i.
 
@@ -95,6 +101,7 @@ def uniformity(x: Features, t: float = 2.0, block_elements: int = PAIR_BLOCK_ELE
 
 
 # --- class centres (Huang et al. 2023, Huang et al.) -----------------------------------------------------
+
 
 def normalized_centres(x: Features, labels) -> tuple[np.ndarray, torch.Tensor]:
     """(class ids, mu) with mu_k the mean of the L2-normalised features of class k (norm r = 1),
@@ -150,7 +157,7 @@ def nearest_centre_accuracy(x: Features, labels, train_x: Optional[Features] = N
 # --- everything at once -----------------------------------------------------------------------------
 
 PAIRWISE_SAMPLES = 10_000  # rows used by the O(N^2) metrics: the whole CIFAR-10 test set, a seeded
-                           # random subset of larger sets
+# random subset of larger sets
 
 
 def spectral_summary(x: Features) -> dict:
@@ -164,13 +171,15 @@ def spectral_summary(x: Features) -> dict:
     eigs_norm = eigenvalues(second_moment(x, center=True, normalize=True))
     fit = power_law_exponent(eigs)
     return {
-        "samples": n, "dim": d,
+        "samples": n,
+        "dim": d,
         "collapse_threshold": COLLAPSE_THRESHOLD,
         "collapsed_dims": collapsed_dimensions(eigs),
         "collapsed_dims_normalized": collapsed_dimensions(eigs_norm),
         "effective_rank": entropy_rank(singular_values_from_moment(raw, n)),
         "rankme": entropy_rank(singular_values_from_moment(uncentred, n), 1e-7),
-        "alpha_req": fit["alpha"], "alpha_req_fit_ranks": fit["fit_ranks"],
+        "alpha_req": fit["alpha"],
+        "alpha_req_fit_ranks": fit["fit_ranks"],
         "spectra": {"raw": eigs.tolist(), "normalized": eigs_norm.tolist()},
     }
 
@@ -183,8 +192,13 @@ def random_rows(x: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
     return x[idx.sort().values.to(x.device)]
 
 
-def diagnostics(x: Features, labels=None, view_pair: Optional[tuple[Features, Features]] = None,
-                pairwise_samples: int = PAIRWISE_SAMPLES, seed: int = 0) -> dict:
+def diagnostics(
+    x: Features,
+    labels=None,
+    view_pair: Optional[tuple[Features, Features]] = None,
+    pairwise_samples: int = PAIRWISE_SAMPLES,
+    seed: int = 0,
+) -> dict:
     """All diagnostics of one feature matrix: the spectral summary, the min-max ratio and
     uniformity (on at most `pairwise_samples` rows, drawn at random with `seed` when there are
     more), alignment of `view_pair` (features of two augmented views of the same images) and,

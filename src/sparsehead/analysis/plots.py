@@ -3,6 +3,7 @@
 matplotlib's object API (Figure, no pyplot) keeps this free of global backend state, so it
 works headless and inside notebooks alike.
 """
+
 from __future__ import annotations
 
 import io
@@ -57,9 +58,12 @@ def head_figure(layers: Sequence[dict], title: str) -> Figure:
     for i, layer in enumerate(layers):
         norms = np.asarray(layer["column_norms"])
         tag = f"layer {i} " if len(layers) > 1 else ""
-        ax.semilogy(np.arange(1, len(norms) + 1), log_safe(norms, 1e-12), lw=1.5,
-                    label=f"{tag}{layer['shape'][0]}x{layer['shape'][1]}: support {layer['support']}"
-                          f"/{layer['shape'][1]}")
+        ax.semilogy(
+            np.arange(1, len(norms) + 1),
+            log_safe(norms, 1e-12),
+            lw=1.5,
+            label=f"{tag}{layer['shape'][0]}x{layer['shape'][1]}: support {layer['support']}/{layer['shape'][1]}",
+        )
         if norms.size and norms.max() > 0:
             ax.axhline(layer["support_threshold"] * norms.max(), ls="--", lw=1, color="gray")
     ax.set_xlabel("input feature (column), sorted by norm")
@@ -73,10 +77,12 @@ def head_figure(layers: Sequence[dict], title: str) -> Figure:
 def curve_panels(records: Sequence[dict]) -> list[tuple[str, list[str]]]:
     """The training-curve panels metrics.jsonl can fill: (panel title, keys)."""
     keys = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float))})
-    panels = [("SSL loss", [k for k in keys if k == "loss"]),
-              ("SparseHead penalty (lambda x L2,1)", [k for k in keys if k == "penalty"]),
-              ("head support size", [k for k in keys if k.endswith("/support")]),
-              ("k-NN top-1 accuracy", [k for k in keys if k.startswith("knn")])]
+    panels = [
+        ("SSL loss", [k for k in keys if k == "loss"]),
+        ("SparseHead penalty (lambda x L2,1)", [k for k in keys if k == "penalty"]),
+        ("head support size", [k for k in keys if k.endswith("/support")]),
+        ("k-NN top-1 accuracy", [k for k in keys if k.startswith("knn")]),
+    ]
     return [(title, ks) for title, ks in panels if ks]
 
 
@@ -118,11 +124,16 @@ def evolution_figure(panels: Sequence[tuple[str, str, np.ndarray, np.ndarray]], 
 
 def _rank_colour(j: int, n: int):
     import matplotlib
+
     return matplotlib.colormaps["viridis"](j / max(n - 1, 1))
 
 
-def lines_figure(panels: Sequence[tuple[str, str, str, Sequence[tuple[str, Sequence[float], Sequence[float]]]]],
-                 title: str, logx: bool = True, logy: bool = True) -> Figure:
+def lines_figure(
+    panels: Sequence[tuple[str, str, str, Sequence[tuple[str, Sequence[float], Sequence[float]]]]],
+    title: str,
+    logx: bool = True,
+    logy: bool = True,
+) -> Figure:
     """Panels of (title, xlabel, ylabel, [(label, x, y), ...]) line plots."""
     fig = Figure(figsize=(5.0 * len(panels), 3.8))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -142,8 +153,14 @@ def lines_figure(panels: Sequence[tuple[str, str, str, Sequence[tuple[str, Seque
     return fig
 
 
-def amplitude_figure(amplitudes: Sequence[float], final: np.ndarray, steps: Sequence[int], history: np.ndarray,
-                     shown_amplitude: float, title: str) -> Figure:
+def amplitude_figure(
+    amplitudes: Sequence[float],
+    final: np.ndarray,
+    steps: Sequence[int],
+    history: np.ndarray,
+    shown_amplitude: float,
+    title: str,
+) -> Figure:
     """Left: final singular values of W per amplitude (Jing et al. 2022 Fig. 3); right: one run's
     singular values over training."""
     fig = Figure(figsize=(10.4, 4.0))

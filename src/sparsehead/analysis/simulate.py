@@ -13,6 +13,7 @@ minmax (Song et al. 2023, Eq. 9 and Lemma 5.7): the min-max distance ratio of i.
 as the dimension grows; a column-sparse projection (few input features used) keeps it higher
 than a dense one.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -28,14 +29,14 @@ from sparsehead.core.atomic import atomic_write_json
 
 @dataclass
 class ToySetup:
-    dim: int = 16            # inputs and every weight matrix are dim x dim (paper: 16x16)
-    block: int = 8           # the augmented coordinates (paper: an 8x8 block)
-    batch: int = 128         # a fresh batch of N(0, I) inputs every step
+    dim: int = 16  # inputs and every weight matrix are dim x dim (paper: 16x16)
+    block: int = 8  # the augmented coordinates (paper: an 8x8 block)
+    batch: int = 128  # a fresh batch of N(0, I) inputs every step
     steps: int = 1000
-    lr: float = 0.1          # plain SGD, no momentum or weight decay (as the paper)
+    lr: float = 0.1  # plain SGD, no momentum or weight decay (as the paper)
     temperature: float = 1.0  # logits -||z_i - z_j||^2 / (2 tau); tau = 1 is the paper's Eq. 2
     seed: int = 0
-    records: int = 100       # singular values are recorded this many times over training
+    records: int = 100  # singular values are recorded this many times over training
 
 
 def infonce_distance(z: torch.Tensor, z_pos: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -54,8 +55,7 @@ def random_orthogonal(dim: int, gen: torch.Generator) -> torch.Tensor:
     return q * torch.sign(torch.diagonal(r))  # Haar-distributed
 
 
-def train_linear(amplitudes: Sequence[float], layers: int, init_singular_values: torch.Tensor,
-                 setup: ToySetup) -> dict:
+def train_linear(amplitudes: Sequence[float], layers: int, init_singular_values: torch.Tensor, setup: ToySetup) -> dict:
     """Train one linear model per amplitude k, all at once (independent runs batched along dim 0).
     Returns the recorded steps and the singular values of every layer and of the product."""
     gen = torch.Generator().manual_seed(setup.seed)
@@ -66,7 +66,7 @@ def train_linear(amplitudes: Sequence[float], layers: int, init_singular_values:
         weights.append(torch.nn.Parameter(w.expand(runs, d, d).clone()))
     opt = torch.optim.SGD(weights, lr=setup.lr)
     noise_std = torch.zeros(runs, 1, d, dtype=torch.float64)
-    noise_std[:, 0, d - setup.block:] = torch.tensor(amplitudes, dtype=torch.float64).sqrt()[:, None]
+    noise_std[:, 0, d - setup.block :] = torch.tensor(amplitudes, dtype=torch.float64).sqrt()[:, None]
     record_at = set(np.unique(np.linspace(0, setup.steps, setup.records + 1).round().astype(int)).tolist())
     steps, history = [], {f"W{i + 1}": [] for i in range(layers)}
     history["product"] = []
@@ -100,16 +100,22 @@ def train_linear(amplitudes: Sequence[float], layers: int, init_singular_values:
     return {"steps": steps, **{k: np.stack(v, 1) for k, v in history.items()}}  # (runs, T, dim)
 
 
-def strong_augmentation(amplitudes: Sequence[float] = (0.0, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0),
-                        setup: ToySetup = ToySetup()) -> dict:
+def strong_augmentation(
+    amplitudes: Sequence[float] = (0.0, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0), setup: ToySetup = ToySetup()
+) -> dict:
     """Jing et al. 2022 Fig. 3: one 16x16 linear layer, orthogonal init (W(0)^T W(0) = I as in the
     paper's proof), for each augmentation amplitude k."""
     result = train_linear(amplitudes, 1, torch.ones(setup.dim), setup)
     final = result["W1"][:, -1]
-    return {"setup": asdict(setup), "init": "orthogonal", "amplitudes": list(amplitudes),
-            "steps": result["steps"], "singular_values": result["W1"].tolist(),
-            "final_singular_values": final.tolist(),
-            "final_min_over_max": (final.min(1) / final.max(1)).tolist()}
+    return {
+        "setup": asdict(setup),
+        "init": "orthogonal",
+        "amplitudes": list(amplitudes),
+        "steps": result["steps"],
+        "singular_values": result["W1"].tolist(),
+        "final_singular_values": final.tolist(),
+        "final_min_over_max": (final.min(1) / final.max(1)).tolist(),
+    }
 
 
 def two_layer(amplitude: float = 0.1, init_scale: float = 0.5, setup: ToySetup = ToySetup(steps=2000)) -> dict:
@@ -121,34 +127,55 @@ def two_layer(amplitude: float = 0.1, init_scale: float = 0.5, setup: ToySetup =
     result = train_linear([amplitude], 2, s, setup)
     product = result["product"][0]
     single = train_linear([amplitude], 1, s, setup)["W1"][0]  # the same data and init, one layer
-    return {"setup": asdict(setup), "amplitude": amplitude, "init": f"U diag({init_scale} x logspace(0,-1)) V^T",
-            "steps": result["steps"], "W1": result["W1"][0].tolist(), "W2": result["W2"][0].tolist(),
-            "product": product.tolist(), "embedding_covariance": (product ** 2).tolist(),
-            "final_min_over_max": float(product[-1].min() / product[-1].max()),
-            "single_layer_same_setup_min_over_max": float(single[-1].min() / single[-1].max())}
+    return {
+        "setup": asdict(setup),
+        "amplitude": amplitude,
+        "init": f"U diag({init_scale} x logspace(0,-1)) V^T",
+        "steps": result["steps"],
+        "W1": result["W1"][0].tolist(),
+        "W2": result["W2"][0].tolist(),
+        "product": product.tolist(),
+        "embedding_covariance": (product**2).tolist(),
+        "final_min_over_max": float(product[-1].min() / product[-1].max()),
+        "single_layer_same_setup_min_over_max": float(single[-1].min() / single[-1].max()),
+    }
 
 
-def run_collapse(out_dir: str | Path, setup: ToySetup = ToySetup(),
-                 amplitudes: Sequence[float] = (0.0, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0),
-                 two_layer_steps: int = 2000) -> dict:
+def run_collapse(
+    out_dir: str | Path,
+    setup: ToySetup = ToySetup(),
+    amplitudes: Sequence[float] = (0.0, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0),
+    two_layer_steps: int = 2000,
+) -> dict:
     """Both collapse experiments -> collapse.json, collapse_strong_augmentation.png, collapse_two_layer.png."""
     out = Path(out_dir)
     single = strong_augmentation(amplitudes, setup)
     two = two_layer(setup=ToySetup(**{**asdict(setup), "steps": two_layer_steps}))
     strongest = int(np.argmax(amplitudes))
     fig = plots.amplitude_figure(
-        amplitudes, np.asarray(single["final_singular_values"]), single["steps"],
-        np.asarray(single["singular_values"][strongest]), amplitudes[strongest],
+        amplitudes,
+        np.asarray(single["final_singular_values"]),
+        single["steps"],
+        np.asarray(single["singular_values"][strongest]),
+        amplitudes[strongest],
         f"one {setup.dim}x{setup.dim} linear layer, InfoNCE, noise blockdiag(0, kI) on {setup.block} "
-        f"coordinates (Jing et al. 2022 Fig. 3)")
+        f"coordinates (Jing et al. 2022 Fig. 3)",
+    )
     plots.save_png(fig, out / "collapse_strong_augmentation.png")
     steps = np.asarray(two["steps"])
     fig = plots.evolution_figure(
-        [("W1", "singular value (log scale)", steps, np.asarray(two["W1"])),
-         ("W2", "singular value (log scale)", steps, np.asarray(two["W2"])),
-         ("embedding covariance W2W1(W2W1)^T", "eigenvalue (log scale)", steps,
-          np.asarray(two["embedding_covariance"]))],
-        f"two-layer linear model W2 W1, weak augmentation k = {two['amplitude']:g} (Jing et al. 2022 Fig. 6)")
+        [
+            ("W1", "singular value (log scale)", steps, np.asarray(two["W1"])),
+            ("W2", "singular value (log scale)", steps, np.asarray(two["W2"])),
+            (
+                "embedding covariance W2W1(W2W1)^T",
+                "eigenvalue (log scale)",
+                steps,
+                np.asarray(two["embedding_covariance"]),
+            ),
+        ],
+        f"two-layer linear model W2 W1, weak augmentation k = {two['amplitude']:g} (Jing et al. 2022 Fig. 6)",
+    )
     plots.save_png(fig, out / "collapse_two_layer.png")
     result = {"strong_augmentation": single, "two_layer": two}
     atomic_write_json(out / "collapse.json", result)
@@ -157,8 +184,10 @@ def run_collapse(out_dir: str | Path, setup: ToySetup = ToySetup(),
 
 # --- min-max distance ratio --------------------------------------------------------------------------
 
-def minmax_vs_dimension(dims: Sequence[int] = tuple(2 ** i for i in range(13)), samples: int = 1000,
-                        seed: int = 0) -> dict:
+
+def minmax_vs_dimension(
+    dims: Sequence[int] = tuple(2**i for i in range(13)), samples: int = 1000, seed: int = 0
+) -> dict:
     """Eq. 9 (mean over queries) of `samples` i.i.d. points, Gaussian and uniform, per dimension."""
     gen = torch.Generator().manual_seed(seed)
     out = {"dims": list(dims), "samples": samples, "gaussian": [], "uniform": []}
@@ -168,20 +197,30 @@ def minmax_vs_dimension(dims: Sequence[int] = tuple(2 ** i for i in range(13)), 
     return out
 
 
-def minmax_sparse_vs_dense(input_dim: int = 1024, out_dim: int = 128,
-                           supports: Sequence[int] = tuple(2 ** i for i in range(11)), samples: int = 1000,
-                           seed: int = 0) -> dict:
+def minmax_sparse_vs_dense(
+    input_dim: int = 1024,
+    out_dim: int = 128,
+    supports: Sequence[int] = tuple(2**i for i in range(11)),
+    samples: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Eq. 9 of z = W x for i.i.d. N(0, I) inputs x in R^input_dim: W (out_dim x input_dim) Gaussian
     with only `s` non-zero columns (a SparseHead-like support of s input features) versus a dense W."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(samples, input_dim, generator=gen)
-    w = torch.randn(out_dim, input_dim, generator=gen) / input_dim ** 0.5
+    w = torch.randn(out_dim, input_dim, generator=gen) / input_dim**0.5
     sparse = []
     for s in supports:
         cols = torch.randperm(input_dim, generator=gen)[:s]
         sparse.append(min_max_ratio(x[:, cols] @ w[:, cols].T))
-    return {"input_dim": input_dim, "out_dim": out_dim, "samples": samples, "supports": list(supports),
-            "sparse": sparse, "dense": min_max_ratio(x @ w.T)}
+    return {
+        "input_dim": input_dim,
+        "out_dim": out_dim,
+        "samples": samples,
+        "supports": list(supports),
+        "sparse": sparse,
+        "dense": min_max_ratio(x @ w.T),
+    }
 
 
 def run_minmax(out_dir: str | Path, samples: int = 1000, seed: int = 0) -> dict:
@@ -189,14 +228,26 @@ def run_minmax(out_dir: str | Path, samples: int = 1000, seed: int = 0) -> dict:
     out = Path(out_dir)
     iid = minmax_vs_dimension(samples=samples, seed=seed)
     proj = minmax_sparse_vs_dense(samples=samples, seed=seed)
-    fig = plots.lines_figure([
-        ("i.i.d. data (Lemma 5.7)", "dimension d", "mean min-max ratio (Eq. 9)",
-         [("Gaussian N(0, I)", iid["dims"], iid["gaussian"]), ("uniform [0, 1]^d", iid["dims"], iid["uniform"])]),
-        (f"z = W x, W {proj['out_dim']}x{proj['input_dim']}", "non-zero columns of W (support size)",
-         "mean min-max ratio (Eq. 9)",
-         [("column-sparse W", proj["supports"], proj["sparse"]),
-          ("dense W (all columns)", [proj["supports"][0], proj["supports"][-1]], [proj["dense"]] * 2)]),
-    ], f"min-max distance ratio, {samples} samples (Song et al. 2023 Eq. 9)")
+    fig = plots.lines_figure(
+        [
+            (
+                "i.i.d. data (Lemma 5.7)",
+                "dimension d",
+                "mean min-max ratio (Eq. 9)",
+                [("Gaussian N(0, I)", iid["dims"], iid["gaussian"]), ("uniform [0, 1]^d", iid["dims"], iid["uniform"])],
+            ),
+            (
+                f"z = W x, W {proj['out_dim']}x{proj['input_dim']}",
+                "non-zero columns of W (support size)",
+                "mean min-max ratio (Eq. 9)",
+                [
+                    ("column-sparse W", proj["supports"], proj["sparse"]),
+                    ("dense W (all columns)", [proj["supports"][0], proj["supports"][-1]], [proj["dense"]] * 2),
+                ],
+            ),
+        ],
+        f"min-max distance ratio, {samples} samples (Song et al. 2023 Eq. 9)",
+    )
     plots.save_png(fig, out / "minmax.png")
     result = {"iid": iid, "projection": proj}
     atomic_write_json(out / "minmax.json", result)

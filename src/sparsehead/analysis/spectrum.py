@@ -5,6 +5,7 @@ Everything here works on the d x d second-moment matrix, accumulated over row ch
 so a 50,000 x 2,048 feature matrix never becomes an N x N matrix and the small eigenvalues that
 reveal collapse are not lost to float32 rounding.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,9 @@ def as_features(x: Features) -> torch.Tensor:
     if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.uint8)):
         raise ValueError(f"features must be numbers, got dtype {t.dtype}")
     if t.is_floating_point() and not torch.isfinite(t).all():
-        raise ValueError("features contain NaN or infinite values (a diverged model?); "
-                         "diagnostics need finite features")
+        raise ValueError(
+            "features contain NaN or infinite values (a diverged model?); diagnostics need finite features"
+        )
     return t
 
 
@@ -41,7 +43,7 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 def _row_blocks(x: torch.Tensor, normalize: bool, chunk_rows: int):
     for start in range(0, x.shape[0], chunk_rows):
-        block = x[start:start + chunk_rows].to(torch.float64)
+        block = x[start : start + chunk_rows].to(torch.float64)
         yield l2_normalize(block) if normalize else block
 
 
@@ -54,8 +56,9 @@ def column_mean(x: Features, normalize: bool = False, chunk_rows: int = CHUNK_RO
     return total / x.shape[0]
 
 
-def second_moment(x: Features, center: bool = True, normalize: bool = False,
-                  chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+def second_moment(
+    x: Features, center: bool = True, normalize: bool = False, chunk_rows: int = CHUNK_ROWS
+) -> torch.Tensor:
     """(X - mean)^T (X - mean) / N (or X^T X / N with center=False) as a float64 d x d matrix.
 
     normalize=True L2-normalises every row first (as DirectCLR's spectrum code does). Two passes
@@ -115,7 +118,7 @@ def singular_values_from_moment(moment: torch.Tensor, n: int) -> np.ndarray:
     rank tolerance) are exact zeros: their square roots (~1e-8 relative) would blur the entropy."""
     eigs = eigenvalues(moment)
     eigs[eigs < eigs.size * np.finfo(np.float64).eps * eigs.max(initial=0.0)] = 0.0
-    return np.sqrt(eigs[:min(n, eigs.size)] * n)
+    return np.sqrt(eigs[: min(n, eigs.size)] * n)
 
 
 def effective_rank(x: Features, center: bool = True, chunk_rows: int = CHUNK_ROWS) -> float:
@@ -133,12 +136,12 @@ def rankme(x: Features, eps: float = 1e-7, chunk_rows: int = CHUNK_ROWS) -> floa
     """RankMe (Garrido et al. 2023): exp(-sum p_k log p_k), p_k = s_k / ||s||_1 + eps, with s the
     singular values of the (uncentred) embedding matrix, k = 1..min(N, d)."""
     x = as_features(x)
-    return entropy_rank(singular_values_from_moment(second_moment(x, center=False, chunk_rows=chunk_rows),
-                                                    len(x)), eps)
+    return entropy_rank(singular_values_from_moment(second_moment(x, center=False, chunk_rows=chunk_rows), len(x)), eps)
 
 
-def power_law_exponent(eigs: np.ndarray, ranks: tuple[int, int] = ALPHA_FIT_RANKS,
-                       rel_threshold: float = COLLAPSE_THRESHOLD) -> dict:
+def power_law_exponent(
+    eigs: np.ndarray, ranks: tuple[int, int] = ALPHA_FIT_RANKS, rel_threshold: float = COLLAPSE_THRESHOLD
+) -> dict:
     """Least-squares slope of log(eigenvalue) against log(rank) over the given 1-based ranks
     (inclusive), leaving out collapsed eigenvalues (below rel_threshold x the largest); the
     exponent alpha is minus the slope (lambda_i ~ i^-alpha). Returns alpha and the ranks used."""
@@ -151,7 +154,7 @@ def power_law_exponent(eigs: np.ndarray, ranks: tuple[int, int] = ALPHA_FIT_RANK
     if last - first + 1 < 3:
         return {"alpha": float("nan"), "fit_ranks": [first, last]}
     rank = np.arange(first, last + 1)
-    slope, _ = np.polyfit(np.log(rank), np.log(eigs[first - 1:last]), 1)
+    slope, _ = np.polyfit(np.log(rank), np.log(eigs[first - 1 : last]), 1)
     return {"alpha": float(-slope), "fit_ranks": [int(first), int(last)]}
 
 

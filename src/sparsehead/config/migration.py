@@ -1,4 +1,5 @@
 """Configs saved by older run folders, brought to today's layout."""
+
 from __future__ import annotations
 
 from sparsehead.config.sections import MethodConfig

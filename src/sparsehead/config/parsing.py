@@ -1,5 +1,6 @@
 """A Config from YAML, from nested dicts and from `key=value` overrides, and back to YAML; the
 --help text of every key. Every value is checked against its declaration (core.options)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,10 @@ def _build(values: dict) -> Config:
         raise ConfigError(f"config: expected a mapping of sections, got {values!r}")
     options.check_known_keys(values, [f.name for f in dataclasses.fields(Config)])
     hints = typing.get_type_hints(Config)
-    kwargs = {name: (_build_method(value) if name == "method" else options.build(hints[name], value, f"{name}."))
-              for name, value in values.items()}
+    kwargs = {
+        name: (_build_method(value) if name == "method" else options.build(hints[name], value, f"{name}."))
+        for name, value in values.items()
+    }
     if "head" in kwargs:
         HEADS.lookup(kwargs["head"].kind)  # a registered head
     return Config(**kwargs)
@@ -60,11 +63,17 @@ def _build_method(values: dict) -> MethodConfig:
     def unknown(key, allowed):
         owners = [n for n, c in METHODS.items() if key in c.param_names()]
         where = f" (a key of {', '.join(owners)})" if owners else ""
-        return (f"method.{key}: not a parameter of method.name={name}{where}; the keys of {name} are: "
-                f"{', '.join(['name', *allowed])}")
+        return (
+            f"method.{key}: not a parameter of method.name={name}{where}; the keys of {name} are: "
+            f"{', '.join(['name', *allowed])}"
+        )
+
     # null for a parameter that is not optional means the method's own default (method.temperature=null)
-    required = {f.name for f in dataclasses.fields(cls.Params) if typing.get_origin(
-        typing.get_type_hints(cls.Params)[f.name]) is not typing.Union}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls.Params)
+        if typing.get_origin(typing.get_type_hints(cls.Params)[f.name]) is not typing.Union
+    }
     values = {k: v for k, v in values.items() if not (v is None and k in required)}
     return MethodConfig(name, options.build(cls.Params, values, "method.", unknown))
 
@@ -90,8 +99,10 @@ def merge(base: dict, overrides: list[str]) -> dict:
             section[path[1]] = {**(section.get(path[1]) or {}), path[2]: value}
             continue
         if len(path) != 2:
-            raise ConfigError(f"override {text!r}: keys have the form section.key, e.g. train.epochs=10; "
-                              f"sections: {', '.join(f.name for f in dataclasses.fields(Config))}")
+            raise ConfigError(
+                f"override {text!r}: keys have the form section.key, e.g. train.epochs=10; "
+                f"sections: {', '.join(f.name for f in dataclasses.fields(Config))}"
+            )
         section = out.setdefault(path[0], {})
         if not isinstance(section, dict):
             raise ConfigError(f"{path[0]}: expected a mapping")
@@ -142,14 +153,16 @@ def with_data_overrides(cfg: Config, texts: typing.Sequence[str]) -> Config:
             raise ConfigError(f"--data {text!r}: expected KEY=VALUE, e.g. --data root=/path/to/data")
         key = text.split("=", 1)[0]
         if "." in key and not key.startswith("data."):
-            raise ConfigError(f"--data {text!r}: only data.* keys can be changed, e.g. --data "
-                              "source=imagefolder root=/path/to/images")
+            raise ConfigError(
+                f"--data {text!r}: only data.* keys can be changed, e.g. --data source=imagefolder root=/path/to/images"
+            )
         full.append(text if key.startswith("data.") else f"data.{text}")
     try:
         return from_dict(merge(to_dict(cfg), full), check_paths=True)
     except ConfigError as err:
-        raise ConfigError(f"{err} (the run's saved data settings; change them with --data KEY=VALUE, "
-                          "e.g. --data root=/path/to/data)") from None
+        raise ConfigError(
+            f"{err} (the run's saved data settings; change them with --data KEY=VALUE, e.g. --data root=/path/to/data)"
+        ) from None
 
 
 def to_dict(cfg: Config) -> dict:
@@ -157,13 +170,17 @@ def to_dict(cfg: Config) -> dict:
     out = {}
     for f in dataclasses.fields(Config):
         section = getattr(cfg, f.name)
-        out[f.name] = ({"name": section.name, **dataclasses.asdict(section.params)} if f.name == "method"
-                       else dataclasses.asdict(section))
+        out[f.name] = (
+            {"name": section.name, **dataclasses.asdict(section.params)}
+            if f.name == "method"
+            else dataclasses.asdict(section)
+        )
     return out
 
 
 def save(cfg: Config, path: str | os.PathLike) -> None:
     from sparsehead.core.atomic import atomic_write_text
+
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
@@ -176,11 +193,15 @@ def describe() -> str:
         if section.name != "method":
             lines += options.describe_fields(hints[section.name], f"{section.name}.")
             if section.name == "head":
-                lines.append("  head.kind values, with the head.* keys each reads: " + ", ".join(
-                    f"{name} ({' '.join(build.uses) or '-'})" for name, build in HEADS.items()))
+                lines.append(
+                    "  head.kind values, with the head.* keys each reads: "
+                    + ", ".join(f"{name} ({' '.join(build.uses) or '-'})" for name, build in HEADS.items())
+                )
             continue
-        lines.append(f"  method.name ({'|'.join(METHODS)}, default {MethodConfig.name}): self-supervised "
-                     "method; the method.<key> lines below are the parameters of the method in brackets")
+        lines.append(
+            f"  method.name ({'|'.join(METHODS)}, default {MethodConfig.name}): self-supervised "
+            "method; the method.<key> lines below are the parameters of the method in brackets"
+        )
         for name, cls in METHODS.items():
             lines += options.describe_fields(cls.Params, "method.", f" [{name}]")
     return "\n".join(lines)

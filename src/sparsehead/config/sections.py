@@ -3,6 +3,7 @@ and Config, which gathers every section. The others are declared beside the code
 data (data/datasets.py), augment (data/augment.py), model (models/backbones.py), head
 (models/heads.py), sparsity (sparsity.py). The `method` section is method.name plus the chosen
 method's own parameters, declared by the method itself (its Params class, methods/base.py)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class MethodConfig:
 
     cfg.method.temperature reads params.temperature; a key the method does not have is an
     AttributeError naming the method."""
+
     name: str = "simclr"
     params: Any = None
 
@@ -53,8 +55,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = opt(100, "pretraining epochs", min=1)
-    max_steps: Optional[int] = opt(None, "stop after this many optimiser steps (schedules still span "
-                                         "all epochs); for smoke tests", min=1)
+    max_steps: Optional[int] = opt(
+        None, "stop after this many optimiser steps (schedules still span all epochs); for smoke tests", min=1
+    )
     batch_size: int = opt(256, "images per step across all processes (each gives two views)", min=2)
     seed: int = opt(0, "random seed of weights, data order and augmentation")
     device: str = opt("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N")
@@ -63,23 +66,31 @@ class TrainConfig:
     checkpoint_every: int = opt(1000, "save a checkpoint every N steps (0: only at the end)", min=0)
     keep_checkpoints: int = opt(3, "how many of the newest checkpoints a run folder keeps", min=1)
     nonfinite: Literal["stop", "skip"] = opt(
-        "stop", "a NaN/Inf loss or gradient: stop the run (last checkpoint kept), or skip the step "
-        "(no update) and count it")
-    nonfinite_max_skips: int = opt(10, "with train.nonfinite=skip: stop after this many consecutive "
-                                       "skipped steps", min=1)
+        "stop",
+        "a NaN/Inf loss or gradient: stop the run (last checkpoint kept), or skip the step (no update) and count it",
+    )
+    nonfinite_max_skips: int = opt(
+        10, "with train.nonfinite=skip: stop after this many consecutive skipped steps", min=1
+    )
     log_every: int = opt(10, "write metrics every N steps", min=1)
     loggers: list[Literal["jsonl", "tensorboard", "csv", "wandb"]] = opt(
-        ["jsonl", "tensorboard"], "where metrics go: RUN/metrics.jsonl always, plus any of tensorboard "
+        ["jsonl", "tensorboard"],
+        "where metrics go: RUN/metrics.jsonl always, plus any of tensorboard "
         "(RUN/tensorboard), csv (RUN/metrics.csv), wandb (the wandb extra; WANDB_MODE=offline works "
-        "without a network); the config and environment are recorded in tensorboard and wandb too")
+        "without a network); the config and environment are recorded in tensorboard and wandb too",
+    )
     wandb_project: str = opt("sparsehead", "wandb project of the run (train.loggers: wandb)")
     progress: bool = opt(True, "show a tqdm progress bar")
     threads: Optional[int] = opt(None, "CPU threads for torch (default: torch's choice)", min=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
-        "auto", "autocast dtype of the forward pass (losses stay float32); fp16 (CUDA only) adds a "
-        "GradScaler; auto: fp32 on the CPU, bf16 on CUDA (fp16 where bf16 is unsupported)")
-    channels_last: bool = opt(True, "channels_last (NHWC) memory format for model and views; measured "
-                                    "faster on the CPU too (docs/performance.md)")
+        "auto",
+        "autocast dtype of the forward pass (losses stay float32); fp16 (CUDA only) adds a "
+        "GradScaler; auto: fp32 on the CPU, bf16 on CUDA (fp16 where bf16 is unsupported)",
+    )
+    channels_last: bool = opt(
+        True,
+        "channels_last (NHWC) memory format for model and views; measured faster on the CPU too (docs/performance.md)",
+    )
     compile: bool = opt(False, "torch.compile the model (slow first steps; needs a C++ compiler on CPU)")
 
 
@@ -93,10 +104,12 @@ class EvalConfig:
     knn_k: int = opt(KNN_K, "k of the end-of-training k-NN (paper: 5, majority vote)", min=1)
     knn_batch_size: int = opt(1024, "test samples per k-NN block (bounds memory)", min=1)
     knn_every: int = opt(0, "k-NN monitor during pretraining every N epochs (0: off)", min=0)
-    online_linear: bool = opt(False, "train an online linear classifier on r.detach() during "
-                                     "pretraining, logged as online_linear_acc")
-    online_linear_lr: float = opt(1e-3, "Adam learning rate of the online linear classifier", min=0.0,
-                                  exclusive_min=True)
+    online_linear: bool = opt(
+        False, "train an online linear classifier on r.detach() during pretraining, logged as online_linear_acc"
+    )
+    online_linear_lr: float = opt(
+        1e-3, "Adam learning rate of the online linear classifier", min=0.0, exclusive_min=True
+    )
 
 
 @dataclass

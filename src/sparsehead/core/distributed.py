@@ -3,6 +3,7 @@
 Gathers used inside losses carry gradients (torch.distributed.nn.functional): a plain
 dist.all_gather / all_reduce would silently drop or mis-scale them.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,6 +51,7 @@ def cleanup() -> None:
 # are written here on the public dist API. Every rank's loss depends on every rank's input, so the
 # gradient of a rank's input is the SUM over ranks of what their losses send back: an all-reduce.
 
+
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -62,7 +64,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad):
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[rank() * ctx.rows:(rank() + 1) * ctx.rows]
+        return grad[rank() * ctx.rows : (rank() + 1) * ctx.rows]
 
 
 class _AllReduceSumWithGrad(torch.autograd.Function):

@@ -1,4 +1,5 @@
 """The fault-injection points the tests use to kill a run where pre-emption or the OOM killer would."""
+
 from __future__ import annotations
 
 import os

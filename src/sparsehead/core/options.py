@@ -9,6 +9,7 @@ message of a wrong value, the `--help` text, and argparse flags for sub-commands
         temperature: float = opt(0.5, "softmax temperature", min=0.0, exclusive_min=True)
         loss: Literal["nt_xent", "huang"] = opt("nt_xent", "which loss")
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,25 @@ from sparsehead.core.errors import ConfigError
 __all__ = ["opt", "build", "coerce", "describe_fields", "add_arguments", "from_arguments", "ConfigError"]
 
 
-def opt(default, help: str, *, min=None, max=None, exclusive_min: bool = False, exclusive_max: bool = False,
-        flag: Optional[str] = None):
+def opt(
+    default,
+    help: str,
+    *,
+    min=None,
+    max=None,
+    exclusive_min: bool = False,
+    exclusive_max: bool = False,
+    flag: Optional[str] = None,
+):
     """An option with help text and an optional numeric range (`flag`: its command-line name)."""
-    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "exclusive_max": exclusive_max,
-            "flag": flag}
+    meta = {
+        "help": help,
+        "min": min,
+        "max": max,
+        "exclusive_min": exclusive_min,
+        "exclusive_max": exclusive_max,
+        "flag": flag,
+    }
     if isinstance(default, (list, dict, tuple)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -109,8 +124,9 @@ def check_known_keys(values: dict, allowed: list[str], prefix: str = "", unknown
     extra = set(values) - set(allowed)
     if extra:
         key = sorted(extra)[0]
-        raise ConfigError(unknown(key, allowed) if unknown else
-                          f"{prefix}{key}: unknown key; allowed keys here: {', '.join(allowed)}")
+        raise ConfigError(
+            unknown(key, allowed) if unknown else f"{prefix}{key}: unknown key; allowed keys here: {', '.join(allowed)}"
+        )
 
 
 def build(cls, values: dict, prefix: str = "", unknown=None):
@@ -145,11 +161,14 @@ def type_name(tp) -> str:
 def describe_fields(cls, prefix: str, note: str = "") -> list[str]:
     """One `--help` line per option: `prefix.key (type, default D): help`."""
     hints = typing.get_type_hints(cls)
-    return [f"  {prefix}{f.name}{note} ({type_name(hints[f.name])}, default {default_of(f)}): "
-            f"{f.metadata.get('help', '')}" for f in dataclasses.fields(cls)]
+    return [
+        f"  {prefix}{f.name}{note} ({type_name(hints[f.name])}, default {default_of(f)}): {f.metadata.get('help', '')}"
+        for f in dataclasses.fields(cls)
+    ]
 
 
 # --- command-line flags from the same declarations ----------------------------------------------
+
 
 def _flag(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
@@ -170,9 +189,11 @@ def add_arguments(parser, cls, only: Optional[tuple] = None, required: tuple = (
         if tp is bool:
             parser.add_argument(_flag(f), dest=f.name, action="store_true", default=argparse.SUPPRESS, help=text)
             continue
-        kwargs: dict = {"dest": f.name, "default": argparse.SUPPRESS,
-                        "help": text if "default" in text
-                        else f"{text} (default {shown if default is not None else 'none'})"}
+        kwargs: dict = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": text if "default" in text else f"{text} (default {shown if default is not None else 'none'})",
+        }
         if f.name in required:
             kwargs.update(required=True, help=text)
         if allowed_values(tp):

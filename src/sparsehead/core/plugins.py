@@ -25,6 +25,7 @@ any config, so a method defined in one's own file is a `method.name` like the bu
 A run made with a plugin method needs the same SPARSEHEAD_PLUGINS to be evaluated, analysed,
 reported or resumed (its config names the method). Library users just import their module.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -50,6 +51,8 @@ def import_plugins() -> list[str]:
         try:
             importlib.import_module(name)
         except ImportError as err:
-            raise PluginError(f"{ENV}: cannot import plugin module {name!r} ({err}); put its folder on "
-                              "PYTHONPATH, or fix the name in SPARSEHEAD_PLUGINS") from None
+            raise PluginError(
+                f"{ENV}: cannot import plugin module {name!r} ({err}); put its folder on "
+                "PYTHONPATH, or fix the name in SPARSEHEAD_PLUGINS"
+            ) from None
     return names

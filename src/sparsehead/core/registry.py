@@ -8,6 +8,7 @@
 The registered object gets its name as `.name`. Lookups of an unknown name raise ConfigError
 naming the key and the registered names, so a new entry needs no edit anywhere else.
 """
+
 from __future__ import annotations
 
 from typing import Callable, TypeVar
@@ -29,6 +30,7 @@ class Registry(dict):
             obj.name = name
             self[name] = obj
             return obj
+
         return decorate
 
     def unregister(self, name: str) -> None:

@@ -5,6 +5,7 @@ The training loop calls every hook the same way and in the same order, and the t
 saves and restores them from that one list; a new monitor plugs in without touching the loop.
 Each method has a default that does nothing, so a hook overrides only what it needs.
 """
+
 from __future__ import annotations
 
 from typing import Optional

@@ -4,6 +4,7 @@ torch.nn.SyncBatchNorm refuses CPU tensors (it needs CUDA-like devices), so CPU 
 use GlobalBatchNorm: the batch mean and variance are sums all-reduced WITH gradients, so the
 backward pass is that of BatchNorm on the concatenated batch. On CUDA torch's fused version is used.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,9 +45,15 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if isinstance(module, _BatchNorm) and not isinstance(module, GlobalBatchNorm):
         like = module.weight if module.affine else module.running_mean
-        bn = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                             module.track_running_stats, device=device,
-                             dtype=like.dtype if like is not None else None)
+        bn = GlobalBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+            device=device,
+            dtype=like.dtype if like is not None else None,
+        )
         bn.load_state_dict(module.state_dict())
         bn.train(module.training)
         if module.affine:

@@ -3,6 +3,7 @@
 Light on purpose (no torch): config.py composes this section, data/views.py applies it; it sits
 outside data/ so that config.py never imports the data package (which imports config.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,42 +18,63 @@ AUGMENT_OPS = ("crop", "blur", "color_drop", "color_distort", "flip", "solarize"
 @dataclass
 class AugmentConfig:
     recipe: Literal["simclr", "byol", "none"] = opt(
-        "simclr", "view recipe: simclr (symmetric), byol (asymmetric blur/solarise) or none")
-    crop_scale_min: float = opt(0.08, "RandomResizedCrop smallest area fraction", min=0.0, max=1.0,
-                                exclusive_min=True)
-    crop_scale_max: float = opt(1.0, "RandomResizedCrop largest area fraction", min=0.0, max=1.0,
-                                exclusive_min=True)
+        "simclr", "view recipe: simclr (symmetric), byol (asymmetric blur/solarise) or none"
+    )
+    crop_scale_min: float = opt(0.08, "RandomResizedCrop smallest area fraction", min=0.0, max=1.0, exclusive_min=True)
+    crop_scale_max: float = opt(1.0, "RandomResizedCrop largest area fraction", min=0.0, max=1.0, exclusive_min=True)
     flip_p: float = opt(0.5, "probability of a horizontal flip", min=0.0, max=1.0)
     jitter_p: float = opt(0.8, "probability of colour jitter", min=0.0, max=1.0)
     color_strength: float = opt(
-        0.5, "colour strength s: jitter (0.8s, 0.8s, 0.8s, 0.2s); 0.5 = the SimCLR CIFAR recipe "
-        "(0.4, 0.4, 0.4, 0.1)", min=0.0)
+        0.5,
+        "colour strength s: jitter (0.8s, 0.8s, 0.8s, 0.2s); 0.5 = the SimCLR CIFAR recipe (0.4, 0.4, 0.4, 0.1)",
+        min=0.0,
+    )
     grayscale_p: float = opt(0.2, "probability of converting a view to grayscale", min=0.0, max=1.0)
     blur_p: list = opt([0.0, 0.0], "Gaussian blur probability for view 1 and view 2", min=0.0, max=1.0)
     solarize_p: list = opt([0.0, 0.0], "solarisation probability for view 1 and view 2", min=0.0, max=1.0)
     # Multi-crop (SwAV, Caron et al. 2020): the two views above are the global crops; local crops are
     # extra small crops of each image (SwAV's 2 x 224 + 6 x 96 px, scale (0.05, 0.14)).
-    local_crops: int = opt(0, "number of local crops per image besides the two global views (SwAV: 6; "
-                              "methods that take them: docs/methods.md, multi-crop)", min=0)
-    local_size: int = opt(0, "side of the local crops in pixels (0: SwAV's 96/224 of data.image_size, "
-                             "e.g. 14 at 32 px)", min=0)
-    local_scale_min: float = opt(0.05, "local crops: RandomResizedCrop smallest area fraction (SwAV: 0.05)",
-                                 min=0.0, max=1.0, exclusive_min=True)
-    local_scale_max: float = opt(0.14, "local crops: RandomResizedCrop largest area fraction (SwAV: 0.14; "
-                                       "its global crops use augment.crop_scale_min=0.14)",
-                                 min=0.0, max=1.0, exclusive_min=True)
+    local_crops: int = opt(
+        0,
+        "number of local crops per image besides the two global views (SwAV: 6; "
+        "methods that take them: docs/methods.md, multi-crop)",
+        min=0,
+    )
+    local_size: int = opt(
+        0, "side of the local crops in pixels (0: SwAV's 96/224 of data.image_size, e.g. 14 at 32 px)", min=0
+    )
+    local_scale_min: float = opt(
+        0.05, "local crops: RandomResizedCrop smallest area fraction (SwAV: 0.05)", min=0.0, max=1.0, exclusive_min=True
+    )
+    local_scale_max: float = opt(
+        0.14,
+        "local crops: RandomResizedCrop largest area fraction (SwAV: 0.14; "
+        "its global crops use augment.crop_scale_min=0.14)",
+        min=0.0,
+        max=1.0,
+        exclusive_min=True,
+    )
     ops: Optional[list[Literal[AUGMENT_OPS]]] = opt(
-        None, "the transformations to use, Huang et al. 2023's ablation: any of crop, blur, color_drop "
+        None,
+        "the transformations to use, Huang et al. 2023's ablation: any of crop, blur, color_drop "
         "(grayscale), color_distort (jitter), flip, solarize, e.g. [crop, color_distort]; each keeps "
-        "the probability set above (or by the recipe), the others are off (null: all of the recipe's)")
+        "the probability set above (or by the recipe), the others are off (null: all of the recipe's)",
+    )
 
 
 # Named recipes (formulas: docs/references.md, augmentations): values that override the config's augment.* fields.
 RECIPES = {
     "simclr": {},
     "byol": {"blur_p": [1.0, 0.1], "solarize_p": [0.0, 0.2]},
-    "none": {"crop_scale_min": 1.0, "crop_scale_max": 1.0, "flip_p": 0.0, "jitter_p": 0.0,
-             "grayscale_p": 0.0, "blur_p": [0.0, 0.0], "solarize_p": [0.0, 0.0]},
+    "none": {
+        "crop_scale_min": 1.0,
+        "crop_scale_max": 1.0,
+        "flip_p": 0.0,
+        "jitter_p": 0.0,
+        "grayscale_p": 0.0,
+        "blur_p": [0.0, 0.0],
+        "solarize_p": [0.0, 0.0],
+    },
 }
 
 # augment.ops (Huang et al. 2023's ablations), per op: the settings that switch it off, whether the
@@ -81,12 +103,14 @@ def local_crop_size(cfg: AugmentConfig, image_size: int) -> int:
 
 
 def is_active(cfg: AugmentConfig, op: str) -> bool:
-    return {"crop": cfg.crop_scale_min < 1.0,
-            "blur": max(cfg.blur_p) > 0,
-            "color_drop": cfg.grayscale_p > 0,
-            "color_distort": cfg.jitter_p > 0 and cfg.color_strength > 0,
-            "flip": cfg.flip_p > 0,
-            "solarize": max(cfg.solarize_p) > 0}[op]
+    return {
+        "crop": cfg.crop_scale_min < 1.0,
+        "blur": max(cfg.blur_p) > 0,
+        "color_drop": cfg.grayscale_p > 0,
+        "color_distort": cfg.jitter_p > 0 and cfg.color_strength > 0,
+        "flip": cfg.flip_p > 0,
+        "solarize": max(cfg.solarize_p) > 0,
+    }[op]
 
 
 def resolve_recipe(cfg: AugmentConfig) -> AugmentConfig:
@@ -109,5 +133,7 @@ def inactive_ops_problem(cfg: AugmentConfig) -> Optional[str]:
     idle = inactive_ops(cfg)
     if not idle:
         return None
-    return (f"augment.ops: lists {', '.join(idle)}, which the {cfg.recipe} recipe and augment.* settings "
-            f"switch off; {INACTIVE_OP_FIX[idle[0]]}")
+    return (
+        f"augment.ops: lists {', '.join(idle)}, which the {cfg.recipe} recipe and augment.* settings "
+        f"switch off; {INACTIVE_OP_FIX[idle[0]]}"
+    )

@@ -1,5 +1,6 @@
 """The on-disk caches of folder data sets (decoded images, file indexes): one way to read and write
 them. A damaged cache is rebuilt, never trusted; a cache that cannot be written costs speed, not the run."""
+
 from __future__ import annotations
 
 import warnings

@@ -3,6 +3,7 @@
 Sources: scikit-learn's digits (embedded, no download), torchvision's CIFAR-10/100 and STL-10,
 and any ImageFolder-style folder (root/train/<class>/*, root/test/<class>/*).
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,30 +30,37 @@ from sparsehead.data.readers import IMAGE_SUFFIXES  # noqa: F401  (where callers
 
 @dataclass
 class DataConfig:
-    source: Literal["digits", "cifar10", "cifar100", "stl10", "imagefolder", "imagenet", "imagenet100",
-                    "tinyimagenet"] = opt(
-        "digits", "data set: digits (embedded, scikit-learn), cifar10, cifar100, stl10 (torchvision), "
+    source: Literal[
+        "digits", "cifar10", "cifar100", "stl10", "imagefolder", "imagenet", "imagenet100", "tinyimagenet"
+    ] = opt(
+        "digits",
+        "data set: digits (embedded, scikit-learn), cifar10, cifar100, stl10 (torchvision), "
         "imagefolder (a folder holding train/ and test/ class sub-folders), imagenet (train/<wnid>/*.JPEG, "
         "val/<wnid>/*), imagenet100 (imagenet's folders, CMC's 100 classes) or tinyimagenet (train/<wnid>/images, "
-        "val/images + val_annotations.txt)")
+        "val/images + val_annotations.txt)",
+    )
     root: Optional[str] = opt(None, "data folder (torchvision sets, imagefolder); unused for digits")
     download: bool = opt(False, "let torchvision download cifar10/cifar100/stl10 when missing")
     image_size: int = opt(32, "side of the square training views (images are resized to it)", min=8)
     subset: Optional[int] = opt(None, "use a class-stratified subset of this many training images", min=1)
     cache_dir: Optional[str] = opt(
         "~/.cache/sparsehead",
-        "where decoded uint8 copies of folder data sets and their file indexes are cached (null: off)")
+        "where decoded uint8 copies of folder data sets and their file indexes are cached (null: off)",
+    )
     bad_images: Literal["fail", "skip"] = opt(
-        "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it")
+        "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it"
+    )
     storage: Literal["memory", "stream", "auto"] = opt(
-        "auto", "memory: decode the set once into uint8 at data.image_size; stream: keep only a file index and "
+        "auto",
+        "memory: decode the set once into uint8 at data.image_size; stream: keep only a file index and "
         "decode in DataLoader workers, each view's crop cut from the full-resolution image (folder sources: "
         "imagefolder, imagenet, imagenet100, tinyimagenet); auto: memory when the decoded set fits "
-        "data.memory_budget_gb, else stream")
-    memory_budget_gb: float = opt(16.0, "the most a decoded in-memory data set may take (GB, 1e9 bytes)",
-                                  min=0.0, exclusive_min=True)
-    workers: int = opt(4, "DataLoader worker processes of data.storage=stream (0: decode in the main process)",
-                       min=0)
+        "data.memory_budget_gb, else stream",
+    )
+    memory_budget_gb: float = opt(
+        16.0, "the most a decoded in-memory data set may take (GB, 1e9 bytes)", min=0.0, exclusive_min=True
+    )
+    workers: int = opt(4, "DataLoader worker processes of data.storage=stream (0: decode in the main process)", min=0)
 
 
 @dataclass
@@ -79,9 +87,15 @@ def load(cfg: DataConfig, split: str):
         raise ValueError(f"split must be pretrain, train or test, not {split!r}")
     if storage.choose(cfg, split) == "stream":
         from sparsehead.data.stream import StreamSet
+
         return StreamSet.open(cfg, split)
-    loader = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar, "stl10": _stl10,
-              **{name: _imagefolder for name in readers.FOLDER_SOURCES}}[cfg.source]
+    loader = {
+        "digits": _digits,
+        "cifar10": _cifar,
+        "cifar100": _cifar,
+        "stl10": _stl10,
+        **{name: _imagefolder for name in readers.FOLDER_SOURCES},
+    }[cfg.source]
     data = loader(cfg, split)
     if split != "test" and cfg.subset is not None and cfg.subset < len(data):
         data = stratified_subset(data, cfg.subset, seed=0)
@@ -91,6 +105,7 @@ def load(cfg: DataConfig, split: str):
 def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """`n` sorted indices with the class proportions of `labels`, the same for the same seed."""
     from sklearn.model_selection import train_test_split
+
     stratify = labels if (labels >= 0).all() and len(np.unique(labels)) <= n else None
     idx, _ = train_test_split(np.arange(len(labels)), train_size=n, random_state=seed, stratify=stratify)
     return np.sort(idx)
@@ -105,23 +120,26 @@ def stratified_subset(data: ImageSet, n: int, seed: int) -> ImageSet:
 def _digits(cfg: DataConfig, split: str) -> ImageSet:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     x = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # pixel values 0..16
-    train_idx, test_idx = train_test_split(np.arange(len(x)), test_size=0.2, random_state=0,
-                                           stratify=digits.target)
+    train_idx, test_idx = train_test_split(np.arange(len(x)), test_size=0.2, random_state=0, stratify=digits.target)
     idx = np.sort(test_idx if split == "test" else train_idx)
     images = torch.from_numpy(x[idx]).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()  # gray -> RGB
     return ImageSet(images, torch.from_numpy(digits.target[idx]).long(), [str(i) for i in range(10)])
 
 
 def _torchvision_error(cfg: DataConfig, err: Exception) -> DataError:
-    return DataError(f"{cfg.source} files not found under data.root={cfg.root} ({err}). Put the "
-                     f"torchvision copy of {cfg.source} there, or set data.download=true on a machine "
-                     "with internet access.")
+    return DataError(
+        f"{cfg.source} files not found under data.root={cfg.root} ({err}). Put the "
+        f"torchvision copy of {cfg.source} there, or set data.download=true on a machine "
+        "with internet access."
+    )
 
 
 def _cifar(cfg: DataConfig, split: str) -> ImageSet:
     from torchvision import datasets
+
     cls = datasets.CIFAR10 if cfg.source == "cifar10" else datasets.CIFAR100
     try:
         ds = cls(str(Path(cfg.root).expanduser()), train=split != "test", download=cfg.download)
@@ -133,6 +151,7 @@ def _cifar(cfg: DataConfig, split: str) -> ImageSet:
 
 def _stl10(cfg: DataConfig, split: str) -> ImageSet:
     from torchvision import datasets
+
     tv_split = {"pretrain": "train+unlabeled", "train": "train", "test": "test"}[split]
     try:
         ds = datasets.STL10(str(Path(cfg.root).expanduser()), split=tv_split, download=cfg.download)
@@ -143,6 +162,7 @@ def _stl10(cfg: DataConfig, split: str) -> ImageSet:
 
 # ----------------------------------------------------------------------------------------------
 # ImageFolder: decoded in parallel once, then kept as a uint8 cache file with a checksum.
+
 
 def _sniff(raw: bytes) -> Optional[str]:
     """The format TorchCodec decodes, from the file's first bytes; None for any other."""
@@ -164,8 +184,13 @@ def _torchcodec() -> Optional[dict]:
     pixels (benchmarks/decode.py checks), only slower."""
     try:
         from torchcodec import decoders
-        formats = {"jpeg": decoders.decode_jpeg, "png": decoders.decode_png, "gif": decoders.decode_gif,
-                   "webp": decoders.decode_webp}
+
+        formats = {
+            "jpeg": decoders.decode_jpeg,
+            "png": decoders.decode_png,
+            "gif": decoders.decode_gif,
+            "webp": decoders.decode_webp,
+        }
         formats["png"](_as_tensor(_TINY_PNG))  # the compiled decoders load and work
     except Exception:
         return None
@@ -177,8 +202,10 @@ def decoder_name() -> str:
     return "torchcodec" if _torchcodec() is not None else "pillow"
 
 
-_TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"  # 1x1, red
-                          "0000000c4944415478da63f8cfc0000003010100f70341430000000049454e44ae426082")
+_TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"  # 1x1, red
+    "0000000c4944415478da63f8cfc0000003010100f70341430000000049454e44ae426082"
+)
 
 
 def _as_tensor(raw: bytes) -> torch.Tensor:
@@ -212,6 +239,7 @@ def _read_rgb(path: Path) -> torch.Tensor:
 
 def _read_pillow(raw: bytes) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(raw)) as pil:
             if pil.mode.startswith("I;16") or (pil.mode == "I" and pil.format == "PNG"):  # 16-bit grey
@@ -235,10 +263,14 @@ def _resize_crop(img: torch.Tensor, size: int) -> torch.Tensor:
         h, w = img.shape[1:]
         scale = size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        img = F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True,
-                            align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+        img = (
+            F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
         top, left = (nh - size) // 2, (nw - size) // 2
-        img = img[:, top:top + size, left:left + size]
+        img = img[:, top : top + size, left : left + size]
     return img
 
 
@@ -282,18 +314,23 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     bad = [(f, r) for f, r in zip(files, decoded) if isinstance(r, Exception)]
     if bad and cfg.bad_images == "fail":
         listing = "\n".join(f"  {f}: {r}" for f, r in bad[:10])
-        raise DataError(f"{len(bad)} unreadable image(s) in {folder}:\n{listing}\n"
-                        "Remove or repair them, or set data.bad_images=skip to leave them out.")
+        raise DataError(
+            f"{len(bad)} unreadable image(s) in {folder}:\n{listing}\n"
+            "Remove or repair them, or set data.bad_images=skip to leave them out."
+        )
     keep = [i for i, r in enumerate(decoded) if not isinstance(r, Exception)]
     if not keep:
-        raise DataError(f"none of the {len(files)} images in {folder} could be read (first: {bad[0][0]}: "
-                        f"{bad[0][1]}); check the files")
+        raise DataError(
+            f"none of the {len(files)} images in {folder} could be read (first: {bad[0][0]}: "
+            f"{bad[0][1]}); check the files"
+        )
     for f, r in bad:
         warnings.warn(f"skipping unreadable image {f}: {r}")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) of {len(files)} in {folder} (data.bad_images=skip)")
-    data = ImageSet(torch.stack([decoded[i] for i in keep]), torch.tensor([labels[i] for i in keep]),
-                    classes, skipped=len(bad))
+    data = ImageSet(
+        torch.stack([decoded[i] for i in keep]), torch.tensor([labels[i] for i in keep]), classes, skipped=len(bad)
+    )
     if cache_path is not None:
         _write_cache(cache_path, data)
     return data
@@ -304,11 +341,22 @@ def _read_cache(path: Path) -> Optional[ImageSet]:
         if _checksum(blob["images"]) != blob["checksum"]:
             raise ValueError("checksum mismatch")
         return True
+
     blob = read_cache(path, "data cache", "decoding the images again", intact)
-    return None if blob is None else ImageSet(blob["images"], blob["labels"], list(blob["classes"]),
-                                              int(blob["skipped"]))
+    return (
+        None if blob is None else ImageSet(blob["images"], blob["labels"], list(blob["classes"]), int(blob["skipped"]))
+    )
 
 
 def _write_cache(path: Path, data: ImageSet) -> None:
-    write_cache(path, {"images": data.images, "labels": data.labels, "classes": data.classes,
-                       "skipped": data.skipped, "checksum": _checksum(data.images)}, "data cache")
+    write_cache(
+        path,
+        {
+            "images": data.images,
+            "labels": data.labels,
+            "classes": data.classes,
+            "skipped": data.skipped,
+            "checksum": _checksum(data.images),
+        },
+        "data cache",
+    )

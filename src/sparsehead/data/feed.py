@@ -4,6 +4,7 @@ memory: uint8 images (n, C, H, W) indexed from the decoded set (on the GPU when 
 stream: each view's crop already cut by the DataLoader workers, (n, 2, C, S, S). ViewGenerator
 takes either.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,7 @@ class MemoryFeed:
         self.sampler.set_epoch(epoch)
         order = torch.tensor(list(self.sampler)).to(self.images.device)  # once per epoch: no per-step index copy
         for b in range(first_batch, len(order) // self.batch_size):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield self.images[idx], self.labels[idx]
 
 
@@ -29,4 +30,5 @@ def open_feed(data, sampler, batch_size: int, cfg, device: torch.device):
     if isinstance(data, ImageSet):
         return MemoryFeed(data, sampler, batch_size, device)
     from sparsehead.data.stream import StreamFeed
+
     return StreamFeed(data, sampler, batch_size, cfg, device)

@@ -8,6 +8,7 @@ directory entries: no stat per file), so 1.3M ImageNet paths take seconds; the i
 data.cache_dir and reused while no listed directory's mtime has changed (adding or removing a file
 changes its directory's mtime).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,12 +70,16 @@ def _class_folders(folder: Path, classes: list[str], dirs: list[str]) -> tuple[l
     paths, labels = [], []
     for label, name in enumerate(classes):
         if not (folder / name).is_dir():
-            raise DataError(f"class folder {folder / name} is missing; expected {folder}/<class>/<image> "
-                            f"for each of the {len(classes)} classes")
+            raise DataError(
+                f"class folder {folder / name} is missing; expected {folder}/<class>/<image> "
+                f"for each of the {len(classes)} classes"
+            )
         found = _images_under(str(folder / name), dirs)
         if not found:
-            raise DataError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                            "remove it or add its images")
+            raise DataError(
+                f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                "remove it or add its images"
+            )
         paths += [os.path.join(name, p) for p in found]
         labels += [label] * len(found)
     return paths, labels
@@ -93,8 +98,10 @@ def _split_folder(root: Path, split: str, test_names: tuple[str, ...]) -> Path:
     for name in names:
         if (root / name).is_dir():
             return root / name
-    raise DataError(f"data.root={root} has no {' or '.join(n + '/' for n in names)} sub-folder; an imagefolder "
-                    "data set is a folder holding train/<class>/*.jpg and test/<class>/*.jpg")
+    raise DataError(
+        f"data.root={root} has no {' or '.join(n + '/' for n in names)} sub-folder; an imagefolder "
+        "data set is a folder holding train/<class>/*.jpg and test/<class>/*.jpg"
+    )
 
 
 def _list(source: str, root: Path, split: str, dirs: list[str]) -> FileIndex:
@@ -128,8 +135,10 @@ def _tinyimagenet(root: Path, split: str, dirs: list[str]) -> FileIndex:
         return FileIndex(folder, paths, np.asarray(labels, dtype=np.int64), classes)
     folder, notes = root / "val", root / "val" / "val_annotations.txt"
     if not notes.is_file():
-        raise DataError(f"{notes} is missing; Tiny ImageNet's val/ holds images/ and val_annotations.txt "
-                        "(file name, wnid, box per line)")
+        raise DataError(
+            f"{notes} is missing; Tiny ImageNet's val/ holds images/ and val_annotations.txt "
+            "(file name, wnid, box per line)"
+        )
     dirs.append(str(folder))
     label_of = {name: i for i, name in enumerate(classes)}
     paths, labels = [], []
@@ -163,8 +172,14 @@ def index(cfg, split: str) -> FileIndex:
     dirs: list[str] = []
     result = _list(cfg.source, root, split, dirs)
     if cache is not None:
-        blob = {"root": str(result.root), "paths": "\n".join(result.paths), "labels": torch.from_numpy(result.labels),
-                "classes": result.classes, "dirs": "\n".join(dirs), "stamp": torch.tensor(_stamp(dirs))}
+        blob = {
+            "root": str(result.root),
+            "paths": "\n".join(result.paths),
+            "labels": torch.from_numpy(result.labels),
+            "classes": result.classes,
+            "dirs": "\n".join(dirs),
+            "stamp": torch.tensor(_stamp(dirs)),
+        }
         write_cache(cache, blob, "file index")
     return result
 

@@ -3,6 +3,7 @@
 auto picks memory when the decoded uint8 set (N x 3 x image_size^2 bytes) fits data.memory_budget_gb,
 else stream, and prints the choice; memory over the budget is refused before any decoding.
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,11 +18,13 @@ def decoded_bytes(num_images: int, image_size: int) -> int:
 
 
 def choose(cfg, split: str) -> str:
-    """"memory" or "stream" for `split` of the data config `cfg`."""
+    """ "memory" or "stream" for `split` of the data config `cfg`."""
     if cfg.source not in readers.FOLDER_SOURCES:
         if cfg.storage == "stream":
-            raise DataError(f"data.storage=stream reads folder sources ({', '.join(readers.FOLDER_SOURCES)}); "
-                            f"data.source={cfg.source} is decoded in memory: set data.storage=memory or auto")
+            raise DataError(
+                f"data.storage=stream reads folder sources ({', '.join(readers.FOLDER_SOURCES)}); "
+                f"data.source={cfg.source} is decoded in memory: set data.storage=memory or auto"
+            )
         return "memory"
     if cfg.storage == "stream":
         return "stream"
@@ -31,11 +34,16 @@ def choose(cfg, split: str) -> str:
     need = decoded_bytes(n, cfg.image_size) / 1e9
     fits = need <= cfg.memory_budget_gb
     if cfg.storage == "memory" and not fits:
-        raise DataError(f"data.storage=memory: the decoded {split} set ({n} images at {cfg.image_size} px) takes "
-                        f"{need:.2f} GB, more than data.memory_budget_gb={cfg.memory_budget_gb}; set "
-                        "data.storage=stream (or auto), or raise data.memory_budget_gb")
+        raise DataError(
+            f"data.storage=memory: the decoded {split} set ({n} images at {cfg.image_size} px) takes "
+            f"{need:.2f} GB, more than data.memory_budget_gb={cfg.memory_budget_gb}; set "
+            "data.storage=stream (or auto), or raise data.memory_budget_gb"
+        )
     choice = "memory" if fits else "stream"
     if cfg.storage == "auto" and dist.is_main():
-        print(f"data.storage=auto: {choice} for the {split} set ({n} images, {need:.2f} GB decoded at "
-              f"{cfg.image_size} px, budget {cfg.memory_budget_gb} GB)", file=sys.stderr)
+        print(
+            f"data.storage=auto: {choice} for the {split} set ({n} images, {need:.2f} GB decoded at "
+            f"{cfg.image_size} px, budget {cfg.memory_budget_gb} GB)",
+            file=sys.stderr,
+        )
     return choice

@@ -11,6 +11,7 @@ Randomness: the boxes of image i in epoch e come from a generator seeded by (tra
 alone, never from a worker id or global state, so any number of workers, a resumed run and each
 DDP rank (which draws the same boxes for its share of the indices as one process would) agree.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,6 +41,7 @@ def _open(path: str, request: tuple[int, int] | None = None):
     """The image as a PIL RGB image; a JPEG decoded at the smallest of 1, 1/2, 1/4, 1/8 scale that is
     still at least `request` (width, height). Returns (image, scale of the decoded image)."""
     from PIL import Image
+
     try:
         pil = Image.open(path)
         full = pil.size
@@ -47,13 +49,16 @@ def _open(path: str, request: tuple[int, int] | None = None):
             pil.draft("RGB", request)
         pil = pil.convert("RGB")
     except Exception as err:  # the file's problem, reported by path
-        raise DataError(f"cannot read image {path} ({err}); remove or repair it (data.storage=stream "
-                        "stops at an unreadable file; data.storage=memory can skip them)") from None
+        raise DataError(
+            f"cannot read image {path} ({err}); remove or repair it (data.storage=stream "
+            "stops at an unreadable file; data.storage=memory can skip them)"
+        ) from None
     return pil, pil.size[0] / full[0]
 
 
 def _header_size(path: str) -> tuple[int, int]:
     from PIL import Image
+
     try:
         with Image.open(path) as pil:
             return pil.size
@@ -73,30 +78,36 @@ def _box(pil, left, top, right, bottom) -> tuple[float, float, float, float]:
 def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
     """The two RandomResizedCrop views of one file, uint8 (2, 3, size, size), from one decode."""
     from PIL import Image
+
     width, height = _header_size(path)
     boxes = sample_crops(2, height, width, scale, RATIO, generator, "cpu").tolist()
     shortest = min(min(h, w) for _, _, h, w in boxes)
     reduce = min(1.0, size / shortest)  # the decoded image may be this much smaller
     pil, s = _open(path, (math.ceil(width * reduce), math.ceil(height * reduce)))
-    out = [pil.resize((size, size), Image.BILINEAR, box=_box(pil, left * s, top * s, (left + w) * s, (top + h) * s))
-           for top, left, h, w in boxes]
+    out = [
+        pil.resize((size, size), Image.BILINEAR, box=_box(pil, left * s, top * s, (left + w) * s, (top + h) * s))
+        for top, left, h, w in boxes
+    ]
     return torch.stack([_to_uint8(v) for v in out])
 
 
 def centre_crop(path: str, size: int) -> torch.Tensor:
     """Evaluation input: the shorter side resized to `size`, the centre square, uint8 (3, size, size)."""
     from PIL import Image
+
     width, height = _header_size(path)
     side = min(width, height)
     pil, s = _open(path, (math.ceil(width * size / side), math.ceil(height * size / side)))
     left, top = (width - side) / 2, (height - side) / 2
-    return _to_uint8(pil.resize((size, size), Image.BILINEAR,
-                                box=_box(pil, left * s, top * s, (left + side) * s, (top + side) * s)))
+    return _to_uint8(
+        pil.resize((size, size), Image.BILINEAR, box=_box(pil, left * s, top * s, (left + side) * s, (top + side) * s))
+    )
 
 
 @dataclass
 class StreamSet:
     """The ImageSet of data.storage=stream: labels and classes in memory, pixels on disk."""
+
     index: FileIndex
     image_size: int
     skipped: int = 0
@@ -106,6 +117,7 @@ class StreamSet:
         idx = file_index(cfg, split)
         if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
             from sparsehead.data.datasets import stratified_indices
+
             keep = stratified_indices(idx.labels, cfg.subset, seed=0)
             idx = FileIndex(idx.root, [idx.paths[i] for i in keep], idx.labels[keep], idx.classes)
         return cls(idx, cfg.image_size)
@@ -174,12 +186,18 @@ class EpochBatches(Sampler):
         self.sampler.set_epoch(self.epoch)
         order = list(self.sampler)
         for b in range(self.first_batch, len(order) // self.batch_size):
-            yield [(self.epoch, i) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
+            yield [(self.epoch, i) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
 
 
 def _loader(dataset, workers: int, device: torch.device, persistent: bool = True, **kwargs) -> DataLoader:
-    return DataLoader(dataset, num_workers=workers, persistent_workers=persistent and workers > 0,
-                      pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None, **kwargs)
+    return DataLoader(
+        dataset,
+        num_workers=workers,
+        persistent_workers=persistent and workers > 0,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        **kwargs,
+    )
 
 
 class StreamFeed:
@@ -188,8 +206,7 @@ class StreamFeed:
     def __init__(self, data: StreamSet, sampler, batch_size: int, cfg, device: torch.device):
         self.plan = EpochBatches(sampler, batch_size)
         scale = (cfg.augment.crop_scale_min, cfg.augment.crop_scale_max)
-        self.loader = _loader(CropPairs(data, scale, cfg.train.seed), cfg.data.workers, device,
-                              batch_sampler=self.plan)
+        self.loader = _loader(CropPairs(data, scale, cfg.train.seed), cfg.data.workers, device, batch_sampler=self.plan)
 
     def epoch(self, epoch: int, first_batch: int):
         self.plan.epoch, self.plan.first_batch = epoch, first_batch

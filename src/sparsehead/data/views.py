@@ -7,6 +7,7 @@ convolution. Every op acts on the whole batch, with per-image factors and masks 
 choosing what each image gets: never on a sub-batch picked by nonzero() or a boolean index, whose
 size the host would have to wait for (a host-device sync per call on a GPU).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,9 +38,17 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # Geometry
 
-def sample_crops(n: int, height: int, width: int, scale: tuple[float, float],
-                 ratio: tuple[float, float], generator: torch.Generator, device,
-                 tries: int = 10) -> torch.Tensor:
+
+def sample_crops(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+    device,
+    tries: int = 10,
+) -> torch.Tensor:
     """RandomResizedCrop boxes (top, left, h, w) as float (n, 4), torchvision's rejection rule."""
     area = height * width
     u = torch.rand(n, tries, 2, generator=generator, device=device)
@@ -50,7 +59,10 @@ def sample_crops(n: int, height: int, width: int, scale: tuple[float, float],
     h = torch.round(torch.sqrt(target / aspect))
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
     first = ok.float().argmax(dim=1)  # first acceptable try
-    pick = lambda t: t.gather(1, first[:, None]).squeeze(1)
+
+    def pick(t):
+        return t.gather(1, first[:, None]).squeeze(1)
+
     w, h, any_ok = pick(w), pick(h), ok.any(dim=1)
     # Fallback when no try fits: the largest centred crop with an allowed aspect ratio.
     in_ratio = width / height
@@ -87,6 +99,7 @@ def crop_flip_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, s
 
 # ---------------------------------------------------------------------------------------------
 # Colour
+
 
 def adjust_brightness(x, f):
     return (x * f.view(-1, 1, 1, 1)).clamp_(0, 1)
@@ -154,7 +167,7 @@ def _blend(x, factors, op, active):
 # of float32), so that its temporaries stay in the cache: about 2x faster at 224 px and 1.2x at
 # 32 px than the whole batch at once (2-core Xeon, one thread). Chunks are fixed slices of a known
 # size: no sync (and on GPUs one chunk).
-CPU_CHUNK_VALUES = 2 ** 18
+CPU_CHUNK_VALUES = 2**18
 
 
 def color_jitter(x, factors, order):
@@ -167,8 +180,9 @@ def color_jitter(x, factors, order):
     step = n if x.device.type != "cpu" else max(1, CPU_CHUNK_VALUES // max(1, math.prod(x.shape[1:])))
     if step >= n:
         return _color_jitter(x, factors, order)
-    return torch.cat([_color_jitter(x[i:i + step], factors[i:i + step], order[i:i + step])
-                      for i in range(0, n, step)])
+    return torch.cat(
+        [_color_jitter(x[i : i + step], factors[i : i + step], order[i : i + step]) for i in range(0, n, step)]
+    )
 
 
 def _color_jitter(x, factors, order):
@@ -196,12 +210,19 @@ def gaussian_blur(x, sigma, kernel_size):
 
 # ---------------------------------------------------------------------------------------------
 
+
 class ViewGenerator:
     """Makes the augmented, normalised views of a uint8 batch on its own device: the two global
     views, then augment.local_crops local crops (multi-crop), each drawn in that order."""
 
-    def __init__(self, cfg: AugmentConfig, image_size: int, mean, std,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+    def __init__(
+        self,
+        cfg: AugmentConfig,
+        image_size: int,
+        mean,
+        std,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         self.cfg = resolve_recipe(cfg)
         self.size = image_size
         self.local_size = local_crop_size(self.cfg, image_size)
@@ -219,12 +240,12 @@ class ViewGenerator:
         """Evaluation input: uint8 -> float, resized to the training size, normalised."""
         x = images.float().div_(255)
         if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
-                              align_corners=False)
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         return self.normalize(x)
 
-    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
-                 local: bool = True) -> list[torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, generator: Optional[torch.Generator] = None, local: bool = True
+    ) -> list[torch.Tensor]:
         """[global view 1, global view 2, local crops...] of uint8 `images` (local=False: the two
         global views only). `images` are (n, C, H, W) whole images, or (n, 2, C, S, S) with each
         global view's RandomResizedCrop already cut (data.storage=stream): the crop stage is skipped."""
@@ -232,8 +253,10 @@ class ViewGenerator:
         cfg = self.cfg
         if x.ndim == 5:
             if local and cfg.local_crops:
-                raise ValueError("augment.local_crops needs whole images: use data.storage=memory "
-                                 "(streamed batches hold only the two global crops)")
+                raise ValueError(
+                    "augment.local_crops needs whole images: use data.storage=memory "
+                    "(streamed batches hold only the two global crops)"
+                )
             return [self.view(x[:, i], i, generator, cropped=True) for i in (0, 1)]
         views = [self.view(x, i, generator) for i in (0, 1)]
         for _ in range(cfg.local_crops if local else 0):
@@ -241,15 +264,25 @@ class ViewGenerator:
             views.append(self.view(x, 1, generator, self.local_size, (cfg.local_scale_min, cfg.local_scale_max)))
         return views
 
-    def view(self, x: torch.Tensor, index: int, generator: Optional[torch.Generator], size: Optional[int] = None,
-             scale: Optional[tuple[float, float]] = None, cropped: bool = False) -> torch.Tensor:
+    def view(
+        self,
+        x: torch.Tensor,
+        index: int,
+        generator: Optional[torch.Generator],
+        size: Optional[int] = None,
+        scale: Optional[tuple[float, float]] = None,
+        cropped: bool = False,
+    ) -> torch.Tensor:
         """One augmented size x size view of a float batch in [0, 1], its crops covering `scale` of
         the image area (default: a global view); `index` picks the per-view probabilities;
         `cropped`: x is already this view's crop (only the flip is left of the geometry)."""
         cfg, n, dev = self.cfg, x.shape[0], x.device
         size = size or self.size
         scale = scale or (cfg.crop_scale_min, cfg.crop_scale_max)
-        rand = lambda *shape: torch.rand(*shape, generator=generator, device=dev)
+
+        def rand(*shape):
+            return torch.rand(*shape, generator=generator, device=dev)
+
         if cropped:
             flip = rand(n) < cfg.flip_p
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -260,8 +293,9 @@ class ViewGenerator:
             s = cfg.color_strength
             strength, lo = 0.8 * s, max(1 - 0.8 * s, 0.0)  # Python floats: no tensor copied to the device
             u = rand(n, 4)
-            factors = torch.cat([lo + (1 + strength - lo) * u[:, :3],
-                                 (0.2 * s) * (2 * u[:, 3:] - 1)], dim=1)  # hue in [-0.2s, 0.2s]
+            factors = torch.cat(
+                [lo + (1 + strength - lo) * u[:, :3], (0.2 * s) * (2 * u[:, 3:] - 1)], dim=1
+            )  # hue in [-0.2s, 0.2s]
             apply = rand(n) < cfg.jitter_p
             order = torch.argsort(rand(n, 4), dim=1)  # a random permutation per image
             x = torch.where(apply.view(-1, 1, 1, 1), color_jitter(x, factors, order), x)

@@ -1,4 +1,5 @@
 """Evaluation protocols on trained backbones: k-NN, linear probe, semi-supervised, nearest centre."""
+
 from sparsehead.evaluate.errors import EvaluationError
 from sparsehead.evaluate.knn import knn_accuracy, knn_classify
 from sparsehead.evaluate.linear import linear_probe

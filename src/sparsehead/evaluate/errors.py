@@ -1,4 +1,5 @@
 """The error every evaluation raises for input it cannot use; the CLI prints it and exits 2."""
+
 from sparsehead.core.errors import SparseheadError
 
 

@@ -1,4 +1,5 @@
 """Frozen-feature extraction shared by every protocol and diagnostic."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,9 @@ from sparsehead.data.views import ViewGenerator
 
 
 @torch.no_grad()
-def extract(method, data: ImageSet, views: ViewGenerator, device: torch.device,
-            batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def extract(
+    method, data: ImageSet, views: ViewGenerator, device: torch.device, batch_size: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(r, z) for every image of `data`, un-augmented, with the network in eval mode (CPU tensors)."""
     was_training = method.training
     method.eval()
@@ -35,8 +37,9 @@ def _batches(data, batch_size: int, device: torch.device):
     """uint8 batches in order: slices of an ImageSet, or a streamed set's centre crops (resized and
     cut at data.image_size by DataLoader workers)."""
     if isinstance(data, ImageSet):
-        return (data.images[start:start + batch_size] for start in range(0, len(data), batch_size))
+        return (data.images[start : start + batch_size] for start in range(0, len(data), batch_size))
     from sparsehead.data.stream import eval_batches
+
     return eval_batches(data, batch_size, workers=min(4, os.cpu_count() or 1), device=device)
 
 
@@ -48,8 +51,15 @@ def fingerprint(data: ImageSet) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_extract(method, data: ImageSet, views: ViewGenerator, device: torch.device,
-                   checkpoint_path: Path, cache_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def cached_extract(
+    method,
+    data: ImageSet,
+    views: ViewGenerator,
+    device: torch.device,
+    checkpoint_path: Path,
+    cache_dir: Path,
+    split: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """extract(), stored as cache_dir/<checkpoint>-<data fingerprint>-<split>.pt.
 
     The file records the checkpoint's size and modification time: a checkpoint rewritten under
@@ -57,8 +67,7 @@ def cached_extract(method, data: ImageSet, views: ViewGenerator, device: torch.d
     damaged file is recomputed."""
     checkpoint_path = Path(checkpoint_path)
     st = checkpoint_path.stat()
-    stamp = {"checkpoint": checkpoint_path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "images": len(data)}
+    stamp = {"checkpoint": checkpoint_path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "images": len(data)}
     path = Path(cache_dir) / f"{checkpoint_path.stem}-{fingerprint(data)}-{split}.pt"
     if path.is_file():
         try:

@@ -4,6 +4,7 @@ Shared by the semi-supervised protocol (backbone and classifier, separate learni
 the classic linear-evaluation recipe (frozen backbone, SGD over augmented images). SGD with
 momentum and a cosine schedule stepped per batch, as the reference recipes do.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,13 +35,20 @@ class SGDRecipe:
 
 def crop_flip(augment: AugmentConfig) -> AugmentConfig:
     """The run's crop and flip without colour, blur or solarisation: linear-evaluation views."""
-    return dataclasses.replace(augment, recipe="simclr", jitter_p=0.0, grayscale_p=0.0,
-                               blur_p=[0.0, 0.0], solarize_p=[0.0, 0.0])
+    return dataclasses.replace(
+        augment, recipe="simclr", jitter_p=0.0, grayscale_p=0.0, blur_p=[0.0, 0.0], solarize_p=[0.0, 0.0]
+    )
 
 
-def train_classifier(backbone: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     num_classes: int, views: ViewGenerator, recipe: SGDRecipe,
-                     device: torch.device) -> tuple[nn.Module, nn.Linear]:
+def train_classifier(
+    backbone: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    views: ViewGenerator,
+    recipe: SGDRecipe,
+    device: torch.device,
+) -> tuple[nn.Module, nn.Linear]:
     """A copy of `backbone` (fine-tuned or frozen, per the recipe) and a new linear classifier
     trained on `images` (uint8) under `views`' first-view augmentation. `backbone` is untouched."""
     backbone = copy.deepcopy(backbone).to(device)
@@ -53,8 +61,7 @@ def train_classifier(backbone: nn.Module, images: torch.Tensor, labels: torch.Te
     optimizer = torch.optim.SGD(groups, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     generator = torch.Generator(device=device).manual_seed(recipe.seed)
     order_rng = torch.Generator().manual_seed(recipe.seed)
     for _ in range(recipe.epochs):
@@ -72,10 +79,20 @@ def train_classifier(backbone: nn.Module, images: torch.Tensor, labels: torch.Te
 
 
 @torch.no_grad()
-def classifier_accuracy(backbone: nn.Module, classifier: nn.Module, images: torch.Tensor,
-                        labels: torch.Tensor, views: ViewGenerator, device: torch.device,
-                        batch_size: int = 512) -> dict[str, float]:
+def classifier_accuracy(
+    backbone: nn.Module,
+    classifier: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    views: ViewGenerator,
+    device: torch.device,
+    batch_size: int = 512,
+) -> dict[str, float]:
     """Top-1 and top-5 of backbone + classifier on un-augmented images."""
-    logits = torch.cat([classifier(backbone(views.prepare(images[s:s + batch_size].to(device)))).cpu()
-                        for s in range(0, len(images), batch_size)])
+    logits = torch.cat(
+        [
+            classifier(backbone(views.prepare(images[s : s + batch_size].to(device)))).cpu()
+            for s in range(0, len(images), batch_size)
+        ]
+    )
     return topk_accuracy(logits, labels.cpu(), ks=(1, 5))

@@ -3,6 +3,7 @@ argmin_k ||f(x) - mu_k||.
 
 mu_k is the mean training feature of class k. Huang et al. take f on the unit sphere, so the
 protocol reports both raw and L2-normalised features."""
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,9 @@ def class_centres(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def ncc_classify(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                 normalize: bool = False) -> torch.Tensor:
+def ncc_classify(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, normalize: bool = False
+) -> torch.Tensor:
     """Predicted labels: the class whose training mean is nearest in Euclidean distance."""
     train_x, test_x = train_x.double(), test_x.double().to(train_x.device)
     if normalize:

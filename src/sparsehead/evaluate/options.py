@@ -2,6 +2,7 @@
 each declared once by the protocol that reads them, assembled into one dataclass whose fields
 are the command's flags (core.options.add_arguments) and whose declarations check the values.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,6 +17,7 @@ from sparsehead.evaluate.protocols import PROTOCOLS
 @dataclass
 class SharedOptions:
     """The options of every protocol (shown outside the protocols' help groups)."""
+
     help_group: ClassVar[Optional[str]] = None
     protocol: str = opt("knn", "the evaluation protocol: a name registered in PROTOCOLS (see the list below)")
     with_z: bool = opt(False, "also evaluate the embedding z = h(r) (frozen-feature protocols)")
@@ -36,12 +38,19 @@ def _union(sets: list[type]) -> type:
     for option_set in sets:
         hints = typing.get_type_hints(option_set)
         for f in dataclasses.fields(option_set):
-            fields.append((f.name, hints[f.name], dataclasses.field(
-                default=f.default, default_factory=f.default_factory, metadata=f.metadata)))
+            fields.append(
+                (
+                    f.name,
+                    hints[f.name],
+                    dataclasses.field(default=f.default, default_factory=f.default_factory, metadata=f.metadata),
+                )
+            )
     cls = dataclasses.make_dataclass("EvalOptions", fields)
     cls.__module__ = __name__
-    cls.__doc__ = ("The options of `sparsehead evaluate`, declared once: the CLI's flags, their help and the "
-                   "validation come from these fields (options.add_arguments / options.check).")
+    cls.__doc__ = (
+        "The options of `sparsehead evaluate`, declared once: the CLI's flags, their help and the "
+        "validation come from these fields (options.add_arguments / options.check)."
+    )
     return cls
 
 

@@ -7,6 +7,7 @@ run_dir/eval/<result name>.json: the protocol's name (or recipe), with the check
 appended for an older checkpoint and @<source>-<key> for another data set. Frozen features are
 extracted once per checkpoint and data set and cached in run_dir/features/.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,16 @@ from sparsehead.runs.folder import RunDir
 from sparsehead.runs.model import TrainedRun, load_trained, resolve_device
 
 # What the CLI, the benchmarks and the tests import from here.
-__all__ = ["EvalOptions", "OPTION_GROUPS", "PROTOCOLS", "evaluate", "result_name", "check_options", "check_data",
-           "frozen_features"]
+__all__ = [
+    "EvalOptions",
+    "OPTION_GROUPS",
+    "PROTOCOLS",
+    "evaluate",
+    "result_name",
+    "check_options",
+    "check_data",
+    "frozen_features",
+]
 
 
 def evaluate(target: str | Path, opts: EvalOptions, data_overrides: tuple[str, ...] = ()) -> tuple[dict, Path]:
@@ -50,12 +59,20 @@ def evaluate(target: str | Path, opts: EvalOptions, data_overrides: tuple[str, .
     results = protocol.run(trained, train, test, opts, device)
     data_key = hashlib.sha256((fingerprint(train) + fingerprint(test)).encode()).hexdigest()[:12]
     record = {
-        "protocol": opts.protocol, "checkpoint": str(trained.checkpoint_path),
+        "protocol": opts.protocol,
+        "checkpoint": str(trained.checkpoint_path),
         "step": trained.state.get("step"),
-        "data": {**{k: getattr(data_cfg, k) for k in ("source", "root", "image_size", "subset")},
-                 "train_images": len(train), "test_images": len(test), "key": data_key},
-        "options": protocol.settings(opts), **results, "device": str(device),
-        "seconds": round(time.perf_counter() - start, 2)}
+        "data": {
+            **{k: getattr(data_cfg, k) for k in ("source", "root", "image_size", "subset")},
+            "train_images": len(train),
+            "test_images": len(test),
+            "key": data_key,
+        },
+        "options": protocol.settings(opts),
+        **results,
+        "device": str(device),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
     path = RunDir(trained.run_dir).write_eval(result_name(trained, opts, data_cfg, data_key, data_overrides), record)
     return record, path
 
@@ -74,40 +91,47 @@ def result_name(trained: TrainedRun, opts: EvalOptions, data_cfg, data_key: str,
 
 # --- checks of the shared inputs, all before any work -------------------------------------------
 
+
 def check_options(opts: EvalOptions) -> None:
     """Every option against its declaration, then what involves several of them."""
     options.check(opts, key=options.flag_of)
     protocol = PROTOCOLS.lookup(opts.protocol)
     if opts.with_z and not protocol.uses_frozen_features(opts):
-        raise EvaluationError("--with-z applies to the frozen-feature protocols (knn, ncc, linear with "
-                              "--linear-recipe lbfgs); semisup and sgd-augment train the backbone's r")
+        raise EvaluationError(
+            "--with-z applies to the frozen-feature protocols (knn, ncc, linear with "
+            "--linear-recipe lbfgs); semisup and sgd-augment train the backbone's r"
+        )
 
 
 def input_channels(backbone: nn.Module) -> int:
     return next(m for m in backbone.modules() if isinstance(m, nn.Conv2d)).in_channels
 
 
-def check_data(trained: TrainedRun, data_cfg: config.DataConfig, train: ImageSet, test: ImageSet,
-               resize: bool) -> None:
+def check_data(trained: TrainedRun, data_cfg: config.DataConfig, train: ImageSet, test: ImageSet, resize: bool) -> None:
     """The images must be what the checkpoint was trained on: channels, and size unless resize."""
     size = trained.cfg.data.image_size
     channels = input_channels(trained.method.backbone)
     if data_cfg.image_size != size and not resize:
         raise EvaluationError(
             f"data.image_size={data_cfg.image_size}, but {trained.checkpoint_path.name} was trained on "
-            f"{size}x{size} images; drop the override, or pass --resize to resize the images to {size}x{size}")
+            f"{size}x{size} images; drop the override, or pass --resize to resize the images to {size}x{size}"
+        )
     for split, data in (("train", train), ("test", test)):
         c, h, w = data.images.shape[1:]
         if c != channels:
-            raise EvaluationError(f"the {split} images have {c} channel(s), but the checkpoint's backbone "
-                                  f"takes {channels}; evaluate it on {channels}-channel images")
+            raise EvaluationError(
+                f"the {split} images have {c} channel(s), but the checkpoint's backbone "
+                f"takes {channels}; evaluate it on {channels}-channel images"
+            )
         # The run's own source at its native size is what pretraining saw (e.g. 8x8 digits at 16).
         if (h, w) != (size, size) and data_cfg.source != trained.cfg.data.source and not resize:
             raise EvaluationError(
                 f"the {split} images of data.source={data_cfg.source} are {h}x{w}, but the checkpoint was "
-                f"trained on {size}x{size} images; use a data set of that size, or pass --resize")
+                f"trained on {size}x{size} images; use a data set of that size, or pass --resize"
+            )
         if (data.labels < 0).any():
-            raise EvaluationError(f"the {split} split has unlabeled images; evaluation needs labels on "
-                                  "both train and test")
+            raise EvaluationError(
+                f"the {split} split has unlabeled images; evaluation needs labels on both train and test"
+            )
     if len(train) == 0 or len(test) == 0:
         raise EvaluationError("the train or test split is empty")

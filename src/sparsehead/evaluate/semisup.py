@@ -6,6 +6,7 @@ later evaluation (of this run or another checkpoint on the same data) uses the s
 Defaults: the Barlow Twins recipe, 20 epochs, backbone lr 0.005, classifier lr 0.5, SGD
 momentum 0.9, cosine schedule, no weight decay.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,9 @@ def balanced_subset(labels: torch.Tensor, fraction: float, seed: int) -> list[in
     classes = np.unique(y)
     per_class = max(1, round(fraction * len(y) / len(classes)))
     rng = np.random.default_rng(seed)
-    picked = [rng.choice(np.flatnonzero(y == c), size=min(per_class, int((y == c).sum())), replace=False)
-              for c in classes]
+    picked = [
+        rng.choice(np.flatnonzero(y == c), size=min(per_class, int((y == c).sum())), replace=False) for c in classes
+    ]
     return sorted(int(i) for i in np.concatenate(picked))
 
 
@@ -42,30 +44,40 @@ def split_path(folder: Path, data_key: str, fraction: float, seed: int) -> Path:
     return RunDir(folder).split_path(data_key, fraction, seed)
 
 
-def load_or_create_split(folder: Path, data_key: str, labels: torch.Tensor, fraction: float,
-                         seed: int) -> list[int]:
+def load_or_create_split(folder: Path, data_key: str, labels: torch.Tensor, fraction: float, seed: int) -> list[int]:
     """The saved split for this data set, fraction and seed; drawn and saved on first use."""
     path = split_path(folder, data_key, fraction, seed)
     if path.is_file():
         saved = json.loads(path.read_text())
         indices = saved["indices"]
         if saved.get("num_train") != len(labels) or max(indices) >= len(labels):
-            raise EvaluationError(f"split file {path} does not fit this training set of {len(labels)} "
-                                  "images; delete it to draw a new split")
+            raise EvaluationError(
+                f"split file {path} does not fit this training set of {len(labels)} "
+                "images; delete it to draw a new split"
+            )
         return indices
     indices = balanced_subset(labels, fraction, seed)
-    atomic_write_json(path, {"fraction": fraction, "seed": seed, "data": data_key,
-                             "num_train": len(labels), "indices": indices})
+    atomic_write_json(
+        path, {"fraction": fraction, "seed": seed, "data": data_key, "num_train": len(labels), "indices": indices}
+    )
     return indices
 
 
-def semisupervised(backbone: torch.nn.Module, train: ImageSet, test: ImageSet, indices: list[int],
-                   views: ViewGenerator, recipe: SGDRecipe, device: torch.device) -> dict:
+def semisupervised(
+    backbone: torch.nn.Module,
+    train: ImageSet,
+    test: ImageSet,
+    indices: list[int],
+    views: ViewGenerator,
+    recipe: SGDRecipe,
+    device: torch.device,
+) -> dict:
     """Test top-1/top-5 after fine-tuning on train[indices]; `backbone` itself is not modified."""
     idx = torch.as_tensor(indices)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    tuned, classifier = train_classifier(backbone, train.images[idx], train.labels[idx], num_classes,
-                                         views, recipe, device)
+    tuned, classifier = train_classifier(
+        backbone, train.images[idx], train.labels[idx], num_classes, views, recipe, device
+    )
     result = classifier_accuracy(tuned, classifier, test.images, test.labels, views, device)
     result["labels_used"] = len(indices)
     return result

@@ -4,6 +4,7 @@ Runs whose configs differ only in the seed (or in keys that do not change result
 output folder, logging, progress bar, threads, cache, online monitors) are one row: mean ±
 sample standard deviation across them. Accuracies are shown in percent.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,14 +19,31 @@ from sparsehead.methods import METHODS, display_name
 from sparsehead.runs.folder import RunDir
 
 # Keys that identify a run or only watch it, not a configuration: they never change the numbers.
-IGNORED_KEYS = {"train.seed", "train.run_name", "train.out_dir", "train.progress", "train.log_every",
-                "train.checkpoint_every", "train.threads", "train.device", "data.cache_dir",
-                "eval.knn_batch_size", "eval.knn_every", "eval.online_linear", "eval.online_linear_lr"}
+IGNORED_KEYS = {
+    "train.seed",
+    "train.run_name",
+    "train.out_dir",
+    "train.progress",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.threads",
+    "train.device",
+    "data.cache_dir",
+    "eval.knn_batch_size",
+    "eval.knn_every",
+    "eval.online_linear",
+    "eval.online_linear_lr",
+}
 # (column, file in run_dir/eval, path into its "r" entry)
-METRICS = [("linear top-1", "linear", ("top1",)), ("linear top-5", "linear", ("top5",)),
-           ("k-NN top-1", "knn", ("top1",)), ("k-NN weighted top-1", "knn", ("weighted_top1",)),
-           ("NCC top-1", "ncc", ("top1",)), ("1% labels top-1", "semisup", ("1pct", "top1")),
-           ("10% labels top-1", "semisup", ("10pct", "top1"))]
+METRICS = [
+    ("linear top-1", "linear", ("top1",)),
+    ("linear top-5", "linear", ("top5",)),
+    ("k-NN top-1", "knn", ("top1",)),
+    ("k-NN weighted top-1", "knn", ("weighted_top1",)),
+    ("NCC top-1", "ncc", ("top1",)),
+    ("1% labels top-1", "semisup", ("1pct", "top1")),
+    ("10% labels top-1", "semisup", ("10pct", "top1")),
+]
 
 
 def flatten(values: dict, prefix: str = "") -> dict:
@@ -58,8 +76,9 @@ def run_metrics(run: RunDir, cfg: config.Config) -> dict[str, float]:
 def load_run(run_dir: str | Path) -> tuple[config.Config, dict[str, float]]:
     run = RunDir(run_dir)
     if not run.is_run():
-        raise EvaluationError(f"{run_dir} is not a run folder (no config.yaml); give folders made by "
-                              "`sparsehead pretrain`")
+        raise EvaluationError(
+            f"{run_dir} is not a run folder (no config.yaml); give folders made by `sparsehead pretrain`"
+        )
     cfg = run.read_config()
     return cfg, run_metrics(run, cfg)
 
@@ -84,19 +103,32 @@ def build_table(run_dirs: list[str | Path]) -> tuple[list[str], list[dict]]:
         group["runs"].append(metrics)
     # Keys that vary between rows beyond method, head and lambda: shown so rows stay distinguishable.
     shown = {"method.name", "head.kind", "sparsity.lam"}
-    varying = sorted(k for k in set().union(*(g["settings"] for g in groups.values()))
-                     if k not in shown and len({repr(g["settings"].get(k)) for g in groups.values()}) > 1)
+    varying = sorted(
+        k
+        for k in set().union(*(g["settings"] for g in groups.values()))
+        if k not in shown and len({repr(g["settings"].get(k)) for g in groups.values()}) > 1
+    )
     metrics = [m for m, _, _ in METRICS if any(m in r for g in groups.values() for r in g["runs"])]
     columns = ["method", "head", "lambda"] + (["setting"] if varying else []) + ["runs"] + metrics
     order = list(METHODS)  # registration order
     rows = []
-    for group in sorted(groups.values(), key=lambda g: (
+    for group in sorted(
+        groups.values(),
+        key=lambda g: (
             order.index(g["cfg"].method.name) if g["cfg"].method.name in order else len(order),
-            g["cfg"].method.name, g["cfg"].sparsity.lam, g["cfg"].head.kind,
-            [repr(g["settings"].get(k)) for k in varying])):
+            g["cfg"].method.name,
+            g["cfg"].sparsity.lam,
+            g["cfg"].head.kind,
+            [repr(g["settings"].get(k)) for k in varying],
+        ),
+    ):
         cfg = group["cfg"]
-        row = {"method": display_name(cfg.method.name), "head": cfg.head.kind,
-               "lambda": f"{cfg.sparsity.lam:g}", "runs": len(group["runs"])}
+        row = {
+            "method": display_name(cfg.method.name),
+            "head": cfg.head.kind,
+            "lambda": f"{cfg.sparsity.lam:g}",
+            "runs": len(group["runs"]),
+        }
         if varying:
             row["setting"] = " ".join(f"{k}={group['settings'].get(k)}" for k in varying)
         for m in metrics:

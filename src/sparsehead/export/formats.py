@@ -6,6 +6,7 @@ is the pooled output, so the loading model sets fc = nn.Identity(). A JSON sidec
 user needs to rebuild the model and feed it (arch, width, stem, feature_dim, image size, the
 normalisation), and `loading_snippet` prints the few lines of plain torchvision code that do it.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,11 @@ from sparsehead.models.backbones import build_backbone, timm_name
 from sparsehead.runs import checkpoint
 
 # format -> the file suffixes it may be written as; the one list of formats (CLI choices too)
-FORMATS = {"torchvision": (".pt", ".safetensors"), "torchvision-detection": (".pt", ".safetensors"),
-           "detectron2": (".pkl",)}
+FORMATS = {
+    "torchvision": (".pt", ".safetensors"),
+    "torchvision-detection": (".pt", ".safetensors"),
+    "detectron2": (".pkl",),
+}
 SUFFIXES = FORMATS["torchvision"]
 
 
@@ -35,8 +39,11 @@ class ExportError(SparseheadError, ValueError):
 def backbone_state(model_state: dict) -> dict[str, torch.Tensor]:
     """The online backbone's tensors under torchvision's names (never a BYOL target's, never fc)."""
     prefix = "backbone."
-    return {k[len(prefix):]: v.contiguous() for k, v in model_state.items()
-            if k.startswith(prefix) and not k.startswith(prefix + "fc.")}
+    return {
+        k[len(prefix) :]: v.contiguous()
+        for k, v in model_state.items()
+        if k.startswith(prefix) and not k.startswith(prefix + "fc.")
+    }
 
 
 def detectron2_state(weights: dict[str, torch.Tensor]) -> dict:
@@ -61,9 +68,11 @@ def detection_problem(arch: str, width: int, stem: str) -> str | None:
     """Why this backbone cannot be a detection backbone (None: it can): detectron2's and torchvision's
     detection ResNets have the ImageNet stem and the standard width."""
     if stem != "imagenet" or width != 64:
-        return (f"detection backbones are standard ResNets (width 64, the ImageNet 7x7 stem); this run has "
-                f"{arch} width {width} with the {stem} stem. Pretrain with model.width=64 model.stem=imagenet "
-                "(e.g. model.backbone=resnet50 data.image_size=224) to export for detection")
+        return (
+            f"detection backbones are standard ResNets (width 64, the ImageNet 7x7 stem); this run has "
+            f"{arch} width {width} with the {stem} stem. Pretrain with model.width=64 model.stem=imagenet "
+            "(e.g. model.backbone=resnet50 data.image_size=224) to export for detection"
+        )
     return None
 
 
@@ -74,8 +83,9 @@ def export_backbone(path_or_run: str | Path, out: str | Path, format: str = "tor
     if format not in FORMATS:
         raise ExportError(f"--format {format}: unknown; choose one of {', '.join(FORMATS)}")
     if out.suffix not in FORMATS[format]:
-        raise ExportError(f"--out {out}: the file name must end in {' or '.join(FORMATS[format])} "
-                          f"for --format {format}")
+        raise ExportError(
+            f"--out {out}: the file name must end in {' or '.join(FORMATS[format])} for --format {format}"
+        )
     ckpt = checkpoint.find(path_or_run)
     state = checkpoint.load(ckpt)
     cfg = config.from_dict(state["config"], check_paths=False)
@@ -85,30 +95,52 @@ def export_backbone(path_or_run: str | Path, out: str | Path, format: str = "tor
     name = timm_name(cfg.model.backbone)
     stem = None if name else ("cifar" if isinstance(backbone.maxpool, nn.Identity) else "imagenet")
     if format != "torchvision":
-        problem = (f"--format {format}: a timm backbone ({cfg.model.backbone}) cannot be exported for detection; "
-                   "detection exports need a torchvision ResNet (model.backbone=resnet50)") if name else \
-            detection_problem(cfg.model.backbone, cfg.model.width, stem)
+        problem = (
+            (
+                f"--format {format}: a timm backbone ({cfg.model.backbone}) cannot be exported for detection; "
+                "detection exports need a torchvision ResNet (model.backbone=resnet50)"
+            )
+            if name
+            else detection_problem(cfg.model.backbone, cfg.model.width, stem)
+        )
         if problem:
             raise ExportError(problem)
-    meta = timm_meta(backbone, name) if name else {
-        "format": "torchvision-resnet-state-dict" if format == "torchvision" else format,
-        "arch": cfg.model.backbone, "width": cfg.model.width, "stem": stem, "feature_dim": backbone.feature_dim}
-    meta.update({
-        "image_size": cfg.data.image_size,
-        "normalize": {"mean": list(state["data_mean"]), "std": list(state["data_std"])},
-        "method": cfg.method.name, "step": state["step"], "source": str(ckpt.resolve()),
-        "weights": out.name,
-    })
+    meta = (
+        timm_meta(backbone, name)
+        if name
+        else {
+            "format": "torchvision-resnet-state-dict" if format == "torchvision" else format,
+            "arch": cfg.model.backbone,
+            "width": cfg.model.width,
+            "stem": stem,
+            "feature_dim": backbone.feature_dim,
+        }
+    )
+    meta.update(
+        {
+            "image_size": cfg.data.image_size,
+            "normalize": {"mean": list(state["data_mean"]), "std": list(state["data_std"])},
+            "method": cfg.method.name,
+            "step": state["step"],
+            "source": str(ckpt.resolve()),
+            "weights": out.name,
+        }
+    )
     if format == "detectron2":  # detectron2 reads input in 0-255: its PIXEL_MEAN/STD are ours x 255
-        meta["detectron2"] = {"MODEL.PIXEL_MEAN": [round(255 * m, 3) for m in meta["normalize"]["mean"]],
-                              "MODEL.PIXEL_STD": [round(255 * s, 3) for s in meta["normalize"]["std"]],
-                              "INPUT.FORMAT": "RGB", "MODEL.RESNETS.STRIDE_IN_1X1": False,
-                              "MODEL.RESNETS.DEPTH": int(cfg.model.backbone[len("resnet"):])}
-        blob = pickle.dumps({"model": detectron2_state(weights), "__author__": "sparsehead",
-                             "matching_heuristics": True})
+        meta["detectron2"] = {
+            "MODEL.PIXEL_MEAN": [round(255 * m, 3) for m in meta["normalize"]["mean"]],
+            "MODEL.PIXEL_STD": [round(255 * s, 3) for s in meta["normalize"]["std"]],
+            "INPUT.FORMAT": "RGB",
+            "MODEL.RESNETS.STRIDE_IN_1X1": False,
+            "MODEL.RESNETS.DEPTH": int(cfg.model.backbone[len("resnet") :]),
+        }
+        blob = pickle.dumps(
+            {"model": detectron2_state(weights), "__author__": "sparsehead", "matching_heuristics": True}
+        )
         atomic_write(out, lambda f: f.write(blob))
     elif out.suffix == ".safetensors":
         from safetensors.torch import save
+
         blob = save(weights, metadata={"sparsehead": json.dumps(meta)})
         atomic_write(out, lambda f: f.write(blob))
     else:
@@ -124,8 +156,11 @@ def loading_snippet(meta: dict, path: str | Path) -> str:
     arch, width = meta["arch"], meta["width"]
     block = "Bottleneck" if arch == "resnet50" else "BasicBlock"
     layers = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet50": [3, 4, 6, 3]}[arch]
-    conv = ("nn.Conv2d(3, {w}, kernel_size=3, stride=1, padding=1, bias=False)" if meta["stem"] == "cifar"
-            else "nn.Conv2d(3, {w}, kernel_size=7, stride=2, padding=3, bias=False)").format(w=width)
+    conv = (
+        "nn.Conv2d(3, {w}, kernel_size=3, stride=1, padding=1, bias=False)"
+        if meta["stem"] == "cifar"
+        else "nn.Conv2d(3, {w}, kernel_size=7, stride=2, padding=3, bias=False)"
+    ).format(w=width)
     lines = ["import torch, torch.nn as nn, torchvision"]
     if width == 64:
         lines += [f"model = torchvision.models.{arch}()"]
@@ -150,8 +185,7 @@ def loading_snippet(meta: dict, path: str | Path) -> str:
         lines += ["model.maxpool = nn.Identity()  # the CIFAR stem: 3x3 stride 1, no max-pool"]
     lines += [f"model.fc = nn.Identity()  # model(x) is the {meta['feature_dim']}-d feature r"]
     if Path(path).suffix == ".safetensors":
-        lines += ["from safetensors.torch import load_file",
-                  f"model.load_state_dict(load_file({str(path)!r}))"]
+        lines += ["from safetensors.torch import load_file", f"model.load_state_dict(load_file({str(path)!r}))"]
     else:
         lines += [f"model.load_state_dict(torch.load({str(path)!r}, weights_only=True))"]
     return "\n".join(lines + _input_note(meta))
@@ -159,29 +193,40 @@ def loading_snippet(meta: dict, path: str | Path) -> str:
 
 def _input_note(meta: dict) -> list[str]:
     mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
-    return ["model.eval()",
-            f"# input: RGB in [0, 1], {meta['image_size']}x{meta['image_size']}, normalised with "
-            f"mean={[round(m, 4) for m in mean]} std={[round(s, 4) for s in std]}"]
+    return [
+        "model.eval()",
+        f"# input: RGB in [0, 1], {meta['image_size']}x{meta['image_size']}, normalised with "
+        f"mean={[round(m, 4) for m in mean]} std={[round(s, 4) for s in std]}",
+    ]
 
 
 def detection_snippet(meta: dict, path: str | Path) -> str:
     """What to run with an export for detection: torchvision code, or detectron2's config keys."""
     mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
     if meta["format"] == "detectron2":
+
         def value(v):  # detectron2's command-line opts: lists quoted without spaces
             return f'"{v}"'.replace(" ", "") if isinstance(v, list) else str(v)
+
         keys = " ".join(f"{k} {value(v)}" for k, v in meta["detectron2"].items())
-        return ("python tools/train_net.py --config-file coco_R_50_C4_1x_sparsehead.yaml --num-gpus 8 \\\n"
-                f"  MODEL.WEIGHTS {path} {keys}\n# the config file: docs/transfer.md")
-    load = (f"from safetensors.torch import load_file; state = load_file({str(path)!r})"
-            if Path(path).suffix == ".safetensors" else f"state = torch.load({str(path)!r}, weights_only=True)")
-    return "\n".join([
-        "import torch",
-        "from torchvision.models.detection import FasterRCNN",
-        "from torchvision.models.detection.backbone_utils import resnet_fpn_backbone",
-        load,
-        f"backbone = resnet_fpn_backbone(backbone_name={meta['arch']!r}, weights=None, trainable_layers=5)",
-        "backbone.body.load_state_dict(state)  # strict: every tensor of the ResNet trunk",
-        f"model = FasterRCNN(backbone, num_classes=91, image_mean={[round(m, 4) for m in mean]}, "
-        f"image_std={[round(s, 4) for s in std]})",
-    ])
+        return (
+            "python tools/train_net.py --config-file coco_R_50_C4_1x_sparsehead.yaml --num-gpus 8 \\\n"
+            f"  MODEL.WEIGHTS {path} {keys}\n# the config file: docs/transfer.md"
+        )
+    load = (
+        f"from safetensors.torch import load_file; state = load_file({str(path)!r})"
+        if Path(path).suffix == ".safetensors"
+        else f"state = torch.load({str(path)!r}, weights_only=True)"
+    )
+    return "\n".join(
+        [
+            "import torch",
+            "from torchvision.models.detection import FasterRCNN",
+            "from torchvision.models.detection.backbone_utils import resnet_fpn_backbone",
+            load,
+            f"backbone = resnet_fpn_backbone(backbone_name={meta['arch']!r}, weights=None, trainable_layers=5)",
+            "backbone.body.load_state_dict(state)  # strict: every tensor of the ResNet trunk",
+            f"model = FasterRCNN(backbone, num_classes=91, image_mean={[round(m, 4) for m in mean]}, "
+            f"image_std={[round(s, 4) for s in std]})",
+        ]
+    )

@@ -3,6 +3,7 @@
 Importing this package registers the built-in methods; a plugin module registers its own the
 same way (see sparsehead.core.plugins). `METHODS` maps every registered name to its class.
 """
+
 # Imported in this order so that tables list the methods in it (the registry keeps import order).
 from sparsehead.methods import simclr, byol, barlow_twins, simsiam, vicreg, moco_v2, moco_v3  # noqa: F401,I001
 from sparsehead.methods import directclr, directpred, directcopy, wmse, swav  # noqa: F401,I001
@@ -20,9 +21,27 @@ from sparsehead.methods.swav import SwAV
 from sparsehead.methods.vicreg import VICReg
 from sparsehead.methods.wmse import WMSE
 
-__all__ = ["METHODS", "Method", "MethodOutput", "register", "params_of", "build_method", "display_name",
-           "SimCLR", "BYOL", "BarlowTwins", "SimSiam", "VICReg", "MoCoV2", "MoCoV3", "DirectCLR",
-           "DirectPred", "DirectCopy", "WMSE", "SwAV"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "MethodOutput",
+    "register",
+    "params_of",
+    "build_method",
+    "display_name",
+    "SimCLR",
+    "BYOL",
+    "BarlowTwins",
+    "SimSiam",
+    "VICReg",
+    "MoCoV2",
+    "MoCoV3",
+    "DirectCLR",
+    "DirectPred",
+    "DirectCopy",
+    "WMSE",
+    "SwAV",
+]
 
 
 def build_method(cfg, backbone) -> Method:

@@ -1,4 +1,5 @@
 """Barlow Twins (Zbontar et al. 2021): the cross-correlation of the two views' embeddings to I."""
+
 from dataclasses import dataclass
 
 from sparsehead.core.options import opt

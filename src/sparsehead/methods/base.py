@@ -22,6 +22,7 @@ It is built with explicit arguments, so it is usable without a Config:
 and from a run's config by `Method.from_config(cfg, backbone)` (which builds the projection head
 from the `head` section). The loss itself is a plain function in sparsehead.methods.losses.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,11 @@ from sparsehead.core.options import opt
 from sparsehead.core.registry import Registry
 from sparsehead.models.heads import build_head, out_dim
 
-METHODS = Registry("method", "method.name", hint=" (a method of a plugin module is registered when the "
-                                                  "module is named in SPARSEHEAD_PLUGINS)")
+METHODS = Registry(
+    "method",
+    "method.name",
+    hint=" (a method of a plugin module is registered when the module is named in SPARSEHEAD_PLUGINS)",
+)
 register = METHODS.register
 
 

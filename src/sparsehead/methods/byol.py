@@ -1,4 +1,5 @@
 """BYOL (Grill et al. 2020): an online network with a predictor regresses an EMA target network."""
+
 from dataclasses import dataclass
 
 import torch.nn as nn

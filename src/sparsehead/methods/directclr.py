@@ -3,6 +3,7 @@
 The "head" is the slice itself, so embed() gives z = r[:, :d0], and head.* is ignored. It has no
 linear layer, so SparseHead has nothing to act on (config validation refuses sparsity.lam > 0).
 """
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -25,7 +26,7 @@ class FirstDims(nn.Module):
         self.dim = dim
 
     def forward(self, r):
-        return r[:, :self.dim]
+        return r[:, : self.dim]
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -36,9 +37,11 @@ def subvector_dim(configured: int | None, feature_dim: int) -> int:
     if configured is None:
         return max(1, round(feature_dim * PAPER_DIM / PAPER_FEATURES))
     if configured > feature_dim:
-        raise ConfigError(f"method.directclr_dim: {configured} exceeds the backbone's feature dimension "
-                          f"{feature_dim}; give at most {feature_dim}, or null for "
-                          f"{PAPER_DIM}/{PAPER_FEATURES} of it")
+        raise ConfigError(
+            f"method.directclr_dim: {configured} exceeds the backbone's feature dimension "
+            f"{feature_dim}; give at most {feature_dim}, or null for "
+            f"{PAPER_DIM}/{PAPER_FEATURES} of it"
+        )
     return configured
 
 
@@ -51,8 +54,11 @@ class DirectCLR(Method):
     class Params:
         temperature: float = temperature_opt(0.1)
         directclr_dim: Optional[int] = opt(
-            None, "sub-vector size d0: the loss sees r[:, :d0] (null: 360/2048 of the backbone's feature "
-            "dimension, the paper's ratio for ResNet-50, rounded; must not exceed that dimension)", min=1)
+            None,
+            "sub-vector size d0: the loss sees r[:, :d0] (null: 360/2048 of the backbone's feature "
+            "dimension, the paper's ratio for ResNet-50, rounded; must not exceed that dimension)",
+            min=1,
+        )
 
     def __init__(self, backbone, projector=None, params=None, **values):
         super().__init__(backbone, projector, params, **values)
@@ -68,8 +74,14 @@ class DirectCLR(Method):
     @classmethod
     def check(cls, params, cfg):
         if sparsity_active(cfg.sparsity):
-            raise ConfigError(cannot_act(cfg.sparsity, "method.name=directclr", "it has no projection head: it "
-                                         "ignores head.*", "method.name to another method"))
+            raise ConfigError(
+                cannot_act(
+                    cfg.sparsity,
+                    "method.name=directclr",
+                    "it has no projection head: it ignores head.*",
+                    "method.name to another method",
+                )
+            )
 
     def forward(self, x1, x2):
         r1, z1, z2 = self.project_views(x1, x2)

@@ -1,6 +1,7 @@
 """DirectCopy (Wang et al. 2022, Wang et al. 2021): DirectPred without the eigendecomposition, the
 predictor being F itself: W = F / ||F||_F + eps I (CHOICE, as the paper states; the official code
 has no normalisation: method.directcopy_normalize=false)."""
+
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +23,9 @@ class DirectCopy(DirectPred):
 
     @dataclass
     class Params(DirectPred.Params):
-        directcopy_normalize: bool = opt(True, "divide F by its Frobenius norm as the paper states "
-                                               "(false: the official code, no normalisation)")
+        directcopy_normalize: bool = opt(
+            True, "divide F by its Frobenius norm as the paper states (false: the official code, no normalisation)"
+        )
 
     def predictor_weight(self, corr):
         p = self.params

@@ -9,6 +9,7 @@ weight is set from F. Doing both in after_step means a skipped (non-finite) step
 F and the weight are in the state_dict, so a resumed run is identical. Before the first step the
 predictor is nn.Linear's initialisation, as in the official code.
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -45,8 +46,9 @@ class DirectPred(BYOL):
         momentum: float = momentum_opt(0.99)
         predictor_freq: int = opt(1, "set the predictor from F every N steps (official code: 1)", min=1)
         predictor_rho: float = opt(0.3, "F <- rho F + (1 - rho) mean(f f^T)", min=0.0, max=1.0)
-        predictor_eps: float = opt(0.01, "eps added to the predictor's eigenvalues (DirectCopy: eps I "
-                                         "added to the predictor)", min=0.0)
+        predictor_eps: float = opt(
+            0.01, "eps added to the predictor's eigenvalues (DirectCopy: eps I added to the predictor)", min=0.0
+        )
 
     def __init__(self, backbone, projector=None, params=None, **values):
         super().__init__(backbone, projector, params, **values)

@@ -3,6 +3,7 @@
 Under DDP they gather across processes themselves, with gradients, so the same call gives the
 single-process loss on the concatenated batch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,8 +47,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
 
 
 @float32_loss
-def huang_infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
-                  lam: float = 1.0) -> torch.Tensor:
+def huang_infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, lam: float = 1.0) -> torch.Tensor:
     """Huang et al.'s revised InfoNCE (Huang et al. 2023): ||f(x1) - f(x2)||^2 + lambda * log sum_i
     exp(f(x1)^T f(x_i^-) / tau), f L2-normalised as in the paper's analysis (||f|| = 1).
 
@@ -88,8 +88,9 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float 
 @float32_loss
 def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """SimSiam's -0.5 (cos(p1, sg z2) + cos(p2, sg z1)), averaged over the batch."""
-    return -0.5 * (F.cosine_similarity(p1, z2.detach(), dim=1).mean()
-                   + F.cosine_similarity(p2, z1.detach(), dim=1).mean())
+    return -0.5 * (
+        F.cosine_similarity(p1, z2.detach(), dim=1).mean() + F.cosine_similarity(p2, z1.detach(), dim=1).mean()
+    )
 
 
 def _variance_hinge(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -106,8 +107,9 @@ def _offdiag_covariance(z: torch.Tensor) -> torch.Tensor:
 
 
 @float32_loss
-def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
-                cov_coeff: float = 1.0) -> torch.Tensor:
+def vicreg_loss(
+    z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0
+) -> torch.Tensor:
     """VICReg: sim * mse(z1, z2) + std * (hinge(z1) + hinge(z2)) / 2 + cov * (offdiag(z1) + offdiag(z2)).
 
     The invariance term is a per-sample mean (DDP averages it); variance and covariance are
@@ -167,8 +169,14 @@ def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
 
 
 @float32_loss
-def wmse_loss(z1: torch.Tensor, z2: torch.Tensor, w_size: int, w_iter: int = 1, eps: float = 0.0,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def wmse_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    w_size: int,
+    w_iter: int = 1,
+    eps: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """W-MSE (Ermolov et al. 2021, official code): w_iter times, split the batch at random into
     sub-batches of w_size, whiten each view of each sub-batch, then 2 - 2 cos between the whitened
     positives, averaged over samples and iterations. Sub-batches stay within a process: under DDP
@@ -199,8 +207,9 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
 
 
 @float32_loss
-def swav_loss(scores1: torch.Tensor, scores2: torch.Tensor, temperature: float = 0.1,
-              epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+def swav_loss(
+    scores1: torch.Tensor, scores2: torch.Tensor, temperature: float = 0.1, epsilon: float = 0.05, iterations: int = 3
+) -> torch.Tensor:
     """SwAV's swapped prediction for two crops: each view's codes (no gradient) are the targets of
     the other view's softmax(scores / temperature); cross-entropies averaged over the batch and the
     two directions."""
@@ -213,8 +222,10 @@ def swapped_prediction(codes: list[torch.Tensor], scores: list[torch.Tensor], te
     """SwAV's multi-crop loss (its official code): the codes of each global crop i (codes[i], no
     gradient) are predicted from every other crop v != i, CE(codes[i], softmax(scores[v] / tau))
     averaged over the batch and the V - 1 other crops, then over the global crops."""
+
     def swapped(q, s):
         return -(q * F.log_softmax(s / temperature, dim=1)).sum(dim=1).mean()
+
     total = 0
     for i, q in enumerate(codes):
         total = total + sum(swapped(q, s) for v, s in enumerate(scores) if v != i) / (len(scores) - 1)

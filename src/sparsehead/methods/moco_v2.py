@@ -6,6 +6,7 @@ true = (ctr(q1, k2) + ctr(q2, k1)) / 2, enqueueing both keys, as many CIFAR impl
 method.moco_shuffle_bn: MoCo's Shuffle BN under DDP (sparsehead.core.distributed.shuffled_batch_forward);
 off by default (plain BatchNorm in the key encoder, as solo-learn's MoCo v2+); a no-op in one process.
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -51,15 +52,22 @@ class MoCoV2(MomentumMethod):
         temperature: float = temperature_opt(0.2)
         momentum: float = momentum_opt(0.999)
         queue_size: int = opt(
-            4096, "queue length K (paper: 65536 ImageNet, 4096-32768 CIFAR); at least the keys of one "
+            4096,
+            "queue length K (paper: 65536 ImageNet, 4096-32768 CIFAR); at least the keys of one "
             "step, and best below the number of training images (else an image's own older key is among "
-            "its negatives)", min=1)
+            "its negatives)",
+            min=1,
+        )
         moco_symmetric: bool = opt(
-            False, "false = the official asymmetric loss ctr(q1, k2); true = (ctr(q1, k2) + ctr(q2, k1)) / 2 "
-            "with both views' keys enqueued, as many CIFAR implementations")
+            False,
+            "false = the official asymmetric loss ctr(q1, k2); true = (ctr(q1, k2) + ctr(q2, k1)) / 2 "
+            "with both views' keys enqueued, as many CIFAR implementations",
+        )
         moco_shuffle_bn: bool = opt(
-            False, "MoCo's Shuffle BN under DDP: keys computed on a random sub-batch of the global batch per "
-            "process, then sent back (the official code); a no-op in one process")
+            False,
+            "MoCo's Shuffle BN under DDP: keys computed on a random sub-batch of the global batch per "
+            "process, then sent back (the official code); a no-op in one process",
+        )
 
     def __init__(self, backbone, projector=None, params=None, **values):
         super().__init__(backbone, projector, params, **values)
@@ -70,15 +78,19 @@ class MoCoV2(MomentumMethod):
     def check(cls, params, cfg):
         keys_per_step = cfg.train.batch_size * (2 if params.moco_symmetric else 1)
         if params.queue_size < keys_per_step:
-            raise ConfigError(f"method.queue_size: {params.queue_size} is smaller than the {keys_per_step} keys "
-                              f"enqueued per step; set method.queue_size>={keys_per_step} or lower train.batch_size")
+            raise ConfigError(
+                f"method.queue_size: {params.queue_size} is smaller than the {keys_per_step} keys "
+                f"enqueued per step; set method.queue_size>={keys_per_step} or lower train.batch_size"
+            )
 
     @classmethod
     def data_size_problem(cls, params, num_images):
         keys = num_images * (2 if params.moco_symmetric else 1)
         if params.queue_size >= keys:
-            return (f"method.queue_size: {params.queue_size} keys span all {num_images} training images, so "
-                    f"older keys of an image would be its own negatives; set method.queue_size<{keys}")
+            return (
+                f"method.queue_size: {params.queue_size} keys span all {num_images} training images, so "
+                f"older keys of an image would be its own negatives; set method.queue_size<{keys}"
+            )
         return None
 
     def _key(self, x):

@@ -1,5 +1,6 @@
 """MoCo v3 (Chen, Xie & He 2021): symmetric contrast of predicted queries against momentum keys
 of the whole (gathered) batch; no queue. Momentum cosine from method.momentum up to 1."""
+
 from dataclasses import dataclass
 
 from sparsehead.methods.base import MethodOutput, predictor_hidden_dim_opt, register, temperature_opt

@@ -7,6 +7,7 @@ as an exponential moving average xi <- tau xi + (1 - tau) theta of the online we
 momentum tau follows the method's schedule: BYOL's cosine from tau_base up to 1, or MoCo's
 constant m.
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,12 @@ def constant_momentum(base: float, step: int, total_steps: int) -> float:
 
 
 def momentum_opt(default: float):
-    return opt(default, "base EMA momentum of the target / key network (cosine schedule to 1 where the "
-                        "method has one)", min=0.0, max=1.0)
+    return opt(
+        default,
+        "base EMA momentum of the target / key network (cosine schedule to 1 where the method has one)",
+        min=0.0,
+        max=1.0,
+    )
 
 
 class MomentumMethod(Method):

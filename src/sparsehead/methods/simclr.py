@@ -5,6 +5,7 @@ Multi-crop (augment.local_crops > 0): the two-view loss of every pair of a globa
 later crop (the two global crops together, and each global crop with each local crop), averaged
 over the pairs; the negatives of a pair are the views of the other images in that pair. With two
 views this is the two-view loss itself."""
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,12 +28,13 @@ class SimCLR(Method):
 
     @dataclass
     class Params:
-        temperature: float = opt(0.5, "softmax temperature tau (SimCLR's paper: 0.5)", min=0.0,
-                                 exclusive_min=True)
+        temperature: float = opt(0.5, "softmax temperature tau (SimCLR's paper: 0.5)", min=0.0, exclusive_min=True)
         loss: Literal["nt_xent", "huang"] = opt(
-            "nt_xent", "nt_xent, or huang = Huang et al.'s revised InfoNCE ||z1 - z2||^2 + lambda * mean "
+            "nt_xent",
+            "nt_xent, or huang = Huang et al.'s revised InfoNCE ||z1 - z2||^2 + lambda * mean "
             "log sum exp(z^T z^- / tau) on normalised z, negatives = views of the other images (the "
-            "paper used tau 0.2: set method.temperature=0.2)")
+            "paper used tau 0.2: set method.temperature=0.2)",
+        )
         huang_lambda: float = opt(1.0, "weight lambda of the negatives term of method.loss=huang", min=0.0)
 
     def forward(self, *views):

@@ -6,6 +6,7 @@ except that a last BatchNorm (head.last_bn=true) has no affine parameters, as pu
 published recipe is head.kind=mlp, head.num_layers=3, head.last_bn=true (configs/cifar10_simsiam.yaml)
 and a bottleneck predictor: method.predictor_hidden_dim = head.out_dim / 4.
 """
+
 from dataclasses import dataclass
 
 from sparsehead.methods.base import Method, MethodOutput, predictor_hidden_dim_opt, register

@@ -16,6 +16,7 @@ the official per-process queues of queue_length / world rows. Prototypes are nev
 Prototypes are a bias-free linear layer whose rows are kept on the unit sphere: normalised at
 construction and after every optimiser step, so each forward sees unit prototypes.
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -45,16 +46,21 @@ class SwAV(Method):
     @dataclass
     class Params:
         temperature: float = temperature_opt(0.1)
-        swav_prototypes: int = opt(300, "number of prototypes K (paper: 3000 on ImageNet; 300 here for "
-                                        "CIFAR-sized data sets and batches)", min=1)
+        swav_prototypes: int = opt(
+            300,
+            "number of prototypes K (paper: 3000 on ImageNet; 300 here for CIFAR-sized data sets and batches)",
+            min=1,
+        )
         swav_epsilon: float = opt(0.05, "Sinkhorn-Knopp entropy epsilon", min=0.0, exclusive_min=True)
         swav_sinkhorn_iters: int = opt(3, "Sinkhorn-Knopp iterations", min=1)
         swav_queue_length: int = opt(
-            0, "embeddings of past global crops kept per crop and used in Sinkhorn once full (SwAV's "
-               "queue_length, 3840 on ImageNet for batches of 256; 0: no queue); a multiple of "
-               "train.batch_size", min=0)
-        swav_epoch_queue_starts: int = opt(15, "epoch from which the queue fills (SwAV's epoch_queue_starts)",
-                                           min=0)
+            0,
+            "embeddings of past global crops kept per crop and used in Sinkhorn once full (SwAV's "
+            "queue_length, 3840 on ImageNet for batches of 256; 0: no queue); a multiple of "
+            "train.batch_size",
+            min=0,
+        )
+        swav_epoch_queue_starts: int = opt(15, "epoch from which the queue fills (SwAV's epoch_queue_starts)", min=0)
 
     def __init__(self, backbone, projector=None, params=None, **values):
         super().__init__(backbone, projector, params, **values)
@@ -66,9 +72,11 @@ class SwAV(Method):
     @classmethod
     def check(cls, params, cfg):
         if params.swav_queue_length % cfg.train.batch_size:
-            raise ConfigError(f"method.swav_queue_length: {params.swav_queue_length} is not a multiple of "
-                              f"train.batch_size={cfg.train.batch_size} (each step enqueues one batch); "
-                              f"e.g. method.swav_queue_length={15 * cfg.train.batch_size}")
+            raise ConfigError(
+                f"method.swav_queue_length: {params.swav_queue_length} is not a multiple of "
+                f"train.batch_size={cfg.train.batch_size} (each step enqueues one batch); "
+                f"e.g. method.swav_queue_length={15 * cfg.train.batch_size}"
+            )
 
     @torch.no_grad()
     def normalize_prototypes(self):
@@ -82,8 +90,9 @@ class SwAV(Method):
         embeddings = [F.normalize(self.projector(r1), dim=1)]
         embeddings += [F.normalize(self.projector(self.backbone(x)), dim=1) for x in views[1:]]
         scores = [self.prototypes(z) for z in embeddings]
-        codes = [self.codes(i, at_least_float32(scores[i].detach()), embeddings[i].detach())
-                 for i in range(GLOBAL_CROPS)]
+        codes = [
+            self.codes(i, at_least_float32(scores[i].detach()), embeddings[i].detach()) for i in range(GLOBAL_CROPS)
+        ]
         return MethodOutput(swapped_prediction(codes, scores, self.params.temperature), {}, r1)
 
     @torch.no_grad()
@@ -93,12 +102,12 @@ class SwAV(Method):
         p = self.params
         queue = self.queue[crop]
         if self.training and p.swav_queue_length and queue[-1].any():
-            share = queue[rank()::world_size()]  # this process's part of the global queue
+            share = queue[rank() :: world_size()]  # this process's part of the global queue
             scores = torch.cat([at_least_float32(share @ self.prototypes.weight.T), scores])
-        q = sinkhorn_knopp(scores, p.swav_epsilon, p.swav_sinkhorn_iters)[-embedding.shape[0]:]
+        q = sinkhorn_knopp(scores, p.swav_epsilon, p.swav_sinkhorn_iters)[-embedding.shape[0] :]
         if self.training and self.queue_filling:
             new = gather_no_grad(embedding).to(queue.dtype)
-            queue.copy_(torch.cat([new, queue[:-new.shape[0]]]))  # newest first, as SwAV's code
+            queue.copy_(torch.cat([new, queue[: -new.shape[0]]]))  # newest first, as SwAV's code
         return q
 
     @torch.no_grad()

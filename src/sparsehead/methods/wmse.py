@@ -5,6 +5,7 @@ Defaults are the paper's CIFAR ones (w_size 128, w_iter 1, no shrinkage; it uses
 A per-process batch smaller than w_size is whitened whole (tiny runs); a sub-batch must have more
 samples than the embedding has dimensions, or its covariance cannot be whitened.
 """
+
 from dataclasses import dataclass
 
 from sparsehead.core.errors import ConfigError
@@ -19,22 +20,29 @@ class WMSE(Method):
 
     @dataclass
     class Params:
-        wmse_w_size: int = opt(128, "whitening sub-batch size (paper: 128); a smaller per-process batch is "
-                                    "whitened whole; must exceed the embedding dimension", min=2)
+        wmse_w_size: int = opt(
+            128,
+            "whitening sub-batch size (paper: 128); a smaller per-process batch is "
+            "whitened whole; must exceed the embedding dimension",
+            min=2,
+        )
         wmse_w_iter: int = opt(1, "random sub-batch splits per step (paper's default: 1)", min=1)
-        wmse_eps: float = opt(0.0, "shrink the covariance towards I before whitening (official: 0)",
-                              min=0.0, max=1.0)
+        wmse_eps: float = opt(0.0, "shrink the covariance towards I before whitening (official: 0)", min=0.0, max=1.0)
 
     def whitening_size(self, batch: int) -> int:
         """Sub-batch size for a per-process batch of `batch` views, checked."""
         w_size = min(self.params.wmse_w_size, batch)
         if batch % w_size:
-            raise ConfigError(f"method.wmse_w_size: the per-process batch of {batch} is not a multiple of "
-                              f"{w_size}; choose a divisor of it")
+            raise ConfigError(
+                f"method.wmse_w_size: the per-process batch of {batch} is not a multiple of "
+                f"{w_size}; choose a divisor of it"
+            )
         if w_size <= self.embedding_dim:
-            raise ConfigError(f"method.wmse_w_size: whitening sub-batches of {w_size} need an embedding of "
-                              f"fewer dimensions, not {self.embedding_dim}; lower head.out_dim (paper: 64) "
-                              "or raise method.wmse_w_size / train.batch_size")
+            raise ConfigError(
+                f"method.wmse_w_size: whitening sub-batches of {w_size} need an embedding of "
+                f"fewer dimensions, not {self.embedding_dim}; lower head.out_dim (paper: 64) "
+                "or raise method.wmse_w_size / train.batch_size"
+            )
         return w_size
 
     def forward(self, x1, x2):

@@ -1,5 +1,6 @@
 """Backbones f without classifier (r = pooled feature): torchvision ResNets with a CIFAR stem option and a
 width multiplier, or any timm model (model.backbone=timm:<name>)."""
+
 from __future__ import annotations
 
 import functools
@@ -18,22 +19,32 @@ from sparsehead.core.options import opt
 @dataclass
 class ModelConfig:
     backbone: str = opt(
-        "resnet18", "resnet18, resnet34, resnet50 (torchvision), or timm:<name>, any timm model (pip install "
+        "resnet18",
+        "resnet18, resnet34, resnet50 (torchvision), or timm:<name>, any timm model (pip install "
         "'sparsehead[timm]'), e.g. timm:vit_small_patch16_224, timm:convnext_tiny; created without classifier, "
-        "r = its pooled features, dimension read from the model (docs/timm.md)")
+        "r = its pooled features, dimension read from the model (docs/timm.md)",
+    )
     width: int = opt(64, "base width (64 = the standard ResNet); smaller for CPU-sized runs; ResNets only", min=1)
     stem: Literal["auto", "cifar", "imagenet"] = opt(
-        "auto", "cifar: 3x3 conv stride 1, no max-pool; imagenet: 7x7 stride 2 + max-pool; "
-        "auto: cifar below 64 px; ResNets only")
+        "auto",
+        "cifar: 3x3 conv stride 1, no max-pool; imagenet: 7x7 stride 2 + max-pool; "
+        "auto: cifar below 64 px; ResNets only",
+    )
     timm_args: dict = opt(
-        {}, "keyword arguments of timm.create_model for a timm:<name> backbone, a mapping (in YAML, or "
+        {},
+        "keyword arguments of timm.create_model for a timm:<name> backbone, a mapping (in YAML, or "
         "model.timm_args.patch_size=4 on the command line), e.g. patch_size, depth, embed_dim, num_heads, "
         "drop_path_rate; img_size defaults to data.image_size for the models that take one; the pooling is "
-        "timm's global_pool (ViT: token = the CLS token, the default, or avg = mean of the patch tokens)")
+        "timm's global_pool (ViT: token = the CLS token, the default, or avg = mean of the patch tokens)",
+    )
     sync_batchnorm: bool = opt(True, "convert BatchNorm to SyncBatchNorm under DDP")
 
-ARCHS = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet34": (BasicBlock, [3, 4, 6, 3]),
-         "resnet50": (Bottleneck, [3, 4, 6, 3])}
+
+ARCHS = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
 
 
 def feature_dim(arch: str, width: int) -> int:
@@ -67,8 +78,6 @@ class WidthResNet(ResNet):
         return super()._make_layer(block, round(planes * self._width_scale), blocks, stride, dilate)
 
 
-
-
 # --- timm backbones: model.backbone=timm:<name>, its keyword arguments in model.timm_args -------
 
 TIMM_PREFIX = "timm:"
@@ -76,15 +85,17 @@ TIMM_PREFIX = "timm:"
 
 def timm_name(backbone: str) -> Optional[str]:
     """The timm model name of `timm:<name>`, None for the torchvision ResNets."""
-    return backbone[len(TIMM_PREFIX):] if backbone.startswith(TIMM_PREFIX) else None
+    return backbone[len(TIMM_PREFIX) :] if backbone.startswith(TIMM_PREFIX) else None
 
 
 def import_timm():
     try:
         import timm
     except ImportError:
-        raise ConfigError("model.backbone: a timm:<name> backbone needs timm, which is not installed; "
-                          "install the extra: pip install 'sparsehead[timm]'") from None
+        raise ConfigError(
+            "model.backbone: a timm:<name> backbone needs timm, which is not installed; "
+            "install the extra: pip install 'sparsehead[timm]'"
+        ) from None
     return timm
 
 
@@ -94,8 +105,10 @@ def create_timm(name: str, args: dict, image_size: int) -> nn.Module:
     take one (ViTs); the call's keyword arguments are kept on the model (export rebuilds with them)."""
     timm = import_timm()
     if not timm.is_model(name):
-        raise ConfigError(f"model.backbone: timm has no model {name!r}; list them with "
-                          "python -c \"import timm; print(timm.list_models('vit_*'))\"")
+        raise ConfigError(
+            f"model.backbone: timm has no model {name!r}; list them with "
+            "python -c \"import timm; print(timm.list_models('vit_*'))\""
+        )
     for key in ("num_classes", "pretrained"):
         if key in args:
             raise ConfigError(f"model.timm_args.{key}: set by sparsehead (no classifier, random init); remove it")
@@ -129,20 +142,27 @@ def _timm_info(name: str, args_json: str, image_size: int) -> BackboneInfo:
         model = create_timm(name, args, image_size)
         patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
         if patch is not None and any(image_size % p for p in patch):
-            raise ConfigError(f"model.timm_args.patch_size: the patch {tuple(patch)} of {name} does not divide "
-                              f"data.image_size={image_size}; choose a patch size that divides it (e.g. "
-                              f"model.timm_args.patch_size=4 for 32 px) or another data.image_size")
+            raise ConfigError(
+                f"model.timm_args.patch_size: the patch {tuple(patch)} of {name} does not divide "
+                f"data.image_size={image_size}; choose a patch size that divides it (e.g. "
+                f"model.timm_args.patch_size=4 for 32 px) or another data.image_size"
+            )
         if args.get("img_size", image_size) != image_size and not args.get("dynamic_img_size"):
-            raise ConfigError(f"model.timm_args.img_size: {args['img_size']} differs from data.image_size="
-                              f"{image_size}, the size of the views; remove it (it defaults to data.image_size)")
+            raise ConfigError(
+                f"model.timm_args.img_size: {args['img_size']} differs from data.image_size="
+                f"{image_size}, the size of the views; remove it (it defaults to data.image_size)"
+            )
         try:
             out = model.eval()(torch.empty(2, 3, image_size, image_size))  # eval: BatchNorm on one pixel
         except Exception as err:  # noqa: BLE001 - any timm complaint about the input size
-            raise ConfigError(f"model.backbone: {name} with {args} cannot take {image_size} px images "
-                              f"(data.image_size): {err}") from None
+            raise ConfigError(
+                f"model.backbone: {name} with {args} cannot take {image_size} px images (data.image_size): {err}"
+            ) from None
     if out.shape != (2, model.num_features):
-        raise ConfigError(f"model.timm_args: {name} returns features of shape {tuple(out.shape)[1:]} per image, "
-                          "not one vector; pool them, e.g. model.timm_args.global_pool=avg (or token for a ViT)")
+        raise ConfigError(
+            f"model.timm_args: {name} returns features of shape {tuple(out.shape)[1:]} per image, "
+            "not one vector; pool them, e.g. model.timm_args.global_pool=avg (or token for a ViT)"
+        )
     return BackboneInfo(model.num_features, channels_last=not hasattr(model, "patch_embed"))
 
 
@@ -151,11 +171,15 @@ def backbone_info(model_cfg, image_size: int) -> BackboneInfo:
     name = timm_name(model_cfg.backbone)
     if name is None:
         if model_cfg.backbone not in ARCHS:
-            raise ConfigError(f"model.backbone: {model_cfg.backbone!r} is not allowed; choose one of "
-                              f"{', '.join(ARCHS)} or timm:<name> (e.g. timm:vit_small_patch16_224)")
+            raise ConfigError(
+                f"model.backbone: {model_cfg.backbone!r} is not allowed; choose one of "
+                f"{', '.join(ARCHS)} or timm:<name> (e.g. timm:vit_small_patch16_224)"
+            )
         if model_cfg.timm_args:
-            raise ConfigError("model.timm_args: only read by a timm:<name> backbone; remove it for "
-                              f"model.backbone={model_cfg.backbone}")
+            raise ConfigError(
+                "model.timm_args: only read by a timm:<name> backbone; remove it for "
+                f"model.backbone={model_cfg.backbone}"
+            )
         return BackboneInfo(feature_dim(model_cfg.backbone, model_cfg.width), channels_last=True)
     return _timm_info(name, json.dumps(model_cfg.timm_args, sort_keys=True), image_size)
 

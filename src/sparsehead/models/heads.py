@@ -4,6 +4,7 @@ heads, Jing et al. 2022 Table 2).
 Trainable: linear, mlp, diagonal, orthogonal. Fixed (buffers, no gradient, saved in the
 state_dict): lowrank, lowrank_diagonal. identity has no head at all.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,25 +22,33 @@ from sparsehead.core.registry import Registry
 @dataclass
 class HeadConfig:
     kind: str = opt(
-        "mlp", "projection head, a name in models.heads.HEADS: identity (none), linear, mlp; Jing et al. 2022 "
+        "mlp",
+        "projection head, a name in models.heads.HEADS: identity (none), linear, mlp; Jing et al. 2022 "
         "Table 2: diagonal (trainable z = w * r), lowrank (fixed U diag(1 x rank, 0...) V^T, U and V random "
         "orthogonal), lowrank_diagonal (fixed diag(1 x rank, 0...) = DirectCLR), orthogonal (a linear layer "
-        "kept orthogonal); the last four keep the backbone's dimension")
+        "kept orthogonal); the last four keep the backbone's dimension",
+    )
     hidden_dim: int = opt(512, "hidden width of the MLP head", min=1)
-    out_dim: int = opt(128, "embedding dimension m of the linear and mlp heads (the others keep the "
-                            "backbone's dimension)", min=1)
+    out_dim: int = opt(
+        128, "embedding dimension m of the linear and mlp heads (the others keep the backbone's dimension)", min=1
+    )
     num_layers: int = opt(2, "linear layers in the MLP head (2 or 3)", min=2, max=3)
     last_bn: bool = opt(False, "BatchNorm after the last linear layer of the MLP head")
     rank: Optional[int] = opt(
-        None, "d0 of the lowrank / lowrank_diagonal heads, at most the backbone's feature dimension "
-              "(null: 360/2048 of it, DirectCLR's ratio; 90 for 512 features)", min=1)
+        None,
+        "d0 of the lowrank / lowrank_diagonal heads, at most the backbone's feature dimension "
+        "(null: 360/2048 of it, DirectCLR's ratio; 90 for 512 features)",
+        min=1,
+    )
+
 
 # DirectCLR's d0 = 360 of ResNet-50's 2048 features (Jing et al. 2022); the default rank keeps that ratio.
 DIRECTCLR_RANK_RATIO = 360 / 2048
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, last_bn: bool = False,
-        last_bn_affine: bool = True) -> nn.Sequential:
+def mlp(
+    in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, last_bn: bool = False, last_bn_affine: bool = True
+) -> nn.Sequential:
     """Linear layers with BatchNorm + ReLU between them (the SimCLR / SparseHead head)."""
     dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
     layers: list[nn.Module] = []
@@ -112,9 +121,11 @@ def head(name: str, uses: tuple[str, ...] = (), sparsehead: bool = True, square:
     shared by every kind, so one config can sweep head.kind); `sparsehead`, whether it has a
     trainable linear map with meaningful column groups for the L2,1 penalty; `square`, whether it
     keeps the backbone's dimension."""
+
     def decorate(build):
         build.uses, build.sparsehead, build.square = uses, sparsehead, square
         return HEADS.register(name)(build)
+
     return decorate
 
 
@@ -162,8 +173,15 @@ def checked_rank(in_dim: int, rank: Optional[int]) -> int:
     return rank
 
 
-def build_head(kind: str, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2,
-               last_bn: bool = False, rank: Optional[int] = None) -> nn.Module:
+def build_head(
+    kind: str,
+    in_dim: int,
+    hidden_dim: int,
+    out_dim: int,
+    num_layers: int = 2,
+    last_bn: bool = False,
+    rank: Optional[int] = None,
+) -> nn.Module:
     """The head `kind` (a name in HEADS) on in_dim features. diagonal, lowrank, lowrank_diagonal and
     orthogonal are square (in_dim -> in_dim) as in Jing et al. 2022; `rank` is d0 of the low-rank
     heads (None: default)."""
@@ -177,8 +195,7 @@ def linear_layers(head: nn.Module) -> list[nn.Module]:
     layers and trainable diagonals. Excluded: fixed maps (their weight is a buffer) and the
     orthogonal head, whose parametrised weight is recomputed each call (its column norms are all
     1, so an L2,1 penalty on it is a constant)."""
-    return [m for m in head.modules()
-            if isinstance(m, (nn.Linear, Diagonal)) and isinstance(m.weight, nn.Parameter)]
+    return [m for m in head.modules() if isinstance(m, (nn.Linear, Diagonal)) and isinstance(m.weight, nn.Parameter)]
 
 
 def out_dim(head: nn.Module, in_dim: int) -> int:

@@ -5,6 +5,7 @@ own content, because torch.load does not check the zip's CRCs: a flipped byte in
 otherwise load silently wrong. Loading uses weights_only=True, so a file that asks to build
 arbitrary Python objects (which is how a pickle runs code) is refused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,6 +38,7 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 # --- writing ----------------------------------------------------------------------------------
 
+
 def save(run_dir: str | Path, state: dict, step: int, keep: int = 3) -> Path:
     """Write `state` as checkpoints/ckpt-<step>.pt (temp file, fsync, rename); keep the newest `keep`.
 
@@ -57,7 +59,8 @@ def save(run_dir: str | Path, state: dict, step: int, keep: int = 3) -> Path:
         kept = f"the previous checkpoint {previous[-1].name} is intact" if previous else "no earlier checkpoint exists"
         raise CheckpointError(
             f"could not write checkpoint {path} ({err.strerror or err}); {kept}. Free space in (or fix the "
-            f"permissions of) {path.parent}, then continue with `sparsehead pretrain --resume {run_dir}`.") from None
+            f"permissions of) {path.parent}, then continue with `sparsehead pretrain --resume {run_dir}`."
+        ) from None
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -109,7 +112,8 @@ def check_writable(run_dir: str | Path) -> None:
     except OSError as err:
         raise CheckpointError(
             f"cannot write to the run folder {run_dir} ({err.strerror or err}); choose a writable place "
-            "with --run-dir or train.out_dir, or fix the folder's permissions.") from None
+            "with --run-dir or train.out_dir, or fix the folder's permissions."
+        ) from None
 
 
 def check_free_space(run_dir: str | Path, model: torch.nn.Module) -> None:
@@ -123,10 +127,12 @@ def check_free_space(run_dir: str | Path, model: torch.nn.Module) -> None:
         raise CheckpointError(
             f"the run folder {run_dir} has {free / 2**20:.1f} MiB free, but a checkpoint of this model takes "
             f"about {size / 2**20:.1f} MiB and writing one needs room for two; free space there or choose "
-            "another train.out_dir.")
+            "another train.out_dir."
+        )
 
 
 # --- reading ----------------------------------------------------------------------------------
+
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Checkpoint files of a run, oldest first."""
@@ -150,18 +156,23 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(
             f"refusing to load {path}: it asks to build arbitrary Python objects, which can run code "
             f"({_first_reason(err)}). sparsehead checkpoints hold only tensors and plain values; if you "
-            "trust the file's source, re-save its weights as a plain state_dict.") from None
+            "trust the file's source, re-save its weights as a plain state_dict."
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'})"
+        ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a sparsehead checkpoint (no 'model' entry)")
     stored = state.pop("digest", None)
     if stored is None:
         warnings.warn(f"{path} has no content digest (written by an older sparsehead); it cannot be verified")
     elif digest(state) != stored:
-        raise CheckpointError(f"checkpoint {path} is corrupt: its content does not match the digest "
-                              "stored in it (a damaged disk or an interrupted copy)")
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its content does not match the digest "
+            "stored in it (a damaged disk or an interrupted copy)"
+        )
     return state
 
 

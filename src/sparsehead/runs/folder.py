@@ -18,6 +18,7 @@ Readers go through this class, so a renamed or missing field is an error naming 
 what to do, never an empty table cell. Folders of an older schema are read (and migrated) where
 their layout allows, and refused with the fix where it does not.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,8 +86,10 @@ class RunDir:
         if not isinstance(schema, int):
             raise RunDirError(f"{self.run_file} has no integer 'schema'; it was not written by sparsehead")
         if schema > SCHEMA:
-            raise RunDirError(f"{self.path} has run-folder schema {schema}, newer than this sparsehead's "
-                              f"({SCHEMA}); read it with the sparsehead version that wrote it (run.json names it)")
+            raise RunDirError(
+                f"{self.path} has run-folder schema {schema}, newer than this sparsehead's "
+                f"({SCHEMA}); read it with the sparsehead version that wrote it (run.json names it)"
+            )
         return schema
 
     def write_run_file(self) -> None:
@@ -99,8 +102,10 @@ class RunDir:
     def require_run(self) -> None:
         """The one "not a run folder" error, for every command given a folder to read a run from."""
         if not self.is_run():
-            raise RunDirError(f"{self.path} is not a run folder (it has no config.yaml); give a folder "
-                              "made by `sparsehead pretrain` (it holds config.yaml and checkpoints/)")
+            raise RunDirError(
+                f"{self.path} is not a run folder (it has no config.yaml); give a folder "
+                "made by `sparsehead pretrain` (it holds config.yaml and checkpoints/)"
+            )
 
     def read_config_dict(self) -> dict:
         self.require_run()
@@ -120,8 +125,9 @@ class RunDir:
         try:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise RunDirError(f"{path} cannot be read as JSON ({err}); delete it and write it again "
-                              "with the command that makes it") from None
+            raise RunDirError(
+                f"{path} cannot be read as JSON ({err}); delete it and write it again with the command that makes it"
+            ) from None
 
     def write_environment(self, environment: dict) -> None:
         """Append this (re)start's environment to environment.json's list of attempts."""
@@ -134,8 +140,9 @@ class RunDir:
 
     def read_results(self) -> Optional["Record"]:
         """results.json (None before pretraining finished)."""
-        return self._record(self.results_path, "finish or resume the pretraining "
-                                                f"(`sparsehead pretrain --resume {self.path}`)")
+        return self._record(
+            self.results_path, f"finish or resume the pretraining (`sparsehead pretrain --resume {self.path}`)"
+        )
 
     def write_eval(self, name: str, record: dict) -> Path:
         path = self.eval_path(name)
@@ -145,8 +152,9 @@ class RunDir:
     def read_eval(self, name: str) -> Optional["Record"]:
         """eval/<name>.json (None when that evaluation has not been run)."""
         protocol = name.split("-")[0].split("@")[0]
-        return self._record(self.eval_path(name), f"run `sparsehead evaluate {self.path} --protocol {protocol}` "
-                                                  "again to rewrite it")
+        return self._record(
+            self.eval_path(name), f"run `sparsehead evaluate {self.path} --protocol {protocol}` again to rewrite it"
+        )
 
     def read_analysis(self, folder: Optional[Path] = None) -> Optional["Record"]:
         """analysis/analysis.json (or that of `folder`); None when not analysed."""
@@ -169,8 +177,10 @@ class Record(dict):
         value: Any = self
         for i, key in enumerate(keys):
             if not isinstance(value, dict) or key not in value:
-                raise RunDirError(f"{self.path} has no field {'.'.join(keys[:i + 1])} (written by another "
-                                  f"sparsehead version?); {self.fix}")
+                raise RunDirError(
+                    f"{self.path} has no field {'.'.join(keys[: i + 1])} (written by another "
+                    f"sparsehead version?); {self.fix}"
+                )
             value = value[key]
         return value
 

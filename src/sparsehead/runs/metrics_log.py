@@ -3,6 +3,7 @@ named in train.loggers: tensorboard, csv (metrics.csv), wandb.
 
 metrics.jsonl is the record every reader uses, so its failure stops the run; a mirror that fails
 is switched off with a warning naming it, and training goes on."""
+
 from __future__ import annotations
 
 import csv
@@ -28,13 +29,16 @@ def check_loggers(loggers) -> None:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            raise ConfigError("train.loggers: wandb is not installed; pip install 'sparsehead[wandb]' "
-                              "or drop wandb from train.loggers") from None
+            raise ConfigError(
+                "train.loggers: wandb is not installed; pip install 'sparsehead[wandb]' "
+                "or drop wandb from train.loggers"
+            ) from None
 
 
 class TensorBoardSink:
     def __init__(self, run_dir: RunDir, start_step: int, run_info: dict):
         from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(str(run_dir.tensorboard_dir), purge_step=start_step + 1)
         for key, value in run_info.items():  # config and environment, as text panels
             self.writer.add_text(key, "```\n" + json.dumps(value, indent=2, default=str) + "\n```", start_step)
@@ -95,12 +99,19 @@ class WandbSink:
 
     def __init__(self, run_dir: RunDir, start_step: int, run_info: dict, project: str = "sparsehead"):
         import wandb
+
         id_file = run_dir.wandb_dir / "run_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         atomic_write_text(id_file, run_id + "\n")
-        self.run = wandb.init(project=project, name=run_dir.path.name, id=run_id, resume="allow",
-                              dir=os.environ.get("WANDB_DIR") or str(run_dir.wandb_dir), config=run_info,
-                              settings=wandb.Settings(disable_git=True, console="off", silent=True))
+        self.run = wandb.init(
+            project=project,
+            name=run_dir.path.name,
+            id=run_id,
+            resume="allow",
+            dir=os.environ.get("WANDB_DIR") or str(run_dir.wandb_dir),
+            config=run_info,
+            settings=wandb.Settings(disable_git=True, console="off", silent=True),
+        )
 
     def log(self, record: dict) -> None:
         self.run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
@@ -110,8 +121,15 @@ class WandbSink:
 
 
 class MetricLogger:
-    def __init__(self, run_dir: str | Path, enabled: bool = True, loggers=("jsonl", "tensorboard"),
-                 start_step: int = 0, run_info: Optional[dict] = None, wandb_project: str = "sparsehead"):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        enabled: bool = True,
+        loggers=("jsonl", "tensorboard"),
+        start_step: int = 0,
+        run_info: Optional[dict] = None,
+        wandb_project: str = "sparsehead",
+    ):
         """start_step: the step a run (re)starts from; records logged after it by an interrupted
         earlier attempt are dropped, so a resumed run's metrics read as one unbroken run.
         run_info: what the trackers that take it record once (the resolved config, the environment)."""
@@ -125,12 +143,18 @@ class MetricLogger:
             kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         check_loggers(loggers)
-        makers = {"tensorboard": TensorBoardSink, "csv": CsvSink,
-                  "wandb": lambda *a: WandbSink(*a, project=wandb_project)}
+        makers = {
+            "tensorboard": TensorBoardSink,
+            "csv": CsvSink,
+            "wandb": lambda *a: WandbSink(*a, project=wandb_project),
+        }
         for name in dict.fromkeys(loggers):  # in order, once each
             if name == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-                print("note: tensorboard is not installed, so no TensorBoard events are written "
-                      "(pip install 'sparsehead[tensorboard]')", file=sys.stderr)
+                print(
+                    "note: tensorboard is not installed, so no TensorBoard events are written "
+                    "(pip install 'sparsehead[tensorboard]')",
+                    file=sys.stderr,
+                )
             elif name in makers:
                 self.sinks[name] = makers[name](run, start_step, run_info or {})
 
@@ -144,8 +168,10 @@ class MetricLogger:
                 sink.log(record)
             except Exception as err:  # a tracker's failure must not end the run, nor pass unnoticed
                 del self.sinks[name]
-                warnings.warn(f"train.loggers: {name} failed at step {record.get('step')} ({err!r}); it is "
-                              f"switched off for the rest of the run, {self.path.name} keeps every record")
+                warnings.warn(
+                    f"train.loggers: {name} failed at step {record.get('step')} ({err!r}); it is "
+                    f"switched off for the rest of the run, {self.path.name} keeps every record"
+                )
 
     def close(self) -> None:
         for sink in self.sinks.values():

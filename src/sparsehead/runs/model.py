@@ -1,4 +1,5 @@
 """Run folders: building a run's model from its config, and loading a trained one back."""
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise config.ConfigError(f"train.device: {name} asked for, but no CUDA device is available; "
-                                 "use train.device=auto or cpu")
+        raise config.ConfigError(
+            f"train.device: {name} asked for, but no CUDA device is available; use train.device=auto or cpu"
+        )
     return device
 
 
@@ -32,8 +34,9 @@ def build_model(cfg: config.Config) -> Method:
 
 
 def default_run_name(cfg: config.Config) -> str:
-    return (f"{cfg.method.name}-{cfg.head.kind}-lam{cfg.sparsity.lam:g}-s{cfg.train.seed}-"
-            f"{time.strftime('%Y%m%d-%H%M%S')}")
+    return (
+        f"{cfg.method.name}-{cfg.head.kind}-lam{cfg.sparsity.lam:g}-s{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
 
 
 @dataclass

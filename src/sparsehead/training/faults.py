@@ -4,6 +4,7 @@ A NaN/Inf loss or gradient either stops the run (train.nonfinite=stop: nothing i
 last checkpoint stays the last good state) or skips the step (train.nonfinite=skip: no optimiser
 update, no EMA update, BatchNorm statistics put back) and counts it.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -53,7 +54,8 @@ class NonFiniteGuard(StepHook):
             raise NonFiniteError(
                 f"non-finite {what} at step {step}; stopped before updating, so the last checkpoint in "
                 f"{self.run_dir} is the last good state. Lower optim.lr, check the data, or set "
-                "train.nonfinite=skip to skip such steps.")
+                "train.nonfinite=skip to skip such steps."
+            )
         for saved, live in zip(self._buffers, self.model.buffers()):
             live.copy_(saved)
         self.skipped += 1
@@ -63,7 +65,8 @@ class NonFiniteGuard(StepHook):
             raise NonFiniteError(
                 f"{self.consecutive} consecutive steps up to step {step} had a non-finite loss or gradient "
                 f"(train.nonfinite_max_skips={self.max_skips}); the run is diverging. Lower optim.lr or "
-                f"check the data; the last checkpoint in {self.run_dir} is intact.")
+                f"check the data; the last checkpoint in {self.run_dir} is intact."
+            )
         return False
 
     @torch.no_grad()
@@ -73,7 +76,8 @@ class NonFiniteGuard(StepHook):
         if bad:
             raise NonFiniteError(
                 f"parameters became non-finite by step {step} ({', '.join(bad[:3])}...); not saving them, "
-                f"so the last checkpoint in {self.run_dir} is intact. Lower optim.lr.")
+                f"so the last checkpoint in {self.run_dir} is intact. Lower optim.lr."
+            )
 
     def logs(self) -> dict[str, int]:
         return {"nonfinite_skipped": self.skipped} if self.mode == "skip" else {}

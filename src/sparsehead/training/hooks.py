@@ -1,5 +1,6 @@
 """The training loop's hooks (core.step_hook.StepHook) that are not owned elsewhere, and the loop's
 one way to gather what every hook gives."""
+
 from __future__ import annotations
 
 import functools

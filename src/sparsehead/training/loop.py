@@ -1,4 +1,5 @@
 """The training loop: one loop for every method, head, data set and device, read top to bottom."""
+
 from __future__ import annotations
 
 import random
@@ -70,9 +71,11 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     if batch % world:
         raise TrainingError(f"train.batch_size={batch} must be divisible by the {world} processes")
     if len(data) < batch:
-        raise TrainingError(f"the data set has {len(data)} images, fewer than train.batch_size={batch}; "
-                            "lower train.batch_size or use more data")
-    if (problem := config.data_size_problem(cfg, len(data))):
+        raise TrainingError(
+            f"the data set has {len(data)} images, fewer than train.batch_size={batch}; "
+            "lower train.batch_size or use more data"
+        )
+    if problem := config.data_size_problem(cfg, len(data)):
         raise TrainingError(problem)
     if data.skipped:
         warnings.warn(f"training without {data.skipped} unreadable image(s) (data.bad_images=skip)")
@@ -82,8 +85,9 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std, memory_format)
     local_batch = batch // world
-    sampler = DistributedSampler(range(len(data)), num_replicas=world, rank=rank, shuffle=True,
-                                 seed=cfg.train.seed, drop_last=True)
+    sampler = DistributedSampler(
+        range(len(data)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed, drop_last=True
+    )
     feed = open_feed(data, sampler, local_batch, cfg, device)
     steps_per_epoch = len(sampler) // local_batch
     total_steps = steps_per_epoch * cfg.train.epochs
@@ -92,19 +96,31 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     method = build_model(cfg).to(device, memory_format=memory_format)
     if world > 1 and cfg.model.sync_batchnorm:
         method = convert_sync_batchnorm(method, device)
-    model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world > 1 else method
+    model = (
+        DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+        if world > 1
+        else method
+    )
     if cfg.train.compile:
         model = torch.compile(model)
     scaler = grad_scaler(precision, device)  # a no-op unless fp16
     optimizer = build_optimizer(cfg.optim, method)
-    scheduler = warmup_cosine(optimizer, round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps,
-                              cfg.optim.min_lr_ratio)
+    scheduler = warmup_cosine(
+        optimizer, round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps, cfg.optim.min_lr_ratio
+    )
     guard = NonFiniteGuard(cfg.train, method, run_dir)  # also the gate of each update, below
-    hooks = [SparseHeadRegularizer(cfg.sparsity, method.sparse_head(), total_steps), guard,
-             OnlineMonitor(cfg.eval, method.backbone.feature_dim, len(data.classes), device,
-                           knn=lambda: knn_summary(method, cfg, views, device) if dist.is_main() else {}),
-             MethodAfterStep(method, total_steps)]
+    hooks = [
+        SparseHeadRegularizer(cfg.sparsity, method.sparse_head(), total_steps),
+        guard,
+        OnlineMonitor(
+            cfg.eval,
+            method.backbone.feature_dim,
+            len(data.classes),
+            device,
+            knn=lambda: knn_summary(method, cfg, views, device) if dist.is_main() else {},
+        ),
+        MethodAfterStep(method, total_steps),
+    ]
     augment_rng = torch.Generator(device=device)
     augment_rng.manual_seed(cfg.train.seed * 1_000_003 + rank)  # per-rank views, reproducible
     state = TrainState(method, optimizer, scheduler, scaler, hooks, augment_rng)
@@ -121,9 +137,14 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         RunDir(run_dir).write_config(cfg)
         environment = provenance.environment(device)
         RunDir(run_dir).write_environment(environment)
-    logger = MetricLogger(run_dir, enabled=dist.is_main(), loggers=cfg.train.loggers, start_step=state.step,
-                          run_info={"config": config.to_dict(cfg), "environment": environment}
-                          if dist.is_main() else None, wandb_project=cfg.train.wandb_project)
+    logger = MetricLogger(
+        run_dir,
+        enabled=dist.is_main(),
+        loggers=cfg.train.loggers,
+        start_step=state.step,
+        run_info={"config": config.to_dict(cfg), "environment": environment} if dist.is_main() else None,
+        wandb_project=cfg.train.wandb_project,
+    )
     saved_at = None  # the step of the last checkpoint this process wrote
 
     def save_checkpoint() -> int:
@@ -131,17 +152,32 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         guard.check_parameters(step)
         entries = state.state_dict()  # a collective: every rank takes part
         if dist.is_main():
-            checkpoint.save(run_dir, {
-                **entries, "epoch": step // steps_per_epoch,
-                "data_position": resume.data_position(step, steps_per_epoch, len(data)),
-                "config": config.to_dict(cfg), "schema": SCHEMA,
-                "data_mean": mean, "data_std": std}, step, keep=cfg.train.keep_checkpoints)
+            checkpoint.save(
+                run_dir,
+                {
+                    **entries,
+                    "epoch": step // steps_per_epoch,
+                    "data_position": resume.data_position(step, steps_per_epoch, len(data)),
+                    "config": config.to_dict(cfg),
+                    "schema": SCHEMA,
+                    "data_mean": mean,
+                    "data_std": std,
+                },
+                step,
+                keep=cfg.train.keep_checkpoints,
+            )
         return step
 
     # --- the loop ------------------------------------------------------------------------------
     last_step = min(total_steps, cfg.train.max_steps or total_steps)
-    bar = tqdm(total=last_step, initial=state.step, desc="pretrain", unit="step", dynamic_ncols=True,
-               disable=not (cfg.train.progress and dist.is_main()))
+    bar = tqdm(
+        total=last_step,
+        initial=state.step,
+        desc="pretrain",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (cfg.train.progress and dist.is_main()),
+    )
     model.train()
     while state.step < last_step:
         epoch, first_batch = divmod(state.step, steps_per_epoch)
@@ -171,10 +207,15 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
             step = state.step
             bar.update(1)
             if step % cfg.train.log_every == 0 or step == last_step:
-                record = {"step": step, "epoch": step / steps_per_epoch,
-                          "loss": dist.mean_over_ranks(ssl_loss.detach()).item(),  # a collective
-                          "penalty": pen.item(), "lr": scheduler.get_last_lr()[0], **logs,
-                          **gathered(hooks, lambda h: h.logs())}
+                record = {
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    "loss": dist.mean_over_ranks(ssl_loss.detach()).item(),  # a collective
+                    "penalty": pen.item(),
+                    "lr": scheduler.get_last_lr()[0],
+                    **logs,
+                    **gathered(hooks, lambda h: h.logs()),
+                }
                 logger.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
             if step < last_step and (due := gathered(hooks, lambda h: h.end_of_epoch(step, steps_per_epoch))):
@@ -197,4 +238,3 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     logger.close()
     dist.cleanup()
     return summary
-

@@ -9,6 +9,7 @@
   trains its own classifier on its shard; the main process logs. It is not checkpointed: after a
   resume it starts again from scratch.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -31,14 +32,27 @@ def knn_summary(method, cfg, views, device) -> dict:
     test = datasets.load(cfg.data, "test")
     r_train, _ = extract(method, train, views, device)
     r_test, _ = extract(method, test, views, device)
-    report = knn_report(r_train, train.labels, r_test, test.labels, k=cfg.eval.knn_k,
-                        k_weighted=min(KNN_WEIGHTED_K, len(train)), batch_size=cfg.eval.knn_batch_size)
+    report = knn_report(
+        r_train,
+        train.labels,
+        r_test,
+        test.labels,
+        k=cfg.eval.knn_k,
+        k_weighted=min(KNN_WEIGHTED_K, len(train)),
+        batch_size=cfg.eval.knn_batch_size,
+    )
     return {f"knn{cfg.eval.knn_k}_top1": report["top1"], f"knn{KNN_WEIGHTED_K}_weighted_top1": report["weighted_top1"]}
 
 
 class OnlineMonitor(StepHook):
-    def __init__(self, cfg: EvalConfig, feature_dim: int, num_classes: int, device: torch.device,
-                 knn: Optional[Callable[[], dict]] = None):
+    def __init__(
+        self,
+        cfg: EvalConfig,
+        feature_dim: int,
+        num_classes: int,
+        device: torch.device,
+        knn: Optional[Callable[[], dict]] = None,
+    ):
         self.knn_every = cfg.knn_every
         self.knn = knn  # returns the k-NN accuracies of the current backbone
         self.classifier = None
@@ -79,7 +93,11 @@ class OnlineMonitor(StepHook):
 
     def end_of_epoch(self, step: int, steps_per_epoch: int) -> dict[str, float]:
         """The k-NN monitor's numbers when `step` closes an epoch it is due at, else nothing."""
-        if not (self.knn_every and self.knn and step % steps_per_epoch == 0
-                and (step // steps_per_epoch) % self.knn_every == 0):
+        if not (
+            self.knn_every
+            and self.knn
+            and step % steps_per_epoch == 0
+            and (step // steps_per_epoch) % self.knn_every == 0
+        ):
             return {}
         return self.knn()

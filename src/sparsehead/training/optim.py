@@ -1,4 +1,5 @@
 """Optimisers (Adam/AdamW, SGD, LARS) and the warm-up + cosine learning-rate schedule."""
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,9 @@ class LARS(torch.optim.Optimizer):
                 if p.ndim > 1:
                     d = d.add(p, alpha=group["weight_decay"])
                     w_norm, d_norm = p.norm(), d.norm()
-                    trust = torch.where((w_norm > 0) & (d_norm > 0),
-                                        group["eta"] * w_norm / d_norm, torch.ones_like(w_norm))
+                    trust = torch.where(
+                        (w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm, torch.ones_like(w_norm)
+                    )
                     d = d.mul(trust)
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
                 buf.mul_(group["momentum"]).add_(d)
@@ -45,9 +47,11 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     are excluded by being frozen)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.name == "lars" and hasattr(getattr(model, "backbone", None), "patch_embed"):
-        warnings.warn("optim.name=lars with a vision transformer: LARS is known to make ViT training unstable "
-                      "or collapse (Chen et al. 2021, MoCo v3, train ViTs with AdamW); use optim.name=adamw "
-                      "(configs/cifar10_vit_tiny.yaml), see docs/timm.md")
+        warnings.warn(
+            "optim.name=lars with a vision transformer: LARS is known to make ViT training unstable "
+            "or collapse (Chen et al. 2021, MoCo v3, train ViTs with AdamW); use optim.name=adamw "
+            "(configs/cifar10_vit_tiny.yaml), see docs/timm.md"
+        )
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":
@@ -61,9 +65,11 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
 
 def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
     """Linear warm-up to the peak, then cosine decay to min_lr_ratio * peak, stepped per batch."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -6,6 +6,7 @@ order, so a resumed run draws the same batches and views as one that was never s
 folder is resumed only with the config it was made with: the keys in RESUME_MAY_DIFFER may
 change, any other change is refused unless forced.
 """
+
 from __future__ import annotations
 
 import random
@@ -33,7 +34,7 @@ RESUME_MAY_DIFFER = {
     "train.keep_checkpoints": "how many checkpoints are kept",
     "train.max_steps": "where the run stops (the schedules span train.epochs either way)",
     "train.device": "the device (cuda:0 or cuda:1, auto or cuda); moving between cpu and cuda restarts "
-                    "the augmentation random stream, so views then differ from an unbroken run",
+    "the augmentation random stream, so views then differ from an unbroken run",
     "train.threads": "CPU threads (a different count can change float rounding on the CPU)",
     "train.out_dir": "where the run folder lives (it may be moved)",
     "train.run_name": "the run folder's name (it may be renamed)",
@@ -50,17 +51,22 @@ RESUME_MAY_DIFFER = {
 
 # --- random states ------------------------------------------------------------------------------
 
+
 def capture_rng(augment_rng: torch.Generator) -> dict:
     """This process's random states as tensors and plain values (loadable with weights_only=True)."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-        "augment": augment_rng.get_state(), "augment_device": augment_rng.device.type,
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
+        "augment": augment_rng.get_state(),
+        "augment_device": augment_rng.device.type,
     }
     if augment_rng.device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(augment_rng.device)
@@ -79,8 +85,10 @@ def gather_rng(local: dict) -> list[dict]:
 def restore_rng(states: list[dict], augment_rng: torch.Generator) -> None:
     """Put back this process's random states from a checkpoint's per-rank list."""
     if len(states) != dist.world_size():
-        warnings.warn(f"the checkpoint was made by {len(states)} processes, this run has {dist.world_size()}: "
-                      "the random streams start afresh, so the run is no longer identical to an unbroken one")
+        warnings.warn(
+            f"the checkpoint was made by {len(states)} processes, this run has {dist.world_size()}: "
+            "the random streams start afresh, so the run is no longer identical to an unbroken one"
+        )
         return
     s = states[dist.rank()]
     torch.set_rng_state(s["torch"])
@@ -89,8 +97,10 @@ def restore_rng(states: list[dict], augment_rng: torch.Generator) -> None:
     p = s["python"]
     random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
     if s["augment_device"] != augment_rng.device.type:
-        warnings.warn(f"the checkpoint's augmentation generator ran on {s['augment_device']}, this run uses "
-                      f"{augment_rng.device.type}: the augmentation random stream starts afresh")
+        warnings.warn(
+            f"the checkpoint's augmentation generator ran on {s['augment_device']}, this run uses "
+            f"{augment_rng.device.type}: the augmentation random stream starts afresh"
+        )
         return
     augment_rng.set_state(s["augment"])
     if "cuda" in s:
@@ -99,29 +109,42 @@ def restore_rng(states: list[dict], augment_rng: torch.Generator) -> None:
 
 # --- the data order -------------------------------------------------------------------------------
 
+
 def data_position(step: int, steps_per_epoch: int, dataset_size: int) -> dict:
     """Where in the (seeded, per-epoch) data order the next step starts."""
     epoch, batch = divmod(step, steps_per_epoch)
-    return {"epoch": epoch, "batch": batch, "steps_per_epoch": steps_per_epoch,
-            "dataset_size": dataset_size, "world_size": dist.world_size()}
+    return {
+        "epoch": epoch,
+        "batch": batch,
+        "steps_per_epoch": steps_per_epoch,
+        "dataset_size": dataset_size,
+        "world_size": dist.world_size(),
+    }
 
 
 def check_data_position(state: dict, dataset_size: int, steps_per_epoch: int, force: bool) -> None:
     """The data must be the data the checkpoint was made on, or the order (and so the run) differs."""
     pos = state["data_position"]
     if pos["dataset_size"] != dataset_size or pos["steps_per_epoch"] != steps_per_epoch:
-        msg = (f"the data set has changed since the checkpoint: {pos['dataset_size']} images "
-               f"({pos['steps_per_epoch']} steps per epoch) then, {dataset_size} ({steps_per_epoch}) now")
+        msg = (
+            f"the data set has changed since the checkpoint: {pos['dataset_size']} images "
+            f"({pos['steps_per_epoch']} steps per epoch) then, {dataset_size} ({steps_per_epoch}) now"
+        )
         if not force:
-            raise CheckpointError(f"{msg}. Resume on the same data, or pass --force to continue on the new "
-                                  "data (its order then differs from the original run's).")
+            raise CheckpointError(
+                f"{msg}. Resume on the same data, or pass --force to continue on the new "
+                "data (its order then differs from the original run's)."
+            )
         warnings.warn(f"{msg}; continuing (--force)")
     if pos["world_size"] != dist.world_size():
-        warnings.warn(f"the checkpoint was made with {pos['world_size']} processes, this run has "
-                      f"{dist.world_size()}: each process now sees a different share of every batch")
+        warnings.warn(
+            f"the checkpoint was made with {pos['world_size']} processes, this run has "
+            f"{dist.world_size()}: each process now sees a different share of every batch"
+        )
 
 
 # --- the config a run folder is resumed with --------------------------------------------------
+
 
 def config_differences(saved: dict, current: config.Config, schema: int = SCHEMA) -> list[tuple[str, Any, Any]]:
     """(key, value in the run, value now) for every config key that differs (`saved` written with
@@ -131,27 +154,32 @@ def config_differences(saved: dict, current: config.Config, schema: int = SCHEMA
         saved = config.to_dict(config.from_dict(saved, check_paths=False))
     except config.ConfigError:
         pass
+
     def flat(d):
         return {f"{s}.{k}": v for s, sec in d.items() if isinstance(sec, dict) for k, v in sec.items()}
+
     old, new = flat(saved), flat(config.to_dict(current))
     missing = "<absent>"
-    return [(k, old.get(k, missing), new.get(k, missing)) for k in sorted(old.keys() | new.keys())
-            if old.get(k, missing) != new.get(k, missing)]
+    return [
+        (k, old.get(k, missing), new.get(k, missing))
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k, missing) != new.get(k, missing)
+    ]
 
 
 def _listing(diffs) -> str:
     return "\n".join(f"  {key}: {old!r} in the run, {new!r} now" for key, old, new in diffs)
 
 
-def _check_config(saved: dict, cfg: config.Config, force: bool, run_dir: Path, report: bool,
-                  schema: int) -> None:
+def _check_config(saved: dict, cfg: config.Config, force: bool, run_dir: Path, report: bool, schema: int) -> None:
     diffs = config_differences(saved, cfg, schema)
     blocking = [d for d in diffs if d[0] not in RESUME_MAY_DIFFER]
     if blocking and not force:
         raise CheckpointError(
             f"run folder {run_dir} was made with a different config; refusing to resume it with:\n"
             f"{_listing(blocking)}\nResume it as it was (`sparsehead pretrain --resume {run_dir}`), start a "
-            "new run folder (--run-dir or train.run_name), or pass --force to continue with the new values.")
+            "new run folder (--run-dir or train.run_name), or pass --force to continue with the new values."
+        )
     if report and dist.is_main():
         if blocking:
             warnings.warn(f"resuming {run_dir} with a changed config (--force):\n{_listing(blocking)}")
@@ -173,8 +201,10 @@ def resume_point(run_dir: Path, cfg: config.Config, force: bool = False) -> Opti
         return None
     path, state = found
     if state.get("format") != checkpoint.FORMAT:
-        raise CheckpointError(f"{path} has checkpoint format {state.get('format')}, this sparsehead resumes "
-                              f"format {checkpoint.FORMAT}; resume it with the sparsehead version that wrote it")
+        raise CheckpointError(
+            f"{path} has checkpoint format {state.get('format')}, this sparsehead resumes "
+            f"format {checkpoint.FORMAT}; resume it with the sparsehead version that wrote it"
+        )
     _check_config(state["config"], cfg, force, run_dir, report=True, schema=state.get("schema", 1))
     return path, state
 

@@ -3,6 +3,7 @@
 A new protocol subclasses Protocol (base.py) and is registered here, or by a plugin module
 (SPARSEHEAD_PLUGINS) with PROTOCOLS.register(name)(instance) before the CLI builds its flags.
 """
+
 from sparsehead.core.registry import Registry
 from sparsehead.evaluate.protocols.base import Protocol, frozen_features
 from sparsehead.evaluate.protocols.knn import KNNProtocol

@@ -4,6 +4,7 @@ A protocol is one object (registered in PROTOCOLS, protocols/__init__.py) that o
 (a dataclass of the options only it reads, declared with core.options.opt), its checks, the name
 of its result file (run_dir/eval/<name>.json) and its body. The runner only dispatches to it.
 """
+
 from __future__ import annotations
 
 import abc
@@ -20,6 +21,7 @@ from sparsehead.runs.model import TrainedRun
 class Protocol(abc.ABC):
     """One evaluation protocol. `opts` is always the whole EvalOptions (evaluate/options.py), of
     which a protocol reads its own options, the option sets it names and the shared ones."""
+
     name: str  # its --protocol value and, by default, its result file
     summary: ClassVar[str]  # its line in `sparsehead evaluate --help`
     Options: ClassVar[Optional[type]] = None  # the dataclass of the options only it reads
@@ -45,12 +47,14 @@ class Protocol(abc.ABC):
         """{"r": numbers[, "z": numbers]} on the checkpoint's backbone (and head)."""
 
 
-def frozen_features(trained: TrainedRun, train: ImageSet, test: ImageSet, device,
-                    with_z: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def frozen_features(
+    trained: TrainedRun, train: ImageSet, test: ImageSet, device, with_z: bool
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"r": (train, test)} and, with_z, {"z": ...}: cached per checkpoint and data set."""
     cache = RunDir(trained.run_dir).features_dir
 
     def extract(data: ImageSet, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         return cached_extract(trained.method, data, trained.views, device, trained.checkpoint_path, cache, split)
+
     (r_tr, z_tr), (r_te, z_te) = extract(train, "train"), extract(test, "test")
     return {"r": (r_tr, r_te), **({"z": (z_tr, z_te)} if with_z else {})}

@@ -1,4 +1,5 @@
 """`--protocol knn`: cosine k-nearest-neighbour classification of frozen features."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,16 +28,19 @@ class KNNProtocol(Protocol):
     (InstDisc, arXiv 1805.01978) with k = 200 and T = 0.1, the k-NN monitor of the MoCo CIFAR-10
     demo (facebookresearch/moco).
     """
+
     name = "knn"
-    summary = ("cosine k-NN: k=5 majority vote (the SparseHead paper) and k=200 weighted exp(sim/0.1) "
-               "(InstDisc/MoCo monitor)")
+    summary = (
+        "cosine k-NN: k=5 majority vote (the SparseHead paper) and k=200 weighted exp(sim/0.1) (InstDisc/MoCo monitor)"
+    )
     Options = KNNOptions
 
     def check_training_set(self, opts, train) -> None:
         for flag, k in (("--k", opts.k), ("--k-weighted", opts.k_weighted)):
             if k > len(train):
-                raise EvaluationError(f"{flag} {k} is larger than the training set ({len(train)} images); "
-                                      f"choose {flag} <= {len(train)}")
+                raise EvaluationError(
+                    f"{flag} {k} is larger than the training set ({len(train)} images); choose {flag} <= {len(train)}"
+                )
 
     def settings(self, opts) -> dict:
         return {"k": opts.k, "k_weighted": opts.k_weighted, "temperature": opts.temperature}

@@ -1,4 +1,5 @@
 """`--protocol linear`: a linear classifier on the frozen backbone, by one of two recipes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,12 +9,7 @@ from sparsehead.core.options import opt
 from sparsehead.evaluate.finetune import SGDRecipe, classifier_accuracy, train_classifier
 from sparsehead.evaluate.linear import WEIGHT_DECAYS, linear_probe
 from sparsehead.evaluate.protocols.base import Protocol, frozen_features
-from sparsehead.evaluate.protocols.sgd_recipe import (
-    SGDRecipeOptions,
-    recipe_settings,
-    sgd_recipe,
-    training_views,
-)
+from sparsehead.evaluate.protocols.sgd_recipe import SGDRecipeOptions, recipe_settings, sgd_recipe, training_views
 
 LINEAR_RECIPES = ("lbfgs", "sgd-augment")
 # The classic linear-evaluation recipe (solo-learn, SimCLR CIFAR): SGD over augmented images.
@@ -24,10 +20,12 @@ SGD_AUGMENT_RECIPE = SGDRecipe(epochs=100, batch_size=256, lr_head=0.1, lr_backb
 class LinearOptions:
     help_group: ClassVar[str] = "linear"
     linear_recipe: Literal[LINEAR_RECIPES] = opt("lbfgs", "lbfgs (frozen features) or sgd-augment")
-    weight_decay: Optional[float] = opt(None, "fixed L2 weight decay (none: chosen on a validation split of "
-                                              "the training set)", min=0.0)
-    val_fraction: float = opt(0.2, "validation share of the training set", min=0.0, max=1.0,
-                              exclusive_min=True, exclusive_max=True)
+    weight_decay: Optional[float] = opt(
+        None, "fixed L2 weight decay (none: chosen on a validation split of the training set)", min=0.0
+    )
+    val_fraction: float = opt(
+        0.2, "validation share of the training set", min=0.0, max=1.0, exclusive_min=True, exclusive_max=True
+    )
 
 
 class LinearProtocol(Protocol):
@@ -42,10 +40,13 @@ class LinearProtocol(Protocol):
     linear evaluation as solo-learn runs it: a linear layer on the frozen backbone trained by SGD
     over the run's crop-and-flip views, 100 epochs, batch 256, lr 0.1, momentum 0.9, cosine.
     """
+
     name = "linear"
-    summary = ("logistic regression on standardised frozen features, weight decay chosen on a validation "
-               "split of the training set (full-batch L-BFGS); or the classic SGD over augmented images "
-               "(--linear-recipe sgd-augment, 100 epochs)")
+    summary = (
+        "logistic regression on standardised frozen features, weight decay chosen on a validation "
+        "split of the training set (full-batch L-BFGS); or the classic SGD over augmented images "
+        "(--linear-recipe sgd-augment, 100 epochs)"
+    )
     Options = LinearOptions
     shared_options = (SGDRecipeOptions,)
 
@@ -58,21 +59,39 @@ class LinearProtocol(Protocol):
 
     def settings(self, opts) -> dict:
         if opts.linear_recipe == "lbfgs":
-            return {"linear_recipe": "lbfgs",
-                    "weight_decay": "validation" if opts.weight_decay is None else opts.weight_decay,
-                    "val_fraction": opts.val_fraction, "seed": opts.seed}
+            return {
+                "linear_recipe": "lbfgs",
+                "weight_decay": "validation" if opts.weight_decay is None else opts.weight_decay,
+                "val_fraction": opts.val_fraction,
+                "seed": opts.seed,
+            }
         return {"linear_recipe": opts.linear_recipe, **recipe_settings(SGD_AUGMENT_RECIPE, "crop-flip", opts)}
 
     def run(self, trained, train, test, opts, device) -> dict:
         if opts.linear_recipe == "sgd-augment":
             views = training_views(trained, opts.train_augment or "crop-flip")
             num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-            backbone, classifier = train_classifier(trained.method.backbone, train.images, train.labels,
-                                                    num_classes, views, sgd_recipe(SGD_AUGMENT_RECIPE, opts),
-                                                    device)
-            return {"r": classifier_accuracy(backbone, classifier, test.images, test.labels, trained.views,
-                                             device)}
+            backbone, classifier = train_classifier(
+                trained.method.backbone,
+                train.images,
+                train.labels,
+                num_classes,
+                views,
+                sgd_recipe(SGD_AUGMENT_RECIPE, opts),
+                device,
+            )
+            return {"r": classifier_accuracy(backbone, classifier, test.images, test.labels, trained.views, device)}
         decays = WEIGHT_DECAYS if opts.weight_decay is None else (opts.weight_decay,)
-        return {name: linear_probe(xtr, train.labels, xte, test.labels, weight_decays=decays,
-                                   val_fraction=opts.val_fraction, seed=opts.seed, device=device)
-                for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items()}
+        return {
+            name: linear_probe(
+                xtr,
+                train.labels,
+                xte,
+                test.labels,
+                weight_decays=decays,
+                val_fraction=opts.val_fraction,
+                seed=opts.seed,
+                device=device,
+            )
+            for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items()
+        }

@@ -1,4 +1,5 @@
 """`--protocol ncc`: the nearest-class-centre classifier on frozen features."""
+
 from __future__ import annotations
 
 from sparsehead.evaluate.ncc import ncc_classify
@@ -12,6 +13,7 @@ class NCCProtocol(Protocol):
     Source: Huang et al. 2023, "Towards the Generalization of Contrastive Self-Supervised
     Learning" (ICLR 2023, arXiv 2111.00743), the nearest-class-centre classifier. No options.
     """
+
     name = "ncc"
     summary = "nearest class centre, raw and L2-normalised features"
 
@@ -23,5 +25,7 @@ class NCCProtocol(Protocol):
             predicted = ncc_classify(xtr.to(device), train.labels, xte, normalize).cpu()
             return (predicted == test.labels).float().mean().item()
 
-        return {name: {"top1": accuracy(xtr, xte, False), "normalized_top1": accuracy(xtr, xte, True)}
-                for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items()}
+        return {
+            name: {"top1": accuracy(xtr, xte, False), "normalized_top1": accuracy(xtr, xte, True)}
+            for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items()
+        }

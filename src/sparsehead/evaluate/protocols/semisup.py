@@ -1,4 +1,5 @@
 """`--protocol semisup`: fine-tuning on a small labelled subset of the training set."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from sparsehead.evaluate.semisup import DEFAULT_RECIPE, load_or_create_split, se
 @dataclass
 class SemisupOptions:
     help_group: ClassVar[str] = HELP_GROUP
-    fractions: tuple[float, ...] = opt((0.01, 0.1), "label fractions (semisup), e.g. 0.01 for 1% of the labels",
-                                       min=0.0, max=1.0, exclusive_min=True)
+    fractions: tuple[float, ...] = opt(
+        (0.01, 0.1), "label fractions (semisup), e.g. 0.01 for 1% of the labels", min=0.0, max=1.0, exclusive_min=True
+    )
 
 
 class SemisupProtocol(Protocol):
@@ -33,9 +35,12 @@ class SemisupProtocol(Protocol):
     decay (evaluate/semisup.py). The subsets are drawn with --seed and saved in RUN/splits/, not
     the published ImageNet subset lists.
     """
+
     name = "semisup"
-    summary = ("fine-tune backbone + linear classifier on class-balanced 1% and 10% label subsets (saved "
-               "in RUN/splits/); 20 epochs, lr 0.005 / 0.5, SGD, cosine")
+    summary = (
+        "fine-tune backbone + linear classifier on class-balanced 1% and 10% label subsets (saved "
+        "in RUN/splits/); 20 epochs, lr 0.005 / 0.5, SGD, cosine"
+    )
     Options = SemisupOptions
     shared_options = (SGDRecipeOptions,)
 
@@ -51,6 +56,7 @@ class SemisupProtocol(Protocol):
         out = {}
         for fraction in opts.fractions:
             indices = load_or_create_split(trained.run_dir, fingerprint(train), train.labels, fraction, opts.seed)
-            out[f"{fraction * 100:g}pct"] = semisupervised(trained.method.backbone, train, test, indices,
-                                                           views, recipe, device)
+            out[f"{fraction * 100:g}pct"] = semisupervised(
+                trained.method.backbone, train, test, indices, views, recipe, device
+            )
         return {"r": out}

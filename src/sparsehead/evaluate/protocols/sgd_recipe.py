@@ -1,6 +1,7 @@
 """The options and helpers of the two protocols that train on augmented images: semisup and
 linear with --linear-recipe sgd-augment. Each has a published SGD recipe (an SGDRecipe); these
 options override parts of it, and None keeps the protocol's default."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,14 +24,13 @@ class SGDRecipeOptions:
     lr_head: Optional[float] = opt(None, "classifier learning rate (semisup 0.5, sgd-augment 0.1)")
     lr_backbone: Optional[float] = opt(None, "backbone learning rate (semisup 0.005)")
     train_augment: Optional[Literal["run", "crop-flip"]] = opt(
-        None, "training views: the run's augmentation (semisup default) or its crop and flip only "
-              "(sgd-augment default)")
+        None, "training views: the run's augmentation (semisup default) or its crop and flip only (sgd-augment default)"
+    )
 
 
 def sgd_recipe(default: SGDRecipe, opts) -> SGDRecipe:
     """`default` with the options given; a frozen-backbone recipe stays frozen (no lr_backbone)."""
-    given = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr_head": opts.lr_head,
-             "seed": opts.seed}
+    given = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr_head": opts.lr_head, "seed": opts.seed}
     if default.lr_backbone is not None:
         given["lr_backbone"] = opts.lr_backbone
     return dataclasses.replace(default, **{k: v for k, v in given.items() if v is not None})
@@ -38,8 +38,7 @@ def sgd_recipe(default: SGDRecipe, opts) -> SGDRecipe:
 
 def recipe_settings(default: SGDRecipe, default_augment: str, opts) -> dict:
     """The training views and the resolved recipe, for the saved record."""
-    return {"train_augment": opts.train_augment or default_augment,
-            **dataclasses.asdict(sgd_recipe(default, opts))}
+    return {"train_augment": opts.train_augment or default_augment, **dataclasses.asdict(sgd_recipe(default, opts))}
 
 
 def training_views(trained: TrainedRun, augment: str) -> ViewGenerator:
