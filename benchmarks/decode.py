@@ -21,7 +21,7 @@ Decoders, each turning encoded bytes into a uint8 RGB (3, H, W) tensor (all of t
                torchcodec imports.
 A second table times the whole per-image cache build of sparsehead's imagefolder source on the
 large sets: decode, then shorter side to --size (antialiased bilinear) and centre crop
-(sparsehead.data.datasets._resize_crop), with "pillow+draft" added for JPEG: Image.draft asks
+(sparsehead.data.decode.resize_crop), with "pillow+draft" added for JPEG: Image.draft asks
 libjpeg for a DCT-scaled decode (1/2, 1/4 or 1/8) no smaller than the target.
 
 One thread (torch.set_num_threads(1)): the numbers are per core. All (set, decoder) pairs take
@@ -256,7 +256,7 @@ def main(argv=None) -> None:
     sets["large-png"] = [f.read_bytes() for f in sorted((args.large_dir / "png").glob("*.png"))[: args.n_large]]
 
     found, missing = decoders()
-    from sparsehead.data.datasets import _resize_crop
+    from sparsehead.data.decode import resize_crop
 
     size = args.size
     jobs = {}  # (table, set, decoder) -> fn over one image
@@ -268,7 +268,7 @@ def main(argv=None) -> None:
         if s == "large-jpeg":
             cache["pillow+draft"] = pillow_draft(size)
         for name, fn in cache.items():
-            jobs[("cache", s, name)] = (lambda f: lambda raw: _resize_crop(f(raw), size))(fn)
+            jobs[("cache", s, name)] = (lambda f: lambda raw: resize_crop(f(raw), size))(fn)
 
     # same pixels as torchvision?
     print(

@@ -68,7 +68,7 @@ def test_imagefolder_cache_returns_exactly_the_decoded_images(tmp_path, monkeypa
     def no_decoding(*args):
         raise AssertionError("the cached images were decoded again")
 
-    monkeypatch.setattr(datasets, "_decode", no_decoding)
+    monkeypatch.setattr(datasets, "decode_resized", no_decoding)
     cached = datasets.load(cfg, "train")
     for data in (first, cached):
         assert data.images.dtype == torch.uint8 and torch.equal(data.images, expected)

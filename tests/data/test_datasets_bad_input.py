@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import CIFAR10_ROOT
 from sparsehead import config
-from sparsehead.data import datasets
+from sparsehead.data import datasets, decode
 from sparsehead.runs import checkpoint
 from sparsehead.training.loop import TrainingError, pretrain
 
@@ -96,10 +96,10 @@ def folder_cfg(root: Path, tmp_path: Path, *overrides: str) -> config.Config:
 def decoder(request, monkeypatch):
     """Both decoding paths: TorchCodec (where it loads) and Pillow alone (where it does not)."""
     if request.param == "pillow":
-        monkeypatch.setattr(datasets, "_torchcodec", lambda: None)
-    elif datasets._torchcodec() is None:
+        monkeypatch.setattr(decode, "torchcodec_decoders", lambda: None)
+    elif decode.torchcodec_decoders() is None:
         pytest.skip("torchcodec does not import or load here; the pillow case covers this machine")
-    assert datasets.decoder_name() == request.param
+    assert decode.decoder_name() == request.param
     return request.param
 
 
@@ -157,7 +157,7 @@ def test_jpegs_decode_to_pillows_pixels(tmp_path, decoder):
     for f in files:
         with Image.open(f) as im:
             expected = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
-        assert torch.equal(datasets._read_rgb(f), expected), f
+        assert torch.equal(decode.read_rgb(f), expected), f
 
 
 def test_training_without_skipped_images_says_how_many(tmp_path):

@@ -6,11 +6,8 @@ and any ImageFolder-style folder (root/train/<class>/*, root/test/<class>/*).
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
 import os
-import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,11 +16,11 @@ from typing import Literal, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sparsehead.core.options import opt
 from sparsehead.data import readers, storage
 from sparsehead.data.cache import read_cache, write_cache
+from sparsehead.data.decode import decode_resized, decoder_name, torchcodec_decoders
 from sparsehead.data.errors import DataError
 from sparsehead.data.readers import IMAGE_SUFFIXES  # noqa: F401  (where callers have always found it)
 
@@ -161,117 +158,7 @@ def _stl10(cfg: DataConfig, split: str) -> ImageSet:
 
 
 # ----------------------------------------------------------------------------------------------
-# ImageFolder: decoded in parallel once, then kept as a uint8 cache file with a checksum.
-
-
-def _sniff(raw: bytes) -> Optional[str]:
-    """The format TorchCodec decodes, from the file's first bytes; None for any other."""
-    if raw[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if raw[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if raw[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def _torchcodec() -> Optional[dict]:
-    """TorchCodec's decoders by format, or None where torchcodec does not import or its libraries
-    do not load (a torch it was not built for): Pillow then decodes every format, to the same
-    pixels (benchmarks/decode.py checks), only slower."""
-    try:
-        from torchcodec import decoders
-
-        formats = {
-            "jpeg": decoders.decode_jpeg,
-            "png": decoders.decode_png,
-            "gif": decoders.decode_gif,
-            "webp": decoders.decode_webp,
-        }
-        formats["png"](_as_tensor(_TINY_PNG))  # the compiled decoders load and work
-    except Exception:
-        return None
-    return formats
-
-
-def decoder_name() -> str:
-    """The library decoding JPEG, PNG, WebP and GIF files: "torchcodec" or "pillow"."""
-    return "torchcodec" if _torchcodec() is not None else "pillow"
-
-
-_TINY_PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"  # 1x1, red
-    "0000000c4944415478da63f8cfc0000003010100f70341430000000049454e44ae426082"
-)
-
-
-def _as_tensor(raw: bytes) -> torch.Tensor:
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-
-
-def _read_rgb(path: Path) -> torch.Tensor:
-    """An image file as uint8 RGB (3, H, W): grayscale, RGBA (alpha dropped) and palette images are
-    converted, 16-bit images keep their high byte, an animated GIF or WebP gives its first frame.
-    TorchCodec decodes JPEG/PNG/WebP/GIF; Pillow the other formats (BMP, TIFF, PPM), and all of
-    them where TorchCodec is missing."""
-    raw = path.read_bytes()
-    if not raw:
-        raise ValueError("the file is empty")
-    fmt = _sniff(raw)
-    codecs = _torchcodec() if fmt else None
-    if codecs is None:
-        return _read_pillow(raw)
-    try:
-        if fmt == "png":  # "auto": a 16-bit PNG stays uint16 (uint8 would round v / 257)
-            img = codecs["png"](_as_tensor(raw), mode="RGB", output_dtype="auto")
-        else:
-            img = codecs[fmt](_as_tensor(raw), mode="RGB")
-    except RuntimeError as err:
-        raise RuntimeError(re.sub(r"^[^,]*, \S+:\d+, ", "", str(err))) from None  # drop the C++ location
-    img = img[0] if img.ndim == 4 else img  # an animated GIF or WebP: its first frame
-    if img.dtype != torch.uint8:  # 16 bits: the high byte, as torchvision's to_dtype(scale=True)
-        img = (img.to(torch.int32) >> 8).to(torch.uint8)
-    return img  # a (3, H, W) view of (H, W, 3) memory: resizing or stacking copies it once
-
-
-def _read_pillow(raw: bytes) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(raw)) as pil:
-            if pil.mode.startswith("I;16") or (pil.mode == "I" and pil.format == "PNG"):  # 16-bit grey
-                gray = (np.asarray(pil).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
-                arr = np.repeat(gray[:, :, None], 3, axis=2)
-            else:
-                arr = np.array(pil if pil.mode == "RGB" else pil.convert("RGB"))
-    except UnidentifiedImageError:
-        raise ValueError("not an image file that Pillow or TorchCodec can read") from None
-    return torch.from_numpy(arr).permute(2, 0, 1)  # a view, as TorchCodec's
-
-
-def _decode(path: Path, size: int) -> torch.Tensor:
-    return _resize_crop(_read_rgb(path), size)
-
-
-def _resize_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (3, H, W) -> (3, size, size): the shorter side scaled to `size` (antialiased
-    bilinear, up or down, rounded back to uint8), then the centre crop."""
-    if img.shape[1:] != (size, size):
-        h, w = img.shape[1:]
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        img = (
-            F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
-            .round()
-            .clamp(0, 255)
-            .to(torch.uint8)
-        )
-        top, left = (nh - size) // 2, (nw - size) // 2
-        img = img[:, top : top + size, left : left + size]
-    return img
+# ImageFolder: decoded in parallel once (data/decode.py), then kept as a uint8 cache file with a checksum.
 
 
 def _cache_key(files: list[Path], size: int, bad_images: str) -> str:
@@ -301,11 +188,11 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
         if cached is not None:
             return cached
 
-    _torchcodec()  # import and check the decoder once, before the threads
+    torchcodec_decoders()  # import and check the decoder once, before the threads
 
     def decode(path):
         try:
-            return _decode(path, size)
+            return decode_resized(path, size)
         except Exception as err:  # any decoder failure is this file's problem, reported by path
             return err
 
