@@ -11,13 +11,11 @@ import argparse
 import json
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 from sparsehead import config
 from sparsehead.core import options
 from sparsehead.core.errors import SparseheadError
-from sparsehead.core.options import opt
 
 
 def _command(sub, name: str, help: str, description: str, examples: str = "", extra: str = ""):
@@ -294,44 +292,19 @@ def add_simulate(sub):
         "(Fig. 6). minmax: Song et al. 2023 Eq. 9 against dimension for i.i.d. data (Lemma 5.7) and "
         "for column-sparse vs dense projections. Writes PNG and JSON into --out.",
     )
+    from sparsehead.analysis.simulate import SimulateOptions  # declared beside the simulations
+
     p.add_argument("experiment", choices=["collapse", "minmax"])
     options.add_arguments(p, SimulateOptions)
     p.set_defaults(run=run_simulate)
 
 
-@dataclass
-class SimulateOptions:
-    out: str = opt("simulations", "output folder")
-    steps: int = opt(1000, "collapse: SGD steps of the one-layer runs (two-layer: twice as many)", min=1)
-    samples: int = opt(1000, "minmax: points per data set", min=1)
-    seed: int = opt(0, "random seed")
-
-
 def run_simulate(args) -> int:
     from sparsehead.analysis import simulate
 
-    args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(SimulateOptions, args))})
-    out = Path(args.out)
-    if args.experiment == "collapse":
-        result = simulate.run_collapse(
-            out, simulate.ToySetup(steps=args.steps, seed=args.seed), two_layer_steps=2 * args.steps
-        )
-        single = result["strong_augmentation"]
-        for k, ratio in zip(single["amplitudes"], single["final_min_over_max"]):
-            print(f"one layer, k={k:g}: smallest/largest singular value of W = {ratio:.3g}")
-        two = result["two_layer"]
-        print(
-            f"two layers, k={two['amplitude']:g}: smallest/largest singular value of W2 W1 = "
-            f"{two['final_min_over_max']:.3g} (one layer, same setting: "
-            f"{two['single_layer_same_setup_min_over_max']:.3g})"
-        )
-    else:
-        result = simulate.run_minmax(out, samples=args.samples, seed=args.seed)
-        iid = result["iid"]
-        print(
-            "i.i.d. Gaussian, mean min-max ratio by dimension: "
-            + ", ".join(f"d={d}: {m:.3g}" for d, m in zip(iid["dims"], iid["gaussian"]))
-        )
+    opts = options.from_arguments(simulate.SimulateOptions, args)
+    out = Path(opts.out)
+    print("\n".join(simulate.run(args.experiment, out, opts)))
     print(f"written to {out}")
     return 0
 

@@ -27,7 +27,7 @@ from sparsehead.analysis import (
     spectrum,
     uniformity,
 )
-from sparsehead.analysis.report import json_safe
+from sparsehead.analysis.html_report import json_safe
 
 
 def centred_orthonormal(n: int, k: int, rng) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch
 
 from sparsehead.analysis import min_max_ratio, plots
 from sparsehead.core.atomic import atomic_write_json
+from sparsehead.core.options import opt
 
 
 @dataclass
@@ -252,3 +253,34 @@ def run_minmax(out_dir: str | Path, samples: int = 1000, seed: int = 0) -> dict:
     result = {"iid": iid, "projection": proj}
     atomic_write_json(out / "minmax.json", result)
     return result
+
+
+@dataclass
+class SimulateOptions:
+    """The options of `sparsehead simulate`."""
+
+    out: str = opt("simulations", "output folder")
+    steps: int = opt(1000, "collapse: SGD steps of the one-layer runs (two-layer: twice as many)", min=1)
+    samples: int = opt(1000, "minmax: points per data set", min=1)
+    seed: int = opt(0, "random seed")
+
+
+def run(experiment: str, out: Path, opts: SimulateOptions) -> list[str]:
+    """Run `experiment` ("collapse" or "minmax") into `out`; the lines that summarise it."""
+    if experiment == "collapse":
+        result = run_collapse(out, ToySetup(steps=opts.steps, seed=opts.seed), two_layer_steps=2 * opts.steps)
+        single, two = result["strong_augmentation"], result["two_layer"]
+        lines = [
+            f"one layer, k={k:g}: smallest/largest singular value of W = {ratio:.3g}"
+            for k, ratio in zip(single["amplitudes"], single["final_min_over_max"])
+        ]
+        return lines + [
+            f"two layers, k={two['amplitude']:g}: smallest/largest singular value of W2 W1 = "
+            f"{two['final_min_over_max']:.3g} (one layer, same setting: "
+            f"{two['single_layer_same_setup_min_over_max']:.3g})"
+        ]
+    iid = run_minmax(out, samples=opts.samples, seed=opts.seed)["iid"]
+    return [
+        "i.i.d. Gaussian, mean min-max ratio by dimension: "
+        + ", ".join(f"d={d}: {m:.3g}" for d, m in zip(iid["dims"], iid["gaussian"]))
+    ]
