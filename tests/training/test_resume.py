@@ -47,22 +47,25 @@ def keep_torch_threads():
 
 
 def _unbroken_run(tmp_path_factory, extra: list[str]) -> Path:
-    threads = torch.get_num_threads()
+    """A fresh process, as the killed runs are: imports that draw from Python's `random` (rich, via
+    scikit-learn, draws once at import) then happen in the same places in both, wherever this test
+    falls in the suite; in this process they would depend on which tests imported them first."""
     out = tmp_path_factory.mktemp("reference")
-    pretrain(config.load(None, RUN + extra + [f"train.out_dir={out}"]), out / "run")
-    torch.set_num_threads(threads)
+    args = ["pretrain", *RUN, *extra, f"train.out_dir={out}", "--run-dir", str(out / "run")]
+    proc = run_cli(*args, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
     return out / "run"
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
-    """An unbroken run, in this process."""
+    """An unbroken run, in its own process."""
     return _unbroken_run(tmp_path_factory, [])
 
 
 @pytest.fixture(scope="module")
 def reference_prune_run(tmp_path_factory):
-    """An unbroken run with sparsity.mode=prune, in this process."""
+    """An unbroken run with sparsity.mode=prune, in its own process."""
     return _unbroken_run(tmp_path_factory, PRUNE)
 
 
