@@ -252,7 +252,7 @@ def test_sparse_head_is_the_online_projector_only(tmp_path, name):
     assert head is method.projector
     others = {id(p) for n, p in method.named_parameters() if not n.startswith("projector.")}
     assert not {id(p) for p in head.parameters()} & others
-    assert SparseHeadRegularizer(cfg.sparsity, head).loss().item() > 0
+    assert SparseHeadRegularizer(cfg.sparsity, head).penalty().item() > 0
 
 
 def test_simsiam_projector_last_batchnorm_has_no_affine_and_takes_sparsehead(tmp_path):
@@ -260,7 +260,7 @@ def test_simsiam_projector_last_batchnorm_has_no_affine_and_takes_sparsehead(tmp
     linears = [m for m in method.projector if isinstance(m, torch.nn.Linear)]
     last = method.projector[-1]
     assert len(linears) == 3 and isinstance(last, torch.nn.BatchNorm1d) and not last.affine
-    assert SparseHeadRegularizer(cfg.sparsity, method.sparse_head()).loss().item() > 0
+    assert SparseHeadRegularizer(cfg.sparsity, method.sparse_head()).penalty().item() > 0
 
 
 def test_simsiam_gradient_reaches_the_network_only_through_the_predictor(tmp_path):

@@ -150,7 +150,7 @@ def test_diagonal_l21_is_the_l1_norm_of_the_diagonal():
         head[0].weight.copy_(torch.tensor([[0.5, -2.0, 0.0, 3.0]]))
     assert l21_norm(head[0].weight).item() == pytest.approx(5.5)
     reg = SparseHeadRegularizer(config.SparsityConfig(lam=0.1), head)
-    assert reg.loss().item() == pytest.approx(0.55)
+    assert reg.penalty().item() == pytest.approx(0.55)
     assert reg.logs()["head/support"] == 3
 
 

@@ -138,7 +138,7 @@ def test_vit_knn_analyze_and_sparsehead(vit_run, tmp_path):
     reg = SparseHeadRegularizer(cfg.sparsity, method.sparse_head(), 24)
     (layer,) = reg.layers
     assert layer is method.projector[-1]
-    pen = reg.loss()
+    pen = reg.penalty()
     w = layer.weight.detach().double()
     torch.testing.assert_close(pen.double(), 1e-3 * w.norm(dim=0).sum(), rtol=1e-5, atol=0)
     pen.backward()
