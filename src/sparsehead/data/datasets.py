@@ -22,6 +22,7 @@ from sparsehead.data import readers, storage
 from sparsehead.data.cache import read_cache, write_cache
 from sparsehead.data.decode import decode_resized, decoder_name, torchcodec_decoders
 from sparsehead.data.errors import DataError
+from sparsehead.data.evalset import EvalBatches
 from sparsehead.data.readers import IMAGE_SUFFIXES  # noqa: F401  (where callers have always found it)
 
 
@@ -61,7 +62,9 @@ class DataConfig:
 
 
 @dataclass
-class ImageSet:
+class ImageSet(EvalBatches):
+    """A data set decoded into memory (evalset.EvalSet: what evaluation reads of it)."""
+
     images: torch.Tensor  # uint8, (N, C, H, W)
     labels: torch.Tensor  # int64, (N,); -1 where unlabeled
     classes: list[str]
@@ -75,6 +78,22 @@ class ImageSet:
         x = self.images.float().div_(255).transpose(0, 1).reshape(self.images.shape[1], -1)
         std = x.std(dim=1).clamp_min(1e-3)  # a constant channel (blank digits border) must not divide by 0
         return x.mean(dim=1).tolist(), std.tolist()
+
+    @property
+    def item_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def fingerprint(self) -> str:
+        """A short hash of the pixels and labels: equal only for the same images in order."""
+        h = hashlib.sha256(str(tuple(self.images.shape)).encode())
+        h.update(self.images.contiguous().numpy())
+        h.update(self.labels.contiguous().numpy())
+        return h.hexdigest()[:16]
+
+    def eval_plan(self, plan):
+        """The stored images (already resized and centre-cropped when decoded), one batch per index list."""
+        for idx in plan:
+            yield self.images[torch.as_tensor(idx, dtype=torch.long)]
 
 
 def load(cfg: DataConfig, split: str):

@@ -17,12 +17,15 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sparsehead.data.decode import decode_resized
 from sparsehead.data.errors import DataError
+from sparsehead.data.evalset import EvalBatches
 from sparsehead.data.readers import FileIndex
 from sparsehead.data.readers import index as file_index
 from sparsehead.data.views import sample_crops
@@ -92,25 +95,24 @@ def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch
 
 
 def centre_crop(path: str, size: int) -> torch.Tensor:
-    """Evaluation input: the shorter side resized to `size`, the centre square, uint8 (3, size, size)."""
-    from PIL import Image
-
-    width, height = _header_size(path)
-    side = min(width, height)
-    pil, s = _open(path, (math.ceil(width * size / side), math.ceil(height * size / side)))
-    left, top = (width - side) / 2, (height - side) / 2
-    return _to_uint8(
-        pil.resize((size, size), Image.BILINEAR, box=_box(pil, left * s, top * s, (left + side) * s, (top + side) * s))
-    )
+    """Evaluation input, uint8 (3, size, size): the in-memory set's own decode (the shorter side
+    resized to `size`, the centre square; decode.decode_resized), so that a streamed and an
+    in-memory evaluation of the same files see the same pixels."""
+    try:
+        return decode_resized(Path(path), size)
+    except Exception as err:  # the file's problem, reported by path
+        raise DataError(f"cannot read image {path} ({err}); remove or repair it") from None
 
 
 @dataclass
-class StreamSet:
-    """The ImageSet of data.storage=stream: labels and classes in memory, pixels on disk."""
+class StreamSet(EvalBatches):
+    """The ImageSet of data.storage=stream: labels and classes in memory, pixels on disk
+    (evalset.EvalSet: what evaluation reads of it)."""
 
     index: FileIndex
     image_size: int
     skipped: int = 0
+    workers: int = 0  # DataLoader worker processes of its evaluation batches (data.workers)
 
     @classmethod
     def open(cls, cfg, split: str) -> "StreamSet":
@@ -120,7 +122,7 @@ class StreamSet:
 
             keep = stratified_indices(idx.labels, cfg.subset, seed=0)
             idx = FileIndex(idx.root, [idx.paths[i] for i in keep], idx.labels[keep], idx.classes)
-        return cls(idx, cfg.image_size)
+        return cls(idx, cfg.image_size, workers=cfg.workers)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -143,6 +145,24 @@ class StreamSet:
         x = torch.stack([centre_crop(self.path(int(i)), self.image_size) for i in np.sort(pick)])
         x = x.float().div_(255).transpose(0, 1).reshape(3, -1)
         return x.mean(dim=1).tolist(), x.std(dim=1).clamp_min(1e-3).tolist()
+
+    @property
+    def item_shape(self) -> tuple[int, int, int]:
+        return (3, self.image_size, self.image_size)
+
+    def fingerprint(self) -> str:
+        """A short hash of the files (by path, in order), the labels and the image size; the pixels
+        are never all read (a file rewritten under its name keeps the fingerprint)."""
+        h = hashlib.sha256(f"stream {self.image_size} {self.index.root}".encode())
+        h.update("\n".join(self.index.paths).encode())
+        h.update(np.ascontiguousarray(self.index.labels, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def eval_plan(self, plan):
+        """Centre crops decoded by DataLoader workers (self.workers; 0: in this process), one batch
+        per index list, at most a few batches ahead."""
+        plan = [list(b) for b in plan]
+        return iter(_loader(CentreCrops(self), self.workers, torch.device("cpu"), persistent=False, batch_sampler=plan))
 
 
 class CropPairs(Dataset):
@@ -211,8 +231,3 @@ class StreamFeed:
     def epoch(self, epoch: int, first_batch: int):
         self.plan.epoch, self.plan.first_batch = epoch, first_batch
         return iter(self.loader)
-
-
-def eval_batches(data: StreamSet, batch_size: int, workers: int, device: torch.device):
-    """The centre crops of every image of `data` in order, batch by batch (uint8)."""
-    return _loader(CentreCrops(data), workers, device, persistent=False, batch_size=batch_size, shuffle=False)
