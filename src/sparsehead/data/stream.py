@@ -42,7 +42,8 @@ def view_seed(seed: int, epoch: int, i: int) -> int:
 
 def _open(path: str, request: tuple[int, int] | None = None):
     """The image as a PIL RGB image; a JPEG decoded at the smallest of 1, 1/2, 1/4, 1/8 scale that is
-    still at least `request` (width, height). Returns (image, scale of the decoded image)."""
+    still at least `request` (width, height). Returns (image, (x scale, y scale) of the decoded image):
+    each side is rounded up on its own (ceil(W / k), ceil(H / k)), so the two scales differ."""
     from PIL import Image
 
     try:
@@ -56,7 +57,7 @@ def _open(path: str, request: tuple[int, int] | None = None):
             f"cannot read image {path} ({err}); remove or repair it (data.storage=stream "
             "stops at an unreadable file; data.storage=memory can skip them)"
         ) from None
-    return pil, pil.size[0] / full[0]
+    return pil, (pil.size[0] / full[0], pil.size[1] / full[1])
 
 
 def _header_size(path: str) -> tuple[int, int]:
@@ -73,9 +74,11 @@ def _to_uint8(pil) -> torch.Tensor:
     return torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def _box(pil, left, top, right, bottom) -> tuple[float, float, float, float]:
-    """A crop box scaled to the decoded size, kept inside it (the scale's float rounding)."""
-    return left, top, min(right, pil.size[0]), min(bottom, pil.size[1])
+def _box(pil, scale: tuple[float, float], top, left, h, w) -> tuple[float, float, float, float]:
+    """The full-resolution crop box (top, left, h, w) on the decoded image: x by its x scale, y by
+    its y scale, kept inside it (the scales' float rounding)."""
+    sx, sy = scale
+    return left * sx, top * sy, min((left + w) * sx, pil.size[0]), min((top + h) * sy, pil.size[1])
 
 
 def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
@@ -87,10 +90,7 @@ def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch
     shortest = min(min(h, w) for _, _, h, w in boxes)
     reduce = min(1.0, size / shortest)  # the decoded image may be this much smaller
     pil, s = _open(path, (math.ceil(width * reduce), math.ceil(height * reduce)))
-    out = [
-        pil.resize((size, size), Image.BILINEAR, box=_box(pil, left * s, top * s, (left + w) * s, (top + h) * s))
-        for top, left, h, w in boxes
-    ]
+    out = [pil.resize((size, size), Image.BILINEAR, box=_box(pil, s, *box)) for box in boxes]
     return torch.stack([_to_uint8(v) for v in out])
 
 
