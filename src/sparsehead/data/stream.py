@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,13 @@ def view_seed(seed: int, epoch: int, i: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def _unreadable_error(path: str, err: Exception) -> DataError:
+    return DataError(
+        f"cannot read image {path} ({err}); remove or repair it, or set data.bad_images=skip to "
+        "leave unreadable files out"
+    )
+
+
 def _open(path: str, request: tuple[int, int] | None = None):
     """The image as a PIL RGB image; a JPEG decoded at the smallest of 1, 1/2, 1/4, 1/8 scale that is
     still at least `request` (width, height). Returns (image, (x scale, y scale) of the decoded image):
@@ -53,10 +62,7 @@ def _open(path: str, request: tuple[int, int] | None = None):
             pil.draft("RGB", request)
         pil = pil.convert("RGB")
     except Exception as err:  # the file's problem, reported by path
-        raise DataError(
-            f"cannot read image {path} ({err}); remove or repair it (data.storage=stream "
-            "stops at an unreadable file; data.storage=memory can skip them)"
-        ) from None
+        raise _unreadable_error(path, err) from None
     return pil, (pil.size[0] / full[0], pil.size[1] / full[1])
 
 
@@ -67,7 +73,7 @@ def _header_size(path: str) -> tuple[int, int]:
         with Image.open(path) as pil:
             return pil.size
     except Exception as err:
-        raise DataError(f"cannot read image {path} ({err}); remove or repair it") from None
+        raise _unreadable_error(path, err) from None
 
 
 def _to_uint8(pil) -> torch.Tensor:
@@ -101,7 +107,27 @@ def centre_crop(path: str, size: int) -> torch.Tensor:
     try:
         return decode_resized(Path(path), size)
     except Exception as err:  # the file's problem, reported by path
-        raise DataError(f"cannot read image {path} ({err}); remove or repair it") from None
+        raise _unreadable_error(path, err) from None
+
+
+def _unreadable(path: str) -> str | None:
+    """Why the image file cannot be decoded, or None: the whole file decoded, a JPEG at its
+    smallest DCT scale (1/8: a few times faster, and a truncated file still fails)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as pil:
+            if pil.format == "JPEG":
+                pil.draft("RGB", (1, 1))
+            pil.load()
+    except Exception as err:
+        return str(err) or type(err).__name__
+    return None
+
+
+def _select(idx: FileIndex, keep) -> FileIndex:
+    keep = np.asarray(keep, dtype=np.int64)
+    return FileIndex(idx.root, [idx.paths[i] for i in keep], idx.labels[keep], idx.classes)
 
 
 @dataclass
@@ -116,13 +142,18 @@ class StreamSet(EvalBatches):
 
     @classmethod
     def open(cls, cfg, split: str) -> "StreamSet":
-        idx = file_index(cfg, split)
-        if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
-            from sparsehead.data.datasets import stratified_indices
+        from sparsehead.data.datasets import report_bad, stratified_indices
 
-            keep = stratified_indices(idx.labels, cfg.subset, seed=0)
-            idx = FileIndex(idx.root, [idx.paths[i] for i in keep], idx.labels[keep], idx.classes)
-        return cls(idx, cfg.image_size, workers=cfg.workers)
+        idx, skipped = file_index(cfg, split), 0
+        if cfg.bad_images == "skip":  # every file checked once, up front: an epoch never meets a bad one
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                problems = list(pool.map(_unreadable, idx.full_paths(), chunksize=256))
+            bad = [(p, e) for p, e in zip(idx.full_paths(), problems) if e is not None]
+            report_bad(bad, len(idx), idx.root, cfg.bad_images)
+            idx, skipped = _select(idx, [i for i, e in enumerate(problems) if e is None]), len(bad)
+        if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
+            idx = _select(idx, stratified_indices(idx.labels, cfg.subset, seed=0))
+        return cls(idx, cfg.image_size, skipped=skipped, workers=cfg.workers)
 
     def __len__(self) -> int:
         return len(self.index)
