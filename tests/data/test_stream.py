@@ -222,3 +222,46 @@ def test_sigkilled_stream_run_resumes_bitwise(tmp_path):
     assert a["step"] == b["step"] == 6
     for key, t in a["model"].items():
         assert torch.equal(t, b["model"][key]), key
+
+
+def test_reduced_decode_scales_each_axis_of_the_crop_box_by_its_own_factor(tmp_path):
+    """A JPEG decoded at 1/8 is ceil(W/8) x ceil(H/8): 1001 x 123 -> 126 x 16, x scale 0.1259 but y
+    scale 0.1301; a box's rows must follow the y scale (the whole image is the whole decoded image)."""
+    jpeg(tmp_path / "wide.jpg", 123, 1001)
+    pil, scale = stream._open(str(tmp_path / "wide.jpg"), (120, 15))
+    assert pil.size == (126, 16) and scale == pytest.approx((126 / 1001, 16 / 123))
+    assert stream._box(pil, scale, 0, 0, 123, 1001) == pytest.approx((0, 0, 126, 16))
+    assert stream._box(pil, scale, 61.5, 500.5, 61.5, 500.5) == pytest.approx((63, 8, 126, 16))
+    crops = stream.crop_pair(str(tmp_path / "wide.jpg"), 16, (0.9, 1.0), torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 3, 16, 16) and crops.dtype == torch.uint8
+
+
+def test_bad_images_skip_leaves_unreadable_files_out_of_a_stream(tmp_path):
+    make_imagefolder(tmp_path, per_class=6)
+    good = tmp_path / "train" / "cat" / "0.jpg"
+    (tmp_path / "train" / "cat" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "train" / "dog" / "text.jpg").write_text("not an image")
+    (tmp_path / "train" / "dog" / "truncated.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="skipped 3 unreadable image"):
+        data = datasets.load(
+            data_cfg(tmp_path, source="imagefolder", storage="stream", bad_images="skip", workers=0), "train"
+        )
+    assert len(data) == 12 and data.skipped == 3 and data.labels.tolist() == [0] * 6 + [1] * 6
+    assert not any(p.endswith(("empty.jpg", "text.jpg", "truncated.jpg")) for p in data.index.paths)
+    assert torch.cat(list(data.eval_batches(5))).shape == (12, 3, 32, 32)  # every kept file decodes
+    failing = datasets.load(data_cfg(tmp_path, source="imagefolder", storage="stream", workers=0), "train")
+    assert failing.skipped == 0 and len(failing) == 15  # fail: the index as listed, stopping at a bad file
+    with pytest.raises(DataError, match="cannot read image .*empty.jpg.*data.bad_images=skip"):
+        list(failing.eval_batches(16))
+
+
+def test_a_stream_run_trains_past_unreadable_files_with_skip(tmp_path):
+    from sparsehead.training.loop import pretrain
+
+    make_imagefolder(tmp_path / "d", per_class=8)
+    (tmp_path / "d" / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    args = RUN + [f"data.root={tmp_path / 'd'}", "data.bad_images=skip", "train.max_steps=2"]
+    cfg = config.load(None, args + [f"train.out_dir={tmp_path}", "train.run_name=skip"])
+    with pytest.warns(UserWarning, match="unreadable"):
+        result = pretrain(cfg)
+    assert checkpoint.load(checkpoint.find(result["run_dir"]))["step"] == 2

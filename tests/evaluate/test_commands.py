@@ -158,18 +158,16 @@ def test_finetuning_learns_and_leaves_the_run_untouched(runs):
     trained = load_trained(runs["a"])
     train = datasets.load(trained.cfg.data, "train")
     test = datasets.load(trained.cfg.data, "test")
-    idx = torch.tensor(balanced_subset(train.labels, 0.1, seed=0))
+    idx = balanced_subset(train.labels, 0.1, seed=0)
     views = ViewGenerator(AugmentConfig(recipe="none"), 16, trained.state["data_mean"], trained.state["data_std"])
     before = {k: v.clone() for k, v in trained.method.backbone.state_dict().items()}
     accuracy = {}
     for name, lr_backbone in (("frozen", None), ("finetuned", 0.005)):
         recipe = SGDRecipe(epochs=10, batch_size=32, lr_head=0.5, lr_backbone=lr_backbone)
         backbone, classifier = train_classifier(
-            trained.method.backbone, train.images[idx], train.labels[idx], 10, views, recipe, torch.device("cpu")
+            trained.method.backbone, train, idx, 10, views, recipe, torch.device("cpu")
         )
-        accuracy[name] = classifier_accuracy(
-            backbone, classifier, test.images, test.labels, trained.views, torch.device("cpu")
-        )["top1"]
+        accuracy[name] = classifier_accuracy(backbone, classifier, test, trained.views, torch.device("cpu"))["top1"]
         same = all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
         assert same == (name == "frozen")  # only fine-tuning changes the (copied) backbone
     assert all(torch.equal(before[k], v) for k, v in trained.method.backbone.state_dict().items())

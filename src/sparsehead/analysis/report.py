@@ -60,18 +60,22 @@ class RunFeatures:
 
 @torch.no_grad()
 def view_features(method, data, views, device, seed: int = 0, batch_size: int = 512):
-    """(r1, r2), (z1, z2): features of two augmented views of every image (network in eval mode)."""
+    """(r1, r2), (z1, z2): features of two augmented views of every image of `data` (its evaluation
+    batches through `views`), network in eval mode; filled batch by batch into preallocated tensors."""
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    out = {"r": ([], []), "z": ([], [])}
+    out: dict = {}
     method.eval()
-    for start in range(0, len(data), batch_size):
-        pair = views(data.images[start : start + batch_size].to(device), gen, local=False)
+    start = 0
+    for images in data.eval_batches(batch_size):
+        pair = views(images.to(device), gen, local=False)
         for i, x in enumerate(pair):
-            r, z = method.embed(x)
-            out["r"][i].append(r.float().cpu())
-            out["z"][i].append(z.float().cpu())
-    return {k: (torch.cat(a), torch.cat(b)) for k, (a, b) in out.items()}
+            for key, f in zip(("r", "z"), method.embed(x)):
+                if key not in out:
+                    out[key] = tuple(torch.empty(len(data), f.shape[1]) for _ in range(2))
+                out[key][i][start : start + len(f)] = f.float()
+        start += len(images)
+    return out
 
 
 def run_features(

@@ -22,6 +22,7 @@ from sparsehead.data import readers, storage
 from sparsehead.data.cache import read_cache, write_cache
 from sparsehead.data.decode import decode_resized, decoder_name, torchcodec_decoders
 from sparsehead.data.errors import DataError
+from sparsehead.data.evalset import EvalBatches
 from sparsehead.data.readers import IMAGE_SUFFIXES  # noqa: F401  (where callers have always found it)
 
 
@@ -61,7 +62,9 @@ class DataConfig:
 
 
 @dataclass
-class ImageSet:
+class ImageSet(EvalBatches):
+    """A data set decoded into memory (evalset.EvalSet: what evaluation reads of it)."""
+
     images: torch.Tensor  # uint8, (N, C, H, W)
     labels: torch.Tensor  # int64, (N,); -1 where unlabeled
     classes: list[str]
@@ -75,6 +78,22 @@ class ImageSet:
         x = self.images.float().div_(255).transpose(0, 1).reshape(self.images.shape[1], -1)
         std = x.std(dim=1).clamp_min(1e-3)  # a constant channel (blank digits border) must not divide by 0
         return x.mean(dim=1).tolist(), std.tolist()
+
+    @property
+    def item_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def fingerprint(self) -> str:
+        """A short hash of the pixels and labels: equal only for the same images in order."""
+        h = hashlib.sha256(str(tuple(self.images.shape)).encode())
+        h.update(self.images.contiguous().numpy())
+        h.update(self.labels.contiguous().numpy())
+        return h.hexdigest()[:16]
+
+    def eval_plan(self, plan):
+        """The stored images (already resized and centre-cropped when decoded), one batch per index list."""
+        for idx in plan:
+            yield self.images[torch.as_tensor(idx, dtype=torch.long)]
 
 
 def load(cfg: DataConfig, split: str):
@@ -199,28 +218,33 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         decoded = list(pool.map(decode, files, chunksize=256))
     bad = [(f, r) for f, r in zip(files, decoded) if isinstance(r, Exception)]
-    if bad and cfg.bad_images == "fail":
-        listing = "\n".join(f"  {f}: {r}" for f, r in bad[:10])
-        raise DataError(
-            f"{len(bad)} unreadable image(s) in {folder}:\n{listing}\n"
-            "Remove or repair them, or set data.bad_images=skip to leave them out."
-        )
     keep = [i for i, r in enumerate(decoded) if not isinstance(r, Exception)]
-    if not keep:
-        raise DataError(
-            f"none of the {len(files)} images in {folder} could be read (first: {bad[0][0]}: "
-            f"{bad[0][1]}); check the files"
-        )
-    for f, r in bad:
-        warnings.warn(f"skipping unreadable image {f}: {r}")
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image(s) of {len(files)} in {folder} (data.bad_images=skip)")
+    report_bad(bad, len(files), folder, cfg.bad_images)
     data = ImageSet(
         torch.stack([decoded[i] for i in keep]), torch.tensor([labels[i] for i in keep]), classes, skipped=len(bad)
     )
     if cache_path is not None:
         _write_cache(cache_path, data)
     return data
+
+
+def report_bad(bad: list, total: int, folder, bad_images: str) -> None:
+    """The unreadable files [(path, error)] of a folder of `total`: an error listing them under
+    data.bad_images=fail, or when none is readable; else one warning each and a count."""
+    if bad and bad_images == "fail":
+        listing = "\n".join(f"  {f}: {r}" for f, r in bad[:10])
+        raise DataError(
+            f"{len(bad)} unreadable image(s) in {folder}:\n{listing}\n"
+            "Remove or repair them, or set data.bad_images=skip to leave them out."
+        )
+    if bad and len(bad) == total:
+        raise DataError(
+            f"none of the {total} images in {folder} could be read (first: {bad[0][0]}: {bad[0][1]}); check the files"
+        )
+    for f, r in bad:
+        warnings.warn(f"skipping unreadable image {f}: {r}")
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) of {total} in {folder} (data.bad_images=skip)")
 
 
 def _read_cache(path: Path) -> Optional[ImageSet]:

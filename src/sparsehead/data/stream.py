@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sparsehead.data.decode import decode_resized
 from sparsehead.data.errors import DataError
+from sparsehead.data.evalset import EvalBatches
 from sparsehead.data.readers import FileIndex
 from sparsehead.data.readers import index as file_index
 from sparsehead.data.views import sample_crops
@@ -37,9 +42,17 @@ def view_seed(seed: int, epoch: int, i: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def _unreadable_error(path: str, err: Exception) -> DataError:
+    return DataError(
+        f"cannot read image {path} ({err}); remove or repair it, or set data.bad_images=skip to "
+        "leave unreadable files out"
+    )
+
+
 def _open(path: str, request: tuple[int, int] | None = None):
     """The image as a PIL RGB image; a JPEG decoded at the smallest of 1, 1/2, 1/4, 1/8 scale that is
-    still at least `request` (width, height). Returns (image, scale of the decoded image)."""
+    still at least `request` (width, height). Returns (image, (x scale, y scale) of the decoded image):
+    each side is rounded up on its own (ceil(W / k), ceil(H / k)), so the two scales differ."""
     from PIL import Image
 
     try:
@@ -49,11 +62,8 @@ def _open(path: str, request: tuple[int, int] | None = None):
             pil.draft("RGB", request)
         pil = pil.convert("RGB")
     except Exception as err:  # the file's problem, reported by path
-        raise DataError(
-            f"cannot read image {path} ({err}); remove or repair it (data.storage=stream "
-            "stops at an unreadable file; data.storage=memory can skip them)"
-        ) from None
-    return pil, pil.size[0] / full[0]
+        raise _unreadable_error(path, err) from None
+    return pil, (pil.size[0] / full[0], pil.size[1] / full[1])
 
 
 def _header_size(path: str) -> tuple[int, int]:
@@ -63,16 +73,18 @@ def _header_size(path: str) -> tuple[int, int]:
         with Image.open(path) as pil:
             return pil.size
     except Exception as err:
-        raise DataError(f"cannot read image {path} ({err}); remove or repair it") from None
+        raise _unreadable_error(path, err) from None
 
 
 def _to_uint8(pil) -> torch.Tensor:
     return torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def _box(pil, left, top, right, bottom) -> tuple[float, float, float, float]:
-    """A crop box scaled to the decoded size, kept inside it (the scale's float rounding)."""
-    return left, top, min(right, pil.size[0]), min(bottom, pil.size[1])
+def _box(pil, scale: tuple[float, float], top, left, h, w) -> tuple[float, float, float, float]:
+    """The full-resolution crop box (top, left, h, w) on the decoded image: x by its x scale, y by
+    its y scale, kept inside it (the scales' float rounding)."""
+    sx, sy = scale
+    return left * sx, top * sy, min((left + w) * sx, pil.size[0]), min((top + h) * sy, pil.size[1])
 
 
 def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
@@ -84,43 +96,64 @@ def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch
     shortest = min(min(h, w) for _, _, h, w in boxes)
     reduce = min(1.0, size / shortest)  # the decoded image may be this much smaller
     pil, s = _open(path, (math.ceil(width * reduce), math.ceil(height * reduce)))
-    out = [
-        pil.resize((size, size), Image.BILINEAR, box=_box(pil, left * s, top * s, (left + w) * s, (top + h) * s))
-        for top, left, h, w in boxes
-    ]
+    out = [pil.resize((size, size), Image.BILINEAR, box=_box(pil, s, *box)) for box in boxes]
     return torch.stack([_to_uint8(v) for v in out])
 
 
 def centre_crop(path: str, size: int) -> torch.Tensor:
-    """Evaluation input: the shorter side resized to `size`, the centre square, uint8 (3, size, size)."""
+    """Evaluation input, uint8 (3, size, size): the in-memory set's own decode (the shorter side
+    resized to `size`, the centre square; decode.decode_resized), so that a streamed and an
+    in-memory evaluation of the same files see the same pixels."""
+    try:
+        return decode_resized(Path(path), size)
+    except Exception as err:  # the file's problem, reported by path
+        raise _unreadable_error(path, err) from None
+
+
+def _unreadable(path: str) -> str | None:
+    """Why the image file cannot be decoded, or None: the whole file decoded, a JPEG at its
+    smallest DCT scale (1/8: a few times faster, and a truncated file still fails)."""
     from PIL import Image
 
-    width, height = _header_size(path)
-    side = min(width, height)
-    pil, s = _open(path, (math.ceil(width * size / side), math.ceil(height * size / side)))
-    left, top = (width - side) / 2, (height - side) / 2
-    return _to_uint8(
-        pil.resize((size, size), Image.BILINEAR, box=_box(pil, left * s, top * s, (left + side) * s, (top + side) * s))
-    )
+    try:
+        with Image.open(path) as pil:
+            if pil.format == "JPEG":
+                pil.draft("RGB", (1, 1))
+            pil.load()
+    except Exception as err:
+        return str(err) or type(err).__name__
+    return None
+
+
+def _select(idx: FileIndex, keep) -> FileIndex:
+    keep = np.asarray(keep, dtype=np.int64)
+    return FileIndex(idx.root, [idx.paths[i] for i in keep], idx.labels[keep], idx.classes)
 
 
 @dataclass
-class StreamSet:
-    """The ImageSet of data.storage=stream: labels and classes in memory, pixels on disk."""
+class StreamSet(EvalBatches):
+    """The ImageSet of data.storage=stream: labels and classes in memory, pixels on disk
+    (evalset.EvalSet: what evaluation reads of it)."""
 
     index: FileIndex
     image_size: int
     skipped: int = 0
+    workers: int = 0  # DataLoader worker processes of its evaluation batches (data.workers)
 
     @classmethod
     def open(cls, cfg, split: str) -> "StreamSet":
-        idx = file_index(cfg, split)
-        if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
-            from sparsehead.data.datasets import stratified_indices
+        from sparsehead.data.datasets import report_bad, stratified_indices
 
-            keep = stratified_indices(idx.labels, cfg.subset, seed=0)
-            idx = FileIndex(idx.root, [idx.paths[i] for i in keep], idx.labels[keep], idx.classes)
-        return cls(idx, cfg.image_size)
+        idx, skipped = file_index(cfg, split), 0
+        if cfg.bad_images == "skip":  # every file checked once, up front: an epoch never meets a bad one
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                problems = list(pool.map(_unreadable, idx.full_paths(), chunksize=256))
+            bad = [(p, e) for p, e in zip(idx.full_paths(), problems) if e is not None]
+            report_bad(bad, len(idx), idx.root, cfg.bad_images)
+            idx, skipped = _select(idx, [i for i, e in enumerate(problems) if e is None]), len(bad)
+        if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
+            idx = _select(idx, stratified_indices(idx.labels, cfg.subset, seed=0))
+        return cls(idx, cfg.image_size, skipped=skipped, workers=cfg.workers)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -143,6 +176,24 @@ class StreamSet:
         x = torch.stack([centre_crop(self.path(int(i)), self.image_size) for i in np.sort(pick)])
         x = x.float().div_(255).transpose(0, 1).reshape(3, -1)
         return x.mean(dim=1).tolist(), x.std(dim=1).clamp_min(1e-3).tolist()
+
+    @property
+    def item_shape(self) -> tuple[int, int, int]:
+        return (3, self.image_size, self.image_size)
+
+    def fingerprint(self) -> str:
+        """A short hash of the files (by path, in order), the labels and the image size; the pixels
+        are never all read (a file rewritten under its name keeps the fingerprint)."""
+        h = hashlib.sha256(f"stream {self.image_size} {self.index.root}".encode())
+        h.update("\n".join(self.index.paths).encode())
+        h.update(np.ascontiguousarray(self.index.labels, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def eval_plan(self, plan):
+        """Centre crops decoded by DataLoader workers (self.workers; 0: in this process), one batch
+        per index list, at most a few batches ahead."""
+        plan = [list(b) for b in plan]
+        return iter(_loader(CentreCrops(self), self.workers, torch.device("cpu"), persistent=False, batch_sampler=plan))
 
 
 class CropPairs(Dataset):
@@ -211,8 +262,3 @@ class StreamFeed:
     def epoch(self, epoch: int, first_batch: int):
         self.plan.epoch, self.plan.first_batch = epoch, first_batch
         return iter(self.loader)
-
-
-def eval_batches(data: StreamSet, batch_size: int, workers: int, device: torch.device):
-    """The centre crops of every image of `data` in order, batch by batch (uint8)."""
-    return _loader(CentreCrops(data), workers, device, persistent=False, batch_size=batch_size, shuffle=False)

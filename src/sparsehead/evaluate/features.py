@@ -2,58 +2,50 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import warnings
 from pathlib import Path
 
 import torch
 
 from sparsehead.core.atomic import atomic_write
-from sparsehead.data.datasets import ImageSet
+from sparsehead.data.evalset import EVAL_BATCH, EvalSet
 from sparsehead.data.views import ViewGenerator
 
 
 @torch.no_grad()
 def extract(
-    method, data: ImageSet, views: ViewGenerator, device: torch.device, batch_size: int = 512
+    method, data: EvalSet, views: ViewGenerator, device: torch.device, batch_size: int = EVAL_BATCH
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r, z) for every image of `data`, un-augmented, with the network in eval mode (CPU tensors)."""
+    """(r, z) for every image of `data`, un-augmented (its evaluation batches), with the network in
+    eval mode: CPU float tensors, filled batch by batch into preallocated (N, d) tensors."""
     was_training = method.training
     method.eval()
-    rs, zs = [], []
+    r_all = z_all = None
+    start = 0
     try:
-        for images in _batches(data, batch_size, device):
-            x = views.prepare(images.to(device, non_blocking=True))
-            r, z = method.embed(x)
-            rs.append(r.float().cpu())
-            zs.append(z.float().cpu())
+        for images in data.eval_batches(batch_size):
+            r, z = method.embed(views.prepare(images.to(device, non_blocking=True)))
+            if r_all is None:
+                r_all = torch.empty(len(data), r.shape[1])
+                z_all = torch.empty(len(data), z.shape[1])
+            r_all[start : start + len(r)] = r.float()
+            z_all[start : start + len(z)] = z.float()
+            start += len(r)
     finally:
         method.train(was_training)
-    return torch.cat(rs), torch.cat(zs)
+    if start != len(data):
+        raise RuntimeError(f"extracted {start} feature rows for {len(data)} images")
+    return r_all, z_all
 
 
-def _batches(data, batch_size: int, device: torch.device):
-    """uint8 batches in order: slices of an ImageSet, or a streamed set's centre crops (resized and
-    cut at data.image_size by DataLoader workers)."""
-    if isinstance(data, ImageSet):
-        return (data.images[start : start + batch_size] for start in range(0, len(data), batch_size))
-    from sparsehead.data.stream import eval_batches
-
-    return eval_batches(data, batch_size, workers=min(4, os.cpu_count() or 1), device=device)
-
-
-def fingerprint(data: ImageSet) -> str:
-    """A short hash of a data set's pixels and labels: equal only for the same images in order."""
-    h = hashlib.sha256(str(tuple(data.images.shape)).encode())
-    h.update(data.images.contiguous().numpy())
-    h.update(data.labels.contiguous().numpy())
-    return h.hexdigest()[:16]
+def fingerprint(data: EvalSet) -> str:
+    """A short hash of a data set: equal only for the same images in order (EvalSet.fingerprint)."""
+    return data.fingerprint()
 
 
 def cached_extract(
     method,
-    data: ImageSet,
+    data: EvalSet,
     views: ViewGenerator,
     device: torch.device,
     checkpoint_path: Path,

@@ -11,13 +11,14 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsehead.config import AugmentConfig
+from sparsehead.data.evalset import EVAL_BATCH, EvalSet
 from sparsehead.data.views import ViewGenerator
 from sparsehead.evaluate.linear import topk_accuracy
 
@@ -42,15 +43,18 @@ def crop_flip(augment: AugmentConfig) -> AugmentConfig:
 
 def train_classifier(
     backbone: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    data: EvalSet,
+    indices: Optional[Sequence[int]],
     num_classes: int,
     views: ViewGenerator,
     recipe: SGDRecipe,
     device: torch.device,
 ) -> tuple[nn.Module, nn.Linear]:
     """A copy of `backbone` (fine-tuned or frozen, per the recipe) and a new linear classifier
-    trained on `images` (uint8) under `views`' first-view augmentation. `backbone` is untouched."""
+    trained on the images `indices` of `data` (all by default; their evaluation crops, uint8) under
+    `views`' first-view augmentation. `backbone` is untouched."""
+    chosen = torch.arange(len(data)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+    labels = data.labels[chosen]
     backbone = copy.deepcopy(backbone).to(device)
     frozen = recipe.lr_backbone is None
     backbone.train(not frozen).requires_grad_(not frozen)
@@ -59,15 +63,16 @@ def train_classifier(
     if not frozen:
         groups.append({"params": backbone.parameters(), "lr": recipe.lr_backbone})
     optimizer = torch.optim.SGD(groups, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
+    steps_per_epoch = math.ceil(len(chosen) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     generator = torch.Generator(device=device).manual_seed(recipe.seed)
     order_rng = torch.Generator().manual_seed(recipe.seed)
     for _ in range(recipe.epochs):
         # Near-equal batches: never a last batch of one image, which BatchNorm cannot train on.
-        for idx in torch.randperm(len(images), generator=order_rng).tensor_split(steps_per_epoch):
-            x = views.view(images[idx].to(device).float().div_(255), 0, generator)
+        parts = torch.randperm(len(chosen), generator=order_rng).tensor_split(steps_per_epoch)
+        for idx, images in zip(parts, data.eval_plan([chosen[p].tolist() for p in parts])):
+            x = views.view(images.to(device).float().div_(255), 0, generator)
             with torch.set_grad_enabled(not frozen):
                 r = backbone(x)
             loss = F.cross_entropy(classifier(r), labels[idx].to(device))
@@ -82,17 +87,13 @@ def train_classifier(
 def classifier_accuracy(
     backbone: nn.Module,
     classifier: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    data: EvalSet,
     views: ViewGenerator,
     device: torch.device,
-    batch_size: int = 512,
+    batch_size: int = EVAL_BATCH,
 ) -> dict[str, float]:
-    """Top-1 and top-5 of backbone + classifier on un-augmented images."""
+    """Top-1 and top-5 of backbone + classifier on the un-augmented images of `data`."""
     logits = torch.cat(
-        [
-            classifier(backbone(views.prepare(images[s : s + batch_size].to(device)))).cpu()
-            for s in range(0, len(images), batch_size)
-        ]
+        [classifier(backbone(views.prepare(images.to(device)))).cpu() for images in data.eval_batches(batch_size)]
     )
-    return topk_accuracy(logits, labels.cpu(), ks=(1, 5))
+    return topk_accuracy(logits, data.labels.cpu(), ks=(1, 5))

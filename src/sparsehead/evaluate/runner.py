@@ -19,7 +19,7 @@ import torch.nn as nn
 from sparsehead import config
 from sparsehead.core import options
 from sparsehead.data import datasets
-from sparsehead.data.datasets import ImageSet
+from sparsehead.data.evalset import EvalSet
 from sparsehead.evaluate.errors import EvaluationError
 from sparsehead.evaluate.features import fingerprint
 from sparsehead.evaluate.options import OPTION_GROUPS, EvalOptions
@@ -107,7 +107,7 @@ def input_channels(backbone: nn.Module) -> int:
     return next(m for m in backbone.modules() if isinstance(m, nn.Conv2d)).in_channels
 
 
-def check_data(trained: TrainedRun, data_cfg: config.DataConfig, train: ImageSet, test: ImageSet, resize: bool) -> None:
+def check_data(trained: TrainedRun, data_cfg: config.DataConfig, train: EvalSet, test: EvalSet, resize: bool) -> None:
     """The images must be what the checkpoint was trained on: channels, and size unless resize."""
     size = trained.cfg.data.image_size
     channels = input_channels(trained.method.backbone)
@@ -117,7 +117,7 @@ def check_data(trained: TrainedRun, data_cfg: config.DataConfig, train: ImageSet
             f"{size}x{size} images; drop the override, or pass --resize to resize the images to {size}x{size}"
         )
     for split, data in (("train", train), ("test", test)):
-        c, h, w = data.images.shape[1:]
+        c, h, w = data.item_shape
         if c != channels:
             raise EvaluationError(
                 f"the {split} images have {c} channel(s), but the checkpoint's backbone "

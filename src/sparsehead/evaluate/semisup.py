@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from sparsehead.core.atomic import atomic_write_json
-from sparsehead.data.datasets import ImageSet
+from sparsehead.data.evalset import EvalSet
 from sparsehead.data.views import ViewGenerator
 from sparsehead.evaluate.errors import EvaluationError
 from sparsehead.evaluate.finetune import SGDRecipe, classifier_accuracy, train_classifier
@@ -65,19 +65,16 @@ def load_or_create_split(folder: Path, data_key: str, labels: torch.Tensor, frac
 
 def semisupervised(
     backbone: torch.nn.Module,
-    train: ImageSet,
-    test: ImageSet,
+    train: EvalSet,
+    test: EvalSet,
     indices: list[int],
     views: ViewGenerator,
     recipe: SGDRecipe,
     device: torch.device,
 ) -> dict:
     """Test top-1/top-5 after fine-tuning on train[indices]; `backbone` itself is not modified."""
-    idx = torch.as_tensor(indices)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    tuned, classifier = train_classifier(
-        backbone, train.images[idx], train.labels[idx], num_classes, views, recipe, device
-    )
-    result = classifier_accuracy(tuned, classifier, test.images, test.labels, views, device)
+    tuned, classifier = train_classifier(backbone, train, indices, num_classes, views, recipe, device)
+    result = classifier_accuracy(tuned, classifier, test, views, device)
     result["labels_used"] = len(indices)
     return result

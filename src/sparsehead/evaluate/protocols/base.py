@@ -12,7 +12,7 @@ from typing import ClassVar, Optional
 
 import torch
 
-from sparsehead.data.datasets import ImageSet
+from sparsehead.data.evalset import EvalSet
 from sparsehead.evaluate.features import cached_extract
 from sparsehead.runs.folder import RunDir
 from sparsehead.runs.model import TrainedRun
@@ -31,7 +31,7 @@ class Protocol(abc.ABC):
         """Whether it evaluates frozen features (so --with-z, the embedding z, applies)."""
         return True
 
-    def check_training_set(self, opts, train: ImageSet) -> None:
+    def check_training_set(self, opts, train: EvalSet) -> None:
         """Raise EvaluationError for options that cannot work on this training set."""
 
     def result_name(self, opts) -> str:
@@ -43,17 +43,17 @@ class Protocol(abc.ABC):
         """The settings that produced the numbers, defaults resolved, for the saved record."""
 
     @abc.abstractmethod
-    def run(self, trained: TrainedRun, train: ImageSet, test: ImageSet, opts, device) -> dict:
+    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts, device) -> dict:
         """{"r": numbers[, "z": numbers]} on the checkpoint's backbone (and head)."""
 
 
 def frozen_features(
-    trained: TrainedRun, train: ImageSet, test: ImageSet, device, with_z: bool
+    trained: TrainedRun, train: EvalSet, test: EvalSet, device, with_z: bool
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"r": (train, test)} and, with_z, {"z": ...}: cached per checkpoint and data set."""
     cache = RunDir(trained.run_dir).features_dir
 
-    def extract(data: ImageSet, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def extract(data: EvalSet, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         return cached_extract(trained.method, data, trained.views, device, trained.checkpoint_path, cache, split)
 
     (r_tr, z_tr), (r_te, z_te) = extract(train, "train"), extract(test, "test")

@@ -72,15 +72,9 @@ class LinearProtocol(Protocol):
             views = training_views(trained, opts.train_augment or "crop-flip")
             num_classes = int(max(train.labels.max(), test.labels.max())) + 1
             backbone, classifier = train_classifier(
-                trained.method.backbone,
-                train.images,
-                train.labels,
-                num_classes,
-                views,
-                sgd_recipe(SGD_AUGMENT_RECIPE, opts),
-                device,
+                trained.method.backbone, train, None, num_classes, views, sgd_recipe(SGD_AUGMENT_RECIPE, opts), device
             )
-            return {"r": classifier_accuracy(backbone, classifier, test.images, test.labels, trained.views, device)}
+            return {"r": classifier_accuracy(backbone, classifier, test, trained.views, device)}
         decays = WEIGHT_DECAYS if opts.weight_decay is None else (opts.weight_decay,)
         return {
             name: linear_probe(
