@@ -38,6 +38,8 @@ RESUME_MAY_DIFFER = {
     "train.threads": "CPU threads (a different count can change float rounding on the CPU)",
     "train.out_dir": "where the run folder lives (it may be moved)",
     "train.run_name": "the run folder's name (it may be renamed)",
+    "train.preempt_signals": "which signals stop the run with a checkpoint",
+    "train.on_preempt": "what follows a pre-emption checkpoint",
     "train.channels_last": "the memory layout (float rounding may differ)",
     "train.compile": "whether the model is compiled (float rounding may differ)",
     "train.nonfinite": "what a NaN/Inf step does",
