@@ -1,4 +1,4 @@
-"""Per-step cost of the pre-emption flag's all-reduce (training/preempt.py stop_requested) under DDP.
+"""Per-step cost of the pre-emption flag's all-reduce (training/preempt.py StopFlag) under DDP.
 
     PYTHONPATH=src python benchmarks/stop_flag_allreduce.py [--calls 2000] [--repeats 5] [--toy]
 
@@ -22,7 +22,7 @@ import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
 
-from sparsehead.training.preempt import stop_requested
+from sparsehead.training.preempt import StopFlag
 
 
 def _free_port() -> int:
@@ -35,15 +35,15 @@ def _worker(rank: int, port: int, calls: int, repeats: int, out: str) -> None:
     torch.set_num_threads(1)
     tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        device = torch.device("cpu")
+        flag = StopFlag()
         for _ in range(10):  # warm-up
-            stop_requested(None, device)
+            flag.any_rank(None)
         per_call = []
         for _ in range(repeats):
             tdist.barrier()
             start = time.perf_counter()
             for _ in range(calls):
-                stop_requested(None, device)
+                flag.any_rank(None)
             per_call.append((time.perf_counter() - start) / calls * 1e6)
         if rank == 0:
             Path(out).write_text(" ".join(f"{t:.3f}" for t in per_call))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,9 +155,9 @@ def test_unknown_signal_names_are_refused():
         config.load(None, ["train.preempt_signals=[SIGSEGV]"])
 
 
-def test_without_ddp_stop_requested_is_the_flag():
-    assert preempt.stop_requested(None, torch.device("cpu")) is False
-    assert preempt.stop_requested("SIGTERM", torch.device("cpu")) is True
+def test_without_ddp_the_stop_flag_is_this_process_own():
+    assert preempt.StopFlag().any_rank(None) is False
+    assert preempt.StopFlag().any_rank("SIGTERM") is True
 
 
 # --- fp16: an update the GradScaler skipped runs no after_step hooks ----------------------------
@@ -212,3 +213,53 @@ def test_hooks_after_step_skip_the_updates_the_scaler_skipped(monkeypatch, tmp_p
     finally:
         torch.set_num_threads(threads)
     assert ran == [1, 4]  # 4 steps; the scaler skipped steps 2 and 3
+
+
+# --- DDP: two gloo ranks under torchrun stop after the same step --------------------------------
+
+
+def _workers(agent: subprocess.Popen) -> dict[int, int]:
+    """torchrun's worker processes, by RANK, once both have started."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = {}
+        for task in Path(f"/proc/{agent.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                rank = [e for e in env if e.startswith(b"RANK=")]
+                if rank:
+                    found[int(rank[0][5:])] = int(pid)
+        if len(found) == 2:
+            return found
+        time.sleep(0.1)
+    raise AssertionError("torchrun started no two workers")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc")
+@pytest.mark.parametrize("ranks", [(0, 1), (1,)], ids=["both-ranks", "rank1-only"])
+def test_ddp_ranks_agree_to_stop_after_the_same_step(ranks, tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(SRC), **ENV}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "sparsehead", "pretrain", *RUN, "--run-dir", str(run_dir)]
+    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        workers = _workers(agent)
+        deadline = time.monotonic() + 300
+        while (logged := _logged_steps(run_dir)) < 2:
+            assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()[1][-3000:]
+            time.sleep(0.02)
+        for rank in ranks:
+            os.kill(workers[rank], signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=300)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    stops = re.findall(r"preempted: stopped by (SIGTERM|a signal to another rank) after step (\d+)", stderr)
+    assert len(stops) == 2, stderr[-3000:]
+    assert {s[1] for s in stops} == {str(step := int(stops[0][1]))}  # the same step on both ranks
+    assert [s[0] == "SIGTERM" for s in stops].count(True) == len(ranks)
+    saved = [int(checkpoint.PATTERN.search(p.name).group(1)) for p in checkpoint.list_checkpoints(run_dir)]
+    assert saved == [step] and logged <= step < TOTAL_STEPS, (logged, saved)
+    assert checkpoint.load(checkpoint.find(run_dir))["step"] == step

@@ -181,7 +181,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     )
     # A stop signal (train.preempt_signals) sets a flag that is read at the step boundaries below;
     # the loop then checkpoints and leaves with PreemptedError (exit status 75: resume me).
-    preempted = None
+    preempted, stop_flag = None, preempt.StopFlag()
     model.train()
     with StopSignals(cfg.train.preempt_signals) as stop:
         while state.step < last_step:
@@ -229,7 +229,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
                 if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                     saved_at = save_checkpoint()
                 sigkill_point("step", step)
-                if preempt.stop_requested(stop.requested, device):  # a collective: all ranks stop here
+                if stop_flag.any_rank(stop.requested):  # a collective: all ranks stop here
                     preempted = stop.requested or "a signal to another rank"
                 if step >= last_step or preempted:
                     break

@@ -34,13 +34,23 @@ class PreemptedError(SparseheadError):
         super().__init__(f"stopped by {signal_name} after step {step} with a checkpoint; {then}")
 
 
-def stop_requested(requested: Optional[str], device: torch.device) -> bool:
-    """Whether any rank caught a stop signal; a collective under DDP (every rank calls it every step)."""
-    if not dist.is_distributed():
-        return requested is not None
-    flag = torch.tensor([0 if requested is None else 1], dtype=torch.int32, device=device)
-    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
-    return bool(flag.item())
+class StopFlag:
+    """Whether any rank caught a stop signal: `any_rank(requested)`, a collective under DDP (every
+    rank calls it at every step boundary). The flag travels over gloo on the CPU: under NCCL a
+    separate gloo group (made here, by every rank at once), so that reading it back never waits
+    for the GPU's queued work (a .item() on a CUDA tensor each step would)."""
+
+    def __init__(self):
+        self.group = None
+        if dist.is_distributed() and tdist.get_backend() != "gloo":
+            self.group = tdist.new_group(backend="gloo")
+
+    def any_rank(self, requested: Optional[str]) -> bool:
+        if not dist.is_distributed():
+            return requested is not None
+        flag = torch.tensor([0 if requested is None else 1], dtype=torch.int32)
+        tdist.all_reduce(flag, op=tdist.ReduceOp.MAX, group=self.group)
+        return bool(flag.item())
 
 
 def requeue() -> bool:
