@@ -263,3 +263,17 @@ def test_ddp_ranks_agree_to_stop_after_the_same_step(ranks, tmp_path):
     saved = [int(checkpoint.PATTERN.search(p.name).group(1)) for p in checkpoint.list_checkpoints(run_dir)]
     assert saved == [step] and logged <= step < TOTAL_STEPS, (logged, saved)
     assert checkpoint.load(checkpoint.find(run_dir))["step"] == step
+
+
+def test_a_new_start_removes_temporary_files_of_interrupted_writes(tmp_path):
+    from sparsehead.training import resume
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    partial = [run_dir / ".config.yaml.k3j_x9a2.tmp", run_dir / "checkpoints" / ".ckpt-00000002.pt.ab12cd34.tmp"]
+    kept = [run_dir / "notes.tmp", run_dir / ".hidden", run_dir / "config.yaml"]
+    for path in partial + kept:
+        path.write_text("x")
+    assert resume.resume_point(run_dir, config.load(None, TINY)) is None  # a fresh run: no checkpoint
+    assert not any(p.exists() for p in partial)
+    assert all(p.exists() for p in kept)
