@@ -34,6 +34,12 @@ class PreemptedError(SparseheadError):
         super().__init__(f"stopped by {signal_name} after step {step} with a checkpoint; {then}")
 
 
+def report(err: PreemptedError) -> int:
+    """What `sparsehead pretrain` prints for a pre-empted run, and its exit status."""
+    print(f"preempted: {err}", file=sys.stderr)
+    return EXIT_PREEMPTED
+
+
 class StopFlag:
     """Whether any rank caught a stop signal: `any_rank(requested)`, a collective under DDP (every
     rank calls it at every step boundary). The flag travels over gloo on the CPU: under NCCL a
