@@ -97,9 +97,12 @@ def run_pretrain(args) -> int:
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(cfg), sort_keys=False), end="")
         return 0
-    from sparsehead.training.loop import pretrain
+    from sparsehead.training import loop, preempt
 
-    summary = pretrain(cfg, run_dir, force=args.force)
+    try:
+        summary = loop.pretrain(cfg, run_dir, force=args.force)
+    except preempt.PreemptedError as err:  # a checkpoint was written: exit 75 (EX_TEMPFAIL), "resume me"
+        return preempt.report(err)
     if "run_dir" in summary:
         print(f"run folder: {summary['run_dir']}")
         print(json.dumps({k: v for k, v in summary.items() if k != "run_dir"}, indent=2))

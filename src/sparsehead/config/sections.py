@@ -92,6 +92,17 @@ class TrainConfig:
         "channels_last (NHWC) memory format for model and views; measured faster on the CPU too (docs/performance.md)",
     )
     compile: bool = opt(False, "torch.compile the model (slow first steps; needs a C++ compiler on CPU)")
+    preempt_signals: list[Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP"]] = opt(
+        ["SIGTERM", "SIGUSR1", "SIGINT"],
+        "signals that stop the run at the next step boundary with a checkpoint (exit status 75, "
+        "resume with --resume); a second SIGINT aborts at once; [] keeps the default handlers "
+        "(docs/reliability.md, Pre-emption)",
+    )
+    on_preempt: Literal["exit", "requeue"] = opt(
+        "exit",
+        "after the pre-emption checkpoint: exit (status 75), or requeue: `scontrol requeue "
+        "$SLURM_JOB_ID` under SLURM, then exit 75",
+    )
 
 
 # The k-NN conventions, used by the training monitors and `sparsehead evaluate --protocol knn`:

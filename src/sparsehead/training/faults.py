@@ -87,3 +87,22 @@ class NonFiniteGuard(StepHook):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.skipped, self.consecutive = state["skipped"], state["consecutive"]
+
+
+def scaler_step(scaler, optimizer) -> bool:
+    """scaler.step + scaler.update; False when the GradScaler skipped the update (fp16 gradients
+    that overflowed: it then lowers its scale), so the hooks' after_step must not run.
+    Without fp16 (a disabled scaler) every step is applied and nothing is read back."""
+    if not scaler.is_enabled():
+        scaler.step(optimizer)
+        scaler.update()
+        return True
+    before = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return not update_skipped(before, scaler.get_scale())
+
+
+def update_skipped(scale_before: float, scale_after: float) -> bool:
+    """The GradScaler only ever lowers its scale when it skipped a step whose gradients overflowed."""
+    return scale_after < scale_before

@@ -20,6 +20,7 @@ from sparsehead.core import distributed as dist
 from sparsehead.core.errors import SparseheadError
 from sparsehead.core.killpoints import sigkill_point
 from sparsehead.core.precision import autocast, grad_scaler, resolve_precision
+from sparsehead.core.signals import StopSignals
 from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
 from sparsehead.data import datasets
 from sparsehead.data.feed import open_feed
@@ -30,8 +31,8 @@ from sparsehead.runs.folder import SCHEMA, RunDir
 from sparsehead.runs.metrics_log import MetricLogger, check_loggers
 from sparsehead.runs.model import build_model, default_run_name, resolve_device
 from sparsehead.sparsity import SparseHeadRegularizer
-from sparsehead.training import resume
-from sparsehead.training.faults import NonFiniteGuard
+from sparsehead.training import preempt, resume
+from sparsehead.training.faults import NonFiniteGuard, scaler_step
 from sparsehead.training.hooks import MethodAfterStep, gathered, total_penalty
 from sparsehead.training.monitors import OnlineMonitor, knn_summary
 from sparsehead.training.optim import build_optimizer, warmup_cosine
@@ -178,56 +179,71 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         dynamic_ncols=True,
         disable=not (cfg.train.progress and dist.is_main()),
     )
+    # A stop signal (train.preempt_signals) sets a flag that is read at the step boundaries below;
+    # the loop then checkpoints and leaves with PreemptedError (exit status 75: resume me).
+    preempted, stop_flag = None, preempt.StopFlag()
     model.train()
-    while state.step < last_step:
-        epoch, first_batch = divmod(state.step, steps_per_epoch)
-        method.set_epoch(epoch)
-        for images, labels in feed.epoch(epoch, first_batch):
-            for hook in hooks:
-                hook.before_step()
-            crops = views(images.to(device, non_blocking=True), augment_rng)  # global views, then local
-            with autocast(precision, device):  # the losses themselves run in float32
-                ssl_loss, logs, r = model(*crops)
-            for hook in hooks:
-                hook.observe(labels, r)
-            pen = total_penalty(hooks)
-            loss = ssl_loss + pen
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            # NaN/Inf: stop (train.nonfinite=stop) or skip the update; under fp16 the scaler
-            # itself skips steps whose gradients overflowed, so only the loss is checked then.
-            if guard.check(state.step + 1, loss, check_grads=not scaler.is_enabled()):
-                scaler.step(optimizer)
-                scaler.update()
-                lr = scheduler.get_last_lr()[0]
+    with StopSignals(cfg.train.preempt_signals) as stop:
+        while state.step < last_step:
+            epoch, first_batch = divmod(state.step, steps_per_epoch)
+            method.set_epoch(epoch)
+            for images, labels in feed.epoch(epoch, first_batch):
                 for hook in hooks:
-                    hook.after_step(state.step + 1, lr)
-            scheduler.step()
-            state.step += 1
-            step = state.step
-            bar.update(1)
-            if step % cfg.train.log_every == 0 or step == last_step:
-                record = {
-                    "step": step,
-                    "epoch": step / steps_per_epoch,
-                    "loss": dist.mean_over_ranks(ssl_loss.detach()).item(),  # a collective
-                    "penalty": pen.item(),
-                    "lr": scheduler.get_last_lr()[0],
-                    **logs,
-                    **gathered(hooks, lambda h: h.logs()),
-                }
-                logger.log(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if step < last_step and (due := gathered(hooks, lambda h: h.end_of_epoch(step, steps_per_epoch))):
-                logger.log({"step": step, "epoch": step / steps_per_epoch, **due})
-            if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
-                saved_at = save_checkpoint()
-            sigkill_point("step", step)
-            if step >= last_step:
+                    hook.before_step()
+                crops = views(images.to(device, non_blocking=True), augment_rng)  # global views, then local
+                with autocast(precision, device):  # the losses themselves run in float32
+                    ssl_loss, logs, r = model(*crops)
+                for hook in hooks:
+                    hook.observe(labels, r)
+                pen = total_penalty(hooks)
+                loss = ssl_loss + pen
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                # NaN/Inf: stop (train.nonfinite=stop) or skip the update; under fp16 the scaler
+                # itself skips steps whose gradients overflowed, so only the loss is checked then;
+                # after an update either skipped, the hooks do not shrink, prune or move the EMA.
+                if guard.check(state.step + 1, loss, check_grads=not scaler.is_enabled()) and scaler_step(
+                    scaler, optimizer
+                ):
+                    lr = scheduler.get_last_lr()[0]
+                    for hook in hooks:
+                        hook.after_step(state.step + 1, lr)
+                scheduler.step()
+                state.step += 1
+                step = state.step
+                bar.update(1)
+                if step % cfg.train.log_every == 0 or step == last_step:
+                    record = {
+                        "step": step,
+                        "epoch": step / steps_per_epoch,
+                        "loss": dist.mean_over_ranks(ssl_loss.detach()).item(),  # a collective
+                        "penalty": pen.item(),
+                        "lr": scheduler.get_last_lr()[0],
+                        **logs,
+                        **gathered(hooks, lambda h: h.logs()),
+                    }
+                    logger.log(record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if step < last_step and (due := gathered(hooks, lambda h: h.end_of_epoch(step, steps_per_epoch))):
+                    logger.log({"step": step, "epoch": step / steps_per_epoch, **due})
+                if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
+                    saved_at = save_checkpoint()
+                sigkill_point("step", step)
+                if stop_flag.any_rank(stop.requested):  # a collective: all ranks stop here
+                    preempted = stop.requested or "a signal to another rank"
+                if step >= last_step or preempted:
+                    break
+            if preempted:
                 break
-    bar.close()
-    if saved_at != state.step:  # the loop's last checkpoint_every save may already be this step's
-        save_checkpoint()
+        bar.close()
+        if saved_at != state.step:  # the loop's last checkpoint_every save may already be this step's
+            save_checkpoint()
+
+    if preempted and state.step < last_step:
+        requeued = cfg.train.on_preempt == "requeue" and dist.is_main() and preempt.requeue()
+        logger.close()
+        dist.cleanup()
+        raise preempt.PreemptedError(run_dir, state.step, preempted, requeued)
 
     # --- k-NN of the frozen backbone (the paper's k = 5 vote and the k = 200 monitor) ----------
     summary = {"run_dir": str(run_dir), "steps": state.step}

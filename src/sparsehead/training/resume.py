@@ -10,6 +10,7 @@ change, any other change is refused unless forced.
 from __future__ import annotations
 
 import random
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -38,6 +39,8 @@ RESUME_MAY_DIFFER = {
     "train.threads": "CPU threads (a different count can change float rounding on the CPU)",
     "train.out_dir": "where the run folder lives (it may be moved)",
     "train.run_name": "the run folder's name (it may be renamed)",
+    "train.preempt_signals": "which signals stop the run with a checkpoint",
+    "train.on_preempt": "what follows a pre-emption checkpoint",
     "train.channels_last": "the memory layout (float rounding may differ)",
     "train.compile": "whether the model is compiled (float rounding may differ)",
     "train.nonfinite": "what a NaN/Inf step does",
@@ -188,6 +191,20 @@ def _check_config(saved: dict, cfg: config.Config, force: bool, run_dir: Path, r
             print(f"resuming {run_dir} with changed settings:\n{_listing(allowed)}", file=sys.stderr)
 
 
+# core/atomic.py's temporary files: ".<name>.<8 characters of mkstemp>.tmp" beside the target
+PARTIAL_WRITE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_partial_writes(run_dir: Path) -> None:
+    """The temporary files of atomic writes (checkpoints, config.yaml, run.json, results.json, ...)
+    that a kill interrupted, in the run folder and its checkpoint folder."""
+    checkpoint.remove_partial_writes(run_dir)
+    if Path(run_dir).is_dir():
+        for tmp in Path(run_dir).iterdir():
+            if PARTIAL_WRITE.match(tmp.name) and tmp.is_file():
+                tmp.unlink(missing_ok=True)
+
+
 def resume_point(run_dir: Path, cfg: config.Config, force: bool = False) -> Optional[tuple[Path, dict]]:
     """The run folder's newest good checkpoint, checked against `cfg`; None for a fresh run.
 
@@ -195,7 +212,7 @@ def resume_point(run_dir: Path, cfg: config.Config, force: bool = False) -> Opti
     is used; temporary files of interrupted writes are removed.
     """
     if dist.is_main():
-        checkpoint.remove_partial_writes(run_dir)
+        remove_partial_writes(run_dir)
     found = checkpoint.latest_loadable(run_dir, set_aside=dist.is_main())
     if found is None:
         return None

@@ -1,0 +1,76 @@
+"""Pre-emption: what the training loop does when a stop signal (core/signals.py) arrived.
+
+At each step boundary every rank takes part in one all-reduce (MAX) of its "a signal arrived"
+flag, so all ranks stop after the same step even when the signal reached only some of them; the
+loop then writes one checkpoint through its usual save path (resume is exact) and raises
+PreemptedError, which `sparsehead pretrain` turns into exit status EXIT_PREEMPTED. With
+train.on_preempt=requeue, rank 0 first asks SLURM to requeue the job.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as tdist
+
+from sparsehead.core import distributed as dist
+from sparsehead.core.errors import SparseheadError
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL (sysexits.h): "try again later", here: resume me
+
+
+class PreemptedError(SparseheadError):
+    """The run stopped on a signal after writing a checkpoint; `pretrain --resume RUN` continues it."""
+
+    def __init__(self, run_dir: Path, step: int, signal_name: str, requeued: bool = False):
+        self.run_dir, self.step, self.signal_name, self.requeued = Path(run_dir), step, signal_name, requeued
+        then = "the job was requeued" if requeued else f"continue with: sparsehead pretrain --resume {run_dir}"
+        super().__init__(f"stopped by {signal_name} after step {step} with a checkpoint; {then}")
+
+
+def report(err: PreemptedError) -> int:
+    """What `sparsehead pretrain` prints for a pre-empted run, and its exit status."""
+    print(f"preempted: {err}", file=sys.stderr)
+    return EXIT_PREEMPTED
+
+
+class StopFlag:
+    """Whether any rank caught a stop signal: `any_rank(requested)`, a collective under DDP (every
+    rank calls it at every step boundary). The flag travels over gloo on the CPU: under NCCL a
+    separate gloo group (made here, by every rank at once), so that reading it back never waits
+    for the GPU's queued work (a .item() on a CUDA tensor each step would)."""
+
+    def __init__(self):
+        self.group = None
+        if dist.is_distributed() and tdist.get_backend() != "gloo":
+            self.group = tdist.new_group(backend="gloo")
+
+    def any_rank(self, requested: Optional[str]) -> bool:
+        if not dist.is_distributed():
+            return requested is not None
+        flag = torch.tensor([0 if requested is None else 1], dtype=torch.int32)
+        tdist.all_reduce(flag, op=tdist.ReduceOp.MAX, group=self.group)
+        return bool(flag.item())
+
+
+def requeue() -> bool:
+    """`scontrol requeue $SLURM_JOB_ID` when running under SLURM; True when it succeeded."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        print("train.on_preempt=requeue: SLURM_JOB_ID is not set (not a SLURM job); not requeued", file=sys.stderr)
+        return False
+    if shutil.which("scontrol") is None:
+        print("train.on_preempt=requeue: scontrol is not on PATH; not requeued", file=sys.stderr)
+        return False
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"train.on_preempt=requeue: scontrol requeue {job} failed: {done.stderr.strip()}", file=sys.stderr)
+        return False
+    print(f"requeued SLURM job {job}", file=sys.stderr)
+    return True

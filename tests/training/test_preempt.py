@@ -1,0 +1,279 @@
+"""Pre-emption: a run sent SIGTERM or SIGUSR1 writes one checkpoint at the next step boundary and
+exits 75; resumed, it ends bitwise equal to an unbroken run. train.on_preempt=requeue asks SLURM to
+requeue the job (a stand-in scontrol here). The fp16 update the GradScaler skipped runs no hooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import SRC, TINY, run_cli
+from sparsehead import config
+from sparsehead.core.signals import StopSignals
+from sparsehead.runs import checkpoint
+from sparsehead.training import faults, preempt
+
+# BYOL (EMA target, predictor), 4 steps per epoch over 10 epochs: long enough for a signal to land
+# mid-run; checkpoint_every=0, so the pre-emption's is the only checkpoint before the end.
+RUN = TINY + [
+    "data.subset=256",
+    "data.storage=memory",
+    "train.epochs=10",
+    "train.threads=1",
+    "train.checkpoint_every=0",
+    "method.name=byol",
+    "method.predictor_hidden_dim=32",
+]
+TOTAL_STEPS = 40
+ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def _start(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    full_env = {**os.environ, "PYTHONPATH": str(SRC), **ENV, **(env or {})}
+    cmd = [sys.executable, "-m", "sparsehead", "pretrain", *RUN, *extra, "--run-dir", str(run_dir)]
+    return subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _logged_steps(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if "loss" in json.loads(line)) if path.exists() else 0
+
+
+def _signal_after(proc: subprocess.Popen, run_dir: Path, sig: int, steps: int = 3) -> int:
+    """Send `sig` once the run has logged `steps` steps; the number logged just before sending."""
+    deadline = time.monotonic() + 300
+    while (logged := _logged_steps(run_dir)) < steps:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the run logged no steps"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    return logged
+
+
+def _leaves(obj, path=""):
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _leaves(val, f"{path}.{key}").items()}
+    if isinstance(obj, (list, tuple)):
+        return {k: v for i, val in enumerate(obj) for k, v in _leaves(val, f"{path}[{i}]").items()}
+    return {path: obj}
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"] == TOTAL_STEPS
+    for part in ("model", "optimizer", "scheduler", "rng", "data_position", "nonfinite", "sparsity"):
+        la, lb = _leaves(a[part]), _leaves(b[part])
+        assert la.keys() == lb.keys(), part
+        for key in la:
+            same = torch.equal(la[key], lb[key]) if isinstance(la[key], torch.Tensor) else la[key] == lb[key]
+            assert same, f"{part}{key} differs"
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """An unbroken run, in its own process as the signalled ones are."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    proc = run_cli("pretrain", *RUN, "--run-dir", str(run_dir), env=ENV)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=lambda s: s.name)
+def test_signalled_run_checkpoints_exits_75_and_resumes_bitwise_exact(sig, reference_run, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir)
+    logged = _signal_after(proc, run_dir, sig)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == preempt.EXIT_PREEMPTED == 75, stderr[-2000:]
+    assert f"stopped by {sig.name}" in stderr and f"--resume {run_dir}" in stderr
+    saved = [int(checkpoint.PATTERN.search(p.name).group(1)) for p in checkpoint.list_checkpoints(run_dir)]
+    # One checkpoint, after the step the signal arrived in (a step may end between the poll and the kill).
+    assert len(saved) == 1 and logged <= saved[0] <= logged + 2 and saved[0] < TOTAL_STEPS, (logged, saved)
+    assert not (run_dir / "results.json").exists()  # no final evaluation: the run is not finished
+
+    resumed = run_cli("pretrain", "--resume", str(run_dir), env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"(step {saved[0]})" in resumed.stderr
+    assert_bitwise_equal(checkpoint.load(checkpoint.find(run_dir)), checkpoint.load(checkpoint.find(reference_run)))
+
+
+def test_requeue_calls_scontrol_under_slurm(tmp_path):
+    bin_dir, record = tmp_path / "bin", tmp_path / "scontrol.args"
+    bin_dir.mkdir()
+    fake = bin_dir / "scontrol"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> "{record}"\n')
+    fake.chmod(0o755)
+    run_dir = tmp_path / "run"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+    proc = _start(run_dir, "train.on_preempt=requeue", env=env)
+    _signal_after(proc, run_dir, signal.SIGUSR1, steps=2)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 75, stderr[-2000:]
+    assert record.read_text().split("\n")[:-1] == ["requeue 4242"]  # called once
+    assert "the job was requeued" in stderr
+    assert checkpoint.list_checkpoints(run_dir)
+
+
+def test_requeue_outside_slurm_says_so(monkeypatch, capsys):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert preempt.requeue() is False
+    assert "SLURM_JOB_ID is not set" in capsys.readouterr().err
+
+
+def test_stop_signals_set_a_flag_and_restore_the_handlers():
+    before = signal.getsignal(signal.SIGUSR1)
+    with StopSignals(["SIGUSR1", "SIGINT"]) as stop:
+        assert stop.requested is None
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert stop.requested == "SIGUSR1"
+        with pytest.raises(KeyboardInterrupt):  # after a first signal, Ctrl-C aborts at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGUSR1) is before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_first_sigint_only_sets_the_flag():
+    with StopSignals(["SIGINT"]) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested == "SIGINT"
+
+
+def test_unknown_signal_names_are_refused():
+    with pytest.raises(config.ConfigError, match="SIGKILL"):
+        StopSignals(["SIGKILL"])
+    with pytest.raises(config.ConfigError, match="preempt_signals"):
+        config.load(None, ["train.preempt_signals=[SIGSEGV]"])
+
+
+def test_without_ddp_the_stop_flag_is_this_process_own():
+    assert preempt.StopFlag().any_rank(None) is False
+    assert preempt.StopFlag().any_rank("SIGTERM") is True
+
+
+# --- fp16: an update the GradScaler skipped runs no after_step hooks ----------------------------
+
+
+class FakeScaler:
+    """An enabled GradScaler stand-in that skips the updates of the given steps (and halves its scale)."""
+
+    def __init__(self, skip: set[int]):
+        self.skip, self.calls, self.scale_ = skip, 0, 2.0**16
+
+    def is_enabled(self):
+        return True
+
+    def scale(self, loss):
+        return loss
+
+    def get_scale(self):
+        return self.scale_
+
+    def step(self, optimizer):
+        self.calls += 1
+        if self.calls not in self.skip:
+            optimizer.step()
+
+    def update(self):
+        if self.calls in self.skip:
+            self.scale_ /= 2
+
+    def state_dict(self):
+        return {"scale": self.scale_}
+
+    def load_state_dict(self, state):
+        self.scale_ = state["scale"]
+
+
+def test_update_skipped_is_a_lower_scale():
+    assert faults.update_skipped(65536.0, 32768.0)
+    assert not faults.update_skipped(65536.0, 65536.0)
+    assert not faults.update_skipped(65536.0, 131072.0)  # growth after a run of good steps
+
+
+def test_hooks_after_step_skip_the_updates_the_scaler_skipped(monkeypatch, tmp_path):
+    from sparsehead.training import hooks, loop
+
+    ran = []
+    monkeypatch.setattr(hooks.MethodAfterStep, "after_step", lambda self, step, lr: ran.append(step))
+    monkeypatch.setattr(loop, "grad_scaler", lambda precision, device: FakeScaler(skip={2, 3}))
+    threads = torch.get_num_threads()
+    try:
+        cfg = config.load(None, [*TINY, "data.subset=256", "train.threads=1", "train.checkpoint_every=0"])
+        loop.pretrain(cfg, tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    assert ran == [1, 4]  # 4 steps; the scaler skipped steps 2 and 3
+
+
+# --- DDP: two gloo ranks under torchrun stop after the same step --------------------------------
+
+
+def _workers(agent: subprocess.Popen) -> dict[int, int]:
+    """torchrun's worker processes, by RANK, once both have started."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = {}
+        for task in Path(f"/proc/{agent.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                rank = [e for e in env if e.startswith(b"RANK=")]
+                if rank:
+                    found[int(rank[0][5:])] = int(pid)
+        if len(found) == 2:
+            return found
+        time.sleep(0.1)
+    raise AssertionError("torchrun started no two workers")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc")
+@pytest.mark.parametrize("ranks", [(0, 1), (1,)], ids=["both-ranks", "rank1-only"])
+def test_ddp_ranks_agree_to_stop_after_the_same_step(ranks, tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(SRC), **ENV}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "sparsehead", "pretrain", *RUN, "--run-dir", str(run_dir)]
+    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        workers = _workers(agent)
+        deadline = time.monotonic() + 300
+        while (logged := _logged_steps(run_dir)) < 2:
+            assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()[1][-3000:]
+            time.sleep(0.02)
+        for rank in ranks:
+            os.kill(workers[rank], signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=300)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    stops = re.findall(r"preempted: stopped by (SIGTERM|a signal to another rank) after step (\d+)", stderr)
+    assert len(stops) == 2, stderr[-3000:]
+    assert {s[1] for s in stops} == {str(step := int(stops[0][1]))}  # the same step on both ranks
+    assert [s[0] == "SIGTERM" for s in stops].count(True) == len(ranks)
+    saved = [int(checkpoint.PATTERN.search(p.name).group(1)) for p in checkpoint.list_checkpoints(run_dir)]
+    assert saved == [step] and logged <= step < TOTAL_STEPS, (logged, saved)
+    assert checkpoint.load(checkpoint.find(run_dir))["step"] == step
+
+
+def test_a_new_start_removes_temporary_files_of_interrupted_writes(tmp_path):
+    from sparsehead.training import resume
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    partial = [run_dir / ".config.yaml.k3j_x9a2.tmp", run_dir / "checkpoints" / ".ckpt-00000002.pt.ab12cd34.tmp"]
+    kept = [run_dir / "notes.tmp", run_dir / ".hidden", run_dir / "config.yaml"]
+    for path in partial + kept:
+        path.write_text("x")
+    assert resume.resume_point(run_dir, config.load(None, TINY)) is None  # a fresh run: no checkpoint
+    assert not any(p.exists() for p in partial)
+    assert all(p.exists() for p in kept)
