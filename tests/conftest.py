@@ -149,3 +149,26 @@ def numpy_sinkhorn(scores, eps=0.05, iterations=3):
         for col in range(b):
             q[:, col] /= q[:, col].sum() * b
     return (q * b).T
+
+
+def assert_same_training_state(a: dict, b: dict, total_steps: int, context: str = "") -> None:
+    """Two checkpoints' training states are bitwise equal (weights, optimiser, schedule, every random
+    state, data position, hooks' state) and both at `total_steps`."""
+    import torch
+
+    assert a["step"] == b["step"] == total_steps, context
+    for part in ("model", "optimizer", "scheduler", "rng", "data_position", "nonfinite", "sparsity"):
+        la, lb = _leaves(a[part]), _leaves(b[part])
+        assert la.keys() == lb.keys(), f"{part}: {context}"
+        for key in la:
+            same = torch.equal(la[key], lb[key]) if isinstance(la[key], torch.Tensor) else la[key] == lb[key]
+            assert same, f"{part}{key} differs; {context}"  # bitwise
+
+
+def _leaves(obj, path=""):
+    """Every leaf of a nested state (tensor or plain value), keyed by its path."""
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _leaves(val, f"{path}.{key}").items()}
+    if isinstance(obj, (list, tuple)):
+        return {k: v for i, val in enumerate(obj) for k, v in _leaves(val, f"{path}[{i}]").items()}
+    return {path: obj}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SRC, TINY, run_cli
+from conftest import SRC, TINY, assert_same_training_state, run_cli
 from sparsehead import config
 from sparsehead.core.signals import StopSignals
 from sparsehead.runs import checkpoint
@@ -59,24 +59,6 @@ def _signal_after(proc: subprocess.Popen, run_dir: Path, sig: int, steps: int = 
     return logged
 
 
-def _leaves(obj, path=""):
-    if isinstance(obj, dict):
-        return {k: v for key, val in obj.items() for k, v in _leaves(val, f"{path}.{key}").items()}
-    if isinstance(obj, (list, tuple)):
-        return {k: v for i, val in enumerate(obj) for k, v in _leaves(val, f"{path}[{i}]").items()}
-    return {path: obj}
-
-
-def assert_bitwise_equal(a: dict, b: dict) -> None:
-    assert a["step"] == b["step"] == TOTAL_STEPS
-    for part in ("model", "optimizer", "scheduler", "rng", "data_position", "nonfinite", "sparsity"):
-        la, lb = _leaves(a[part]), _leaves(b[part])
-        assert la.keys() == lb.keys(), part
-        for key in la:
-            same = torch.equal(la[key], lb[key]) if isinstance(la[key], torch.Tensor) else la[key] == lb[key]
-            assert same, f"{part}{key} differs"
-
-
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory) -> Path:
     """An unbroken run, in its own process as the signalled ones are."""
@@ -103,7 +85,9 @@ def test_signalled_run_checkpoints_exits_75_and_resumes_bitwise_exact(sig, refer
     resumed = run_cli("pretrain", "--resume", str(run_dir), env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"(step {saved[0]})" in resumed.stderr
-    assert_bitwise_equal(checkpoint.load(checkpoint.find(run_dir)), checkpoint.load(checkpoint.find(reference_run)))
+    assert_same_training_state(
+        checkpoint.load(checkpoint.find(run_dir)), checkpoint.load(checkpoint.find(reference_run)), TOTAL_STEPS
+    )
 
 
 def test_requeue_calls_scontrol_under_slurm(tmp_path):

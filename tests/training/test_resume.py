@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, TINY, assert_same_training_state, run_cli
 from sparsehead import cli, config
 from sparsehead.runs import checkpoint
 from sparsehead.runs.metrics_log import read_metrics
@@ -73,25 +73,6 @@ def final_state(run_dir: Path) -> dict:
     return checkpoint.load(checkpoint.find(run_dir))
 
 
-def assert_same_training_state(a: dict, b: dict, context: str = "") -> None:
-    assert a["step"] == b["step"] == TOTAL_STEPS, context
-    for part in ("model", "optimizer", "scheduler", "rng", "data_position", "nonfinite", "sparsity"):
-        la, lb = _leaves(a[part]), _leaves(b[part])
-        assert la.keys() == lb.keys(), f"{part}: {context}"
-        for key in la:
-            same = torch.equal(la[key], lb[key]) if isinstance(la[key], torch.Tensor) else la[key] == lb[key]
-            assert same, f"{part}{key} differs; {context}"  # bitwise
-
-
-def _leaves(obj, path=""):
-    """Every leaf of a nested state (tensor or plain value), keyed by its path."""
-    if isinstance(obj, dict):
-        return {k: v for key, val in obj.items() for k, v in _leaves(val, f"{path}.{key}").items()}
-    if isinstance(obj, (list, tuple)):
-        return {k: v for i, val in enumerate(obj) for k, v in _leaves(val, f"{path}[{i}]").items()}
-    return {path: obj}
-
-
 @pytest.mark.numerics
 @pytest.mark.parametrize("mode", ["penalty", "prune"])
 def test_sigkilled_run_resumes_bitwise_equal_to_an_unbroken_one(mode, request, tmp_path):
@@ -120,7 +101,7 @@ def test_sigkilled_run_resumes_bitwise_equal_to_an_unbroken_one(mode, request, t
             assert not (folder / f"ckpt-{k2:08d}.pt").exists(), context
     proc = run_cli(*resume_args, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert_same_training_state(final_state(run_dir), final_state(reference_run), context)
+    assert_same_training_state(final_state(run_dir), final_state(reference_run), TOTAL_STEPS, context)
     print(f"bitwise equal after {context}")
     # metrics.jsonl reads as one unbroken run: no duplicated steps, the same losses
     ours, theirs = read_metrics(run_dir), read_metrics(reference_run)
