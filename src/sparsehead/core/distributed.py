@@ -41,6 +41,24 @@ def setup(device: torch.device) -> None:
     dist.init_process_group(backend=backend)
 
 
+def from_main(obj):
+    """Rank 0's `obj` (any picklable value) on every rank; `obj` itself when not distributed."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def from_every_rank(obj) -> list:
+    """Every rank's `obj`, by rank, on every rank; [obj] when not distributed."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()

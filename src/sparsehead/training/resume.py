@@ -213,7 +213,7 @@ def resume_point(run_dir: Path, cfg: config.Config, force: bool = False) -> Opti
     """
     if dist.is_main():
         remove_partial_writes(run_dir)
-    found = checkpoint.latest_loadable(run_dir, set_aside=dist.is_main())
+    found = agreed_checkpoint(run_dir)
     if found is None:
         return None
     path, state = found
@@ -224,6 +224,34 @@ def resume_point(run_dir: Path, cfg: config.Config, force: bool = False) -> Opti
         )
     _check_config(state["config"], cfg, force, run_dir, report=True, schema=state.get("schema", 1))
     return path, state
+
+
+def agreed_checkpoint(run_dir: Path) -> Optional[tuple[Path, dict]]:
+    """One resume decision for every rank: rank 0 chooses the newest good checkpoint and sends its
+    name and digest; every other rank loads exactly that file and checks the digest. A rank that
+    cannot see it, or sees other bytes, stops every rank before any step (replicas resumed from
+    different steps would diverge, or hang in their first collective)."""
+    if not dist.is_distributed():
+        return checkpoint.latest_loadable(run_dir, set_aside=True)
+    found = checkpoint.latest_loadable(run_dir, set_aside=True) if dist.is_main() else None
+    choice = dist.from_main(None if found is None else (found[0].name, checkpoint.digest(found[1])))
+    problem = None
+    if choice is not None and not dist.is_main():
+        path = checkpoint.checkpoint_dir(run_dir) / choice[0]
+        try:
+            found = (path, checkpoint.load(path))
+        except CheckpointError:  # absent, or damaged on this node's storage
+            found = None
+        if found is None or checkpoint.digest(found[1]) != choice[1]:
+            what = "cannot read" if found is None else "reads other bytes in"
+            problem = (
+                f"rank {dist.rank()} {what} {path}, the checkpoint rank 0 resumes from; the run folder "
+                "must be on storage every node sees (a shared file system), with the same files"
+            )
+    for message in dist.from_every_rank(problem):
+        if message:
+            raise CheckpointError(message)
+    return found if choice is not None else None
 
 
 def resume_config(run_dir: str | Path, overrides: list[str], force: bool = False) -> config.Config:
