@@ -4,9 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch 2.14.1 + torchvision 0.29.1 is the newest pair installable here (a CUDA build that runs on CPU).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# The oldest pair pyproject.toml declares (the GPU machine's): DDP, resume and pre-emption are tested on it too.
+OLDEST_TORCH_PINS ?= torch==2.11.0 torchvision==0.26.0
+OLDEST_VENV ?= .venv-oldest-torch
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test test-oldest-torch venv clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +34,14 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=10
 	env $(OTHER_KERNELS) $(BIN)/python -m pytest -q -m numerics
 
+# The distributed, resume and pre-emption tests again on the oldest declared torch (.ci/run runs it).
+test-oldest-torch:
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/pip install --quiet $(OLDEST_TORCH_PINS)
+	$(OLDEST_VENV)/bin/pip install --quiet -e ".[test]"
+	$(OLDEST_VENV)/bin/python -m pytest -q tests/core/test_distributed.py tests/training/test_resume.py \
+		tests/training/test_resume_agreement.py tests/training/test_preempt.py
+
 # Throughput of sparsehead vs lightly vs torchvision (docs/performance.md); needs ../shared/data/cifar10
 # (or $SPARSEHEAD_CIFAR10). `--toy` runs every benchmark's steps in seconds (tests/test_benchmarks.py).
 bench: $(STAMP)
@@ -38,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(OLDEST_VENV) runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 import warnings
@@ -238,6 +239,10 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         bar.close()
         if saved_at != state.step:  # the loop's last checkpoint_every save may already be this step's
             save_checkpoint()
+    # The DDP wrapper's Reducer holds the process group: freed after dist.cleanup() destroyed the
+    # group, its destructor waits on gloo's thread forever (torch 2.11). Release it while the group lives.
+    del model
+    gc.collect()
 
     if preempted and state.step < last_step:
         requeued = cfg.train.on_preempt == "requeue" and dist.is_main() and preempt.requeue()
