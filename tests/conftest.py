@@ -59,6 +59,20 @@ TINY = [
     "train.log_every=1",
 ]
 
+# TINY's counterpart for a generated ImageFolder: the smallest network and batch that train on it.
+TINY_FOLDER = [
+    "data.source=imagefolder",
+    "data.cache_dir=null",
+    "data.image_size=16",
+    "model.width=4",
+    "head.hidden_dim=16",
+    "head.out_dim=8",
+    "train.batch_size=8",
+    "train.threads=1",
+    "train.progress=false",
+    "train.log_every=1",
+]
+
 
 def method_keys(name: str, *overrides: str) -> list[str]:
     """The `method.<key>=value` overrides that method `name` has: a config refuses the keys of

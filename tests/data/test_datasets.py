@@ -30,17 +30,15 @@ def _write_folder(root, sizes=(("a", 3), ("b", 2)), mode="RGB"):
                 Image.fromarray(arr, mode).save(root / split / name / f"{i}.png")
 
 
+def _folder_cfg(tmp_path):
+    """The data section of the folder _write_folder made under tmp_path/d, with a cache beside it."""
+    overrides = ["data.source=imagefolder", f"data.root={tmp_path / 'd'}", "data.image_size=12"]
+    return config.load(None, [*overrides, f"data.cache_dir={tmp_path / 'cache'}"]).data
+
+
 def test_imagefolder_decodes_exact_pixels_and_labels(tmp_path):
     _write_folder(tmp_path / "d")
-    cfg = config.load(
-        None,
-        [
-            "data.source=imagefolder",
-            f"data.root={tmp_path / 'd'}",
-            "data.image_size=12",
-            f"data.cache_dir={tmp_path / 'cache'}",
-        ],
-    ).data
+    cfg = _folder_cfg(tmp_path)
     data = datasets.load(cfg, "train")
     assert data.classes == ["a", "b"] and data.labels.tolist() == [0, 0, 0, 1, 1]
     first = np.array(Image.open(tmp_path / "d/train/a/0.png")).transpose(2, 0, 1)
@@ -51,15 +49,7 @@ def test_imagefolder_decodes_exact_pixels_and_labels(tmp_path):
 
 def test_imagefolder_cache_returns_exactly_the_decoded_images(tmp_path, monkeypatch):
     _write_folder(tmp_path / "d", sizes=(("a", 4), ("b", 3)))
-    cfg = config.load(
-        None,
-        [
-            "data.source=imagefolder",
-            f"data.root={tmp_path / 'd'}",
-            "data.image_size=12",
-            f"data.cache_dir={tmp_path / 'cache'}",
-        ],
-    ).data
+    cfg = _folder_cfg(tmp_path)
     first = datasets.load(cfg, "train")
     assert len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 1
     files = sorted((tmp_path / "d/train").rglob("*.png"))

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DistributedSampler
 from torchvision.transforms import v2
 
-from conftest import run_cli
+from conftest import TINY_FOLDER, run_cli
 from sparsehead import config
 from sparsehead.data import datasets, readers, storage, stream
 from sparsehead.data.errors import DataError
@@ -183,22 +183,7 @@ def test_storage_auto_memory_budget_and_bad_input(tmp_path, capsys):
         datasets.load(data_cfg(tmp_path, source="imagefolder", storage="stream"), "train")
 
 
-RUN = [
-    "data.source=imagefolder",
-    "data.storage=stream",
-    "data.workers=0",
-    "data.cache_dir=null",
-    "data.image_size=16",
-    "model.width=4",
-    "head.hidden_dim=16",
-    "head.out_dim=8",
-    "train.batch_size=8",
-    "train.epochs=3",
-    "train.threads=1",
-    "train.progress=false",
-    "train.checkpoint_every=2",
-    "train.log_every=1",
-]
+RUN = [*TINY_FOLDER, "data.storage=stream", "data.workers=0", "train.epochs=3", "train.checkpoint_every=2"]
 
 
 # Not `numerics` for now: under ATEN_CPU_CAPABILITY=avx2 its reference run once aborted with

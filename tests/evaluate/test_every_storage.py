@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import TINY_FOLDER, run_cli
 from sparsehead import cli, config
 from sparsehead.data import datasets
 from sparsehead.evaluate.features import extract
@@ -34,20 +34,11 @@ def make_folder(root, train_per_class=20, test_per_class=10):
 
 def tiny(root, out, storage):
     return [
-        "data.source=imagefolder",
+        *TINY_FOLDER,
         f"data.root={root}",
         f"data.storage={storage}",
         f"data.workers={1 if storage == 'stream' else 0}",  # a worker process decodes the streamed batches
-        "data.cache_dir=null",
-        "data.image_size=16",
-        "model.width=4",
-        "head.hidden_dim=16",
-        "head.out_dim=8",
-        "train.batch_size=8",
         "train.max_steps=3",
-        "train.threads=1",
-        "train.progress=false",
-        "train.log_every=1",
         f"train.out_dir={out}",
         f"train.run_name={storage}",
     ]
