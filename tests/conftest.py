@@ -74,6 +74,24 @@ TINY_FOLDER = [
 ]
 
 
+def write_jpeg(path: Path, h: int, w: int, seed: int = 0) -> None:
+    """A smooth h x w JPEG (gradients and a constant channel set by `seed`)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[:h, :w]
+    img = np.stack([255 * x / w, 255 * y / h, np.full((h, w), 40 + seed % 200)], axis=2).astype(np.uint8)
+    Image.fromarray(img).save(path, quality=95)
+
+
+def make_imagefolder(root: Path, per_class: int = 12, classes=("cat", "dog")) -> None:
+    """An ImageFolder of JPEGs of varied sizes: train/ with `per_class` images a class, test/ with 3."""
+    for split, n in (("train", per_class), ("test", 3)):
+        for c in classes:
+            for i in range(n):
+                write_jpeg(root / split / c / f"{i}.jpg", 40 + 3 * i, 50 + 2 * i, seed=i)
+
+
 def method_keys(name: str, *overrides: str) -> list[str]:
     """The `method.<key>=value` overrides that method `name` has: a config refuses the keys of
     other methods, so helpers shared by several methods pass their common list through this."""

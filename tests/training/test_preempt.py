@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SRC, TINY, assert_same_training_state, run_cli
+from conftest import SRC, TINY, TINY_FOLDER, assert_same_training_state, make_imagefolder, run_cli
 from sparsehead import config
 from sparsehead.core.signals import StopSignals
 from sparsehead.runs import checkpoint
@@ -37,9 +37,9 @@ TOTAL_STEPS = 40
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
-def _start(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+def _start(run_dir: Path, *extra: str, env: dict | None = None, run: list[str] = RUN) -> subprocess.Popen:
     full_env = {**os.environ, "PYTHONPATH": str(SRC), **ENV, **(env or {})}
-    cmd = [sys.executable, "-m", "sparsehead", "pretrain", *RUN, *extra, "--run-dir", str(run_dir)]
+    cmd = [sys.executable, "-m", "sparsehead", "pretrain", *run, *extra, "--run-dir", str(run_dir)]
     return subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -87,6 +87,29 @@ def test_signalled_run_checkpoints_exits_75_and_resumes_bitwise_exact(sig, refer
     assert f"(step {saved[0]})" in resumed.stderr
     assert_same_training_state(
         checkpoint.load(checkpoint.find(run_dir)), checkpoint.load(checkpoint.find(reference_run)), TOTAL_STEPS
+    )
+
+
+# The same on streamed JPEGs (data.storage=stream): 64 images, 8 a batch, 5 epochs: 40 steps.
+STREAM_RUN = [*TINY_FOLDER, "data.storage=stream", "data.workers=0", "train.epochs=5", "train.checkpoint_every=0"]
+
+
+def test_signalled_stream_run_resumes_bitwise_exact(tmp_path):
+    make_imagefolder(tmp_path / "d", per_class=32)
+    run = [*STREAM_RUN, f"data.root={tmp_path / 'd'}"]
+    reference = run_cli("pretrain", *run, "--run-dir", str(tmp_path / "ref"), env=ENV)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, run=run)
+    logged = _signal_after(proc, run_dir, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 75, stderr[-2000:]
+    saved = [int(checkpoint.PATTERN.search(p.name).group(1)) for p in checkpoint.list_checkpoints(run_dir)]
+    assert len(saved) == 1 and logged <= saved[0] <= logged + 2 and saved[0] < TOTAL_STEPS, (logged, saved)
+    resumed = run_cli("pretrain", "--resume", str(run_dir), env=ENV)
+    assert resumed.returncode == 0 and f"(step {saved[0]})" in resumed.stderr, resumed.stderr[-2000:]
+    assert_same_training_state(
+        checkpoint.load(checkpoint.find(run_dir)), checkpoint.load(checkpoint.find(tmp_path / "ref")), TOTAL_STEPS
     )
 
 
@@ -219,15 +242,37 @@ def _workers(agent: subprocess.Popen) -> dict[int, int]:
     raise AssertionError("torchrun started no two workers")
 
 
+def _torchrun(*args: str) -> list[str]:
+    """The command of a 2-process gloo pretrain under torchrun."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + [
+        "-m",
+        "sparsehead",
+        "pretrain",
+        *args,
+    ]
+
+
+@pytest.fixture(scope="module")
+def reference_ddp_run(tmp_path_factory) -> Path:
+    """An unbroken 2-process run, the one a stopped and resumed DDP run must equal."""
+    run_dir = tmp_path_factory.mktemp("reference_ddp") / "run"
+    env = {**os.environ, "PYTHONPATH": str(SRC), **ENV}
+    proc = subprocess.run(_torchrun(*RUN, "--run-dir", str(run_dir)), env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc")
 @pytest.mark.parametrize("ranks", [(0, 1), (1,)], ids=["both-ranks", "rank1-only"])
-def test_ddp_ranks_agree_to_stop_after_the_same_step(ranks, tmp_path):
+def test_ddp_ranks_stop_after_the_same_step_and_resume_bitwise_exact(ranks, reference_ddp_run, tmp_path):
+    """SIGTERM to both ranks (as srun sends it) or to one: both stop after the same step with one
+    checkpoint, and the resumed 2-process run ends bitwise equal to an unbroken one."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(SRC), **ENV}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "sparsehead", "pretrain", *RUN, "--run-dir", str(run_dir)]
-    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    agent = subprocess.Popen(
+        _torchrun(*RUN, "--run-dir", str(run_dir)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         workers = _workers(agent)
         deadline = time.monotonic() + 300
@@ -246,7 +291,13 @@ def test_ddp_ranks_agree_to_stop_after_the_same_step(ranks, tmp_path):
     assert [s[0] == "SIGTERM" for s in stops].count(True) == len(ranks)
     saved = [int(checkpoint.PATTERN.search(p.name).group(1)) for p in checkpoint.list_checkpoints(run_dir)]
     assert saved == [step] and logged <= step < TOTAL_STEPS, (logged, saved)
-    assert checkpoint.load(checkpoint.find(run_dir))["step"] == step
+
+    resumed = subprocess.run(_torchrun("--resume", str(run_dir)), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"(step {step})" in resumed.stderr
+    assert_same_training_state(
+        checkpoint.load(checkpoint.find(run_dir)), checkpoint.load(checkpoint.find(reference_ddp_run)), TOTAL_STEPS
+    )
 
 
 def test_a_new_start_removes_temporary_files_of_interrupted_writes(tmp_path):

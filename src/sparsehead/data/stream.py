@@ -247,6 +247,9 @@ def _loader(dataset, workers: int, device: torch.device, persistent: bool = True
         persistent_workers=persistent and workers > 0,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None,
+        # Its own generator: each pass draws the workers' base seed from it, not from torch's global
+        # stream, which a resumed run must continue exactly (the crops never read that seed).
+        generator=torch.Generator(),
         **kwargs,
     )
 
