@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sparsehead import config
 from sparsehead.core import options
-from sparsehead.core.errors import SparseheadError
+from sparsehead.core.errors import EXIT_INTERRUPTED, Interrupted, SparseheadError
 
 
 def _command(sub, name: str, help: str, description: str, examples: str = "", extra: str = ""):
@@ -97,12 +97,9 @@ def run_pretrain(args) -> int:
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(cfg), sort_keys=False), end="")
         return 0
-    from sparsehead.training import loop, preempt
+    from sparsehead.training import loop
 
-    try:
-        summary = loop.pretrain(cfg, run_dir, force=args.force)
-    except preempt.PreemptedError as err:  # a checkpoint was written: exit 75 (EX_TEMPFAIL), "resume me"
-        return preempt.report(err)
+    summary = loop.pretrain(cfg, run_dir, force=args.force)
     if "run_dir" in summary:
         print(f"run folder: {summary['run_dir']}")
         print(json.dumps({k: v for k, v in summary.items() if k != "run_dir"}, indent=2))
@@ -338,6 +335,9 @@ def main(argv=None) -> int:
         import_plugins()  # before the parser: --help lists the parameters of plugin methods too
         args = build_parser().parse_args(argv)
         return args.run(args)
+    except Interrupted as err:  # its progress was saved: exit 75 (EX_TEMPFAIL), "continue me"
+        print(f"preempted: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except SparseheadError as err:  # every error with a message for the user (errors.py)
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import torch
 
 from conftest import SRC, TINY, TINY_FOLDER, assert_same_training_state, make_imagefolder, run_cli
 from sparsehead import config
+from sparsehead.core.errors import EXIT_INTERRUPTED
 from sparsehead.core.signals import StopSignals
 from sparsehead.runs import checkpoint
 from sparsehead.training import faults, preempt
@@ -75,7 +76,7 @@ def test_signalled_run_checkpoints_exits_75_and_resumes_bitwise_exact(sig, refer
     proc = _start(run_dir)
     logged = _signal_after(proc, run_dir, sig)
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == preempt.EXIT_PREEMPTED == 75, stderr[-2000:]
+    assert proc.returncode == EXIT_INTERRUPTED == 75, stderr[-2000:]
     assert f"stopped by {sig.name}" in stderr and f"--resume {run_dir}" in stderr
     saved = [int(checkpoint.PATTERN.search(p.name).group(1)) for p in checkpoint.list_checkpoints(run_dir)]
     # One checkpoint, after the step the signal arrived in (a step may end between the poll and the kill).

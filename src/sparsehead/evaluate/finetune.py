@@ -18,9 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsehead.config import AugmentConfig
+from sparsehead.core.signals import StopSignals
 from sparsehead.data.evalset import EVAL_BATCH, EvalSet
 from sparsehead.data.views import ViewGenerator
 from sparsehead.evaluate.linear import topk_accuracy
+from sparsehead.evaluate.progress import STOP_SIGNALS, ClassifierState, Progress
 
 
 @dataclass
@@ -49,16 +51,21 @@ def train_classifier(
     views: ViewGenerator,
     recipe: SGDRecipe,
     device: torch.device,
+    progress: Optional[Progress] = None,
 ) -> tuple[nn.Module, nn.Linear]:
     """A copy of `backbone` (fine-tuned or frozen, per the recipe) and a new linear classifier
     trained on the images `indices` of `data` (all by default; their evaluation crops, uint8) under
-    `views`' first-view augmentation. `backbone` is untouched."""
+    `views`' first-view augmentation. `backbone` is untouched. With `progress`, the training saves
+    its state there at each epoch's end and on a stop signal (then raises Interrupted), and
+    continues from it when it is there."""
     chosen = torch.arange(len(data)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
     labels = data.labels[chosen]
     backbone = copy.deepcopy(backbone).to(device)
     frozen = recipe.lr_backbone is None
     backbone.train(not frozen).requires_grad_(not frozen)
-    classifier = nn.Linear(backbone.feature_dim, num_classes).to(device)
+    with torch.random.fork_rng(devices=[]):  # its initial weights from the recipe's seed alone
+        torch.manual_seed(recipe.seed)
+        classifier = nn.Linear(backbone.feature_dim, num_classes).to(device)
     groups = [{"params": classifier.parameters(), "lr": recipe.lr_head}]
     if not frozen:
         groups.append({"params": backbone.parameters(), "lr": recipe.lr_backbone})
@@ -66,20 +73,41 @@ def train_classifier(
     steps_per_epoch = math.ceil(len(chosen) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    generator = torch.Generator(device=device).manual_seed(recipe.seed)
-    order_rng = torch.Generator().manual_seed(recipe.seed)
-    for _ in range(recipe.epochs):
-        # Near-equal batches: never a last batch of one image, which BatchNorm cannot train on.
-        parts = torch.randperm(len(chosen), generator=order_rng).tensor_split(steps_per_epoch)
-        for idx, images in zip(parts, data.eval_plan([chosen[p].tolist() for p in parts])):
-            x = views.view(images.to(device).float().div_(255), 0, generator)
-            with torch.set_grad_enabled(not frozen):
-                r = backbone(x)
-            loss = F.cross_entropy(classifier(r), labels[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+    state = ClassifierState(
+        backbone,
+        classifier,
+        optimizer,
+        scheduler,
+        augment_rng=torch.Generator(device=device).manual_seed(recipe.seed),
+        order_rng=torch.Generator().manual_seed(recipe.seed),
+        fine_tuned=not frozen,
+    )
+    first_epoch, first_batch = progress.restore(state) if progress else (0, 0)
+    with StopSignals(STOP_SIGNALS if progress else []) as stop:
+        for epoch in range(first_epoch, recipe.epochs):
+            order_at_start = state.order_rng.get_state()
+            # Near-equal batches: never a last batch of one image, which BatchNorm cannot train on.
+            parts = torch.randperm(len(chosen), generator=state.order_rng).tensor_split(steps_per_epoch)
+            plan = [chosen[p].tolist() for p in parts[first_batch:]]
+            for batch, idx, images in zip(
+                range(first_batch, steps_per_epoch), parts[first_batch:], data.eval_plan(plan)
+            ):
+                x = views.view(images.to(device).float().div_(255), 0, state.augment_rng)
+                with torch.set_grad_enabled(not frozen):
+                    r = backbone(x)
+                loss = F.cross_entropy(classifier(r), labels[idx].to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                if stop.requested:
+                    progress.save(state, epoch, batch + 1, order_at_start)
+                    raise progress.interrupted(stop.requested, epoch, recipe.epochs)
+            first_batch = 0
+            if progress:
+                progress.save(state, epoch + 1, 0, state.order_rng.get_state())
+    if progress:
+        progress.finish()
     return backbone.eval(), classifier.eval()
 
 

@@ -3,7 +3,7 @@
 At each step boundary every rank takes part in one all-reduce (MAX) of its "a signal arrived"
 flag, so all ranks stop after the same step even when the signal reached only some of them; the
 loop then writes one checkpoint through its usual save path (resume is exact) and raises
-PreemptedError, which `sparsehead pretrain` turns into exit status EXIT_PREEMPTED. With
+PreemptedError, which `sparsehead pretrain` turns into exit status 75 (core.errors.EXIT_INTERRUPTED). With
 train.on_preempt=requeue, rank 0 first asks SLURM to requeue the job.
 """
 
@@ -20,24 +20,16 @@ import torch
 import torch.distributed as tdist
 
 from sparsehead.core import distributed as dist
-from sparsehead.core.errors import SparseheadError
-
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL (sysexits.h): "try again later", here: resume me
+from sparsehead.core.errors import Interrupted
 
 
-class PreemptedError(SparseheadError):
+class PreemptedError(Interrupted):
     """The run stopped on a signal after writing a checkpoint; `pretrain --resume RUN` continues it."""
 
     def __init__(self, run_dir: Path, step: int, signal_name: str, requeued: bool = False):
         self.run_dir, self.step, self.signal_name, self.requeued = Path(run_dir), step, signal_name, requeued
         then = "the job was requeued" if requeued else f"continue with: sparsehead pretrain --resume {run_dir}"
         super().__init__(f"stopped by {signal_name} after step {step} with a checkpoint; {then}")
-
-
-def report(err: PreemptedError) -> int:
-    """What `sparsehead pretrain` prints for a pre-empted run, and its exit status."""
-    print(f"preempted: {err}", file=sys.stderr)
-    return EXIT_PREEMPTED
 
 
 class StopFlag:

@@ -9,7 +9,13 @@ from sparsehead.core.options import opt
 from sparsehead.evaluate.finetune import SGDRecipe, classifier_accuracy, train_classifier
 from sparsehead.evaluate.linear import WEIGHT_DECAYS, linear_probe
 from sparsehead.evaluate.protocols.base import Protocol, frozen_features
-from sparsehead.evaluate.protocols.sgd_recipe import SGDRecipeOptions, recipe_settings, sgd_recipe, training_views
+from sparsehead.evaluate.protocols.sgd_recipe import (
+    SGDRecipeOptions,
+    progress_of,
+    recipe_settings,
+    sgd_recipe,
+    training_views,
+)
 
 LINEAR_RECIPES = ("lbfgs", "sgd-augment")
 # The classic linear-evaluation recipe (solo-learn, SimCLR CIFAR): SGD over augmented images.
@@ -71,8 +77,10 @@ class LinearProtocol(Protocol):
         if opts.linear_recipe == "sgd-augment":
             views = training_views(trained, opts.train_augment or "crop-flip")
             num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+            progress = progress_of(trained, train, test, self.result_name(opts), self.settings(opts))
+            recipe = sgd_recipe(SGD_AUGMENT_RECIPE, opts)
             backbone, classifier = train_classifier(
-                trained.method.backbone, train, None, num_classes, views, sgd_recipe(SGD_AUGMENT_RECIPE, opts), device
+                trained.method.backbone, train, None, num_classes, views, recipe, device, progress
             )
             return {"r": classifier_accuracy(backbone, classifier, test, trained.views, device)}
         decays = WEIGHT_DECAYS if opts.weight_decay is None else (opts.weight_decay,)

@@ -5,12 +5,17 @@ options override parts of it, and None keeps the protocol's default."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
 from sparsehead.core.options import opt
+from sparsehead.data.evalset import EvalSet
 from sparsehead.data.views import ViewGenerator
 from sparsehead.evaluate.finetune import SGDRecipe, crop_flip
+from sparsehead.evaluate.progress import Progress
+from sparsehead.runs.folder import RunDir
 from sparsehead.runs.model import TrainedRun
 
 HELP_GROUP = "semisup and sgd-augment (default: the protocol's published recipe)"
@@ -39,6 +44,19 @@ def sgd_recipe(default: SGDRecipe, opts) -> SGDRecipe:
 def recipe_settings(default: SGDRecipe, default_augment: str, opts) -> dict:
     """The training views and the resolved recipe, for the saved record."""
     return {"train_augment": opts.train_augment or default_augment, **dataclasses.asdict(sgd_recipe(default, opts))}
+
+
+def progress_of(trained: TrainedRun, train: EvalSet, test: EvalSet, name: str, settings: dict) -> Progress:
+    """Where the training of result `name` keeps its progress (evaluate/progress.py): keyed by the
+    checkpoint file, both data sets and the resolved settings, so no other job continues it."""
+    st = trained.checkpoint_path.stat()
+    job = {
+        "checkpoint": [str(trained.checkpoint_path.resolve()), st.st_size, st.st_mtime_ns],
+        "data": [train.fingerprint(), test.fingerprint()],
+        "settings": settings,
+    }
+    key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
+    return Progress(RunDir(trained.run_dir).eval_dir / "progress" / f"{name}-{key}.pt", key)
 
 
 def training_views(trained: TrainedRun, augment: str) -> ViewGenerator:

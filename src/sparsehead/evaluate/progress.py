@@ -1,0 +1,96 @@
+"""The saved progress of a classifier an evaluation trains (the SGD linear probe, semi-supervised
+fine-tuning), so that a killed or pre-empted evaluation continues exactly where it stopped.
+
+The progress file is written atomically at the end of every epoch and when a stop signal
+(SIGTERM, SIGUSR1, the first Ctrl-C) arrives, which ends the command with exit status 75;
+running the same command again continues from it, bitwise as if never stopped, and removes it
+when the training ends. The file names its job by a key (the checkpoint, the data, the options):
+another job never reads it.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from sparsehead.core.atomic import atomic_write
+from sparsehead.core.errors import Interrupted
+
+STOP_SIGNALS = ["SIGTERM", "SIGUSR1", "SIGINT"]
+
+
+@dataclass
+class ClassifierState:
+    """Everything a classifier's training changes: the weights (the backbone's only when it is
+    fine-tuned), the optimiser and schedule, the augmentation and batch-order generators."""
+
+    backbone: nn.Module
+    classifier: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    augment_rng: torch.Generator
+    order_rng: torch.Generator
+    fine_tuned: bool
+
+    def state_dict(self) -> dict:
+        return {
+            "classifier": self.classifier.state_dict(),
+            **({"backbone": self.backbone.state_dict()} if self.fine_tuned else {}),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "augment_rng": self.augment_rng.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.classifier.load_state_dict(state["classifier"])
+        if self.fine_tuned:
+            self.backbone.load_state_dict(state["backbone"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.augment_rng.set_state(state["augment_rng"])
+
+
+class Progress:
+    """The progress file of one job (`key`) at `path`."""
+
+    def __init__(self, path: Path, key: str):
+        self.path, self.key = Path(path), key
+
+    def restore(self, state: ClassifierState) -> tuple[int, int]:
+        """Load the saved progress into `state`: the (epoch, batch) to continue from, (0, 0) when none."""
+        if not self.path.is_file():
+            return 0, 0
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        if saved["key"] != self.key:
+            warnings.warn(f"{self.path} is the progress of another evaluation; starting this one from the beginning")
+            return 0, 0
+        state.load_state_dict(saved["state"])
+        # The batch order is redrawn from the generator as it was when the epoch began.
+        state.order_rng.set_state(saved["order_rng_at_epoch_start"])
+        print(f"continuing from {self.path.name}: epoch {saved['epoch'] + 1}, batch {saved['batch']}", file=sys.stderr)
+        return saved["epoch"], saved["batch"]
+
+    def save(self, state: ClassifierState, epoch: int, batch: int, order_rng_at_epoch_start: torch.Tensor) -> None:
+        """Continue at `batch` of `epoch` (0-based) next time."""
+        blob = {
+            "key": self.key,
+            "epoch": epoch,
+            "batch": batch,
+            "order_rng_at_epoch_start": order_rng_at_epoch_start,
+            "state": state.state_dict(),
+        }
+        atomic_write(self.path, lambda f: torch.save(blob, f))
+
+    def interrupted(self, signal_name: str, epoch: int, epochs: int) -> Interrupted:
+        return Interrupted(
+            f"stopped by {signal_name} in epoch {epoch + 1} of {epochs}, progress saved in {self.path}; "
+            "run the same command again to continue"
+        )
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
