@@ -11,11 +11,14 @@ from sklearn.preprocessing import StandardScaler
 
 from conftest import CIFAR10_ROOT, requires_cifar10
 from sparsehead.evaluate.linear import (
+    CPU_PASS_BYTES,
     WEIGHT_DECAYS,
+    FeatureRows,
+    chunk_rows,
     feature_spectrum,
+    feature_stats,
     fit_logistic,
     linear_probe,
-    standardize,
     stratified_validation_split,
 )
 
@@ -93,11 +96,31 @@ def test_validation_split_is_stratified_and_inside_the_training_set(digits):
     np.testing.assert_allclose(np.bincount(ytr[val]) / len(val), np.bincount(ytr) / len(ytr), atol=0.01)
 
 
-def test_standardize_uses_training_statistics():
-    train, test = torch.randn(100, 3) * 5 + 2, torch.randn(10, 3)
-    a, b = standardize(train, test)
-    torch.testing.assert_close(a.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
-    torch.testing.assert_close(b, (test - train.mean(0)) / train.std(0))
+def test_feature_stats_are_the_training_mean_and_std_in_any_chunks():
+    train = torch.randn(100, 3) * 5 + 2
+    for chunk in (None, 7):
+        mean, std = feature_stats(FeatureRows(train, None, chunk=chunk))
+        torch.testing.assert_close(mean, train.mean(0))
+        torch.testing.assert_close(std, train.std(0))
+
+
+def test_features_read_in_chunks_give_the_same_probe(digits):
+    """Chunks of 97 rows (the path of features that do not fit on the device): the same objective,
+    so the same weight decay, accuracy and, within float rounding, the same classifier."""
+    xtr, ytr, xte, yte = (torch.tensor(a) for a in digits)
+    whole = linear_probe(xtr, ytr, xte, yte, weight_decays=GRID[:3])
+    chunked = linear_probe(xtr, ytr, xte, yte, weight_decays=GRID[:3], chunk=97)
+    assert chunked["chunk_rows"] == 97 and whole["chunk_rows"] == len(xtr)
+    assert chunked["weight_decay"] == whole["weight_decay"]
+    assert chunked["validation_top1"] == whole["validation_top1"]
+    assert abs(chunked["top1"] - whole["top1"]) <= 1 / len(xte)  # at most one borderline test image
+
+
+def test_chunk_rows_keeps_a_pass_within_the_memory_budget():
+    cpu = torch.device("cpu")
+    assert chunk_rows(10_000, 512, cpu) is None  # 61 MB: all at once
+    rows = chunk_rows(1_281_167, 2048, cpu)  # ImageNet-1k x ResNet-50: 31 GB of pass data
+    assert rows is not None and rows * 2048 * 12 <= CPU_PASS_BYTES // 16
 
 
 @requires_cifar10
