@@ -29,6 +29,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def local_rank() -> int:
+    """This process's index among the processes of its node (torchrun's LOCAL_RANK; 0 without it)."""
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 

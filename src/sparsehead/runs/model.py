@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from sparsehead import config
+from sparsehead.core import distributed as dist
 from sparsehead.data.views import ViewGenerator
 from sparsehead.methods import Method, build_method
 from sparsehead.models.backbones import build_backbone
@@ -17,14 +18,25 @@ from sparsehead.runs.folder import RunDir
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present, else the CPU; nothing is hard-coded."""
+    """`auto` picks CUDA when present, else the CPU; nothing is hard-coded. Under torchrun, `cuda`
+    without an index is this process's own GPU, cuda:LOCAL_RANK (made the current device), so the
+    processes of a node never share one."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise config.ConfigError(
             f"train.device: {name} asked for, but no CUDA device is available; use train.device=auto or cpu"
         )
+    if device.type == "cuda" and device.index is None:
+        local = dist.local_rank()
+        if local >= torch.cuda.device_count():
+            raise config.ConfigError(
+                f"this is process {local} of its node (LOCAL_RANK), but the node has "
+                f"{torch.cuda.device_count()} GPU(s); start at most that many with torchrun --nproc_per_node"
+            )
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
     return device
 
 
