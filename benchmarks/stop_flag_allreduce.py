@@ -1,4 +1,4 @@
-"""Per-step cost of the pre-emption flag's all-reduce (training/preempt.py StopFlag) under DDP.
+"""Per-step cost of the pre-emption flag's all-reduce (core/signals.py StopFlag) under DDP.
 
     PYTHONPATH=src python benchmarks/stop_flag_allreduce.py [--calls 2000] [--repeats 5] [--toy]
 
@@ -22,7 +22,7 @@ import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
 
-from sparsehead.training.preempt import StopFlag
+from sparsehead.core.signals import StopFlag
 
 
 def _free_port() -> int:

@@ -147,8 +147,8 @@ def run_evaluate(args) -> int:
 
     opts = options.from_arguments(EvalOptions, args)
     record, path = evaluate(args.target, opts, tuple(args.data))
-    print(json.dumps({k: record[k] for k in ("r", "z") if k in record}, indent=2))
-    print(f"written: {path}")
+    if path is not None:  # the first process under torchrun
+        print(json.dumps({k: record[k] for k in ("r", "z") if k in record}, indent=2), f"written: {path}", sep="\n")
     return 0
 
 

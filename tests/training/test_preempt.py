@@ -19,7 +19,7 @@ import torch
 from conftest import SRC, TINY, TINY_FOLDER, assert_same_training_state, make_imagefolder, run_cli
 from sparsehead import config
 from sparsehead.core.errors import EXIT_INTERRUPTED
-from sparsehead.core.signals import StopSignals
+from sparsehead.core.signals import StopFlag, StopSignals
 from sparsehead.runs import checkpoint
 from sparsehead.training import faults, preempt
 
@@ -164,8 +164,8 @@ def test_unknown_signal_names_are_refused():
 
 
 def test_without_ddp_the_stop_flag_is_this_process_own():
-    assert preempt.StopFlag().any_rank(None) is False
-    assert preempt.StopFlag().any_rank("SIGTERM") is True
+    assert StopFlag().any_rank(None) is False
+    assert StopFlag().any_rank("SIGTERM") is True
 
 
 # --- fp16: an update the GradScaler skipped runs no after_step hooks ----------------------------

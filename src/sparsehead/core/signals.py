@@ -12,6 +12,10 @@ import signal
 import threading
 from typing import Optional
 
+import torch
+import torch.distributed as tdist
+
+from sparsehead.core import distributed as dist
 from sparsehead.core.errors import ConfigError
 
 NAMES = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP")  # those train.preempt_signals may name
@@ -49,3 +53,22 @@ class StopSignals:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
+
+
+class StopFlag:
+    """Whether any rank caught a stop signal: `any_rank(requested)`, a collective under DDP (every
+    rank calls it at every step boundary). The flag travels over gloo on the CPU: under NCCL a
+    separate gloo group (made here, by every rank at once), so that reading it back never waits
+    for the GPU's queued work (a .item() on a CUDA tensor each step would)."""
+
+    def __init__(self):
+        self.group = None
+        if dist.is_distributed() and tdist.get_backend() != "gloo":
+            self.group = tdist.new_group(backend="gloo")
+
+    def any_rank(self, requested: Optional[str]) -> bool:
+        if not dist.is_distributed():
+            return requested is not None
+        flag = torch.tensor([0 if requested is None else 1], dtype=torch.int32)
+        tdist.all_reduce(flag, op=tdist.ReduceOp.MAX, group=self.group)
+        return bool(flag.item())

@@ -16,12 +16,15 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from sparsehead.config import AugmentConfig
-from sparsehead.core.signals import StopSignals
-from sparsehead.data.evalset import EVAL_BATCH, EvalSet
+from sparsehead.core import distributed as dist
+from sparsehead.core.signals import StopFlag, StopSignals
+from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
+from sparsehead.data.evalset import EVAL_BATCH, EvalSet, chunks
 from sparsehead.data.views import ViewGenerator
-from sparsehead.evaluate.linear import topk_accuracy
+from sparsehead.evaluate.linear import topk_hits
 from sparsehead.evaluate.progress import STOP_SIGNALS, ClassifierState, Progress
 
 
@@ -57,15 +60,26 @@ def train_classifier(
     trained on the images `indices` of `data` (all by default; their evaluation crops, uint8) under
     `views`' first-view augmentation. `backbone` is untouched. With `progress`, the training saves
     its state there at each epoch's end and on a stop signal (then raises Interrupted), and
-    continues from it when it is there."""
+    continues from it when it is there.
+
+    Under DDP each process takes its share of every batch (the same batches as one process would
+    make), the gradients are averaged by DistributedDataParallel, and a fine-tuned backbone's
+    BatchNorm spans every process's share."""
+    world, rank = dist.world_size(), dist.rank()
     chosen = torch.arange(len(data)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
     labels = data.labels[chosen]
     backbone = copy.deepcopy(backbone).to(device)
     frozen = recipe.lr_backbone is None
+    if world > 1 and not frozen:
+        backbone = convert_sync_batchnorm(backbone, device)
     backbone.train(not frozen).requires_grad_(not frozen)
     with torch.random.fork_rng(devices=[]):  # its initial weights from the recipe's seed alone
         torch.manual_seed(recipe.seed)
         classifier = nn.Linear(backbone.feature_dim, num_classes).to(device)
+    net = nn.Sequential(backbone, classifier)  # a frozen backbone has no gradient: no graph through it
+    model = (
+        DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else net
+    )
     groups = [{"params": classifier.parameters(), "lr": recipe.lr_head}]
     if not frozen:
         groups.append({"params": backbone.parameters(), "lr": recipe.lr_backbone})
@@ -78,36 +92,35 @@ def train_classifier(
         classifier,
         optimizer,
         scheduler,
-        augment_rng=torch.Generator(device=device).manual_seed(recipe.seed),
-        order_rng=torch.Generator().manual_seed(recipe.seed),
+        augment_rng=torch.Generator(device=device).manual_seed(recipe.seed * 1_000_003 + rank),  # per-process views
+        order_rng=torch.Generator().manual_seed(recipe.seed),  # the same batches on every process
         fine_tuned=not frozen,
     )
     first_epoch, first_batch = progress.restore(state) if progress else (0, 0)
+    stop_flag = StopFlag()
     with StopSignals(STOP_SIGNALS if progress else []) as stop:
         for epoch in range(first_epoch, recipe.epochs):
             order_at_start = state.order_rng.get_state()
             # Near-equal batches: never a last batch of one image, which BatchNorm cannot train on.
             parts = torch.randperm(len(chosen), generator=state.order_rng).tensor_split(steps_per_epoch)
-            plan = [chosen[p].tolist() for p in parts[first_batch:]]
-            for batch, idx, images in zip(
-                range(first_batch, steps_per_epoch), parts[first_batch:], data.eval_plan(plan)
-            ):
+            mine = [p.tensor_split(world)[rank] for p in parts[first_batch:]]
+            plan = [chosen[p].tolist() for p in mine]
+            for batch, idx, images in zip(range(first_batch, steps_per_epoch), mine, data.eval_plan(plan)):
                 x = views.view(images.to(device).float().div_(255), 0, state.augment_rng)
-                with torch.set_grad_enabled(not frozen):
-                    r = backbone(x)
-                loss = F.cross_entropy(classifier(r), labels[idx].to(device))
+                loss = F.cross_entropy(model(x), labels[idx].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                if stop.requested:
+                if progress and stop_flag.any_rank(stop.requested):  # a collective: every process stops here
                     progress.save(state, epoch, batch + 1, order_at_start)
-                    raise progress.interrupted(stop.requested, epoch, recipe.epochs)
+                    raise progress.interrupted(stop.requested or "a signal to another process", epoch, recipe.epochs)
             first_batch = 0
             if progress:
                 progress.save(state, epoch + 1, 0, state.order_rng.get_state())
     if progress:
         progress.finish()
+    del model  # the DDP wrapper holds the process group: released before the group is
     return backbone.eval(), classifier.eval()
 
 
@@ -120,8 +133,13 @@ def classifier_accuracy(
     device: torch.device,
     batch_size: int = EVAL_BATCH,
 ) -> dict[str, float]:
-    """Top-1 and top-5 of backbone + classifier on the un-augmented images of `data`."""
-    logits = torch.cat(
-        [classifier(backbone(views.prepare(images.to(device)))).cpu() for images in data.eval_batches(batch_size)]
-    )
-    return topk_accuracy(logits, data.labels.cpu(), ks=(1, 5))
+    """Top-1 and top-5 of backbone + classifier on the un-augmented images of `data` (under DDP
+    each process scores every world-th image, and the hits are summed)."""
+    ks = (1, 5)
+    plan = chunks(len(data), batch_size, range(dist.rank(), len(data), dist.world_size()))
+    hits = torch.zeros(len(ks), dtype=torch.int64, device=device)
+    for idx, images in zip(plan, data.eval_plan(plan)):
+        logits = classifier(backbone(views.prepare(images.to(device))))
+        hits += torch.tensor(list(topk_hits(logits, data.labels[idx].to(device), ks).values()), device=device)
+    hits = dist.all_reduce_sum_no_grad(hits)
+    return {f"top{k}": int(h) / len(data) for k, h in zip(ks, hits)}

@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from sparsehead.core import distributed as dist
 from sparsehead.core.atomic import atomic_write
 from sparsehead.core.errors import Interrupted
+from sparsehead.evaluate.errors import EvaluationError
 
 STOP_SIGNALS = ["SIGTERM", "SIGUSR1", "SIGINT"]
 
@@ -38,12 +40,13 @@ class ClassifierState:
     fine_tuned: bool
 
     def state_dict(self) -> dict:
+        """A collective under DDP: every process's augmentation generator is gathered."""
         return {
             "classifier": self.classifier.state_dict(),
             **({"backbone": self.backbone.state_dict()} if self.fine_tuned else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "augment_rng": self.augment_rng.get_state(),
+            "augment_rng": dist.from_every_rank(self.augment_rng.get_state()),  # one per process
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -52,7 +55,12 @@ class ClassifierState:
             self.backbone.load_state_dict(state["backbone"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.augment_rng.set_state(state["augment_rng"])
+        if len(state["augment_rng"]) != dist.world_size():
+            raise EvaluationError(
+                f"the saved progress was made by {len(state['augment_rng'])} process(es), this evaluation runs "
+                f"{dist.world_size()}; continue it with as many, or delete the progress file to start over"
+            )
+        self.augment_rng.set_state(state["augment_rng"][dist.rank()])
 
 
 class Progress:
@@ -76,7 +84,8 @@ class Progress:
         return saved["epoch"], saved["batch"]
 
     def save(self, state: ClassifierState, epoch: int, batch: int, order_rng_at_epoch_start: torch.Tensor) -> None:
-        """Continue at `batch` of `epoch` (0-based) next time."""
+        """Continue at `batch` of `epoch` (0-based) next time. A collective under DDP: every process
+        calls it, the first one writes."""
         blob = {
             "key": self.key,
             "epoch": epoch,
@@ -84,7 +93,8 @@ class Progress:
             "order_rng_at_epoch_start": order_rng_at_epoch_start,
             "state": state.state_dict(),
         }
-        atomic_write(self.path, lambda f: torch.save(blob, f))
+        if dist.is_main():
+            atomic_write(self.path, lambda f: torch.save(blob, f))
 
     def interrupted(self, signal_name: str, epoch: int, epochs: int) -> Interrupted:
         return Interrupted(
@@ -93,4 +103,5 @@ class Progress:
         )
 
     def finish(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if dist.is_main():
+            self.path.unlink(missing_ok=True)

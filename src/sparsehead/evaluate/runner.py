@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch.nn as nn
 
 from sparsehead import config
+from sparsehead.core import distributed as dist
 from sparsehead.core import options
 from sparsehead.data import datasets
 from sparsehead.data.evalset import EvalSet
@@ -41,15 +43,26 @@ __all__ = [
 ]
 
 
-def evaluate(target: str | Path, opts: EvalOptions, data_overrides: tuple[str, ...] = ()) -> tuple[dict, Path]:
+def evaluate(
+    target: str | Path, opts: EvalOptions, data_overrides: tuple[str, ...] = ()
+) -> tuple[dict, Optional[Path]]:
     """Run `opts.protocol` on the checkpoint (or newest checkpoint of the run folder) `target`.
 
     `data_overrides` (data.key=value) evaluate on another data set than the run's. Returns the
-    saved record and its path."""
+    saved record and its path (None on the processes other than the first under torchrun, where
+    the protocols that train spread their work over the processes and the first writes the record)."""
     check_options(opts)
     protocol = PROTOCOLS.lookup(opts.protocol)
     start = time.perf_counter()
     device = resolve_device(opts.device)
+    dist.setup(device)
+    try:
+        return _evaluate(target, opts, data_overrides, protocol, device, start)
+    finally:
+        dist.cleanup()
+
+
+def _evaluate(target, opts, data_overrides, protocol, device, start) -> tuple[dict, Optional[Path]]:
     trained = load_trained(target, device)
     data_cfg = config.with_data_overrides(trained.cfg, data_overrides).data
     train, test = datasets.load(data_cfg, "train"), datasets.load(data_cfg, "test")
@@ -73,6 +86,8 @@ def evaluate(target: str | Path, opts: EvalOptions, data_overrides: tuple[str, .
         "device": str(device),
         "seconds": round(time.perf_counter() - start, 2),
     }
+    if not dist.is_main():
+        return record, None
     path = RunDir(trained.run_dir).write_eval(result_name(trained, opts, data_cfg, data_key, data_overrides), record)
     return record, path
 

@@ -21,7 +21,7 @@ from sparsehead.core import distributed as dist
 from sparsehead.core.errors import SparseheadError
 from sparsehead.core.killpoints import sigkill_point
 from sparsehead.core.precision import autocast, grad_scaler, resolve_precision
-from sparsehead.core.signals import StopSignals
+from sparsehead.core.signals import StopFlag, StopSignals
 from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
 from sparsehead.data import datasets
 from sparsehead.data.feed import open_feed
@@ -182,7 +182,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     )
     # A stop signal (train.preempt_signals) sets a flag that is read at the step boundaries below;
     # the loop then checkpoints and leaves with PreemptedError (exit status 75: resume me).
-    preempted, stop_flag = None, preempt.StopFlag()
+    preempted, stop_flag = None, StopFlag()
     model.train()
     with StopSignals(cfg.train.preempt_signals) as stop:
         while state.step < last_step:

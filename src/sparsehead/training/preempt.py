@@ -1,7 +1,7 @@
 """Pre-emption: what the training loop does when a stop signal (core/signals.py) arrived.
 
 At each step boundary every rank takes part in one all-reduce (MAX) of its "a signal arrived"
-flag, so all ranks stop after the same step even when the signal reached only some of them; the
+flag (core.signals.StopFlag), so all ranks stop after the same step even when the signal reached only some of them; the
 loop then writes one checkpoint through its usual save path (resume is exact) and raises
 PreemptedError, which `sparsehead pretrain` turns into exit status 75 (core.errors.EXIT_INTERRUPTED). With
 train.on_preempt=requeue, rank 0 first asks SLURM to requeue the job.
@@ -14,12 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
-import torch
-import torch.distributed as tdist
-
-from sparsehead.core import distributed as dist
 from sparsehead.core.errors import Interrupted
 
 
@@ -30,25 +25,6 @@ class PreemptedError(Interrupted):
         self.run_dir, self.step, self.signal_name, self.requeued = Path(run_dir), step, signal_name, requeued
         then = "the job was requeued" if requeued else f"continue with: sparsehead pretrain --resume {run_dir}"
         super().__init__(f"stopped by {signal_name} after step {step} with a checkpoint; {then}")
-
-
-class StopFlag:
-    """Whether any rank caught a stop signal: `any_rank(requested)`, a collective under DDP (every
-    rank calls it at every step boundary). The flag travels over gloo on the CPU: under NCCL a
-    separate gloo group (made here, by every rank at once), so that reading it back never waits
-    for the GPU's queued work (a .item() on a CUDA tensor each step would)."""
-
-    def __init__(self):
-        self.group = None
-        if dist.is_distributed() and tdist.get_backend() != "gloo":
-            self.group = tdist.new_group(backend="gloo")
-
-    def any_rank(self, requested: Optional[str]) -> bool:
-        if not dist.is_distributed():
-            return requested is not None
-        flag = torch.tensor([0 if requested is None else 1], dtype=torch.int32)
-        tdist.all_reduce(flag, op=tdist.ReduceOp.MAX, group=self.group)
-        return bool(flag.item())
 
 
 def requeue() -> bool:
