@@ -9,7 +9,9 @@ one process computing on the whole batch. `shard(t, rank)` is a rank's slice of 
 from __future__ import annotations
 
 import socket
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -45,3 +47,20 @@ def shard(t: torch.Tensor, rank: int) -> torch.Tensor:
     """This rank's contiguous slice of a batch, as DistributedSampler hands out equal parts."""
     n = t.shape[0] // WORLD
     return t[rank * n : (rank + 1) * n]
+
+
+def torchrun_workers(agent: subprocess.Popen) -> dict[int, int]:
+    """torchrun's worker processes, by RANK, once both have started."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = {}
+        for task in Path(f"/proc/{agent.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                rank = [e for e in env if e.startswith(b"RANK=")]
+                if rank:
+                    found[int(rank[0][5:])] = int(pid)
+        if len(found) == 2:
+            return found
+        time.sleep(0.1)
+    raise AssertionError("torchrun started no two workers")

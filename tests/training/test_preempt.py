@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import SRC, TINY, TINY_FOLDER, assert_same_training_state, make_imagefolder, run_cli
+from ddp_harness import torchrun_workers
 from sparsehead import config
 from sparsehead.core.errors import EXIT_INTERRUPTED
 from sparsehead.core.signals import StopFlag, StopSignals
@@ -226,23 +227,6 @@ def test_hooks_after_step_skip_the_updates_the_scaler_skipped(monkeypatch, tmp_p
 # --- DDP: two gloo ranks under torchrun stop after the same step --------------------------------
 
 
-def _workers(agent: subprocess.Popen) -> dict[int, int]:
-    """torchrun's worker processes, by RANK, once both have started."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = {}
-        for task in Path(f"/proc/{agent.pid}/task").iterdir():
-            for pid in (task / "children").read_text().split():
-                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                rank = [e for e in env if e.startswith(b"RANK=")]
-                if rank:
-                    found[int(rank[0][5:])] = int(pid)
-        if len(found) == 2:
-            return found
-        time.sleep(0.1)
-    raise AssertionError("torchrun started no two workers")
-
-
 def _torchrun(*args: str) -> list[str]:
     """The command of a 2-process gloo pretrain under torchrun."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + [
@@ -275,7 +259,7 @@ def test_ddp_ranks_stop_after_the_same_step_and_resume_bitwise_exact(ranks, refe
         _torchrun(*RUN, "--run-dir", str(run_dir)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        workers = _workers(agent)
+        workers = torchrun_workers(agent)
         deadline = time.monotonic() + 300
         while (logged := _logged_steps(run_dir)) < 2:
             assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()[1][-3000:]
