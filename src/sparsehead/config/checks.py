@@ -41,6 +41,12 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device: {dev!r} is not allowed; choose auto, cpu, cuda or cuda:N")
+    if cfg.optim.name == "lars" and cfg.optim.weight_decay_filter == "enabled":
+        raise ConfigError(
+            "optim.weight_decay_filter: enabled is not for optim.name=lars, which keeps its own rule (no "
+            "weight decay or trust ratio on 1-d parameters: norm layers, biases); set "
+            "optim.weight_decay_filter=auto, or use optim.name=adamw"
+        )
     validate_head_and_sparsity(cfg)
     validate_method(cfg)
     if problem := inactive_ops_problem(cfg.augment):
