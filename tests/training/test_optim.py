@@ -26,10 +26,12 @@ from conftest import TINY
 from sparsehead import config
 from sparsehead.config import OptimConfig
 from sparsehead.core.errors import ConfigError
+from sparsehead.runs.folder import SCHEMA
 from sparsehead.runs.metrics_log import read_metrics
 from sparsehead.runs.model import build_model
 from sparsehead.training.loop import pretrain
 from sparsehead.training.optim import LARS, build_optimizer, param_groups, warmup_cosine
+from sparsehead.training.resume import config_differences
 
 
 def _step_with(params, opt, grads):
@@ -265,3 +267,13 @@ def test_pretrain_prints_and_logs_the_scaled_lr(tiny_cfg, capsys):
     assert "peak learning rate 0.001 = optim.lr 0.004 x train.batch_size 64 / 256" in capsys.readouterr().err
     logged = [r["lr"] for r in read_metrics(Path(cfg.train.out_dir) / "run") if "lr" in r]
     assert logged == pytest.approx([0.0005, 0.0])
+
+
+def test_a_config_saved_before_the_filter_keeps_weight_decay_on_every_parameter(tiny_cfg):
+    """Its checkpoints hold one parameter group: the filter is disabled for it, and resuming it
+    with a config that says auto is a listed difference, never a silent change."""
+    saved = config.to_dict(tiny_cfg("optim.name=adamw"))
+    del saved["optim"]["weight_decay_filter"]
+    assert config.from_saved(saved, SCHEMA).optim.weight_decay_filter == "disabled"
+    diffs = config_differences(saved, tiny_cfg("optim.name=adamw"))
+    assert diffs == [("optim.weight_decay_filter", "disabled", "auto")]
