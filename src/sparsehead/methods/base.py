@@ -131,8 +131,8 @@ class Method(nn.Module):
         return rs
 
     def forward(self, *views: torch.Tensor) -> MethodOutput:
-        """The self-supervised loss of the views of a batch (two global, then local), extra logs,
-        and r of view 1."""
+        """The self-supervised loss of the views of a batch (global, then local), extra logs, and r
+        of view 1."""
         raise NotImplementedError
 
     def sparse_head(self) -> nn.Module:
