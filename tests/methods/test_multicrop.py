@@ -150,7 +150,8 @@ def test_swav_queue_enters_the_loss_once_full():
     np.testing.assert_allclose(method.queue[0, :8].numpy(), newest, rtol=1e-12)  # newest first
 
 
-def test_swav_queue_and_local_crops_resume_bitwise(tmp_path, capsys):
+def test_swav_queue_and_multi_crop_resume_bitwise(tmp_path, capsys):
+    """Three global crops (three queues) and two local crops through the training loop."""
     threads = torch.get_num_threads()
     run = TINY + [
         "data.subset=64",
@@ -161,6 +162,7 @@ def test_swav_queue_and_local_crops_resume_bitwise(tmp_path, capsys):
         "method.swav_prototypes=12",
         "method.swav_queue_length=32",
         "method.swav_epoch_queue_starts=1",
+        "augment.global_crops=3",
         "augment.local_crops=2",
         "augment.local_size=8",
     ]
@@ -173,12 +175,12 @@ def test_swav_queue_and_local_crops_resume_bitwise(tmp_path, capsys):
     torch.set_num_threads(threads)
     a, b = (checkpoint.load(checkpoint.find(tmp_path / r)) for r in ("unbroken", "resumed"))
     assert a["step"] == b["step"] == 8
-    assert a["model"]["queue"].abs().sum(dim=2).min() > 0
+    assert a["model"]["queue"].shape[0] == 3 and a["model"]["queue"].abs().sum(dim=2).min() > 0
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
 
 
-def test_two_view_methods_refuse_local_crops(tiny_cfg):
+def test_two_view_methods_refuse_multi_crop(tiny_cfg):
     with pytest.raises(ConfigError, match=r"augment.local_crops: method.name=byol .*local_crops=0.*swav"):
         tiny_cfg("method.name=byol", "augment.local_crops=2")
     with pytest.raises(ConfigError, match=r"augment.global_crops: method.name=byol .*global_crops=2.*simclr, swav"):
