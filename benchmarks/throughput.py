@@ -87,7 +87,7 @@ class SparseheadPipeline:
         self.views = ViewGenerator(cfg.augment, SIZE, mean, std)
         torch.manual_seed(0)
         self.method = build_model(cfg)
-        self.opt = build_optimizer(cfg.optim, self.method)
+        self.opt = build_optimizer(cfg.optim, self.method, cfg.train.batch_size)
         self.gen = torch.Generator().manual_seed(0)
         self.data_times, self.model_times = [], []
 

@@ -1,6 +1,6 @@
 """Multi-crop: the crop generator's statistics against torchvision's RandomResizedCrop, SwAV's and
-SimCLR's multi-crop losses against loops written here, SwAV's queue (in the loss, restored on
-resume), and the config errors of methods that take two views only."""
+SimCLR's multi-crop losses (two or three global crops) against loops written here, SwAV's queue (in
+the loss, restored on resume), and the config errors of methods that take two views only."""
 
 from __future__ import annotations
 
@@ -45,16 +45,16 @@ def test_crop_boxes_follow_torchvision_random_resized_crop(scale):
     assert ks_2samp(crop_stats(wrong, side)["scale"], b["scale"]).pvalue < 1e-10
 
 
-def test_view_generator_adds_local_crops_after_the_unchanged_global_views():
+def test_view_generator_adds_global_and_local_crops_after_the_unchanged_two_views():
     images = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
     plain = ViewGenerator(config.AugmentConfig(), 16, [0.5] * 3, [0.25] * 3)
-    multi = ViewGenerator(config.AugmentConfig(local_crops=3), 16, [0.5] * 3, [0.25] * 3)
+    multi = ViewGenerator(config.AugmentConfig(global_crops=3, local_crops=3), 16, [0.5] * 3, [0.25] * 3)
     two = plain(images, torch.Generator().manual_seed(3))
     crops = multi(images, torch.Generator().manual_seed(3))
-    assert len(two) == 2 and len(crops) == 5
+    assert len(two) == 2 and len(crops) == 6
     assert all(torch.equal(a, b) for a, b in zip(two, crops[:2]))  # bitwise: the two-view case unchanged
-    assert [c.shape[-1] for c in crops] == [16, 16, 7, 7, 7]  # auto local size: round(16 * 96 / 224)
-    assert len(multi(images, torch.Generator(), local=False)) == 2
+    assert [c.shape[-1] for c in crops] == [16, 16, 16, 7, 7, 7]  # auto local size: round(16 * 96 / 224)
+    assert len(multi(images, torch.Generator(), multi_crop=False)) == 2
 
 
 def tiny_method(name, *extra):
@@ -63,16 +63,22 @@ def tiny_method(name, *extra):
     return build_model(cfg).double()
 
 
-def crops(num_local: int, n: int = 8, seed: int = 1):
+def crops(num_local: int, n: int = 8, seed: int = 1, num_global: int = 2):
     g = torch.Generator().manual_seed(seed)
-    sizes = [16, 16] + [8] * num_local
+    sizes = [16] * num_global + [8] * num_local
     return [torch.randn(n, 3, s, s, generator=g, dtype=torch.float64) for s in sizes]
 
 
 def embeddings(method, views):
-    """z of every view, computed view by view in training mode (BatchNorm per crop, as the method)."""
+    """z of every view in training mode: the views of one size through the backbone as one batch
+    (BatchNorm statistics over all of them, as SwAV's code), then the head on each view."""
+    n, r = len(views[0]), {}
     with torch.no_grad():
-        return [method.projector(method.backbone(x)).numpy() for x in views]
+        for size in {x.shape[-1] for x in views}:
+            same = [i for i, x in enumerate(views) if x.shape[-1] == size]
+            out = method.backbone(torch.cat([views[i] for i in same]))
+            r.update({i: out[k * n : (k + 1) * n] for k, i in enumerate(same)})
+        return [method.projector(r[i]).numpy() for i in range(len(views))]
 
 
 def log_softmax_rows(s):
@@ -80,25 +86,26 @@ def log_softmax_rows(s):
     return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
 
 
-def swav_reference(zs, prototypes, tau=0.1, queue=None):
-    """Codes of the two global crops (the queue's scores before the batch), each predicted from
+def swav_reference(zs, prototypes, tau=0.1, queue=None, num_global=2):
+    """Codes of the global crops (the queue's scores before the batch), each predicted from
     every other crop: mean over the global crops of the mean over the other crops of the CE."""
     scores = [(z / np.linalg.norm(z, axis=1, keepdims=True)) @ prototypes.T for z in zs]
     total = 0.0
-    for i in range(2):
+    for i in range(num_global):
         s = scores[i] if queue is None else np.concatenate([queue[i] @ prototypes.T, scores[i]])
         q = numpy_sinkhorn(s)[-len(scores[i]) :]
         ces = [-(q * log_softmax_rows(scores[v] / tau)).sum(axis=1).mean() for v in range(len(zs)) if v != i]
         total += sum(ces) / len(ces)
-    return total / 2
+    return total / num_global
 
 
-@pytest.mark.parametrize("num_local", [0, 4])
-def test_swav_loss_over_all_crops_matches_loops(num_local):
-    method = tiny_method("swav", "method.swav_prototypes=12", *(LOCAL if num_local else []))
-    views = crops(num_local)
+@pytest.mark.parametrize("num_global, num_local", [(2, 0), (2, 4), (3, 4)])
+def test_swav_loss_over_all_crops_matches_loops(num_global, num_local):
+    extra = (LOCAL if num_local else []) + [f"augment.global_crops={num_global}"]
+    method = tiny_method("swav", "method.swav_prototypes=12", *extra)
+    views = crops(num_local, num_global=num_global)
     loss = method(*views).loss.item()
-    ref = swav_reference(embeddings(method, views), method.prototypes.weight.detach().numpy())
+    ref = swav_reference(embeddings(method, views), method.prototypes.weight.detach().numpy(), num_global=num_global)
     assert loss == pytest.approx(ref, rel=1e-9)
 
 
@@ -113,11 +120,14 @@ def nt_xent_loops(z1, z2, tau):
     return total / (2 * n)
 
 
-def test_simclr_multi_crop_averages_nt_xent_over_global_pairs():
-    method = tiny_method("simclr", *LOCAL)
-    views = crops(4)
+@pytest.mark.parametrize("num_global", [2, 3])
+def test_simclr_multi_crop_averages_nt_xent_over_global_pairs(num_global):
+    method = tiny_method("simclr", *LOCAL, f"augment.global_crops={num_global}")
+    views = crops(4, num_global=num_global)
     zs = embeddings(method, views)
-    pairs = [(0, 1)] + [(g, v) for g in (0, 1) for v in range(2, 6)]
+    globals_ = range(num_global)
+    pairs = [(a, b) for a in globals_ for b in globals_ if a < b]
+    pairs += [(g, v) for g in globals_ for v in range(num_global, num_global + 4)]
     ref = np.mean([nt_xent_loops(zs[a], zs[b], 0.5) for a, b in pairs])
     assert method(*views).loss.item() == pytest.approx(ref, rel=1e-9)
 
@@ -140,7 +150,8 @@ def test_swav_queue_enters_the_loss_once_full():
     np.testing.assert_allclose(method.queue[0, :8].numpy(), newest, rtol=1e-12)  # newest first
 
 
-def test_swav_queue_and_local_crops_resume_bitwise(tmp_path, capsys):
+def test_swav_queue_and_multi_crop_resume_bitwise(tmp_path, capsys):
+    """Three global crops (three queues) and two local crops through the training loop."""
     threads = torch.get_num_threads()
     run = TINY + [
         "data.subset=64",
@@ -151,6 +162,7 @@ def test_swav_queue_and_local_crops_resume_bitwise(tmp_path, capsys):
         "method.swav_prototypes=12",
         "method.swav_queue_length=32",
         "method.swav_epoch_queue_starts=1",
+        "augment.global_crops=3",
         "augment.local_crops=2",
         "augment.local_size=8",
     ]
@@ -163,14 +175,20 @@ def test_swav_queue_and_local_crops_resume_bitwise(tmp_path, capsys):
     torch.set_num_threads(threads)
     a, b = (checkpoint.load(checkpoint.find(tmp_path / r)) for r in ("unbroken", "resumed"))
     assert a["step"] == b["step"] == 8
-    assert a["model"]["queue"].abs().sum(dim=2).min() > 0
+    assert a["model"]["queue"].shape[0] == 3 and a["model"]["queue"].abs().sum(dim=2).min() > 0
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
 
 
-def test_two_view_methods_refuse_local_crops(tiny_cfg):
+def test_two_view_methods_refuse_multi_crop(tiny_cfg):
     with pytest.raises(ConfigError, match=r"augment.local_crops: method.name=byol .*local_crops=0.*swav"):
         tiny_cfg("method.name=byol", "augment.local_crops=2")
+    with pytest.raises(ConfigError, match=r"augment.global_crops: method.name=byol .*global_crops=2.*simclr, swav"):
+        tiny_cfg("method.name=byol", "augment.global_crops=3")
+    with pytest.raises(ConfigError, match=r"augment.global_crops: 1 is out of range; it must be >= 2"):
+        tiny_cfg("method.name=swav", "augment.global_crops=1")
+    with pytest.raises(ConfigError, match=r"data.storage: multi-crop .* set data.storage=memory"):
+        tiny_cfg("method.name=swav", "augment.global_crops=4", "data.storage=stream")
     with pytest.raises(ConfigError, match="swav_queue_length: 20 is not a multiple of train.batch_size=64"):
         tiny_cfg("method.name=swav", "method.swav_queue_length=20")
     with pytest.raises(ConfigError, match="augment.local_size: 20 exceeds data.image_size=16"):

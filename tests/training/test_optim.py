@@ -1,4 +1,5 @@
-"""LARS and the warm-up + cosine schedule against closed-form values (issue 12).
+"""LARS and the warm-up + cosine schedule against closed-form values (issue 12); the weight-decay
+filter's parameter groups against a rule by module type, and the linear lr scaling (issue 30).
 
 LARS (You et al. 2017) as the SSL reference code has it (Barlow Twins' PyTorch LARS; SimCLR's
 TF LARS computes the same trust ratio): for a weight w with gradient g,
@@ -14,14 +15,23 @@ ratio: v <- momentum v + g. Two conventions differ elsewhere, checked and stated
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
+from conftest import TINY
+from sparsehead import config
 from sparsehead.config import OptimConfig
-from sparsehead.training.optim import LARS, build_optimizer, warmup_cosine
+from sparsehead.core.errors import ConfigError
+from sparsehead.runs.folder import SCHEMA
+from sparsehead.runs.metrics_log import read_metrics
+from sparsehead.runs.model import build_model
+from sparsehead.training.loop import pretrain
+from sparsehead.training.optim import LARS, build_optimizer, param_groups, warmup_cosine
+from sparsehead.training.resume import config_differences
 
 
 def _step_with(params, opt, grads):
@@ -159,3 +169,111 @@ def test_cosine_without_warmup_starts_at_the_peak():
     assert lrs[0] == pytest.approx(1.0)
     assert lrs[5] == pytest.approx(0.25 + 0.75 / 2)
     assert lrs[10] == pytest.approx(0.25)
+
+
+# ---------------------------------------------------------------------------------------------
+# The weight-decay filter and the learning-rate scaling
+
+VIT = [
+    "model.backbone=timm:vit_tiny_patch16_224",
+    "model.timm_args.patch_size=4",
+    "model.timm_args.depth=1",
+    "model.timm_args.embed_dim=32",
+    "model.timm_args.num_heads=2",
+]
+NORMS = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def exempt_by_module(model: nn.Module) -> set[str]:
+    """The names the filter exempts, found by module type: every parameter of a norm layer, every
+    bias, a ViT's position embedding and class token."""
+    names = {
+        f"{m_name}.{p_name}"
+        for m_name, m in model.named_modules()
+        if isinstance(m, NORMS)
+        for p_name, _ in m.named_parameters(recurse=False)
+    }
+    names |= {n for n, _ in model.named_parameters() if n.endswith(".bias")}
+    names |= {"backbone.pos_embed", "backbone.cls_token"} & {n for n, _ in model.named_parameters()}
+    return names
+
+
+def group_names(model: nn.Module, groups: list[dict]) -> list[set[str]]:
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    return [{name_of[id(p)] for p in g["params"]} for g in groups]
+
+
+def built(*overrides):
+    cfg = config.load(None, TINY + ["method.name=simclr", *overrides])
+    torch.manual_seed(0)
+    return cfg, build_model(cfg)
+
+
+def test_weight_decay_filter_enabled_for_a_vit_with_adamw_by_default():
+    pytest.importorskip("timm", reason="timm is in the test extra: pip install -e '.[test]'")
+    cfg, model = built(*VIT, "optim.name=adamw", "optim.weight_decay=0.05", "optim.lr=0.01")
+    decayed, exempt = group_names(model, param_groups(cfg.optim, model))
+    assert exempt == exempt_by_module(model)
+    assert decayed == {n for n, p in model.named_parameters()} - exempt
+    assert {"backbone.pos_embed", "backbone.cls_token", "backbone.norm.weight"} <= exempt
+    # One AdamW step with zero gradients moves only by the decoupled decay p (1 - lr wd), and not the exempt.
+    opt = build_optimizer(cfg.optim, model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n] * (1.0 if n in exempt else 1 - 0.01 * 0.05), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(
+    "overrides, filtered",
+    [
+        (["optim.name=adamw"], False),  # auto: a ResNet keeps one group
+        (["optim.name=sgd", "optim.weight_decay_filter=enabled"], True),
+        (["optim.name=adamw", "optim.weight_decay_filter=disabled"], False),
+        (["optim.name=lars"], False),  # LARS: its own rule, inside its step
+    ],
+)
+def test_weight_decay_filter_setting(overrides, filtered):
+    cfg, model = built(*overrides)
+    groups = group_names(model, param_groups(cfg.optim, model))
+    everything = {n for n, _ in model.named_parameters()}
+    assert groups == ([everything - exempt_by_module(model), exempt_by_module(model)] if filtered else [everything])
+
+
+def test_lars_refuses_the_filter_and_auto_leaves_a_vit_with_sgd_unfiltered(tiny_cfg):
+    with pytest.raises(ConfigError, match="optim.weight_decay_filter: enabled is not for optim.name=lars.*=auto"):
+        tiny_cfg("optim.name=lars", "optim.weight_decay_filter=enabled")
+    pytest.importorskip("timm", reason="timm is in the test extra: pip install -e '.[test]'")
+    cfg, model = built(*VIT, "optim.name=sgd")
+    assert len(param_groups(cfg.optim, model)) == 1
+
+
+def test_linear_lr_scaling_is_base_lr_times_batch_over_256():
+    model = nn.Linear(2, 2)
+    assert build_optimizer(OptimConfig(lr=0.3), model, 512).param_groups[0]["lr"] == 0.3
+    scaled = OptimConfig(lr=0.3, lr_scaling="linear")
+    assert build_optimizer(scaled, model, 512).param_groups[0]["lr"] == pytest.approx(0.6, rel=1e-15)
+    assert build_optimizer(scaled, model, 64).param_groups[0]["lr"] == pytest.approx(0.075, rel=1e-15)
+    with pytest.raises(ValueError, match="pass batch_size"):
+        build_optimizer(scaled, model)
+
+
+def test_pretrain_prints_and_logs_the_scaled_lr(tiny_cfg, capsys):
+    # 128 images, batch 64: two steps; the lr logged after step 1 is half the peak (cosine at 1/2).
+    cfg = tiny_cfg("data.subset=128", "train.threads=1", "optim.lr=0.004", "optim.lr_scaling=linear")
+    pretrain(cfg, Path(cfg.train.out_dir) / "run")
+    assert "peak learning rate 0.001 = optim.lr 0.004 x train.batch_size 64 / 256" in capsys.readouterr().err
+    logged = [r["lr"] for r in read_metrics(Path(cfg.train.out_dir) / "run") if "lr" in r]
+    assert logged == pytest.approx([0.0005, 0.0])
+
+
+def test_a_config_saved_before_the_filter_keeps_weight_decay_on_every_parameter(tiny_cfg):
+    """Its checkpoints hold one parameter group: the filter is disabled for it, and resuming it
+    with a config that says auto is a listed difference, never a silent change."""
+    saved = config.to_dict(tiny_cfg("optim.name=adamw"))
+    del saved["optim"]["weight_decay_filter"]
+    assert config.from_saved(saved, SCHEMA).optim.weight_decay_filter == "disabled"
+    diffs = config_differences(saved, tiny_cfg("optim.name=adamw"))
+    assert diffs == [("optim.weight_decay_filter", "disabled", "auto")]

@@ -68,7 +68,7 @@ def view_features(method, data, views, device, seed: int = 0, batch_size: int = 
     method.eval()
     start = 0
     for images in data.eval_batches(batch_size):
-        pair = views(images.to(device), gen, local=False)
+        pair = views(images.to(device), gen, multi_crop=False)
         for i, x in enumerate(pair):
             for key, f in zip(("r", "z"), method.embed(x)):
                 if key not in out:

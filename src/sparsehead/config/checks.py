@@ -41,6 +41,12 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device: {dev!r} is not allowed; choose auto, cpu, cuda or cuda:N")
+    if cfg.optim.name == "lars" and cfg.optim.weight_decay_filter == "enabled":
+        raise ConfigError(
+            "optim.weight_decay_filter: enabled is not for optim.name=lars, which keeps its own rule (no "
+            "weight decay or trust ratio on 1-d parameters: norm layers, biases); set "
+            "optim.weight_decay_filter=auto, or use optim.name=adamw"
+        )
     validate_head_and_sparsity(cfg)
     validate_method(cfg)
     if problem := inactive_ops_problem(cfg.augment):
@@ -80,11 +86,18 @@ def validate_head_and_sparsity(cfg: Config) -> None:
 def validate_method(cfg: Config) -> None:
     """The chosen method's own checks against the other sections, and against data.subset."""
     method = METHODS.lookup(cfg.method.name)
-    if cfg.augment.local_crops and not method.MULTI_CROP:
+    a = cfg.augment
+    multi_crop_methods = ", ".join(name for name, m in METHODS.items() if m.MULTI_CROP)
+    for key, value, two_view in (("local_crops", a.local_crops, 0), ("global_crops", a.global_crops, 2)):
+        if value != two_view and not method.MULTI_CROP:
+            raise ConfigError(
+                f"augment.{key}: method.name={cfg.method.name} takes two global views only; set "
+                f"augment.{key}={two_view}, or use a method that takes multi-crop: {multi_crop_methods}"
+            )
+    if (a.global_crops > 2 or a.local_crops) and cfg.data.storage == "stream":
         raise ConfigError(
-            f"augment.local_crops: method.name={cfg.method.name} takes the two global views only; "
-            "set augment.local_crops=0, or use a method that takes local crops: "
-            + ", ".join(name for name, m in METHODS.items() if m.MULTI_CROP)
+            "data.storage: multi-crop (augment.global_crops > 2, augment.local_crops) needs whole "
+            "images, and data.storage=stream batches hold two global crops; set data.storage=memory"
         )
     method.check(cfg.method.params, cfg)
     if cfg.data.subset is not None and (problem := data_size_problem(cfg, cfg.data.subset)):

@@ -45,8 +45,25 @@ class MethodConfig:
 @dataclass
 class OptimConfig:
     name: Literal["adam", "adamw", "sgd", "lars"] = opt("adam", "optimiser (paper: adam)")
-    lr: float = opt(3e-3, "peak learning rate (paper: 3e-3 on CIFAR)", min=0.0, exclusive_min=True)
+    lr: float = opt(
+        3e-3,
+        "peak learning rate (paper: 3e-3 on CIFAR); with optim.lr_scaling=linear the base lr, scaled by "
+        "train.batch_size / 256",
+        min=0.0,
+        exclusive_min=True,
+    )
+    lr_scaling: Literal["none", "linear"] = opt(
+        "none",
+        "none: optim.lr is the peak lr; linear: peak lr = optim.lr x train.batch_size / 256, the papers' "
+        "base lr rule (SimCLR, BYOL, Barlow Twins, MoCo v3); the peak lr is printed at the start",
+    )
     weight_decay: float = opt(1e-6, "weight decay (paper: 1e-6)", min=0.0)
+    weight_decay_filter: Literal["auto", "enabled", "disabled"] = opt(
+        "auto",
+        "enabled: no weight decay on norm layers, biases and a ViT's position embedding and class "
+        "token (DINO, timm); auto: enabled for optim.name=adamw with a ViT backbone, else disabled; "
+        "LARS has its own rule (no weight decay on 1-d parameters) and refuses enabled",
+    )
     momentum: float = opt(0.9, "SGD / LARS momentum", min=0.0, max=1.0)
     warmup_epochs: float = opt(0.0, "linear warm-up length in epochs before the cosine decay", min=0.0)
     min_lr_ratio: float = opt(0.0, "final learning rate as a fraction of the peak", min=0.0, max=1.0)

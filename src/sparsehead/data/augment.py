@@ -32,11 +32,18 @@ class AugmentConfig:
     grayscale_p: float = opt(0.2, "probability of converting a view to grayscale", min=0.0, max=1.0)
     blur_p: list = opt([0.0, 0.0], "Gaussian blur probability for view 1 and view 2", min=0.0, max=1.0)
     solarize_p: list = opt([0.0, 0.0], "solarisation probability for view 1 and view 2", min=0.0, max=1.0)
-    # Multi-crop (SwAV, Caron et al. 2020): the two views above are the global crops; local crops are
+    # Multi-crop (SwAV, Caron et al. 2020): the views above are the global crops; local crops are
     # extra small crops of each image (SwAV's 2 x 224 + 6 x 96 px, scale (0.05, 0.14)).
+    global_crops: int = opt(
+        2,
+        "number of global crops per image (views at data.image_size); more than 2 only for the methods "
+        "that take multi-crop (docs/methods.md, multi-crop); the third and later take view 2's blur and "
+        "solarisation probabilities",
+        min=2,
+    )
     local_crops: int = opt(
         0,
-        "number of local crops per image besides the two global views (SwAV: 6; "
+        "number of local crops per image besides the global views (SwAV: 6; "
         "methods that take them: docs/methods.md, multi-crop)",
         min=0,
     )

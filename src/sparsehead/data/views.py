@@ -212,8 +212,8 @@ def gaussian_blur(x, sigma, kernel_size):
 
 
 class ViewGenerator:
-    """Makes the augmented, normalised views of a uint8 batch on its own device: the two global
-    views, then augment.local_crops local crops (multi-crop), each drawn in that order."""
+    """Makes the augmented, normalised views of a uint8 batch on its own device: augment.global_crops
+    global views (2 unless multi-crop), then augment.local_crops local crops, each drawn in that order."""
 
     def __init__(
         self,
@@ -244,22 +244,25 @@ class ViewGenerator:
         return self.normalize(x)
 
     def __call__(
-        self, images: torch.Tensor, generator: Optional[torch.Generator] = None, local: bool = True
+        self, images: torch.Tensor, generator: Optional[torch.Generator] = None, multi_crop: bool = True
     ) -> list[torch.Tensor]:
-        """[global view 1, global view 2, local crops...] of uint8 `images` (local=False: the two
-        global views only). `images` are (n, C, H, W) whole images, or (n, 2, C, S, S) with each
-        global view's RandomResizedCrop already cut (data.storage=stream): the crop stage is skipped."""
+        """[global views..., local crops...] of uint8 `images` (multi_crop=False: two global views,
+        the pair of the two-view recipe). `images` are (n, C, H, W) whole images, or (n, 2, C, S, S)
+        with each global view's RandomResizedCrop already cut (data.storage=stream): the crop stage
+        is skipped."""
         x = images.float().div_(255)
         cfg = self.cfg
+        global_crops, local_crops = (cfg.global_crops, cfg.local_crops) if multi_crop else (2, 0)
         if x.ndim == 5:
-            if local and cfg.local_crops:
+            if global_crops > 2 or local_crops:
                 raise ValueError(
-                    "augment.local_crops needs whole images: use data.storage=memory "
-                    "(streamed batches hold only the two global crops)"
+                    "augment.local_crops and augment.global_crops > 2 need whole images: use "
+                    "data.storage=memory (streamed batches hold only two global crops)"
                 )
             return [self.view(x[:, i], i, generator, cropped=True) for i in (0, 1)]
-        views = [self.view(x, i, generator) for i in (0, 1)]
-        for _ in range(cfg.local_crops if local else 0):
+        # The third and later global crops take view 2's probabilities, as the local crops.
+        views = [self.view(x, min(i, 1), generator) for i in range(global_crops)]
+        for _ in range(local_crops):
             # Local crops take view 2's blur and solarisation probabilities (all equal in SwAV's recipe).
             views.append(self.view(x, 1, generator, self.local_size, (cfg.local_scale_min, cfg.local_scale_max)))
         return views

@@ -7,11 +7,12 @@ A method is one file: an nn.Module subclass registered with `@register("name")` 
 - `display_name`: how tables and reports name it;
 - `STATE`: the submodules and buffers it checkpoints (its state_dict is exactly these);
 - `check(params, cfg)` and `data_size_problem(params, num_images)`: its own validation;
-- `forward(*views) -> MethodOutput(loss, logs, r)`: the loss of the views of a batch (the two
+- `forward(*views) -> MethodOutput(loss, logs, r)`: the loss of the views of a batch (the
   global views first, then any local crops), values to log and the representation r of the first
   view (for online monitors). A two-view method writes `forward(self, x1, x2)`; one that takes
-  local crops (multi-crop) sets `MULTI_CROP = True`, writes `forward(self, *views)` and defines
-  which global/local pairs its loss sees; config validation refuses local crops for the others;
+  multi-crop sets `MULTI_CROP = True`, writes `forward(self, *views)` (its `global_crops` first,
+  through the backbone by `encode_crops`) and defines which global/local pairs its loss sees;
+  config validation refuses local crops and more than two global crops for the others;
 - optionally `after_step(step, total_steps)` (EMA updates and the like), `set_epoch(epoch)` and
   `sparse_head()`.
 
@@ -26,6 +27,8 @@ from the `head` section). The loss itself is a plain function in sparsehead.meth
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Optional
 
@@ -54,19 +57,23 @@ class Method(nn.Module):
     name: ClassVar[str]  # set by @register
     display_name: ClassVar[str] = ""
     STATE: ClassVar[tuple[str, ...]] = ("backbone", "projector")
-    MULTI_CROP: ClassVar[bool] = False  # whether forward takes local crops after the two global views
+    MULTI_CROP: ClassVar[bool] = False  # whether forward takes more global crops and local crops
 
     @dataclass
     class Params:
         """A method without parameters of its own."""
 
-    def __init__(self, backbone: nn.Module, projector: Optional[nn.Module] = None, params=None, **values):
+    def __init__(
+        self, backbone: nn.Module, projector: Optional[nn.Module] = None, params=None, global_crops: int = 2, **values
+    ):
         """`params` (an instance of this class's Params) or its fields as keywords; `projector`
-        defaults to the identity (a method with a fixed head builds its own)."""
+        defaults to the identity (a method with a fixed head builds its own); `global_crops`: how
+        many of forward's views are global (augment.global_crops, more than 2 for MULTI_CROP only)."""
         super().__init__()
         if params is not None and values:
             raise TypeError("give params or keyword parameters, not both")
         self.params = params if params is not None else self.Params(**values)
+        self.global_crops = global_crops
         self.backbone = backbone
         self.projector = projector if projector is not None else self.default_projector(backbone.feature_dim)
         self.embedding_dim = out_dim(self.projector, backbone.feature_dim)
@@ -77,7 +84,8 @@ class Method(nn.Module):
     def from_config(cls, cfg, backbone: nn.Module) -> "Method":
         """The method of `cfg` (cfg.method.params its parameters) on `backbone`."""
         params = cfg.method.params
-        return cls(backbone, cls.projector_from_config(cfg.head, backbone.feature_dim, params), params)
+        projector = cls.projector_from_config(cfg.head, backbone.feature_dim, params)
+        return cls(backbone, projector, params, global_crops=cfg.augment.global_crops)
 
     @classmethod
     def projector_from_config(cls, h, in_dim: int, params) -> nn.Module:
@@ -111,9 +119,20 @@ class Method(nn.Module):
         r1 = self.backbone(x1)
         return r1, self.projector(r1), self.projector(self.backbone(x2))
 
+    def encode_crops(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """r of every view, in order. Each run of consecutive views of one size goes through the
+        backbone as one batch, as SwAV's and DINO's code (one forward per resolution): BatchNorm
+        statistics span all the crops of that size, and a GPU runs a few large forwards."""
+        rs: list[torch.Tensor] = []
+        for _, same_size in itertools.groupby(views, key=lambda x: x.shape[-2:]):
+            same_size = list(same_size)
+            r = self.backbone(torch.cat(same_size) if len(same_size) > 1 else same_size[0])
+            rs += r.split([len(x) for x in same_size])
+        return rs
+
     def forward(self, *views: torch.Tensor) -> MethodOutput:
-        """The self-supervised loss of the views of a batch (two global, then local), extra logs,
-        and r of view 1."""
+        """The self-supervised loss of the views of a batch (global, then local), extra logs, and r
+        of view 1."""
         raise NotImplementedError
 
     def sparse_head(self) -> nn.Module:

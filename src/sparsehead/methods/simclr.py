@@ -1,10 +1,12 @@
 """SimCLR (Chen et al. 2020): NT-Xent between the embeddings of two views, or (loss=huang)
 Huang et al.'s revised InfoNCE (Huang et al. 2023).
 
-Multi-crop (augment.local_crops > 0): the two-view loss of every pair of a global crop with a
-later crop (the two global crops together, and each global crop with each local crop), averaged
-over the pairs; the negatives of a pair are the views of the other images in that pair. With two
-views this is the two-view loss itself."""
+Multi-crop (augment.global_crops > 2 or augment.local_crops > 0): the two-view loss of every pair
+of a global crop with a later crop (the global crops with each other, and each global crop with each
+local crop), averaged over the pairs; the negatives of a pair are the views of the other images in
+that pair. With two views this is the two-view loss itself. The crops of one size go through the
+backbone together (Method.encode_crops), as SimCLR's code runs both views as one batch: BatchNorm
+statistics span all the views of a size; the head sees each crop on its own."""
 
 from dataclasses import dataclass
 from typing import Literal
@@ -13,12 +15,11 @@ from sparsehead.core.options import opt
 from sparsehead.methods.base import Method, MethodOutput, register
 from sparsehead.methods.losses import huang_infonce, nt_xent
 
-GLOBAL_CROPS = 2
 
-
-def crop_pairs(num_views: int) -> list[tuple[int, int]]:
-    """(global crop, later crop) index pairs: (0, 1), then (0, l) and (1, l) for each local crop l."""
-    return [(g, v) for g in range(GLOBAL_CROPS) for v in range(g + 1, num_views)]
+def crop_pairs(num_views: int, global_crops: int) -> list[tuple[int, int]]:
+    """(global crop, later crop) index pairs: with two global crops (0, 1), then (0, l) and (1, l)
+    for each local crop l."""
+    return [(g, v) for g in range(global_crops) for v in range(g + 1, num_views)]
 
 
 @register("simclr")
@@ -38,10 +39,10 @@ class SimCLR(Method):
         huang_lambda: float = opt(1.0, "weight lambda of the negatives term of method.loss=huang", min=0.0)
 
     def forward(self, *views):
-        r1 = self.backbone(views[0])
-        z = [self.projector(r1)] + [self.projector(self.backbone(x)) for x in views[1:]]
-        pairs = crop_pairs(len(z))
-        return MethodOutput(sum(self.pair_loss(z[a], z[b]) for a, b in pairs) / len(pairs), {}, r1)
+        rs = self.encode_crops(views)
+        z = [self.projector(r) for r in rs]
+        pairs = crop_pairs(len(z), self.global_crops)
+        return MethodOutput(sum(self.pair_loss(z[a], z[b]) for a, b in pairs) / len(pairs), {}, rs[0])
 
     def pair_loss(self, z1, z2):
         p = self.params

@@ -1,9 +1,10 @@
 """SwAV (Caron et al. 2020): swapped prediction of Sinkhorn-Knopp cluster codes over prototypes.
 
-Multi-crop as in SwAV's official code: codes come from the two global crops only, and each code is
-predicted from every other crop (the other global crop and every local crop), see
-sparsehead.methods.losses.swapped_prediction. Each crop goes through the backbone on its own (BatchNorm
-statistics per crop; the official code batches the crops of one size together).
+Multi-crop as in SwAV's official code: codes come from the global crops only (its crops_for_assign,
+augment.global_crops of them, 2 in SwAV), and each code is predicted from every other crop (the other
+global crops and every local crop), see sparsehead.methods.losses.swapped_prediction. The crops of
+one size go through the backbone together (Method.encode_crops), as the official code: BatchNorm
+statistics span all the crops of a size; the head sees each crop on its own.
 
 The queue (method.swav_queue_length, SwAV's queue_length): the normalised embeddings of the global
 crops of the last steps (gathered from every process), prepended to the batch's scores in Sinkhorn
@@ -28,8 +29,6 @@ from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
 from sparsehead.methods.base import Method, MethodOutput, register, temperature_opt
 from sparsehead.methods.losses import sinkhorn_knopp, swapped_prediction
-
-GLOBAL_CROPS = 2  # the crops whose codes are targets (SwAV's crops_for_assign = [0, 1])
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +65,8 @@ class SwAV(Method):
         super().__init__(backbone, projector, params, **values)
         self.prototypes = nn.Linear(self.embedding_dim, self.params.swav_prototypes, bias=False)
         self.normalize_prototypes()
-        self.register_buffer("queue", torch.zeros(GLOBAL_CROPS, self.params.swav_queue_length, self.embedding_dim))
+        queue = torch.zeros(self.global_crops, self.params.swav_queue_length, self.embedding_dim)
+        self.register_buffer("queue", queue)  # one per crop whose codes are targets
         self.queue_filling = False  # set per epoch by set_epoch
 
     @classmethod
@@ -86,14 +86,14 @@ class SwAV(Method):
         self.queue_filling = self.params.swav_queue_length > 0 and epoch >= self.params.swav_epoch_queue_starts
 
     def forward(self, *views):
-        r1 = self.backbone(views[0])
-        embeddings = [F.normalize(self.projector(r1), dim=1)]
-        embeddings += [F.normalize(self.projector(self.backbone(x)), dim=1) for x in views[1:]]
+        rs = self.encode_crops(views)
+        embeddings = [F.normalize(self.projector(r), dim=1) for r in rs]
         scores = [self.prototypes(z) for z in embeddings]
         codes = [
-            self.codes(i, at_least_float32(scores[i].detach()), embeddings[i].detach()) for i in range(GLOBAL_CROPS)
+            self.codes(i, at_least_float32(scores[i].detach()), embeddings[i].detach())
+            for i in range(self.global_crops)
         ]
-        return MethodOutput(swapped_prediction(codes, scores, self.params.temperature), {}, r1)
+        return MethodOutput(swapped_prediction(codes, scores, self.params.temperature), {}, rs[0])
 
     @torch.no_grad()
     def codes(self, crop: int, scores: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from sparsehead.training import preempt, resume
 from sparsehead.training.faults import NonFiniteGuard, scaler_step
 from sparsehead.training.hooks import MethodAfterStep, gathered, total_penalty
 from sparsehead.training.monitors import OnlineMonitor, knn_summary
-from sparsehead.training.optim import build_optimizer, warmup_cosine
+from sparsehead.training.optim import build_optimizer, describe_lr, warmup_cosine
 from sparsehead.training.state import TrainState
 
 
@@ -106,7 +106,9 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     if cfg.train.compile:
         model = torch.compile(model)
     scaler = grad_scaler(precision, device)  # a no-op unless fp16
-    optimizer = build_optimizer(cfg.optim, method)
+    optimizer = build_optimizer(cfg.optim, method, batch)
+    if dist.is_main():  # the logged lr follows the schedule from this peak
+        print(describe_lr(cfg.optim, batch), file=sys.stderr)
     scheduler = warmup_cosine(
         optimizer, round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps, cfg.optim.min_lr_ratio
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -15,7 +16,9 @@ class LARS(torch.optim.Optimizer):
     """SGD with momentum and a layer-wise trust ratio (You et al. 2017), as in SimCLR/Barlow Twins:
     d = g + wd w, trust = eta ||w|| / ||d|| (the reference code's ||g + wd w||, not the paper's
     ||g|| + wd ||w||), v <- momentum v + trust d, w <- w - lr v (lr outside the momentum, as Barlow
-    Twins). Biases and BatchNorm parameters (1-d tensors) get neither weight decay nor adaptation.
+    Twins). Biases and BatchNorm parameters (1-d tensors) get neither weight decay nor adaptation:
+    LARS's own exclusion rule (SimCLR's and Barlow Twins' code), so optim.weight_decay_filter does
+    not apply to it.
     Checked against closed-form steps in tests/training/test_optim.py."""
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, eta=0.001):
@@ -42,24 +45,76 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimiser over the parameters that require gradients (EMA targets and set predictors
-    are excluded by being frozen)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.name == "lars" and hasattr(getattr(model, "backbone", None), "patch_embed"):
+def peak_lr(cfg: OptimConfig, batch_size: Optional[int]) -> float:
+    """The learning rate the schedule peaks at: optim.lr, or with optim.lr_scaling=linear the papers'
+    rule base lr x batch / 256 (SimCLR, BYOL, Barlow Twins, MoCo v3), batch = train.batch_size over
+    all processes."""
+    if cfg.lr_scaling == "none":
+        return cfg.lr
+    if batch_size is None:
+        raise ValueError("optim.lr_scaling=linear scales optim.lr by the batch size: pass batch_size")
+    return cfg.lr * batch_size / 256
+
+
+def describe_lr(cfg: OptimConfig, batch_size: int) -> str:
+    """The peak lr and where it comes from, printed at the start of a run."""
+    lr = peak_lr(cfg, batch_size)
+    if cfg.lr_scaling == "linear":
+        return f"peak learning rate {lr:.6g} = optim.lr {cfg.lr:g} x train.batch_size {batch_size} / 256"
+    return f"peak learning rate {lr:.6g} = optim.lr (optim.lr_scaling=none)"
+
+
+def is_vision_transformer(model: nn.Module) -> bool:
+    return hasattr(getattr(model, "backbone", None), "patch_embed")
+
+
+def filters_weight_decay(cfg: OptimConfig, model: nn.Module) -> bool:
+    """optim.weight_decay_filter: auto enables it where the references do, AdamW with a ViT (DINO,
+    timm's recipes); LARS has its own rule (its docstring) and never takes the filter."""
+    if cfg.weight_decay_filter == "auto":
+        return cfg.name == "adamw" and is_vision_transformer(model)
+    return cfg.weight_decay_filter == "enabled"
+
+
+def decayed(name: str, p: torch.Tensor, exempt: set[str]) -> bool:
+    """Whether weight decay acts on parameter `name` under the filter: not on 1-d tensors (norm
+    weights and biases), biases, or what the backbone's no_weight_decay() names (a timm ViT's
+    pos_embed and cls_token), the rule of timm's param_groups_weight_decay and DINO's."""
+    return p.ndim > 1 and not name.endswith(".bias") and name not in exempt
+
+
+def param_groups(cfg: OptimConfig, model: nn.Module) -> list[dict]:
+    """The parameters that require gradients (EMA targets and set predictors are excluded by being
+    frozen): one group, or with the weight-decay filter a second group without weight decay."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not filters_weight_decay(cfg, model):
+        return [{"params": [p for _, p in named]}]
+    no_weight_decay = getattr(getattr(model, "backbone", None), "no_weight_decay", set)
+    exempt = {f"backbone.{name}" for name in no_weight_decay()}
+    return [
+        {"params": [p for name, p in named if decayed(name, p, exempt)]},
+        {"params": [p for name, p in named if not decayed(name, p, exempt)], "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(cfg: OptimConfig, model: nn.Module, batch_size: Optional[int] = None) -> torch.optim.Optimizer:
+    """The optimiser of `model`'s parameter groups at the peak lr (`batch_size`: train.batch_size,
+    needed by optim.lr_scaling=linear)."""
+    params, lr = param_groups(cfg, model), peak_lr(cfg, batch_size)
+    if cfg.name == "lars" and is_vision_transformer(model):
         warnings.warn(
             "optim.name=lars with a vision transformer: LARS is known to make ViT training unstable "
             "or collapse (Chen et al. 2021, MoCo v3, train ViTs with AdamW); use optim.name=adamw "
             "(configs/cifar10_vit_tiny.yaml), see docs/timm.md"
         )
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "lars":
-        return LARS(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return LARS(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimiser {cfg.name!r}")
 
 
