@@ -123,7 +123,7 @@ def knn_accuracy(
     train_x, train_y, test_x, test_y, k: int, temperature: Optional[float] = None, batch_size: int = 1024
 ) -> float:
     pred = knn_classify(train_x, train_y, test_x, k, temperature, batch_size)
-    return (pred == test_y.cpu()).float().mean().item()
+    return (pred == test_y.cpu()).sum().item() / len(test_y)
 
 
 REPORT_KEYS = ("top1", "weighted_top1")  # the report's numbers, in the order of report_votes()
@@ -148,5 +148,5 @@ def knn_report(
     """The one k-NN report (REPORT_KEYS), from one top-k pass on `device` (default: train_x's)."""
     bank = feature_bank(train_x, device or train_x.device)
     preds = knn_predict(bank, train_y, test_x, report_votes(k, k_weighted, temperature), batch_size)
-    accuracy = (preds == test_y.cpu()).float().mean(dim=1)
-    return dict(zip(REPORT_KEYS, accuracy.tolist()))
+    correct = (preds == test_y.cpu()).sum(dim=1)
+    return dict(zip(REPORT_KEYS, (correct.double() / len(test_y)).tolist()))
