@@ -38,9 +38,9 @@ def _on_rank(rank: int) -> dict:
         for module in method.backbone.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean += 0.5
-    gathered = dist.gather_rows(torch.arange(5.0)[slice(*dist.shard_bounds(5))], 5)
+    rows = {f"rows{n}": dist.gather_rows(torch.arange(n * 1.0)[slice(*dist.shard_bounds(n))], n) for n in (1, 5)}
     summary = knn_summary(method, cfg, views, CPU)
-    return {"summary": torch.tensor([summary["knn7_top1"], summary["knn200_weighted_top1"]]), "rows": gathered}
+    return {"summary": torch.tensor([summary["knn7_top1"], summary["knn200_weighted_top1"]]), **rows}
 
 
 @pytest.fixture(scope="module")
@@ -65,5 +65,6 @@ def test_every_rank_gets_the_one_process_knn(ranks):
 
 
 def test_rows_sharded_unevenly_are_gathered_in_order(ranks):
-    for result in ranks:
-        torch.testing.assert_close(result["rows"], torch.arange(5.0))
+    for result in ranks:  # 5 rows: shards of 3 and 2; 1 row: rank 1's shard is empty
+        torch.testing.assert_close(result["rows5"], torch.arange(5.0))
+        torch.testing.assert_close(result["rows1"], torch.arange(1.0))

@@ -15,9 +15,14 @@ from sparsehead.evaluate.protocols.base import Protocol, frozen_features
 @dataclass
 class KNNOptions:
     help_group: ClassVar[str] = "knn"
-    k: int = opt(KNN_K, "neighbours of the majority vote", min=1)
-    k_weighted: int = opt(KNN_WEIGHTED_K, "neighbours of the weighted vote", min=1)
-    temperature: float = opt(KNN_TEMPERATURE, "weighted vote: exp(sim / T)", min=0.0, exclusive_min=True)
+    k: int = opt(KNN_K, "neighbours of the majority vote (the SparseHead paper: 5)", min=1)
+    k_weighted: int = opt(KNN_WEIGHTED_K, "neighbours of the weighted vote (InstDisc: 200)", min=1)
+    temperature: float = opt(
+        KNN_TEMPERATURE,
+        "weighted vote: exp(sim / T) (InstDisc: 0.07; MoCo's CIFAR-10 monitor: 0.1)",
+        min=0.0,
+        exclusive_min=True,
+    )
 
 
 class KNNProtocol(Protocol):
