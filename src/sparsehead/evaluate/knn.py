@@ -43,6 +43,7 @@ def bank_dtype(rows: int, dim: int, device: torch.device) -> torch.dtype:
     return torch.float32 if rows * dim * 4 <= BANK_SHARE * free else torch.float16
 
 
+@torch.no_grad()
 def feature_bank(train_x: torch.Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """The training features L2-normalised on `device` (block by block: no float32 copy of the
     whole set is made there when it is stored in float16)."""
@@ -101,8 +102,9 @@ def knn_predict(
     for start in range(0, test_x.shape[0], batch_size):
         queries = F.normalize(test_x[start : start + batch_size].to(bank.device).float(), dim=1)
         sim, idx = nearest(queries, bank, k)
+        labels = bank_y[idx]
         for i, rule in enumerate(votes):
-            preds[i, start : start + len(queries)] = vote(sim, bank_y[idx], rule, num_classes).cpu()
+            preds[i, start : start + len(queries)] = vote(sim, labels, rule, num_classes).cpu()
     return preds
 
 
