@@ -195,6 +195,24 @@ def test_knn_and_linear_probe_on_cuda_equal_the_cpu_results():
     assert abs(lin_cpu["top1"] - lin_gpu["top1"]) <= 0.01, (lin_cpu, lin_gpu)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_the_knn_bank_on_the_gpu_in_chunks_agrees_with_the_cpu(monkeypatch, dtype):
+    from sparsehead.evaluate import knn
+    from sparsehead.evaluate.knn import Vote, feature_bank, knn_predict
+
+    g = torch.Generator().manual_seed(1)
+    centres = torch.randn(10, 64, generator=g)
+    y = torch.randint(0, 10, (3000,), generator=g)
+    x = centres[y] + torch.randn(3000, 64, generator=g)
+    votes = [Vote(5), Vote(200, 0.07)]
+    cpu = knn_predict(feature_bank(x[:2500], torch.device("cpu")), y[:2500], x[2500:], votes)
+    monkeypatch.setattr(knn, "BANK_CHUNK", 700)  # several chunks, the last one short
+    bank = feature_bank(x[:2500], torch.device(CUDA), dtype)
+    assert bank.dtype == dtype and bank.is_cuda
+    gpu = knn_predict(bank, y[:2500], x[2500:], votes, batch_size=128)
+    assert (gpu == cpu).float().mean() >= (0.99 if dtype == torch.float32 else 0.97)  # near ties may swap
+
+
 def test_a_training_step_that_does_not_log_makes_no_host_sync_but_the_nonfinite_check():
     """Views, forward, backward and the optimiser step run without waiting for the GPU, apart from
     the NonFiniteGuard's one read of 'loss and gradients finite' (it decides whether to update)."""

@@ -1,11 +1,13 @@
-"""k-NN classification against scikit-learn and a direct numpy computation."""
+"""k-NN classification against scikit-learn, lightly's knn_predict and a direct numpy computation;
+one top-k pass for both votes, the chunked bank and the float16 bank."""
 
 import numpy as np
 import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from sparsehead.evaluate import EvaluationError, knn_classify
+from sparsehead.evaluate import EvaluationError, knn, knn_classify
+from sparsehead.evaluate.knn import Vote, feature_bank, knn_predict, knn_report
 
 
 def random_problem(seed, n_train=300, n_test=200, dim=16, classes=4):
@@ -46,23 +48,72 @@ def test_tie_goes_to_the_nearest_neighbours_class():
     assert pred.tolist() == [0]
 
 
-def test_weighted_vote_matches_direct_computation():
-    xtr, ytr, xte, _ = random_problem(1, n_train=500, classes=6)
-    k, t = 200, 0.1
+def weighted_reference(xtr, ytr, xte, k, t, classes):
+    """The weighted vote written out: cosine similarities, the k largest, exp(sim / t) summed per class."""
     ntr = xtr / np.linalg.norm(xtr, axis=1, keepdims=True)
     nte = xte / np.linalg.norm(xte, axis=1, keepdims=True)
-    sim = nte @ ntr.T
     expected = []
-    for row in sim:
+    for row in nte @ ntr.T:
         nearest = np.argsort(-row)[:k]
-        scores = np.zeros(6)
+        scores = np.zeros(classes)
         np.add.at(scores, ytr[nearest], np.exp(row[nearest] / t))
         expected.append(scores.argmax())
+    return np.array(expected)
+
+
+@pytest.mark.parametrize("k, t", [(200, 0.07), (200, 0.1), (13, 0.07)], ids=["instdisc", "moco-cifar", "k13"])
+def test_weighted_vote_matches_direct_computation(k, t):
+    xtr, ytr, xte, _ = random_problem(1, n_train=500, classes=6)
     ours = knn_classify(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), k=k, temperature=t)
-    np.testing.assert_array_equal(ours.numpy(), np.array(expected))
+    np.testing.assert_array_equal(ours.numpy(), weighted_reference(xtr, ytr, xte, k, t, 6))
 
 
-@pytest.mark.parametrize("temperature", [None, 0.1])
+def test_instdisc_vote_matches_lightly():
+    # lightly (a `test` extra) is an independent implementation of the InstDisc weighted k-NN.
+    from lightly.utils.benchmarking import knn_predict as lightly_knn_predict
+
+    xtr, ytr, xte, _ = random_problem(3, n_train=600, classes=8)
+    xtr, ytr, xte = torch.tensor(xtr, dtype=torch.float32), torch.tensor(ytr), torch.tensor(xte, dtype=torch.float32)
+    bank = torch.nn.functional.normalize(xtr, dim=1).T
+    theirs = lightly_knn_predict(torch.nn.functional.normalize(xte, dim=1), bank, ytr, 8, knn_k=200, knn_t=0.07)
+    ours = knn_classify(xtr, ytr, xte, k=200, temperature=0.07)
+    torch.testing.assert_close(ours, theirs[:, 0])
+
+
+def test_both_votes_come_from_one_similarity_pass(monkeypatch):
+    calls = []
+    real = knn._similarities
+    monkeypatch.setattr(knn, "_similarities", lambda q, b: calls.append(1) or real(q, b))
+    xtr, ytr, xte, yte = (torch.tensor(a) for a in random_problem(4, n_train=400))
+    report = knn_report(xtr, ytr, xte, yte, k=5, k_weighted=200, temperature=0.07, batch_size=len(xte))
+    assert len(calls) == 1  # one matmul of the test block against the bank serves k = 5 and k = 200
+    assert report["top1"] == knn.knn_accuracy(xtr, ytr, xte, yte, 5)
+    assert report["weighted_top1"] == knn.knn_accuracy(xtr, ytr, xte, yte, 200, temperature=0.07)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 399])
+def test_a_bank_in_chunks_gives_the_predictions_of_one_chunk(monkeypatch, chunk):
+    xtr, ytr, xte, _ = (torch.tensor(a) for a in random_problem(5, n_train=400))
+    votes = [Vote(5), Vote(200, 0.07), Vote(3, 0.1)]
+    whole = knn_predict(feature_bank(xtr, xtr.device), ytr, xte, votes)
+    monkeypatch.setattr(knn, "BANK_CHUNK", chunk)
+    torch.testing.assert_close(knn_predict(feature_bank(xtr, xtr.device), ytr, xte, votes), whole)
+
+
+def test_a_float16_bank_agrees_with_float32_and_is_chosen_where_float32_does_not_fit(monkeypatch):
+    xtr, ytr, xte, _ = (torch.tensor(a, dtype=torch.float32) for a in random_problem(6, n_train=400))
+    votes = [Vote(5), Vote(200, 0.07)]
+    full = knn_predict(feature_bank(xtr, xtr.device), ytr, xte, votes)
+    half = knn_predict(feature_bank(xtr, xtr.device, torch.float16), ytr, xte, votes)
+    assert (half == full).float().mean() > 0.97  # only near-tied neighbours may swap
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 * 2**30, 80 * 2**30))
+    cuda = torch.device("cuda")
+    assert knn.bank_dtype(1_281_167, 2048, cuda) == torch.float16  # 10.5 GB in float32 > half of 3 GiB
+    assert knn.bank_dtype(50_000, 2048, cuda) == torch.float32
+    assert knn.bank_dtype(1_281_167, 2048, torch.device("cpu")) == torch.float32
+
+
+@pytest.mark.parametrize("temperature", [None, 0.07])
 def test_batching_gives_the_same_predictions_as_one_block(temperature):
     xtr, ytr, xte, _ = random_problem(2)
     args = (torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte))

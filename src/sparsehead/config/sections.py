@@ -123,8 +123,9 @@ class TrainConfig:
 
 
 # The k-NN conventions, used by the training monitors and `sparsehead evaluate --protocol knn`:
-# the SparseHead paper's 5-NN majority vote, and InstDisc / MoCo's 200-NN vote weighted exp(sim / 0.1).
-KNN_K, KNN_WEIGHTED_K, KNN_TEMPERATURE = 5, 200, 0.1
+# the SparseHead paper's 5-NN majority vote, and InstDisc's 200-NN vote weighted exp(sim / 0.07)
+# (MoCo's CIFAR monitor, T = 0.1, is `--temperature 0.1`; docs/evaluation.md, k-NN).
+KNN_K, KNN_WEIGHTED_K, KNN_TEMPERATURE = 5, 200, 0.07
 
 
 @dataclass

@@ -64,6 +64,35 @@ def from_every_rank(obj) -> list:
     return out
 
 
+def shard_bounds(n: int) -> tuple[int, int]:
+    """This rank's rows [start, stop) of `n` cut in order into shards of ceil(n / world) rows (the
+    last ones shorter, maybe empty): gather_rows puts them back together."""
+    size = -(-n // world_size())
+    return min(rank() * size, n), min((rank() + 1) * size, n)
+
+
+@torch.no_grad()
+def gather_rows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The `n` rows of which each rank holds its shard_bounds(n) part, in order, on every rank: one
+    all_gather into one tensor (the shorter shards' padding falls past row n, so no copy is made)."""
+    if not is_distributed():
+        return x
+    size = -(-n // world_size())
+    padded = x.new_zeros(size, *x.shape[1:])
+    padded[: len(x)] = x
+    out = x.new_empty(world_size() * size, *x.shape[1:])
+    dist.all_gather(list(out.split(size)), padded)
+    return out[:n]
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank: each rank's last forward
+    under DDP updated its own from its own batch."""
+    if is_distributed():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()

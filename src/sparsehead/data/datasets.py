@@ -69,6 +69,7 @@ class ImageSet(EvalBatches):
     labels: torch.Tensor  # int64, (N,); -1 where unlabeled
     classes: list[str]
     skipped: int = 0  # unreadable files left out (data.bad_images=skip)
+    names: Optional[list[str]] = None  # each image's file relative to the split's folder (file sources)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -130,7 +131,8 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 def stratified_subset(data: ImageSet, n: int, seed: int) -> ImageSet:
     """`n` samples with the class proportions of `data`, the same for the same seed."""
     idx = torch.as_tensor(stratified_indices(data.labels.numpy(), n, seed))
-    return ImageSet(data.images[idx], data.labels[idx], data.classes, data.skipped)
+    names = None if data.names is None else [data.names[i] for i in idx.tolist()]
+    return ImageSet(data.images[idx], data.labels[idx], data.classes, data.skipped, names)
 
 
 def _digits(cfg: DataConfig, split: str) -> ImageSet:
@@ -221,7 +223,11 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     keep = [i for i, r in enumerate(decoded) if not isinstance(r, Exception)]
     report_bad(bad, len(files), folder, cfg.bad_images)
     data = ImageSet(
-        torch.stack([decoded[i] for i in keep]), torch.tensor([labels[i] for i in keep]), classes, skipped=len(bad)
+        torch.stack([decoded[i] for i in keep]),
+        torch.tensor([labels[i] for i in keep]),
+        classes,
+        skipped=len(bad),
+        names=[index.paths[i] for i in keep],
     )
     if cache_path is not None:
         _write_cache(cache_path, data)
@@ -251,11 +257,13 @@ def _read_cache(path: Path) -> Optional[ImageSet]:
     def intact(blob: dict) -> bool:
         if _checksum(blob["images"]) != blob["checksum"]:
             raise ValueError("checksum mismatch")
-        return True
+        return "names" in blob  # a cache written before the file names were kept is out of date
 
     blob = read_cache(path, "data cache", "decoding the images again", intact)
     return (
-        None if blob is None else ImageSet(blob["images"], blob["labels"], list(blob["classes"]), int(blob["skipped"]))
+        None
+        if blob is None
+        else ImageSet(blob["images"], blob["labels"], list(blob["classes"]), int(blob["skipped"]), blob["names"])
     )
 
 
@@ -267,6 +275,7 @@ def _write_cache(path: Path, data: ImageSet) -> None:
             "labels": data.labels,
             "classes": data.classes,
             "skipped": data.skipped,
+            "names": data.names,
             "checksum": _checksum(data.images),
         },
         "data cache",

@@ -1,6 +1,6 @@
 """What evaluation and analysis read of a data set, in memory (datasets.ImageSet) or streamed
-(stream.StreamSet) alike: labels, classes, channel statistics, its length and shape, a fingerprint,
-and its evaluation images batch by batch.
+(stream.StreamSet) alike: labels, classes, file names (of file sources), channel statistics, its
+length and shape, a fingerprint, and its evaluation images batch by batch.
 
 Evaluation images are each image's resized centre crop at the run's image size, uint8 (n, C, S, S),
 in the order asked: `eval_batches(batch_size, indices)` for consecutive chunks of `indices` (all
@@ -23,6 +23,7 @@ class EvalSet(Protocol):
     labels: torch.Tensor  # int64 (N,); -1 where unlabeled
     classes: list[str]
     skipped: int  # unreadable files left out (data.bad_images=skip)
+    names: Optional[list[str]]  # each image's file relative to the split's folder; None: not from files
 
     def __len__(self) -> int: ...
 

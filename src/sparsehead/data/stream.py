@@ -166,6 +166,10 @@ class StreamSet(EvalBatches):
     def classes(self) -> list[str]:
         return self.index.classes
 
+    @property
+    def names(self) -> list[str]:
+        return self.index.paths
+
     def path(self, i: int) -> str:
         return str(self.index.root / self.index.paths[i])
 

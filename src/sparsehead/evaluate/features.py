@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 
@@ -14,27 +15,34 @@ from sparsehead.data.views import ViewGenerator
 
 @torch.no_grad()
 def extract(
-    method, data: EvalSet, views: ViewGenerator, device: torch.device, batch_size: int = EVAL_BATCH
+    method,
+    data: EvalSet,
+    views: ViewGenerator,
+    device: torch.device,
+    batch_size: int = EVAL_BATCH,
+    indices: Optional[Sequence[int]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r, z) for every image of `data`, un-augmented (its evaluation batches), with the network in
-    eval mode: CPU float tensors, filled batch by batch into preallocated (N, d) tensors."""
+    """(r, z) for the images `indices` of `data` (default: all), un-augmented (its evaluation
+    batches), with the network in eval mode: CPU float tensors, filled batch by batch into
+    preallocated (N, d) tensors; (0, 0) tensors for no images."""
     was_training = method.training
     method.eval()
-    r_all = z_all = None
+    rows = len(data) if indices is None else len(indices)
+    r_all = z_all = torch.empty(0, 0)
     start = 0
     try:
-        for images in data.eval_batches(batch_size):
+        for images in data.eval_batches(batch_size, indices):
             r, z = method.embed(views.prepare(images.to(device, non_blocking=True)))
-            if r_all is None:
-                r_all = torch.empty(len(data), r.shape[1])
-                z_all = torch.empty(len(data), z.shape[1])
+            if start == 0:
+                r_all = torch.empty(rows, r.shape[1])
+                z_all = torch.empty(rows, z.shape[1])
             r_all[start : start + len(r)] = r.float()
             z_all[start : start + len(z)] = z.float()
             start += len(r)
     finally:
         method.train(was_training)
-    if start != len(data):
-        raise RuntimeError(f"extracted {start} feature rows for {len(data)} images")
+    if start != rows:
+        raise RuntimeError(f"extracted {start} feature rows for {rows} images")
     return r_all, z_all
 
 

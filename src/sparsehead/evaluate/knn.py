@@ -1,14 +1,20 @@
 """k-nearest-neighbour classification on cosine similarity (formulas: docs/references.md, evaluation).
 
-Two conventions: temperature=None is the SparseHead paper's plain majority vote (k = 5, ties
-go to the class of the nearest tied neighbour); a temperature gives the InstDisc / MoCo monitor
-(k = 200, each neighbour votes exp(sim / temperature)). Test samples are processed in blocks,
-so memory is bounded by block x train, never test x train.
+A `Vote` is one convention: temperature=None is the SparseHead paper's plain majority vote (k = 5,
+ties go to the class of the nearest tied neighbour); a temperature T gives the weighted vote of
+InstDisc (k = 200, T = 0.07; each neighbour votes exp(sim / T)). Every vote asked for is read
+from one top-k pass (k = the largest k): each similarity is computed once.
+
+The training features (the bank) live on the device, L2-normalised, in float32, or in float16
+where float32 does not fit. Test samples go in blocks of `batch_size` and the bank in chunks of
+BANK_CHUNK rows (a running top-k over the chunks), so memory is bounded by block x chunk, never
+test x train.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +22,92 @@ import torch.nn.functional as F
 from sparsehead.config import KNN_K, KNN_TEMPERATURE, KNN_WEIGHTED_K
 from sparsehead.evaluate.errors import EvaluationError
 
+BANK_CHUNK = 65536  # bank rows per similarity block: 1024 x 65536 float32 = 256 MiB
+BANK_SHARE = 0.5  # the share of the device's free memory a float32 bank may take before float16
+
+
+@dataclass(frozen=True)
+class Vote:
+    """k neighbours, each voting 1 (temperature None: majority vote) or exp(sim / temperature)."""
+
+    k: int
+    temperature: Optional[float] = None
+
+
+def bank_dtype(rows: int, dim: int, device: torch.device) -> torch.dtype:
+    """float32, or float16 where a float32 bank would take more than BANK_SHARE of the free memory
+    of a CUDA device (a CPU bank stays float32: CPU float16 matmuls are slow)."""
+    if device.type != "cuda":
+        return torch.float32
+    free, _ = torch.cuda.mem_get_info(device)
+    return torch.float32 if rows * dim * 4 <= BANK_SHARE * free else torch.float16
+
 
 @torch.no_grad()
+def feature_bank(train_x: torch.Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """The training features L2-normalised on `device` (block by block: no float32 copy of the
+    whole set is made there when it is stored in float16)."""
+    dtype = dtype or bank_dtype(*train_x.shape, device)
+    bank = torch.empty(train_x.shape, dtype=dtype, device=device)
+    for start in range(0, train_x.shape[0], BANK_CHUNK):
+        block = train_x[start : start + BANK_CHUNK].to(device).float()
+        bank[start : start + BANK_CHUNK] = F.normalize(block, dim=1).to(dtype)
+    return bank
+
+
+def _similarities(queries: torch.Tensor, bank_rows: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities of normalised queries to a chunk of the bank (the one matmul)."""
+    return queries.to(bank_rows.dtype) @ bank_rows.T
+
+
+def nearest(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 similarities and bank indices of the k nearest bank rows of each query, nearest first."""
+    best_sim = best_idx = None
+    for start in range(0, bank.shape[0], BANK_CHUNK):
+        sim = _similarities(queries, bank[start : start + BANK_CHUNK]).float()
+        sim, idx = sim.topk(min(k, sim.shape[1]), dim=1)
+        if best_sim is not None:  # merge with the best of the chunks before
+            sim, idx = torch.cat([best_sim, sim], dim=1), torch.cat([best_idx, idx + start], dim=1)
+            sim, pick = sim.topk(min(k, sim.shape[1]), dim=1)
+            idx = idx.gather(1, pick)
+        best_sim, best_idx = sim, idx
+    return best_sim, best_idx
+
+
+def vote(sim: torch.Tensor, labels: torch.Tensor, rule: Vote, num_classes: int) -> torch.Tensor:
+    """Predicted classes from the neighbours' similarities and labels (nearest first, >= rule.k of them)."""
+    sim, labels = sim[:, : rule.k], labels[:, : rule.k]
+    votes = torch.zeros(sim.shape[0], num_classes, device=sim.device)
+    if rule.temperature is not None:
+        return votes.scatter_add_(1, labels, torch.exp(sim / rule.temperature)).argmax(dim=1)
+    votes.scatter_add_(1, labels, torch.ones_like(sim))
+    # Tie-break: a bonus below 1 that is larger for classes whose nearest neighbour is closer.
+    rank_bonus = (rule.k - torch.arange(rule.k, device=sim.device, dtype=torch.float)) / (rule.k + 1)
+    bonus = torch.zeros_like(votes).scatter_reduce_(1, labels, rank_bonus.expand_as(sim).contiguous(), reduce="amax")
+    return (votes + bonus).argmax(dim=1)
+
+
+@torch.no_grad()
+def knn_predict(
+    bank: torch.Tensor, bank_y: torch.Tensor, test_x: torch.Tensor, votes: Sequence[Vote], batch_size: int = 1024
+) -> torch.Tensor:
+    """(len(votes), len(test_x)) predicted labels of `test_x` by each vote, from one top-k pass
+    over `bank` (feature_bank) with labels `bank_y`."""
+    k = max(rule.k for rule in votes)
+    if k > bank.shape[0]:
+        raise EvaluationError(f"k={k} is larger than the training set ({bank.shape[0]} samples); choose a smaller k")
+    bank_y = bank_y.to(bank.device).long()
+    num_classes = int(bank_y.max()) + 1
+    preds = torch.empty(len(votes), test_x.shape[0], dtype=torch.long)
+    for start in range(0, test_x.shape[0], batch_size):
+        queries = F.normalize(test_x[start : start + batch_size].to(bank.device).float(), dim=1)
+        sim, idx = nearest(queries, bank, k)
+        labels = bank_y[idx]
+        for i, rule in enumerate(votes):
+            preds[i, start : start + len(queries)] = vote(sim, labels, rule, num_classes).cpu()
+    return preds
+
+
 def knn_classify(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -27,37 +117,23 @@ def knn_classify(
     batch_size: int = 1024,
 ) -> torch.Tensor:
     """Predicted labels of `test_x` by its k nearest training samples in cosine similarity."""
-    if k > train_x.shape[0]:
-        raise EvaluationError(f"k={k} is larger than the training set ({train_x.shape[0]} samples); choose a smaller k")
-    train_x = F.normalize(train_x.float(), dim=1)
-    train_y = train_y.to(train_x.device).long()
-    num_classes = int(train_y.max()) + 1
-    preds = []
-    for start in range(0, test_x.shape[0], batch_size):
-        q = F.normalize(test_x[start : start + batch_size].float().to(train_x.device), dim=1)
-        sim, idx = (q @ train_x.T).topk(k, dim=1)  # sorted, nearest first
-        labels = train_y[idx]
-        if temperature is None:
-            votes = torch.zeros(q.shape[0], num_classes, device=q.device)
-            votes.scatter_add_(1, labels, torch.ones_like(sim))
-            # Tie-break: a bonus below 1 that is larger for classes whose nearest neighbour is closer.
-            rank_bonus = (k - torch.arange(k, device=q.device, dtype=torch.float)) / (k + 1)
-            bonus = torch.zeros_like(votes).scatter_reduce_(
-                1, labels, rank_bonus.expand_as(sim).contiguous(), reduce="amax"
-            )
-            votes += bonus
-        else:
-            votes = torch.zeros(q.shape[0], num_classes, device=q.device)
-            votes.scatter_add_(1, labels, torch.exp(sim / temperature))
-        preds.append(votes.argmax(dim=1))
-    return torch.cat(preds)
+    bank = feature_bank(train_x, train_x.device)
+    return knn_predict(bank, train_y, test_x, [Vote(k, temperature)], batch_size)[0]
 
 
 def knn_accuracy(
     train_x, train_y, test_x, test_y, k: int, temperature: Optional[float] = None, batch_size: int = 1024
 ) -> float:
     pred = knn_classify(train_x, train_y, test_x, k, temperature, batch_size)
-    return (pred.cpu() == test_y.cpu()).float().mean().item()
+    return (pred == test_y.cpu()).sum().item() / len(test_y)
+
+
+REPORT_KEYS = ("top1", "weighted_top1")  # the report's numbers, in the order of report_votes()
+
+
+def report_votes(k: int = KNN_K, k_weighted: int = KNN_WEIGHTED_K, temperature: float = KNN_TEMPERATURE) -> list[Vote]:
+    """The report's two votes: the k-NN majority vote and the k_weighted-NN vote weighted exp(sim / T)."""
+    return [Vote(k), Vote(k_weighted, temperature)]
 
 
 def knn_report(
@@ -69,12 +145,10 @@ def knn_report(
     k_weighted: int = KNN_WEIGHTED_K,
     temperature: float = KNN_TEMPERATURE,
     batch_size: int = 1024,
+    device: Optional[torch.device] = None,
 ) -> dict[str, float]:
-    """The one k-NN report: top-1 of the k-NN majority vote and of the k_weighted-NN vote weighted
-    exp(sim / temperature)."""
-    return {
-        "top1": knn_accuracy(train_x, train_y, test_x, test_y, k, batch_size=batch_size),
-        "weighted_top1": knn_accuracy(
-            train_x, train_y, test_x, test_y, k_weighted, temperature=temperature, batch_size=batch_size
-        ),
-    }
+    """The one k-NN report (REPORT_KEYS), from one top-k pass on `device` (default: train_x's)."""
+    bank = feature_bank(train_x, device or train_x.device)
+    preds = knn_predict(bank, train_y, test_x, report_votes(k, k_weighted, temperature), batch_size)
+    correct = (preds == test_y.cpu()).sum(dim=1)
+    return dict(zip(REPORT_KEYS, (correct.double() / len(test_y)).tolist()))

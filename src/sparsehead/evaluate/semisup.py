@@ -1,8 +1,10 @@
 """Semi-supervised evaluation (formulas: docs/references.md, evaluation): fine-tune backbone + linear classifier on a
-class-balanced 1% / 10% label subset of the training set.
+1% / 10% label subset of the training set.
 
-The subsets are drawn once with a seed and saved as JSON index lists in the run folder, so every
-later evaluation (of this run or another checkpoint on the same data) uses the same images.
+The subset is either listed in a file (split_from_file: SimCLR's ImageNet lists, one file name a
+line) or a class-balanced draw, drawn once with a seed and saved as a JSON index list in the run
+folder, so every later evaluation (of this run or another checkpoint on the same data) uses the
+same images.
 Defaults: the Barlow Twins recipe, 20 epochs, backbone lr 0.005, classifier lr 0.5, SGD
 momentum 0.9, cosine schedule, no weight decay.
 """
@@ -10,6 +12,7 @@ momentum 0.9, cosine schedule, no weight decay.
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,46 @@ def balanced_subset(labels: torch.Tensor, fraction: float, seed: int) -> list[in
         rng.choice(np.flatnonzero(y == c), size=min(per_class, int((y == c).sum())), replace=False) for c in classes
     ]
     return sorted(int(i) for i in np.concatenate(picked))
+
+
+def split_from_file(path: str | Path, train: EvalSet) -> list[int]:
+    """Sorted indices of the training images that `path` lists: one file name a line (the format of
+    SimCLR's imagenet_subsets/1percent.txt, e.g. n01440764_10026.JPEG), each matched to the image
+    of that file name (a listed path by its last part). Every name must be found, once."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(
+            f"--split {path}: no such file; give a list of training image names, one a line "
+            "(e.g. SimCLR's imagenet_subsets/1percent.txt)"
+        )
+    if train.names is None:
+        raise EvaluationError(
+            "--split lists image files, but this training set was not read from files (data.source="
+            "imagefolder or imagenet are); use --fractions for a class-balanced draw"
+        )
+    listed = {posixpath.basename(line.strip()) for line in path.read_text().splitlines()} - {""}
+    if not listed:
+        raise EvaluationError(f"--split {path} lists no image names; write one file name a line")
+    found: dict[str, list[int]] = {}
+    for i, name in enumerate(train.names):
+        found.setdefault(posixpath.basename(name), []).append(i)
+    for problem, names, fix in (
+        (
+            "are not images of this training set",
+            sorted(n for n in listed if n not in found),
+            "check that the list belongs to this data set (data.root) and that data.subset keeps them",
+        ),
+        (
+            "name several training images each",
+            sorted(n for n in listed if len(found.get(n, ())) > 1),
+            "the names of a split file must be unique in the training set",
+        ),
+    ):
+        if names:
+            raise EvaluationError(
+                f"--split {path}: {len(names)} of its {len(listed)} names {problem}, e.g. {', '.join(names[:5])}; {fix}"
+            )
+    return sorted(found[n][0] for n in listed)
 
 
 def split_path(folder: Path, data_key: str, fraction: float, seed: int) -> Path:

@@ -121,7 +121,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
             method.backbone.feature_dim,
             len(data.classes),
             device,
-            knn=lambda: knn_summary(method, cfg, views, device) if dist.is_main() else {},
+            knn=lambda: knn_summary(method, cfg, views, device),  # every rank does its share
         ),
         MethodAfterStep(method, total_steps),
     ]
@@ -254,8 +254,8 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
 
     # --- k-NN of the frozen backbone (the paper's k = 5 vote and the k = 200 monitor) ----------
     summary = {"run_dir": str(run_dir), "steps": state.step}
+    summary.update(knn_summary(method, cfg, views, device))  # every rank does its share
     if dist.is_main():
-        summary.update(knn_summary(method, cfg, views, device))
         RunDir(run_dir).write_results(summary)
         logger.log({"step": state.step, **{k: v for k, v in summary.items() if k.startswith("knn")}})
     logger.close()

@@ -18,27 +18,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sparsehead.config import KNN_WEIGHTED_K, EvalConfig
+from sparsehead.config import KNN_TEMPERATURE, KNN_WEIGHTED_K, EvalConfig
 from sparsehead.core.step_hook import StepHook
 from sparsehead.data import datasets
-from sparsehead.evaluate.features import extract
-from sparsehead.evaluate.knn import knn_report
+from sparsehead.evaluate.knn_shards import sharded_knn_report
 
 
 def knn_summary(method, cfg, views, device) -> dict:
     """The run's k-NN numbers as results.json records them: knn<k>_top1 (eval.knn_k majority vote)
-    and knn200_weighted_top1 (200 neighbours, or all of a smaller training set)."""
+    and knn200_weighted_top1 (200 neighbours, or all of a smaller training set, weighted
+    exp(sim / KNN_TEMPERATURE)). A collective under DDP: every rank calls it and does its share."""
     train = datasets.load(cfg.data, "train")
     test = datasets.load(cfg.data, "test")
-    r_train, _ = extract(method, train, views, device)
-    r_test, _ = extract(method, test, views, device)
-    report = knn_report(
-        r_train,
-        train.labels,
-        r_test,
-        test.labels,
+    report = sharded_knn_report(
+        method,
+        train,
+        test,
+        views,
+        device,
         k=cfg.eval.knn_k,
         k_weighted=min(KNN_WEIGHTED_K, len(train)),
+        temperature=KNN_TEMPERATURE,
         batch_size=cfg.eval.knn_batch_size,
     )
     return {f"knn{cfg.eval.knn_k}_top1": report["top1"], f"knn{KNN_WEIGHTED_K}_weighted_top1": report["weighted_top1"]}

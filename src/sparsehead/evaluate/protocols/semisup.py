@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, Optional
 
 from sparsehead.core.options import opt
 from sparsehead.evaluate.features import fingerprint
@@ -15,7 +17,7 @@ from sparsehead.evaluate.protocols.sgd_recipe import (
     sgd_recipe,
     training_views,
 )
-from sparsehead.evaluate.semisup import DEFAULT_RECIPE, load_or_create_split, semisupervised
+from sparsehead.evaluate.semisup import DEFAULT_RECIPE, load_or_create_split, semisupervised, split_from_file
 
 
 @dataclass
@@ -23,6 +25,11 @@ class SemisupOptions:
     help_group: ClassVar[str] = HELP_GROUP
     fractions: tuple[float, ...] = opt(
         (0.01, 0.1), "label fractions (semisup), e.g. 0.01 for 1% of the labels", min=0.0, max=1.0, exclusive_min=True
+    )
+    split: Optional[str] = opt(
+        None,
+        "a file of training image names, one a line (SimCLR's imagenet_subsets/1percent.txt): fine-tune "
+        "on exactly those images instead of --fractions' class-balanced draws",
     )
 
 
@@ -32,8 +39,9 @@ class SemisupProtocol(Protocol):
     Source: the 1% / 10% semi-supervised evaluation of Song et al. 2023 (arXiv 2307.08913)
     Table 2, with a fine-tuning recipe after Barlow Twins (Zbontar et al. 2021, arXiv 2103.03230):
     20 epochs, backbone lr 0.005, classifier lr 0.5, SGD momentum 0.9, cosine schedule, no weight
-    decay (evaluate/semisup.py). The subsets are drawn with --seed and saved in RUN/splits/, not
-    the published ImageNet subset lists.
+    decay (evaluate/semisup.py). `--split FILE` fine-tunes on the images a file lists: on ImageNet,
+    the fixed 1% / 10% lists of SimCLR (Chen et al. 2020) that papers use; otherwise the subsets
+    are class-balanced draws with --seed, saved in RUN/splits/.
     """
 
     name = "semisup"
@@ -47,16 +55,39 @@ class SemisupProtocol(Protocol):
     def uses_frozen_features(self, opts) -> bool:
         return False
 
+    def check_training_set(self, opts, train) -> None:
+        if opts.split:
+            split_from_file(opts.split, train)
+
+    def result_name(self, opts) -> str:
+        """semisup-<file stem> for a split file: its numbers never replace those of the draws."""
+        return f"{self.name}-{Path(opts.split).stem}" if opts.split else self.name
+
     def settings(self, opts) -> dict:
-        return {"fractions": list(opts.fractions), **recipe_settings(DEFAULT_RECIPE, "run", opts)}
+        if opts.split:
+            digest = hashlib.sha256(Path(opts.split).read_bytes()).hexdigest()[:16]
+            subsets = {"split": str(Path(opts.split).resolve()), "split_sha256": digest}
+        else:
+            subsets = {"fractions": list(opts.fractions)}
+        return {**subsets, **recipe_settings(DEFAULT_RECIPE, "run", opts)}
+
+    def subsets(self, trained, train, opts) -> dict[str, list[int]]:
+        """{result key: training indices}: the split file's images under its stem, or each fraction's draw."""
+        if opts.split:
+            return {Path(opts.split).stem: split_from_file(opts.split, train)}
+        return {
+            f"{fraction * 100:g}pct": load_or_create_split(
+                trained.run_dir, fingerprint(train), train.labels, fraction, opts.seed
+            )
+            for fraction in opts.fractions
+        }
 
     def run(self, trained, train, test, opts, device) -> dict:
         views = training_views(trained, opts.train_augment or "run")
         recipe = sgd_recipe(DEFAULT_RECIPE, opts)
-        out = {}
-        for fraction in opts.fractions:
-            indices = load_or_create_split(trained.run_dir, fingerprint(train), train.labels, fraction, opts.seed)
-            out[f"{fraction * 100:g}pct"] = semisupervised(
-                trained.method.backbone, train, test, indices, views, recipe, device
-            )
-        return {"r": out}
+        return {
+            "r": {
+                key: semisupervised(trained.method.backbone, train, test, indices, views, recipe, device)
+                for key, indices in self.subsets(trained, train, opts).items()
+            }
+        }
