@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import posixpath
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from sparsehead.data.evalset import EvalSet
 from sparsehead.data.views import ViewGenerator
 from sparsehead.evaluate.errors import EvaluationError
 from sparsehead.evaluate.finetune import SGDRecipe, classifier_accuracy, train_classifier
+from sparsehead.evaluate.progress import Progress
 from sparsehead.runs.folder import RunDir
 
 DEFAULT_RECIPE = SGDRecipe(epochs=20, batch_size=256, lr_head=0.5, lr_backbone=0.005)
@@ -114,10 +116,12 @@ def semisupervised(
     views: ViewGenerator,
     recipe: SGDRecipe,
     device: torch.device,
+    progress: Optional[Progress] = None,
 ) -> dict:
-    """Test top-1/top-5 after fine-tuning on train[indices]; `backbone` itself is not modified."""
+    """Test top-1/top-5 after fine-tuning on train[indices]; `backbone` itself is not modified.
+    `progress`: where the fine-tuning saves its state to continue after a stop (evaluate/progress.py)."""
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    tuned, classifier = train_classifier(backbone, train, indices, num_classes, views, recipe, device)
+    tuned, classifier = train_classifier(backbone, train, indices, num_classes, views, recipe, device, progress)
     result = classifier_accuracy(tuned, classifier, test, views, device)
     result["labels_used"] = len(indices)
     return result

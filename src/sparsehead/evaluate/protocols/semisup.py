@@ -13,6 +13,7 @@ from sparsehead.evaluate.protocols.base import Protocol
 from sparsehead.evaluate.protocols.sgd_recipe import (
     HELP_GROUP,
     SGDRecipeOptions,
+    progress_of,
     recipe_settings,
     sgd_recipe,
     training_views,
@@ -85,9 +86,8 @@ class SemisupProtocol(Protocol):
     def run(self, trained, train, test, opts, device) -> dict:
         views = training_views(trained, opts.train_augment or "run")
         recipe = sgd_recipe(DEFAULT_RECIPE, opts)
-        return {
-            "r": {
-                key: semisupervised(trained.method.backbone, train, test, indices, views, recipe, device)
-                for key, indices in self.subsets(trained, train, opts).items()
-            }
-        }
+        out = {}
+        for key, indices in self.subsets(trained, train, opts).items():
+            progress = progress_of(trained, train, test, f"{self.result_name(opts)}-{key}", self.settings(opts))
+            out[key] = semisupervised(trained.method.backbone, train, test, indices, views, recipe, device, progress)
+        return {"r": out}
