@@ -49,31 +49,28 @@ def _unreadable_error(path: str, err: Exception) -> DataError:
     )
 
 
-def _open(path: str, request: tuple[int, int] | None = None):
-    """The image as a PIL RGB image; a JPEG decoded at the smallest of 1, 1/2, 1/4, 1/8 scale that is
-    still at least `request` (width, height). Returns (image, (x scale, y scale) of the decoded image):
-    each side is rounded up on its own (ceil(W / k), ceil(H / k)), so the two scales differ."""
+def _image(path: str):
+    """The opened image file (only its header read yet): the one open of the file; close it (`with`)."""
     from PIL import Image
 
     try:
-        pil = Image.open(path)
-        full = pil.size
-        if request is not None and pil.format == "JPEG":
-            pil.draft("RGB", request)
-        pil = pil.convert("RGB")
+        return Image.open(path)
     except Exception as err:  # the file's problem, reported by path
         raise _unreadable_error(path, err) from None
-    return pil, (pil.size[0] / full[0], pil.size[1] / full[1])
 
 
-def _header_size(path: str) -> tuple[int, int]:
-    from PIL import Image
-
+def _decode(pil, path: str, request: tuple[int, int] | None = None):
+    """The opened image `pil` decoded as RGB; a JPEG at the smallest of 1, 1/2, 1/4, 1/8 scale that is
+    still at least `request` (width, height). Returns (image, (x scale, y scale) of the decoded image):
+    each side is rounded up on its own (ceil(W / k), ceil(H / k)), so the two scales differ."""
+    full = pil.size
     try:
-        with Image.open(path) as pil:
-            return pil.size
+        if request is not None and pil.format == "JPEG":
+            pil.draft("RGB", request)
+        rgb = pil.convert("RGB")
     except Exception as err:
         raise _unreadable_error(path, err) from None
+    return rgb, (rgb.size[0] / full[0], rgb.size[1] / full[1])
 
 
 def _to_uint8(pil) -> torch.Tensor:
@@ -91,11 +88,12 @@ def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch
     """The two RandomResizedCrop views of one file, uint8 (2, 3, size, size), from one decode."""
     from PIL import Image
 
-    width, height = _header_size(path)
-    boxes = sample_crops(2, height, width, scale, RATIO, generator, "cpu").tolist()
-    shortest = min(min(h, w) for _, _, h, w in boxes)
-    reduce = min(1.0, size / shortest)  # the decoded image may be this much smaller
-    pil, s = _open(path, (math.ceil(width * reduce), math.ceil(height * reduce)))
+    with _image(path) as opened:  # one open: the header gives the size the boxes need, then the decode
+        width, height = opened.size
+        boxes = sample_crops(2, height, width, scale, RATIO, generator, "cpu").tolist()
+        shortest = min(min(h, w) for _, _, h, w in boxes)
+        reduce = min(1.0, size / shortest)  # the decoded image may be this much smaller
+        pil, s = _decode(opened, path, (math.ceil(width * reduce), math.ceil(height * reduce)))
     out = [pil.resize((size, size), Image.BILINEAR, box=_box(pil, s, *box)) for box in boxes]
     return torch.stack([_to_uint8(v) for v in out])
 
