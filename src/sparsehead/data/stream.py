@@ -98,12 +98,12 @@ def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch
     return torch.stack([_to_uint8(v) for v in out])
 
 
-def centre_crop(path: str, size: int) -> torch.Tensor:
+def centre_crop(path: str, size: int, ratio: float) -> torch.Tensor:
     """Evaluation input, uint8 (3, size, size): the in-memory set's own decode (the shorter side
-    resized to `size`, the centre square; decode.decode_resized), so that a streamed and an
-    in-memory evaluation of the same files see the same pixels."""
+    resized to size / ratio, the centre square of `size`; decode.decode_resized), so that a streamed
+    and an in-memory evaluation of the same files see the same pixels."""
     try:
-        return decode_resized(Path(path), size)
+        return decode_resized(Path(path), size, ratio)
     except Exception as err:  # the file's problem, reported by path
         raise _unreadable_error(path, err) from None
 
@@ -137,10 +137,11 @@ class StreamSet(EvalBatches):
     image_size: int
     skipped: int = 0
     workers: int = 0  # DataLoader worker processes of its evaluation batches (data.workers)
+    crop_ratio: float = 1.0  # of its evaluation crops (datasets.crop_ratio_of)
 
     @classmethod
     def open(cls, cfg, split: str) -> "StreamSet":
-        from sparsehead.data.datasets import report_bad, stratified_indices
+        from sparsehead.data.datasets import crop_ratio_of, report_bad, stratified_indices
 
         idx, skipped = file_index(cfg, split), 0
         if cfg.bad_images == "skip":  # every file checked once, up front: an epoch never meets a bad one
@@ -151,7 +152,7 @@ class StreamSet(EvalBatches):
             idx, skipped = _select(idx, [i for i, e in enumerate(problems) if e is None]), len(bad)
         if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
             idx = _select(idx, stratified_indices(idx.labels, cfg.subset, seed=0))
-        return cls(idx, cfg.image_size, skipped=skipped, workers=cfg.workers)
+        return cls(idx, cfg.image_size, skipped=skipped, workers=cfg.workers, crop_ratio=crop_ratio_of(cfg, split))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -171,7 +172,7 @@ class StreamSet(EvalBatches):
         """Per-channel mean and std in [0, 1] of the centre crops of a fixed sample of the images."""
         n = len(self)
         pick = np.random.default_rng(0).permutation(n)[:STATS_SAMPLE]
-        x = torch.stack([centre_crop(self.path(int(i)), self.image_size) for i in np.sort(pick)])
+        x = torch.stack([centre_crop(self.path(int(i)), self.image_size, self.crop_ratio) for i in np.sort(pick)])
         x = x.float().div_(255).transpose(0, 1).reshape(3, -1)
         return x.mean(dim=1).tolist(), x.std(dim=1).clamp_min(1e-3).tolist()
 
@@ -180,9 +181,9 @@ class StreamSet(EvalBatches):
         return (3, self.image_size, self.image_size)
 
     def fingerprint(self) -> str:
-        """A short hash of the files (by path, in order), the labels and the image size; the pixels
-        are never all read (a file rewritten under its name keeps the fingerprint)."""
-        h = hashlib.sha256(f"stream {self.image_size} {self.index.root}".encode())
+        """A short hash of the files (by path, in order), the labels, the image size and crop; the
+        pixels are never all read (a file rewritten under its name keeps the fingerprint)."""
+        h = hashlib.sha256(f"stream {self.image_size} {self.crop_ratio} {self.index.root}".encode())
         h.update("\n".join(self.index.paths).encode())
         h.update(np.ascontiguousarray(self.index.labels, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
@@ -217,7 +218,7 @@ class CentreCrops(Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return centre_crop(self.data.path(i), self.data.image_size)
+        return centre_crop(self.data.path(i), self.data.image_size, self.data.crop_ratio)
 
 
 class EpochBatches(Sampler):
