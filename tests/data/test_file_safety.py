@@ -1,17 +1,18 @@
 """What reading a folder data set does to the file system: one open per streamed image, no handle
-left open when a decode fails, a symlink cycle refused instead of walked forever, and Tiny ImageNet
-annotation names kept under val/images/."""
+left open when a decode fails, the bad-image check done once (cached), a symlink cycle refused
+instead of walked forever, and Tiny ImageNet annotation names kept under val/images/."""
 
 from __future__ import annotations
 
 import builtins
 import os
+import shutil
 
 import pytest
 import torch
 from test_stream import data_cfg, jpeg, make_imagefolder
 
-from sparsehead.data import readers, stream
+from sparsehead.data import datasets, image_check, readers, stream
 from sparsehead.data.errors import DataError
 
 
@@ -78,3 +79,33 @@ def test_tinyimagenet_annotation_names_must_stay_under_val_images(tmp_path, name
     notes.write_text("val_0.JPEG n1\n")  # spaces, not tabs
     with pytest.raises(DataError, match="line 1: expected <file name><tab><wnid>"):
         readers.index(data_cfg(tmp_path, source="tinyimagenet"), "test")
+
+
+def test_the_bad_image_check_is_cached_and_rechecks_only_the_bad_files(tmp_path, monkeypatch):
+    make_imagefolder(tmp_path / "d", per_class=6)
+    cat, dog = tmp_path / "d" / "train" / "cat", tmp_path / "d" / "train" / "dog"
+    (cat / "empty.jpg").write_bytes(b"")
+    (dog / "text.jpg").write_text("not an image")
+    checked = []
+    real = image_check.unreadable
+    monkeypatch.setattr(image_check, "unreadable", lambda path: checked.append(os.path.basename(path)) or real(path))
+    cfg = data_cfg(
+        tmp_path / "d",
+        source="imagefolder",
+        storage="stream",
+        bad_images="skip",
+        workers=0,
+        cache_dir=tmp_path / "cache",
+    )
+
+    def opened(skipped):
+        checked.clear()
+        with pytest.warns(UserWarning, match=f"skipped {skipped} unreadable"):
+            return datasets.load(cfg, "train")
+
+    assert len(opened(2)) == 12 and len(checked) == 14  # every file, once
+    assert len(opened(2)) == 12 and sorted(checked) == ["empty.jpg", "text.jpg"]  # only the bad ones again
+    shutil.copy(cat / "0.jpg", cat / "empty.jpg")  # repaired in place: taken back at once
+    assert len(opened(1)) == 13 and sorted(checked) == ["empty.jpg", "text.jpg"]
+    jpeg(dog / "new.jpg", 30, 30)  # a new file changes its folder: everything is checked again
+    assert len(opened(1)) == 14 and len(checked) == 15

@@ -176,7 +176,8 @@ def _under_images(name: str, notes: Path, n: int) -> str:
     return path
 
 
-def _stamp(dirs: list[str]) -> list[int]:
+def folder_stamps(dirs: list[str]) -> list[int]:
+    """The mtimes (ns) of `dirs`: a file added, removed or renamed in one of them changes its stamp."""
     return [os.stat(d).st_mtime_ns for d in dirs]
 
 
@@ -201,7 +202,7 @@ def index(cfg, split: str) -> FileIndex:
             "labels": torch.from_numpy(result.labels),
             "classes": result.classes,
             "dirs": "\n".join(dirs),
-            "stamp": torch.tensor(_stamp(dirs)),
+            "stamp": torch.tensor(folder_stamps(dirs)),
         }
         write_cache(cache, blob, "file index")
     return result
@@ -209,7 +210,7 @@ def index(cfg, split: str) -> FileIndex:
 
 def _folders_unchanged(blob: dict) -> bool:
     try:
-        return torch.equal(torch.tensor(_stamp(blob["dirs"].split("\n"))), blob["stamp"])
+        return torch.equal(torch.tensor(folder_stamps(blob["dirs"].split("\n"))), blob["stamp"])
     except OSError:
         return False  # a listed folder is gone: list again
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sparsehead.data import image_check
 from sparsehead.data.decode import decode_resized
 from sparsehead.data.errors import DataError
 from sparsehead.data.evalset import EvalBatches
@@ -108,21 +107,6 @@ def centre_crop(path: str, size: int, ratio: float) -> torch.Tensor:
         raise _unreadable_error(path, err) from None
 
 
-def _unreadable(path: str) -> str | None:
-    """Why the image file cannot be decoded, or None: the whole file decoded, a JPEG at its
-    smallest DCT scale (1/8: a few times faster, and a truncated file still fails)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as pil:
-            if pil.format == "JPEG":
-                pil.draft("RGB", (1, 1))
-            pil.load()
-    except Exception as err:
-        return str(err) or type(err).__name__
-    return None
-
-
 def _select(idx: FileIndex, keep) -> FileIndex:
     keep = np.asarray(keep, dtype=np.int64)
     return FileIndex(idx.root, [idx.paths[i] for i in keep], idx.labels[keep], idx.classes)
@@ -144,9 +128,8 @@ class StreamSet(EvalBatches):
         from sparsehead.data.datasets import crop_ratio_of, report_bad, stratified_indices
 
         idx, skipped = file_index(cfg, split), 0
-        if cfg.bad_images == "skip":  # every file checked once, up front: an epoch never meets a bad one
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-                problems = list(pool.map(_unreadable, idx.full_paths(), chunksize=256))
+        if cfg.bad_images == "skip":  # every file checked up front (once: cached): an epoch never meets a bad one
+            problems = image_check.problems(idx, cfg.cache_dir)
             bad = [(p, e) for p, e in zip(idx.full_paths(), problems) if e is not None]
             report_bad(bad, len(idx), idx.root, cfg.bad_images)
             idx, skipped = _select(idx, [i for i, e in enumerate(problems) if e is None]), len(bad)
