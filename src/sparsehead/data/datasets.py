@@ -59,6 +59,15 @@ class DataConfig:
         16.0, "the most a decoded in-memory data set may take (GB, 1e9 bytes)", min=0.0, exclusive_min=True
     )
     workers: int = opt(4, "DataLoader worker processes of data.storage=stream (0: decode in the main process)", min=0)
+    eval_crop: Optional[float] = opt(
+        None,
+        "evaluation crop ratio: the shorter side resized to data.image_size / ratio, then the centre "
+        "data.image_size square (0.875: ImageNet's Resize(256) + CenterCrop(224)); null: 0.875 for imagenet "
+        "and imagenet100, 1.0 (the whole shorter side) for the small-image sources",
+        min=0.0,
+        max=1.0,
+        exclusive_min=True,
+    )
 
 
 @dataclass
@@ -70,6 +79,7 @@ class ImageSet(EvalBatches):
     classes: list[str]
     skipped: int = 0  # unreadable files left out (data.bad_images=skip)
     names: Optional[list[str]] = None  # each image's file relative to the split's folder (file sources)
+    crop_ratio: float = 1.0  # the centre crop the images were decoded with (crop_ratio_of())
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -97,11 +107,33 @@ class ImageSet(EvalBatches):
             yield self.images[torch.as_tensor(idx, dtype=torch.long)]
 
 
+IMAGENET_CROP_RATIO = 0.875  # Resize(256) + CenterCrop(224): the ImageNet evaluation of every SSL paper
+IMAGENET_LIKE = ("imagenet", "imagenet100")
+
+
+def crop_ratio_of(cfg: DataConfig, split: str) -> float:
+    """The centre crop of `split`'s images: 1.0 (the whole shorter side, from which training draws
+    its random crops) for the pretraining split; data.eval_crop for the evaluation splits, by
+    default ImageNet's 0.875 for the ImageNet folders and 1.0 for the small-image sources (digits,
+    CIFAR, STL-10, Tiny ImageNet's 64 px images, an imagefolder)."""
+    if split == "pretrain":
+        return 1.0
+    if cfg.eval_crop is not None:
+        return cfg.eval_crop
+    return IMAGENET_CROP_RATIO if cfg.source in IMAGENET_LIKE else 1.0
+
+
 def load(cfg: DataConfig, split: str):
     """Load `split` ("pretrain", "train" or "test") of the configured source: an ImageSet decoded in
     memory, or a stream.StreamSet (a file index, decoded batch by batch) as data.storage decides."""
     if split not in ("pretrain", "train", "test"):
         raise ValueError(f"split must be pretrain, train or test, not {split!r}")
+    if cfg.eval_crop is not None and cfg.source not in readers.FOLDER_SOURCES:
+        raise DataError(
+            f"data.eval_crop={cfg.eval_crop}: the crop ratio applies to images decoded from files "
+            f"({', '.join(readers.FOLDER_SOURCES)}); data.source={cfg.source} is evaluated on whole images: "
+            "drop data.eval_crop"
+        )
     if storage.choose(cfg, split) == "stream":
         from sparsehead.data.stream import StreamSet
 
@@ -132,7 +164,7 @@ def stratified_subset(data: ImageSet, n: int, seed: int) -> ImageSet:
     """`n` samples with the class proportions of `data`, the same for the same seed."""
     idx = torch.as_tensor(stratified_indices(data.labels.numpy(), n, seed))
     names = None if data.names is None else [data.names[i] for i in idx.tolist()]
-    return ImageSet(data.images[idx], data.labels[idx], data.classes, data.skipped, names)
+    return ImageSet(data.images[idx], data.labels[idx], data.classes, data.skipped, names, data.crop_ratio)
 
 
 def _digits(cfg: DataConfig, split: str) -> ImageSet:
@@ -182,11 +214,12 @@ def _stl10(cfg: DataConfig, split: str) -> ImageSet:
 # ImageFolder: decoded in parallel once (data/decode.py), then kept as a uint8 cache file with a checksum.
 
 
-def _cache_key(files: list[Path], size: int, bad_images: str) -> str:
+def _cache_key(files: list[Path], size: int, ratio: float, bad_images: str) -> str:
     # bad_images is part of the key: a cache built with "skip" must not hide bad files from "fail"
-    # v2 and the decoder: the decoder is part of the cache's content (TorchCodec and Pillow give the
-    # same pixels wherever tested, but the key must not promise it). v1: torchvision.io.
-    h = hashlib.sha256(f"v2 decoder={decoder_name()} size={size} bad_images={bad_images}".encode())
+    # The decoder is part of the cache's content (TorchCodec and Pillow give the same pixels wherever
+    # tested, but the key must not promise it). v3: torchvision's resize and crop rounding and the
+    # crop ratio; v2: the decoder named; v1: torchvision.io.
+    h = hashlib.sha256(f"v3 decoder={decoder_name()} size={size} crop={ratio} bad_images={bad_images}".encode())
     for f in files:
         st = f.stat()
         h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -201,19 +234,21 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     index = readers.index(cfg, split)
     folder, files = index.root, [Path(p) for p in index.full_paths()]
     labels, classes = index.labels.tolist(), index.classes
-    size = cfg.image_size
+    size, ratio = cfg.image_size, crop_ratio_of(cfg, split)
     cache_path = None
     if cfg.cache_dir:
-        cache_path = Path(cfg.cache_dir).expanduser() / f"imagefolder-{_cache_key(files, size, cfg.bad_images)}.pt"
+        key = _cache_key(files, size, ratio, cfg.bad_images)
+        cache_path = Path(cfg.cache_dir).expanduser() / f"imagefolder-{key}.pt"
         cached = _read_cache(cache_path)
         if cached is not None:
+            cached.crop_ratio = ratio
             return cached
 
     torchcodec_decoders()  # import and check the decoder once, before the threads
 
     def decode(path):
         try:
-            return decode_resized(path, size)
+            return decode_resized(path, size, ratio)
         except Exception as err:  # any decoder failure is this file's problem, reported by path
             return err
 
@@ -228,6 +263,7 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
         classes,
         skipped=len(bad),
         names=[index.paths[i] for i in keep],
+        crop_ratio=ratio,
     )
     if cache_path is not None:
         _write_cache(cache_path, data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import re
 from pathlib import Path
 from typing import Optional
@@ -103,23 +104,25 @@ def _read_pillow(raw: bytes) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)  # a view, as TorchCodec's
 
 
-def decode_resized(path: Path, size: int) -> torch.Tensor:
-    return resize_crop(read_rgb(path), size)
+def decode_resized(path: Path, size: int, crop_ratio: float = 1.0) -> torch.Tensor:
+    return resize_crop(read_rgb(path), size, crop_ratio)
 
 
-def resize_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (3, H, W) -> (3, size, size): the shorter side scaled to `size` (antialiased
-    bilinear, up or down, rounded back to uint8), then the centre crop."""
-    if img.shape[1:] != (size, size):
-        h, w = img.shape[1:]
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+def resize_crop(img: torch.Tensor, size: int, crop_ratio: float = 1.0) -> torch.Tensor:
+    """uint8 (3, H, W) -> (3, size, size): torchvision's Resize(floor(size / crop_ratio)) then
+    CenterCrop(size), with their rounding (the longer side int(short' * long / short), the crop's
+    offset round((n - size) / 2)); the resize antialiased bilinear, up or down, rounded back to
+    uint8. crop_ratio 0.875 at size 224 is ImageNet's Resize(256) + CenterCrop(224); 1.0 keeps the
+    whole shorter side. floor(size / crop_ratio) is timm's scale size."""
+    h, w = img.shape[1:]
+    short = math.floor(size / crop_ratio)
+    nh, nw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+    if (nh, nw) != (h, w):
         img = (
             F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
             .round()
             .clamp(0, 255)
             .to(torch.uint8)
         )
-        top, left = (nh - size) // 2, (nw - size) // 2
-        img = img[:, top : top + size, left : left + size]
-    return img
+    top, left = int(round((nh - size) / 2)), int(round((nw - size) / 2))
+    return img[:, top : top + size, left : left + size]

@@ -2,9 +2,10 @@
 (stream.StreamSet) alike: labels, classes, file names (of file sources), channel statistics, its
 length and shape, a fingerprint, and its evaluation images batch by batch.
 
-Evaluation images are each image's resized centre crop at the run's image size, uint8 (n, C, S, S),
-in the order asked: `eval_batches(batch_size, indices)` for consecutive chunks of `indices` (all
-images by default), `eval_plan(plan)` for one batch per given list of indices. Only a batch at a
+Evaluation images are each image's centre crop at the run's image size S, uint8 (n, C, S, S), the
+shorter side resized to S / crop_ratio first (datasets.crop_ratio_of), in the order asked:
+`eval_batches(batch_size, indices)` for consecutive chunks of `indices` (all images by default),
+`eval_plan(plan)` for one batch per given list of indices. Only a batch at a
 time is ever decoded (a streamed set's in DataLoader workers, data.workers of them), so the memory
 a pass takes does not grow with the data set. No code outside data/ needs to know which kind of
 set it holds.
@@ -24,6 +25,7 @@ class EvalSet(Protocol):
     classes: list[str]
     skipped: int  # unreadable files left out (data.bad_images=skip)
     names: Optional[list[str]]  # each image's file relative to the split's folder; None: not from files
+    crop_ratio: float  # its centre crops: the shorter side resized to S / crop_ratio, the centre S x S
 
     def __len__(self) -> int: ...
 

@@ -50,16 +50,25 @@ def imagenet100_classes() -> list[str]:
 
 
 def _images_under(folder: str, dirs: list[str]) -> list[str]:
-    """Image files below `folder` (recursively), relative to it and sorted; appends every directory
-    walked to `dirs` (their mtimes validate the cached index)."""
-    found, stack = [], [("", folder)]
+    """Image files below `folder` (recursively, symlinked folders followed), relative to it and
+    sorted; appends every directory walked to `dirs` (their mtimes validate the cached index). A
+    folder that links back to one of its own parents is refused: the walk would never end."""
+    st = os.stat(folder)
+    found, stack = [], [("", folder, frozenset({(st.st_dev, st.st_ino)}))]
     while stack:
-        rel, path = stack.pop()
+        rel, path, parents = stack.pop()
         dirs.append(path)
         with os.scandir(path) as entries:
             for e in entries:
                 if e.is_dir():
-                    stack.append((os.path.join(rel, e.name), e.path))
+                    st = e.stat()  # the link's target: the same (device, inode) means the same folder
+                    key = (st.st_dev, st.st_ino)
+                    if key in parents:
+                        raise DataError(
+                            f"{e.path} is {os.path.realpath(e.path)} again, a folder that holds it (a "
+                            "symlink cycle); remove the symlink on that path or point it outside the data set"
+                        )
+                    stack.append((os.path.join(rel, e.name), e.path, parents | {key}))
                 elif os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
                     found.append(os.path.join(rel, e.name))
     found.sort()
@@ -145,15 +154,30 @@ def _tinyimagenet(root: Path, split: str, dirs: list[str]) -> FileIndex:
     for n, line in enumerate(notes.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        name, wnid = line.split("\t")[:2]
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise DataError(f"{notes} line {n}: expected <file name><tab><wnid>..., found {line!r}")
+        name, wnid = fields[:2]
         if wnid not in label_of:
             raise DataError(f"{notes} line {n}: class {wnid} has no train/{wnid} folder; check the download")
-        paths.append(os.path.join("images", name))
+        paths.append(_under_images(name, notes, n))
         labels.append(label_of[wnid])
     return FileIndex(folder, paths, np.asarray(labels, dtype=np.int64), classes)
 
 
-def _stamp(dirs: list[str]) -> list[int]:
+def _under_images(name: str, notes: Path, n: int) -> str:
+    """val/images/<name> relative to val/, refused where `name` would lead out of val/images/."""
+    path = os.path.normpath(os.path.join("images", name))
+    if os.path.isabs(name) or path.split(os.sep)[0] != "images" or path == "images":
+        raise DataError(
+            f"{notes} line {n}: the file name {name!r} leads outside {notes.parent / 'images'}; each "
+            "line must name an image in val/images/ (e.g. val_0.JPEG): check the annotation file"
+        )
+    return path
+
+
+def folder_stamps(dirs: list[str]) -> list[int]:
+    """The mtimes (ns) of `dirs`: a file added, removed or renamed in one of them changes its stamp."""
     return [os.stat(d).st_mtime_ns for d in dirs]
 
 
@@ -178,7 +202,7 @@ def index(cfg, split: str) -> FileIndex:
             "labels": torch.from_numpy(result.labels),
             "classes": result.classes,
             "dirs": "\n".join(dirs),
-            "stamp": torch.tensor(_stamp(dirs)),
+            "stamp": torch.tensor(folder_stamps(dirs)),
         }
         write_cache(cache, blob, "file index")
     return result
@@ -186,7 +210,7 @@ def index(cfg, split: str) -> FileIndex:
 
 def _folders_unchanged(blob: dict) -> bool:
     try:
-        return torch.equal(torch.tensor(_stamp(blob["dirs"].split("\n"))), blob["stamp"])
+        return torch.equal(torch.tensor(folder_stamps(blob["dirs"].split("\n"))), blob["stamp"])
     except OSError:
         return False  # a listed folder is gone: list again
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sparsehead.data import image_check
 from sparsehead.data.decode import decode_resized
 from sparsehead.data.errors import DataError
 from sparsehead.data.evalset import EvalBatches
@@ -49,31 +48,28 @@ def _unreadable_error(path: str, err: Exception) -> DataError:
     )
 
 
-def _open(path: str, request: tuple[int, int] | None = None):
-    """The image as a PIL RGB image; a JPEG decoded at the smallest of 1, 1/2, 1/4, 1/8 scale that is
-    still at least `request` (width, height). Returns (image, (x scale, y scale) of the decoded image):
-    each side is rounded up on its own (ceil(W / k), ceil(H / k)), so the two scales differ."""
+def _image(path: str):
+    """The opened image file (only its header read yet): the one open of the file; close it (`with`)."""
     from PIL import Image
 
     try:
-        pil = Image.open(path)
-        full = pil.size
-        if request is not None and pil.format == "JPEG":
-            pil.draft("RGB", request)
-        pil = pil.convert("RGB")
+        return Image.open(path)
     except Exception as err:  # the file's problem, reported by path
         raise _unreadable_error(path, err) from None
-    return pil, (pil.size[0] / full[0], pil.size[1] / full[1])
 
 
-def _header_size(path: str) -> tuple[int, int]:
-    from PIL import Image
-
+def _decode(pil, path: str, request: tuple[int, int] | None = None):
+    """The opened image `pil` decoded as RGB; a JPEG at the smallest of 1, 1/2, 1/4, 1/8 scale that is
+    still at least `request` (width, height). Returns (image, (x scale, y scale) of the decoded image):
+    each side is rounded up on its own (ceil(W / k), ceil(H / k)), so the two scales differ."""
+    full = pil.size
     try:
-        with Image.open(path) as pil:
-            return pil.size
+        if request is not None and pil.format == "JPEG":
+            pil.draft("RGB", request)
+        rgb = pil.convert("RGB")
     except Exception as err:
         raise _unreadable_error(path, err) from None
+    return rgb, (rgb.size[0] / full[0], rgb.size[1] / full[1])
 
 
 def _to_uint8(pil) -> torch.Tensor:
@@ -91,38 +87,24 @@ def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch
     """The two RandomResizedCrop views of one file, uint8 (2, 3, size, size), from one decode."""
     from PIL import Image
 
-    width, height = _header_size(path)
-    boxes = sample_crops(2, height, width, scale, RATIO, generator, "cpu").tolist()
-    shortest = min(min(h, w) for _, _, h, w in boxes)
-    reduce = min(1.0, size / shortest)  # the decoded image may be this much smaller
-    pil, s = _open(path, (math.ceil(width * reduce), math.ceil(height * reduce)))
+    with _image(path) as opened:  # one open: the header gives the size the boxes need, then the decode
+        width, height = opened.size
+        boxes = sample_crops(2, height, width, scale, RATIO, generator, "cpu").tolist()
+        shortest = min(min(h, w) for _, _, h, w in boxes)
+        reduce = min(1.0, size / shortest)  # the decoded image may be this much smaller
+        pil, s = _decode(opened, path, (math.ceil(width * reduce), math.ceil(height * reduce)))
     out = [pil.resize((size, size), Image.BILINEAR, box=_box(pil, s, *box)) for box in boxes]
     return torch.stack([_to_uint8(v) for v in out])
 
 
-def centre_crop(path: str, size: int) -> torch.Tensor:
+def centre_crop(path: str, size: int, ratio: float) -> torch.Tensor:
     """Evaluation input, uint8 (3, size, size): the in-memory set's own decode (the shorter side
-    resized to `size`, the centre square; decode.decode_resized), so that a streamed and an
-    in-memory evaluation of the same files see the same pixels."""
+    resized to size / ratio, the centre square of `size`; decode.decode_resized), so that a streamed
+    and an in-memory evaluation of the same files see the same pixels."""
     try:
-        return decode_resized(Path(path), size)
+        return decode_resized(Path(path), size, ratio)
     except Exception as err:  # the file's problem, reported by path
         raise _unreadable_error(path, err) from None
-
-
-def _unreadable(path: str) -> str | None:
-    """Why the image file cannot be decoded, or None: the whole file decoded, a JPEG at its
-    smallest DCT scale (1/8: a few times faster, and a truncated file still fails)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as pil:
-            if pil.format == "JPEG":
-                pil.draft("RGB", (1, 1))
-            pil.load()
-    except Exception as err:
-        return str(err) or type(err).__name__
-    return None
 
 
 def _select(idx: FileIndex, keep) -> FileIndex:
@@ -139,21 +121,21 @@ class StreamSet(EvalBatches):
     image_size: int
     skipped: int = 0
     workers: int = 0  # DataLoader worker processes of its evaluation batches (data.workers)
+    crop_ratio: float = 1.0  # of its evaluation crops (datasets.crop_ratio_of)
 
     @classmethod
     def open(cls, cfg, split: str) -> "StreamSet":
-        from sparsehead.data.datasets import report_bad, stratified_indices
+        from sparsehead.data.datasets import crop_ratio_of, report_bad, stratified_indices
 
         idx, skipped = file_index(cfg, split), 0
-        if cfg.bad_images == "skip":  # every file checked once, up front: an epoch never meets a bad one
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-                problems = list(pool.map(_unreadable, idx.full_paths(), chunksize=256))
+        if cfg.bad_images == "skip":  # every file checked up front (once: cached): an epoch never meets a bad one
+            problems = image_check.problems(idx, cfg.cache_dir)
             bad = [(p, e) for p, e in zip(idx.full_paths(), problems) if e is not None]
             report_bad(bad, len(idx), idx.root, cfg.bad_images)
             idx, skipped = _select(idx, [i for i, e in enumerate(problems) if e is None]), len(bad)
         if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
             idx = _select(idx, stratified_indices(idx.labels, cfg.subset, seed=0))
-        return cls(idx, cfg.image_size, skipped=skipped, workers=cfg.workers)
+        return cls(idx, cfg.image_size, skipped=skipped, workers=cfg.workers, crop_ratio=crop_ratio_of(cfg, split))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -177,7 +159,7 @@ class StreamSet(EvalBatches):
         """Per-channel mean and std in [0, 1] of the centre crops of a fixed sample of the images."""
         n = len(self)
         pick = np.random.default_rng(0).permutation(n)[:STATS_SAMPLE]
-        x = torch.stack([centre_crop(self.path(int(i)), self.image_size) for i in np.sort(pick)])
+        x = torch.stack([centre_crop(self.path(int(i)), self.image_size, self.crop_ratio) for i in np.sort(pick)])
         x = x.float().div_(255).transpose(0, 1).reshape(3, -1)
         return x.mean(dim=1).tolist(), x.std(dim=1).clamp_min(1e-3).tolist()
 
@@ -186,9 +168,9 @@ class StreamSet(EvalBatches):
         return (3, self.image_size, self.image_size)
 
     def fingerprint(self) -> str:
-        """A short hash of the files (by path, in order), the labels and the image size; the pixels
-        are never all read (a file rewritten under its name keeps the fingerprint)."""
-        h = hashlib.sha256(f"stream {self.image_size} {self.index.root}".encode())
+        """A short hash of the files (by path, in order), the labels, the image size and crop; the
+        pixels are never all read (a file rewritten under its name keeps the fingerprint)."""
+        h = hashlib.sha256(f"stream {self.image_size} {self.crop_ratio} {self.index.root}".encode())
         h.update("\n".join(self.index.paths).encode())
         h.update(np.ascontiguousarray(self.index.labels, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
@@ -223,7 +205,7 @@ class CentreCrops(Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return centre_crop(self.data.path(i), self.data.image_size)
+        return centre_crop(self.data.path(i), self.data.image_size, self.data.crop_ratio)
 
 
 class EpochBatches(Sampler):

@@ -79,6 +79,7 @@ def _evaluate(target, opts, data_overrides, protocol, device, start) -> tuple[di
             **{k: getattr(data_cfg, k) for k in ("source", "root", "image_size", "subset")},
             "train_images": len(train),
             "test_images": len(test),
+            "eval_crop": test.crop_ratio,  # the shorter side resized to image_size / eval_crop, centre-cropped
             "key": data_key,
         },
         "options": protocol.settings(opts),

@@ -10,6 +10,7 @@ normalisation), and `loading_snippet` prints the few lines of plain torchvision 
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch.nn as nn
 from sparsehead import config
 from sparsehead.core.atomic import atomic_write, atomic_write_json
 from sparsehead.core.errors import SparseheadError
+from sparsehead.data.datasets import crop_ratio_of
 from sparsehead.export.timm_format import TIMM_FORMAT, timm_loading_snippet, timm_meta
 from sparsehead.models.backbones import build_backbone, timm_name
 from sparsehead.runs import checkpoint
@@ -119,6 +121,7 @@ def export_backbone(path_or_run: str | Path, out: str | Path, format: str = "tor
     meta.update(
         {
             "image_size": cfg.data.image_size,
+            "eval_crop": crop_ratio_of(cfg.data, "test"),  # the crop its evaluations used
             "normalize": {"mean": list(state["data_mean"]), "std": list(state["data_std"])},
             "method": cfg.method.name,
             "step": state["step"],
@@ -193,10 +196,11 @@ def loading_snippet(meta: dict, path: str | Path) -> str:
 
 def _input_note(meta: dict) -> list[str]:
     mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
+    size = meta["image_size"]
     return [
         "model.eval()",
-        f"# input: RGB in [0, 1], {meta['image_size']}x{meta['image_size']}, normalised with "
-        f"mean={[round(m, 4) for m in mean]} std={[round(s, 4) for s in std]}",
+        f"# input: RGB in [0, 1], the shorter side resized to {math.floor(size / meta['eval_crop'])}, the centre "
+        f"{size}x{size} crop, normalised with mean={[round(m, 4) for m in mean]} std={[round(s, 4) for s in std]}",
     ]
 
 
