@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -12,8 +13,10 @@ import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from sparsehead.core import distributed as dist
 from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
+from sparsehead.models.cpu_layout import contiguous_note, onednn_below_avx512, unsafe_avx2_convolutions
 
 
 @dataclass
@@ -191,3 +194,17 @@ def build_backbone(model_cfg, image_size: int) -> nn.Module:
         return create_timm(name, model_cfg.timm_args, image_size)
     cifar = model_cfg.stem == "cifar" or (model_cfg.stem == "auto" and image_size < 64)
     return WidthResNet(model_cfg.backbone, model_cfg.width, cifar_stem=cifar)
+
+
+def use_channels_last(model_cfg, image_size: int, device: torch.device) -> bool:
+    """NHWC where it pays for the backbone and, on the CPU, where oneDNN's kernels run it safely
+    (models/cpu_layout.py); a backbone kept contiguous on the CPU says so on stderr, like data.storage=auto."""
+    if not backbone_info(model_cfg, image_size).channels_last:
+        return False
+    if device.type != "cpu" or not onednn_below_avx512():
+        return True
+    with torch.device("meta"):  # only the convolutions' shapes are read
+        unsafe = unsafe_avx2_convolutions(build_backbone(model_cfg, image_size))
+    if unsafe and dist.is_main():
+        print(contiguous_note(f"{model_cfg.backbone} of width {model_cfg.width}", unsafe), file=sys.stderr)
+    return not unsafe

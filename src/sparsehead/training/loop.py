@@ -26,7 +26,7 @@ from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
 from sparsehead.data import datasets
 from sparsehead.data.feed import open_feed
 from sparsehead.data.views import ViewGenerator
-from sparsehead.models.backbones import backbone_info
+from sparsehead.models.backbones import use_channels_last
 from sparsehead.runs import checkpoint, provenance
 from sparsehead.runs.folder import SCHEMA, RunDir
 from sparsehead.runs.metrics_log import MetricLogger, check_loggers
@@ -83,7 +83,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         warnings.warn(f"training without {data.skipped} unreadable image(s) (data.bad_images=skip)")
     mean, std = data.channel_stats()
     precision = resolve_precision(cfg.train.precision, device)
-    channels_last = cfg.train.channels_last and backbone_info(cfg.model, cfg.data.image_size).channels_last
+    channels_last = cfg.train.channels_last and use_channels_last(cfg.model, cfg.data.image_size, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std, memory_format)
     local_batch = batch // world
