@@ -10,8 +10,9 @@ import shutil
 
 import pytest
 import torch
-from test_stream import data_cfg, jpeg, make_imagefolder
+from test_stream import data_cfg
 
+from conftest import make_imagefolder, write_jpeg
 from sparsehead.data import datasets, image_check, readers, stream
 from sparsehead.data.errors import DataError
 
@@ -31,7 +32,7 @@ def opened(monkeypatch):
 
 
 def test_a_streamed_crop_pair_opens_its_file_once_and_closes_it(tmp_path, opened):
-    jpeg(tmp_path / "a.jpg", 60, 80)
+    write_jpeg(tmp_path / "a.jpg", 60, 80)
     opened.clear()
     crops = stream.crop_pair(str(tmp_path / "a.jpg"), 16, (0.2, 1.0), torch.Generator().manual_seed(0))
     assert crops.shape == (2, 3, 16, 16)
@@ -39,7 +40,7 @@ def test_a_streamed_crop_pair_opens_its_file_once_and_closes_it(tmp_path, opened
 
 
 def test_a_decode_that_fails_after_the_header_leaves_no_file_open(tmp_path, opened):
-    jpeg(tmp_path / "whole.jpg", 60, 80)
+    write_jpeg(tmp_path / "whole.jpg", 60, 80)
     raw = (tmp_path / "whole.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(raw[: len(raw) // 2])  # the header reads, the pixels do not
     opened.clear()
@@ -62,7 +63,7 @@ def test_a_symlink_cycle_is_refused_with_the_link_named(tmp_path):
 
 def test_a_symlinked_folder_outside_the_tree_is_followed(tmp_path):
     make_imagefolder(tmp_path / "d", per_class=2)
-    jpeg(tmp_path / "more" / "x.jpg", 20, 20)
+    write_jpeg(tmp_path / "more" / "x.jpg", 20, 20)
     os.symlink(tmp_path / "more", tmp_path / "d" / "train" / "dog" / "more")
     idx = readers.index(data_cfg(tmp_path / "d", source="imagefolder"), "train")
     assert "dog/more/x.jpg" in idx.paths and len(idx) == 5
@@ -70,8 +71,8 @@ def test_a_symlinked_folder_outside_the_tree_is_followed(tmp_path):
 
 @pytest.mark.parametrize("name", ["../../secret.JPEG", "/etc/passwd", "..", "images/../../x.JPEG"])
 def test_tinyimagenet_annotation_names_must_stay_under_val_images(tmp_path, name):
-    jpeg(tmp_path / "train" / "n1" / "images" / "n1_0.JPEG", 16, 16)
-    jpeg(tmp_path / "val" / "images" / "val_0.JPEG", 16, 16)
+    write_jpeg(tmp_path / "train" / "n1" / "images" / "n1_0.JPEG", 16, 16)
+    write_jpeg(tmp_path / "val" / "images" / "val_0.JPEG", 16, 16)
     notes = tmp_path / "val" / "val_annotations.txt"
     notes.write_text(f"val_0.JPEG\tn1\t0\t0\t1\t1\n{name}\tn1\t0\t0\t1\t1\n")
     with pytest.raises(DataError, match="line 2: the file name .* leads outside .*val/images"):
@@ -107,5 +108,5 @@ def test_the_bad_image_check_is_cached_and_rechecks_only_the_bad_files(tmp_path,
     assert len(opened(2)) == 12 and sorted(checked) == ["empty.jpg", "text.jpg"]  # only the bad ones again
     shutil.copy(cat / "0.jpg", cat / "empty.jpg")  # repaired in place: taken back at once
     assert len(opened(1)) == 13 and sorted(checked) == ["empty.jpg", "text.jpg"]
-    jpeg(dog / "new.jpg", 30, 30)  # a new file changes its folder: everything is checked again
+    write_jpeg(dog / "new.jpg", 30, 30)  # a new file changes its folder: everything is checked again
     assert len(opened(1)) == 14 and len(checked) == 15

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DistributedSampler
 from torchvision.transforms import v2
 
-from conftest import TINY_FOLDER, run_cli
+from conftest import TINY_FOLDER, assert_same_training_state, make_imagefolder, run_cli, write_jpeg
 from sparsehead import config
 from sparsehead.data import datasets, readers, storage, stream
 from sparsehead.data.errors import DataError
@@ -24,31 +24,17 @@ from sparsehead.runs import checkpoint
 rng = np.random.default_rng(0)
 
 
-def jpeg(path, h, w, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    y, x = np.mgrid[:h, :w]
-    img = np.stack([255 * x / w, 255 * y / h, np.full((h, w), 40 + seed % 200)], axis=2).astype(np.uint8)
-    Image.fromarray(img).save(path, quality=95)
-
-
 def data_cfg(root, **kw):
     overrides = [f"data.root={root}", "data.cache_dir=null", *[f"data.{k}={v}" for k, v in kw.items()]]
     return config.load(None, overrides).data
 
 
-def make_imagefolder(root, per_class=12, classes=("cat", "dog")):
-    for split, n in (("train", per_class), ("test", 3)):
-        for c in classes:
-            for i in range(n):
-                jpeg(root / split / c / f"{i}.jpg", 40 + 3 * i, 50 + 2 * i, seed=i)
-
-
 def test_imagenet_layout_labels_val_by_train_classes(tmp_path):
     for wnid in ("n01", "n02"):
         for i in range(2):
-            jpeg(tmp_path / "train" / wnid / f"{wnid}_{i}.JPEG", 20, 24)
-    jpeg(tmp_path / "val" / "n02" / "ILSVRC2012_val_1.JPEG", 20, 24)
-    jpeg(tmp_path / "val" / "n01" / "ILSVRC2012_val_2.JPEG", 20, 24)
+            write_jpeg(tmp_path / "train" / wnid / f"{wnid}_{i}.JPEG", 20, 24)
+    write_jpeg(tmp_path / "val" / "n02" / "ILSVRC2012_val_1.JPEG", 20, 24)
+    write_jpeg(tmp_path / "val" / "n01" / "ILSVRC2012_val_2.JPEG", 20, 24)
     train = readers.index(data_cfg(tmp_path, source="imagenet"), "pretrain")
     assert train.classes == ["n01", "n02"] and train.labels.tolist() == [0, 0, 1, 1]
     assert train.paths == ["n01/n01_0.JPEG", "n01/n01_1.JPEG", "n02/n02_0.JPEG", "n02/n02_1.JPEG"]
@@ -64,8 +50,8 @@ def test_imagenet100_ships_cmc_list_and_reads_only_those_classes(tmp_path):
     assert len(wnids) == 100 == len(set(wnids)) and wnids[:3] == ["n02869837", "n01749939", "n02488291"]
     assert all(len(w) == 9 and w[0] == "n" and w[1:].isdigit() for w in wnids)
     for w in wnids:
-        jpeg(tmp_path / "train" / w / f"{w}_0.JPEG", 8, 8)
-    jpeg(tmp_path / "train" / "n99999999" / "x.JPEG", 8, 8)  # an ImageNet class outside the 100
+        write_jpeg(tmp_path / "train" / w / f"{w}_0.JPEG", 8, 8)
+    write_jpeg(tmp_path / "train" / "n99999999" / "x.JPEG", 8, 8)  # an ImageNet class outside the 100
     idx = readers.index(data_cfg(tmp_path, source="imagenet100"), "train")
     assert idx.classes == wnids and len(idx) == 100
     assert [p.split("/")[0] for p in idx.paths] == wnids and idx.labels.tolist() == list(range(100))
@@ -76,11 +62,11 @@ def test_imagenet100_ships_cmc_list_and_reads_only_those_classes(tmp_path):
 
 def test_tinyimagenet_layout_val_labelled_by_annotations(tmp_path):
     for w in ("n1", "n2"):
-        jpeg(tmp_path / "train" / w / "images" / f"{w}_0.JPEG", 64, 64)
+        write_jpeg(tmp_path / "train" / w / "images" / f"{w}_0.JPEG", 64, 64)
         (tmp_path / "train" / w / f"{w}_boxes.txt").parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "train" / w / f"{w}_boxes.txt").write_text("")
     for i in range(3):
-        jpeg(tmp_path / "val" / "images" / f"val_{i}.JPEG", 64, 64)
+        write_jpeg(tmp_path / "val" / "images" / f"val_{i}.JPEG", 64, 64)
     (tmp_path / "val" / "val_annotations.txt").write_text(
         "val_0.JPEG\tn2\t0\t0\t10\t10\nval_1.JPEG\tn1\t1\t1\t5\t5\nval_2.JPEG\tn2\t0\t0\t3\t3\n"
     )
@@ -101,7 +87,7 @@ def test_index_is_cached_and_relisted_when_a_folder_changes(tmp_path):
         None, [f"data.root={tmp_path / 'd'}", f"data.cache_dir={tmp_path / 'c'}", "data.source=imagefolder"]
     ).data
     assert len(readers.index(cfg, "train")) == 4 and list((tmp_path / "c").glob("index-*.pt"))
-    jpeg(tmp_path / "d" / "train" / "cat" / "new.jpg", 20, 20)
+    write_jpeg(tmp_path / "d" / "train" / "cat" / "new.jpg", 20, 20)
     assert len(readers.index(cfg, "train")) == 5
 
 
@@ -127,7 +113,7 @@ def test_worker_crop_boxes_follow_torchvision_distribution():
 def test_crop_from_reduced_decode_matches_crop_of_full_image(tmp_path):
     """The PIL draft path cuts the same region as torchvision's resized_crop on the fully decoded file."""
     path = tmp_path / "big.jpg"
-    jpeg(path, 400, 480)
+    write_jpeg(path, 400, 480)
     gen = torch.Generator().manual_seed(3)
     pair = stream.crop_pair(str(path), 16, (0.5, 1.0), gen)
     boxes = sample_crops(2, 400, 480, (0.5, 1.0), stream.RATIO, torch.Generator().manual_seed(3), "cpu")
@@ -205,15 +191,13 @@ def test_sigkilled_stream_run_resumes_bitwise(tmp_path):
     done = run_cli("pretrain", "--resume", str(tmp_path / "run"), env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0 and "resuming" in done.stderr, done.stderr[-2000:]
     a, b = (checkpoint.load(checkpoint.find(tmp_path / r)) for r in ("ref", "run"))
-    assert a["step"] == b["step"] == 6
-    for key, t in a["model"].items():
-        assert torch.equal(t, b["model"][key]), key
+    assert_same_training_state(a, b, 6)
 
 
 def test_reduced_decode_scales_each_axis_of_the_crop_box_by_its_own_factor(tmp_path):
     """A JPEG decoded at 1/8 is ceil(W/8) x ceil(H/8): 1001 x 123 -> 126 x 16, x scale 0.1259 but y
     scale 0.1301; a box's rows must follow the y scale (the whole image is the whole decoded image)."""
-    jpeg(tmp_path / "wide.jpg", 123, 1001)
+    write_jpeg(tmp_path / "wide.jpg", 123, 1001)
     with stream._image(str(tmp_path / "wide.jpg")) as opened:
         pil, scale = stream._decode(opened, str(tmp_path / "wide.jpg"), (120, 15))
     assert pil.size == (126, 16) and scale == pytest.approx((126 / 1001, 16 / 123))

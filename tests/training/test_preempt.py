@@ -96,6 +96,7 @@ def test_signalled_run_checkpoints_exits_75_and_resumes_bitwise_exact(sig, refer
 STREAM_RUN = [*TINY_FOLDER, "data.storage=stream", "data.workers=0", "train.epochs=5", "train.checkpoint_every=0"]
 
 
+@pytest.mark.numerics
 def test_signalled_stream_run_resumes_bitwise_exact(tmp_path):
     make_imagefolder(tmp_path / "d", per_class=32)
     run = [*STREAM_RUN, f"data.root={tmp_path / 'd'}"]
