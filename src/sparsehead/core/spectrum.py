@@ -197,7 +197,8 @@ def lidar(views: Features, delta: float = LIDAR_DELTA, eps: float = LIDAR_EPS) -
     mu_i and Sigma_w = sum_ij (e_ij - mu_i)(e_ij - mu_i)^T / (n (q - 1)) + delta I that of the views
     about their image's mean. Those eigenvalues are the ones of B Sigma_w^-1 B^T (B: the rows of
     Sigma_b = B^T B), computed on the smaller side: through a Cholesky factor of Sigma_w when
-    d <= n q, else through the Woodbury identity on the n q within-image rows."""
+    d <= n q, else through the Woodbury identity on the n q within-image rows. NaN where Sigma_w is
+    singular in float64."""
     e = torch.as_tensor(views).to(torch.float64)
     if e.ndim != 3 or e.shape[0] < 2 or e.shape[1] < 2:
         raise ValueError(f"LiDAR needs (images >= 2, views >= 2, dims) embeddings, got shape {tuple(e.shape)}")
@@ -206,7 +207,11 @@ def lidar(views: Features, delta: float = LIDAR_DELTA, eps: float = LIDAR_EPS) -
     between = (means - means.mean(dim=0)) / math.sqrt(n - 1)  # n x d
     within = (e - means[:, None]).reshape(n * q, d) / math.sqrt(n * (q - 1))
     if d <= n * q:
-        factor = torch.linalg.cholesky(within.T @ within + delta * torch.eye(d, dtype=e.dtype, device=e.device))
+        factor, info = torch.linalg.cholesky_ex(
+            within.T @ within + delta * torch.eye(d, dtype=e.dtype, device=e.device)
+        )
+        if info:  # Sigma_w singular in float64 (delta negligible against embeddings of huge scale)
+            return float("nan")
         eigs = small_side_eigenvalues(torch.linalg.solve_triangular(factor, between.T, upper=False).T, d)
     else:  # Sigma_w^-1 = (I - W^T (delta I + W W^T)^-1 W) / delta, W = within
         inner = delta * torch.eye(n * q, dtype=e.dtype, device=e.device) + within @ within.T

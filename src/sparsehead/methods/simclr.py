@@ -41,7 +41,7 @@ class SimCLR(Method):
         r1 = self.backbone(views[0])
         z = [self.projector(r1)] + [self.projector(self.backbone(x)) for x in views[1:]]
         pairs = crop_pairs(len(z))
-        return MethodOutput(sum(self.pair_loss(z[a], z[b]) for a, b in pairs) / len(pairs), {}, r1)
+        return MethodOutput(sum(self.pair_loss(z[a], z[b]) for a, b in pairs) / len(pairs), {}, r1, tuple(z[:2]))
 
     def pair_loss(self, z1, z2):
         p = self.params

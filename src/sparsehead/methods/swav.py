@@ -93,7 +93,7 @@ class SwAV(Method):
         codes = [
             self.codes(i, at_least_float32(scores[i].detach()), embeddings[i].detach()) for i in range(GLOBAL_CROPS)
         ]
-        return MethodOutput(swapped_prediction(codes, scores, self.params.temperature), {}, r1)
+        return MethodOutput(swapped_prediction(codes, scores, self.params.temperature), {}, r1, tuple(embeddings[:2]))
 
     @torch.no_grad()
     def codes(self, crop: int, scores: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
