@@ -131,7 +131,12 @@ def small_side_eigenvalues(rows: torch.Tensor, d: int) -> np.ndarray:
     at m^3 cost instead of d^3."""
     if rows.shape[0] >= d:
         return eigenvalues(rows.T @ rows)
-    eigs = eigenvalues(rows @ rows.T)
+    return padded_eigenvalues(rows @ rows.T, d)
+
+
+def padded_eigenvalues(gram: torch.Tensor, d: int) -> np.ndarray:
+    """The eigenvalues of an m x m Gram matrix (descending) and d - m zeros after them."""
+    eigs = eigenvalues(gram)
     return np.concatenate([eigs, np.zeros(d - eigs.size)])
 
 
@@ -147,7 +152,12 @@ def centred_and_uncentred_eigenvalues(x: torch.Tensor, chunk_rows: int = CHUNK_R
         mean = column_mean(x, chunk_rows=chunk_rows)
         return eigenvalues(centred), eigenvalues(centred + torch.outer(mean, mean))
     rows = x.to(torch.float64) / math.sqrt(n)
-    return small_side_eigenvalues(rows - rows.mean(dim=0), d), small_side_eigenvalues(rows, d)
+    mean = rows.mean(dim=0)
+    centred = rows - mean
+    gram = centred @ centred.T
+    # X X^T = Xc Xc^T + c 1^T + 1 c^T + |mean|^2 with c = Xc mean: no second N x N x d product
+    across = centred @ mean
+    return padded_eigenvalues(gram, d), padded_eigenvalues(gram + across[:, None] + across[None, :] + mean @ mean, d)
 
 
 def top_eigenvalue_share(eigs: np.ndarray) -> float:
@@ -217,7 +227,7 @@ def lidar(views: Features, delta: float = LIDAR_DELTA, eps: float = LIDAR_EPS) -
         inner = delta * torch.eye(n * q, dtype=e.dtype, device=e.device) + within @ within.T
         cross = within @ between.T
         matrix = (between @ between.T - cross.T @ torch.linalg.solve(inner, cross)) / delta
-        eigs = np.concatenate([eigenvalues((matrix + matrix.T) / 2), np.zeros(d - n)])
+        eigs = padded_eigenvalues((matrix + matrix.T) / 2, d)
     return entropy_rank(eigs, eps)
 
 
