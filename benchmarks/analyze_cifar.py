@@ -28,7 +28,7 @@ from sparsehead import config  # noqa: E402
 from sparsehead.analysis import metrics, plots  # noqa: E402
 from sparsehead.analysis.html_report import render_html  # noqa: E402
 from sparsehead.analysis.report import spectra_of_run, view_features  # noqa: E402
-from sparsehead.analysis.spectrum import spectrum  # noqa: E402
+from sparsehead.core.spectrum import spectrum  # noqa: E402
 from sparsehead.data import datasets  # noqa: E402
 from sparsehead.data.views import ViewGenerator  # noqa: E402
 from sparsehead.evaluate.features import extract  # noqa: E402

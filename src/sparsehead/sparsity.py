@@ -190,7 +190,8 @@ def prune_mask(weight: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Ten
 
 
 def sparsity_logs(layers: list[nn.Module], threshold: float) -> dict[str, float]:
-    """Per penalised layer: support size, its fraction, and the column-norm summary."""
+    """Per penalised layer: support size, its fraction, and the column-norm summary (with their
+    concentration: the top 10% of the columns' share of the norms)."""
     logs: dict[str, float] = {}
     for i, layer in enumerate(layers):
         norms = column_norms(layer.weight.detach()).float()
@@ -200,6 +201,7 @@ def sparsity_logs(layers: list[nn.Module], threshold: float) -> dict[str, float]
         logs[f"{tag}/colnorm_max"] = norms.max().item()
         logs[f"{tag}/colnorm_median"] = norms.median().item()
         logs[f"{tag}/colnorm_min"] = norms.min().item()
+        logs[f"{tag}/colnorm_top10_share"] = top_share(norms)
     return logs
 
 

@@ -135,6 +135,19 @@ def test_report_is_valid_self_contained_and_names_every_figure(analyzed):
         assert any(name in caption for caption in html.captions), f"no caption names {name}"
 
 
+def test_training_curves_show_the_effective_rank_of_r_and_z_beside_the_loss(analyzed, runs):
+    from sparsehead.analysis.plots import curve_panels
+    from sparsehead.runs.metrics_log import read_metrics
+
+    panels = curve_panels(read_metrics(runs[0]))  # what the collapse monitor logged while training
+    assert panels[:2] == [
+        ("SSL loss", ["loss"]),
+        ("effective rank while training", ["r/effective_rank", "z/effective_rank"]),
+    ]
+    caption = next(c for c in parse(analyzed / "report.html").captions if "training_curves.png" in c)
+    assert "effective rank of r and z" in caption
+
+
 @pytest.mark.skipif(
     CHROMIUM is None,
     reason="no Chromium browser installed (/usr/bin/chromium); install the Debian package chromium to run this test",
@@ -162,7 +175,7 @@ def test_report_renders_in_headless_chromium(analyzed, tmp_path):
     ]
     dom = subprocess.run(cmd + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert 'data-images="3"' in dom and 'data-decoded="3"' in dom, dom[:300]
-    assert "Scalar metrics" in dom
+    assert "Scalar metrics" in dom and "effective rank of r and z" in dom  # the training curves' caption
     shot = tmp_path / "shot.png"
     subprocess.run(
         cmd + ["--window-size=1200,900", f"--screenshot={shot}", (analyzed / "report.html").as_uri()],

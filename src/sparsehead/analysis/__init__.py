@@ -17,12 +17,13 @@ from sparsehead.analysis.metrics import (
     spectral_summary,
     uniformity,
 )
-from sparsehead.analysis.spectrum import (
+from sparsehead.core.spectrum import (
     ALPHA_FIT_RANKS,
     COLLAPSE_THRESHOLD,
     alpha_req,
     collapsed_dimensions,
     effective_rank,
+    lidar,
     power_law_exponent,
     rankme,
     spectrum,
@@ -33,6 +34,7 @@ __all__ = [
     "collapsed_dimensions",
     "effective_rank",
     "rankme",
+    "lidar",
     "alpha_req",
     "power_law_exponent",
     "min_max_ratio",

@@ -19,6 +19,7 @@ METRIC_HELP = {
     "collapsed_dims_normalized": "the same on L2-normalised features",
     "effective_rank": "Roy & Vetterli effective rank of the centred features (1..dim; higher = more dimensions used)",
     "rankme": "RankMe (Garrido et al. 2023): smooth rank of the uncentred feature matrix",
+    "top_eig_share": "the largest covariance eigenvalue's share of the trace (1 = one direction; 1/dim = isotropic)",
     "alpha_req": "alpha-ReQ: power-law decay exponent of the eigenspectrum (fitted on log-log)",
     "alpha_req_fit_ranks": "eigenvalue ranks the alpha-ReQ fit used",
     "pairwise_samples": "rows used for the min-max ratio and uniformity",

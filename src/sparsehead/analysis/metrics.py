@@ -12,18 +12,15 @@ from typing import Optional
 import numpy as np
 import torch
 
-from sparsehead.analysis.spectrum import (
+from sparsehead.core.spectrum import (
     COLLAPSE_THRESHOLD,
     Features,
     as_features,
     collapsed_dimensions,
-    column_mean,
-    eigenvalues,
-    entropy_rank,
     l2_normalize,
     power_law_exponent,
-    second_moment,
-    singular_values_from_moment,
+    rank_measures,
+    spectrum,
 )
 from sparsehead.evaluate.ncc import class_centres, ncc_classify
 from sparsehead.sparsity import head_sparsity  # noqa: F401 - re-exported with the diagnostics
@@ -164,11 +161,9 @@ def spectral_summary(x: Features) -> dict:
     """The spectrum-based diagnostics (cheap: one d x d matrix each) and the spectra themselves."""
     x = as_features(x)
     n, d = x.shape
-    raw = second_moment(x, center=True)
-    mean = column_mean(x)
-    uncentred = raw + torch.outer(mean, mean)  # X^T X / N = C + mean mean^T: no third pass for RankMe
-    eigs = eigenvalues(raw)
-    eigs_norm = eigenvalues(second_moment(x, center=True, normalize=True))
+    ranks = rank_measures(x)
+    eigs = ranks["eigenvalues"]
+    eigs_norm = spectrum(x, normalize=True)
     fit = power_law_exponent(eigs)
     return {
         "samples": n,
@@ -176,8 +171,9 @@ def spectral_summary(x: Features) -> dict:
         "collapse_threshold": COLLAPSE_THRESHOLD,
         "collapsed_dims": collapsed_dimensions(eigs),
         "collapsed_dims_normalized": collapsed_dimensions(eigs_norm),
-        "effective_rank": entropy_rank(singular_values_from_moment(raw, n)),
-        "rankme": entropy_rank(singular_values_from_moment(uncentred, n), 1e-7),
+        "effective_rank": ranks["effective_rank"],
+        "rankme": ranks["rankme"],
+        "top_eig_share": ranks["top_eig_share"],
         "alpha_req": fit["alpha"],
         "alpha_req_fit_ranks": fit["fit_ranks"],
         "spectra": {"raw": eigs.tolist(), "normalized": eigs_norm.tolist()},

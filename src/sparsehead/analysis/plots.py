@@ -79,6 +79,7 @@ def curve_panels(records: Sequence[dict]) -> list[tuple[str, list[str]]]:
     keys = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float))})
     panels = [
         ("SSL loss", [k for k in keys if k == "loss"]),
+        ("effective rank while training", [k for k in keys if k.endswith("/effective_rank")]),
         ("SparseHead penalty (lambda x L2,1)", [k for k in keys if k == "penalty"]),
         ("head support size", [k for k in keys if k.endswith("/support")]),
         ("k-NN top-1 accuracy", [k for k in keys if k.startswith("knn")]),
@@ -87,7 +88,8 @@ def curve_panels(records: Sequence[dict]) -> list[tuple[str, list[str]]]:
 
 
 def curves_figure(records: Sequence[dict], title: str) -> Optional[Figure]:
-    """Loss, penalty, support size and k-NN against the step (None when nothing was logged)."""
+    """Loss, effective rank of r and z, penalty, support size and k-NN against the step (None when
+    nothing was logged)."""
     panels = curve_panels(records)
     if not panels:
         return None

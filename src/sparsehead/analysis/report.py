@@ -161,8 +161,9 @@ def analyze_run(
             (
                 "training_curves.png",
                 curves,
-                "Training curves from metrics.jsonl: SSL loss, SparseHead penalty, head support "
-                "size, and k-NN accuracy where logged.",
+                "Training curves from metrics.jsonl: SSL loss, the effective rank of r and z "
+                "estimated while training (the collapse monitor, on the newest train.collapse_window "
+                "embeddings), SparseHead penalty, head support size, and k-NN accuracy where logged.",
             )
         )
     write_outputs(

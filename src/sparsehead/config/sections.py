@@ -120,6 +120,27 @@ class TrainConfig:
         "after the pre-emption checkpoint: exit (status 75), or requeue: `scontrol requeue "
         "$SLURM_JOB_ID` under SLURM, then exit 75",
     )
+    collapse_monitor: bool = opt(
+        True,
+        "watch dimensional collapse while training: effective rank, RankMe and top-eigenvalue share of r "
+        "and z, and LiDAR of z over the two views, from the newest train.collapse_window embeddings the "
+        "steps computed, logged every train.log_every steps (docs/analysis.md, the online monitor)",
+    )
+    collapse_window: int = opt(
+        1024, "embeddings (of all processes together) the collapse monitor's spectra are estimated from", min=2
+    )
+    collapse_threshold: float = opt(
+        0.1,
+        "collapse alarm: the effective rank of r or z below this fraction of its dimension (of the "
+        "window's rows when fewer), once the window is full; 0: no alarm",
+        min=0.0,
+        max=1.0,
+    )
+    on_collapse: Literal["warn", "stop"] = opt(
+        "warn",
+        "on the collapse alarm: warn (a warning and a note on the progress bar), or stop the run with a "
+        "checkpoint and an error (exit status 2)",
+    )
 
 
 # The k-NN conventions, used by the training monitors and `sparsehead evaluate --protocol knn`:

@@ -19,8 +19,9 @@ class StepHook:
     def before_step(self) -> None:
         """At the start of a training step, before the views are made."""
 
-    def observe(self, labels: torch.Tensor, r: Optional[torch.Tensor]) -> None:
-        """The step's labels and representation r (of the first view; None where not kept)."""
+    def observe(self, labels: torch.Tensor, r: Optional[torch.Tensor], z: tuple = ()) -> None:
+        """The step's labels, representation r (of the first view; None where not kept) and
+        embeddings z of the global views (view 1 first; empty where the method gives none)."""
 
     def penalty(self) -> Optional[torch.Tensor]:
         """A term added to the method's loss (None: none)."""

@@ -17,4 +17,4 @@ class BarlowTwins(Method):
 
     def forward(self, x1, x2):
         r1, z1, z2 = self.project_views(x1, x2)
-        return MethodOutput(barlow_twins_loss(z1, z2, self.params.lambda_offdiag), {}, r1)
+        return MethodOutput(barlow_twins_loss(z1, z2, self.params.lambda_offdiag), {}, r1, (z1, z2))

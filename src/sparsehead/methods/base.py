@@ -7,12 +7,13 @@ A method is one file: an nn.Module subclass registered with `@register("name")` 
 - `display_name`: how tables and reports name it;
 - `STATE`: the submodules and buffers it checkpoints (its state_dict is exactly these);
 - `check(params, cfg)` and `data_size_problem(params, num_images)`: its own validation;
-- `forward(*views) -> MethodOutput(loss, logs, r)`: the loss of the views of a batch (the
-  global views first, then any local crops), values to log and the representation r of the first
-  view (for online monitors). A two-view method writes `forward(self, x1, x2)`; one that takes
-  multi-crop sets `MULTI_CROP = True`, writes `forward(self, *views)` (its `global_crops` first,
-  through the backbone by `encode_crops`) and defines which global/local pairs its loss sees;
-  config validation refuses local crops and more than two global crops for the others;
+- `forward(*views) -> MethodOutput(loss, logs, r, z)`: the loss of the views of a batch (the
+  global views first, then any local crops), values to log, the representation r of the first
+  view and the embeddings z of the first two global views (for online monitors). A two-view method
+  writes `forward(self, x1, x2)`; one that takes multi-crop sets `MULTI_CROP = True`, writes
+  `forward(self, *views)` (its `global_crops` first, through the backbone by `encode_crops`) and
+  defines which global/local pairs its loss sees; config validation refuses local crops and more
+  than two global crops for the others;
 - optionally `after_step(step, total_steps)` (EMA updates and the like), `set_epoch(epoch)` and
   `sparse_head()`.
 
@@ -51,6 +52,7 @@ class MethodOutput(NamedTuple):
     loss: torch.Tensor  # the self-supervised loss (a scalar)
     logs: dict  # extra values to log
     r: torch.Tensor  # the online representation of the first view (not detached)
+    z: tuple = ()  # the online embeddings of the global views, view 1 first (the collapse monitor's)
 
 
 class Method(nn.Module):

@@ -33,7 +33,7 @@ class BYOL(MomentumMethod):
 
     def forward(self, x1, x2):
         r1, z1, z2 = self.project_views(x1, x2)
-        return MethodOutput(self.regress_target(z1, z2, x1, x2), {}, r1)
+        return MethodOutput(self.regress_target(z1, z2, x1, x2), {}, r1, (z1, z2))
 
     def regress_target(self, z1, z2, x1, x2):
         """The symmetrised BYOL loss of the online projections z1, z2 of views x1, x2."""

@@ -85,4 +85,4 @@ class DirectCLR(Method):
 
     def forward(self, x1, x2):
         r1, z1, z2 = self.project_views(x1, x2)
-        return MethodOutput(directclr_loss(z1, z2, self.params.temperature), {}, r1)
+        return MethodOutput(directclr_loss(z1, z2, self.params.temperature), {}, r1, (z1, z2))

@@ -68,7 +68,7 @@ class DirectPred(BYOL):
         r1, z1, z2 = self.project_views(x1, x2)
         if self.training:
             self.pending_corr = batch_correlation(z1, z2)
-        return MethodOutput(self.regress_target(z1, z2, x1, x2), {}, r1)
+        return MethodOutput(self.regress_target(z1, z2, x1, x2), {}, r1, (z1, z2))
 
     @torch.no_grad()
     def after_step(self, step, total_steps):

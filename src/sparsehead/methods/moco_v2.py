@@ -115,4 +115,4 @@ class MoCoV2(MomentumMethod):
             loss, keys = moco_loss(q1, k2, queue, tau), k2
         if self.training:  # evaluation passes leave the queue alone
             self.queue.enqueue(gather_no_grad(keys))
-        return MethodOutput(loss, {}, r1)
+        return MethodOutput(loss, {}, r1, (q1, q2) if self.params.moco_symmetric else (q1,))

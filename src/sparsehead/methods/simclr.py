@@ -42,7 +42,7 @@ class SimCLR(Method):
         rs = self.encode_crops(views)
         z = [self.projector(r) for r in rs]
         pairs = crop_pairs(len(z), self.global_crops)
-        return MethodOutput(sum(self.pair_loss(z[a], z[b]) for a, b in pairs) / len(pairs), {}, rs[0])
+        return MethodOutput(sum(self.pair_loss(z[a], z[b]) for a, b in pairs) / len(pairs), {}, rs[0], tuple(z[:2]))
 
     def pair_loss(self, z1, z2):
         p = self.params

@@ -35,4 +35,4 @@ class SimSiam(Method):
 
     def forward(self, x1, x2):
         r1, z1, z2 = self.project_views(x1, x2)
-        return MethodOutput(simsiam_loss(self.predictor(z1), self.predictor(z2), z1, z2), {}, r1)
+        return MethodOutput(simsiam_loss(self.predictor(z1), self.predictor(z2), z1, z2), {}, r1, (z1, z2))

@@ -93,7 +93,9 @@ class SwAV(Method):
             self.codes(i, at_least_float32(scores[i].detach()), embeddings[i].detach())
             for i in range(self.global_crops)
         ]
-        return MethodOutput(swapped_prediction(codes, scores, self.params.temperature), {}, rs[0])
+        return MethodOutput(
+            swapped_prediction(codes, scores, self.params.temperature), {}, rs[0], tuple(embeddings[:2])
+        )
 
     @torch.no_grad()
     def codes(self, crop: int, scores: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:

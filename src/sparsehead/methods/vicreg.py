@@ -20,4 +20,6 @@ class VICReg(Method):
     def forward(self, x1, x2):
         r1, z1, z2 = self.project_views(x1, x2)
         p = self.params
-        return MethodOutput(vicreg_loss(z1, z2, p.vicreg_sim_coeff, p.vicreg_std_coeff, p.vicreg_cov_coeff), {}, r1)
+        return MethodOutput(
+            vicreg_loss(z1, z2, p.vicreg_sim_coeff, p.vicreg_std_coeff, p.vicreg_cov_coeff), {}, r1, (z1, z2)
+        )

@@ -48,4 +48,6 @@ class WMSE(Method):
     def forward(self, x1, x2):
         r1, z1, z2 = self.project_views(x1, x2)
         p = self.params
-        return MethodOutput(wmse_loss(z1, z2, self.whitening_size(z1.shape[0]), p.wmse_w_iter, p.wmse_eps), {}, r1)
+        return MethodOutput(
+            wmse_loss(z1, z2, self.whitening_size(z1.shape[0]), p.wmse_w_iter, p.wmse_eps), {}, r1, (z1, z2)
+        )

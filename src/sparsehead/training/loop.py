@@ -33,6 +33,7 @@ from sparsehead.runs.metrics_log import MetricLogger, check_loggers
 from sparsehead.runs.model import build_model, default_run_name, resolve_device
 from sparsehead.sparsity import SparseHeadRegularizer
 from sparsehead.training import preempt, resume
+from sparsehead.training.collapse import CollapseError, CollapseMonitor
 from sparsehead.training.faults import NonFiniteGuard, scaler_step
 from sparsehead.training.hooks import MethodAfterStep, gathered, total_penalty
 from sparsehead.training.monitors import OnlineMonitor, knn_summary
@@ -113,6 +114,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
         optimizer, round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps, cfg.optim.min_lr_ratio
     )
     guard = NonFiniteGuard(cfg.train, method, run_dir)  # also the gate of each update, below
+    collapse = CollapseMonitor(cfg.train, run_dir)  # also the collapse alarm, after each log line
     hooks = [
         SparseHeadRegularizer(cfg.sparsity, method.sparse_head(), total_steps),
         guard,
@@ -123,6 +125,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
             device,
             knn=lambda: knn_summary(method, cfg, views, device),  # every rank does its share
         ),
+        collapse,
         MethodAfterStep(method, total_steps),
     ]
     augment_rng = torch.Generator(device=device)
@@ -195,9 +198,9 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
                     hook.before_step()
                 crops = views(images.to(device, non_blocking=True), augment_rng)  # global views, then local
                 with autocast(precision, device):  # the losses themselves run in float32
-                    ssl_loss, logs, r = model(*crops)
+                    ssl_loss, logs, r, z = model(*crops)
                 for hook in hooks:
-                    hook.observe(labels, r)
+                    hook.observe(labels, r, z)
                 pen = total_penalty(hooks)
                 loss = ssl_loss + pen
                 optimizer.zero_grad(set_to_none=True)
@@ -226,7 +229,7 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
                         **gathered(hooks, lambda h: h.logs()),
                     }
                     logger.log(record)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", **collapse.alarm(step))
                 if step < last_step and (due := gathered(hooks, lambda h: h.end_of_epoch(step, steps_per_epoch))):
                     logger.log({"step": step, "epoch": step / steps_per_epoch, **due})
                 if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
@@ -234,9 +237,9 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
                 sigkill_point("step", step)
                 if stop_flag.any_rank(stop.requested):  # a collective: all ranks stop here
                     preempted = stop.requested or "a signal to another rank"
-                if step >= last_step or preempted:
+                if step >= last_step or preempted or collapse.stop:
                     break
-            if preempted:
+            if preempted or collapse.stop:
                 break
         bar.close()
         if saved_at != state.step:  # the loop's last checkpoint_every save may already be this step's
@@ -246,6 +249,10 @@ def pretrain(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = Fa
     del model
     gc.collect()
 
+    if collapse.stop:  # train.on_collapse=stop: the checkpoint of this step is saved above
+        logger.close()
+        dist.cleanup()
+        raise CollapseError(collapse.stop)
     if preempted and state.step < last_step:
         requeued = cfg.train.on_preempt == "requeue" and dist.is_main() and preempt.requeue()
         logger.close()

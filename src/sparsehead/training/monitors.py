@@ -62,7 +62,7 @@ class OnlineMonitor(StepHook):
                 self.classifier = nn.Linear(feature_dim, num_classes).to(device)
             self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=cfg.online_linear_lr)
 
-    def observe(self, labels: torch.Tensor, r: Optional[torch.Tensor]) -> None:
+    def observe(self, labels: torch.Tensor, r: Optional[torch.Tensor], z: tuple = ()) -> None:
         """One step of the online classifier on this training step's r (of the first view)."""
         if self.classifier is None or r is None:
             return
