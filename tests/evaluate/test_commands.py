@@ -131,6 +131,10 @@ def test_semisup_and_sgd_augment(runs):
     evaluate(run, "--protocol", "linear", "--linear-recipe", "sgd-augment", "--epochs", "2")
     saved = read(run, "linear-sgd-augment")  # beside linear.json, which stays the L-BFGS probe's
     assert saved["options"]["linear_recipe"] == "sgd-augment" and 0 <= saved["r"]["top1"] <= 1
+    evaluate(run, "--protocol", "linear", "--linear-recipe", "sgd-imagenet", "--epochs", "1")
+    saved = read(run, "linear-sgd-imagenet")  # Barlow Twins' ImageNet recipe
+    assert (saved["options"]["lr_head"], saved["options"]["weight_decay"]) == (0.3, 1e-6)
+    assert 0 <= saved["r"]["top1"] <= 1
 
 
 def test_report_groups_seeds(runs, tmp_path, capsys):

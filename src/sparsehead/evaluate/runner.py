@@ -115,7 +115,7 @@ def check_options(opts: EvalOptions) -> None:
     if opts.with_z and not protocol.uses_frozen_features(opts):
         raise EvaluationError(
             "--with-z applies to the frozen-feature protocols (knn, ncc, linear with "
-            "--linear-recipe lbfgs); semisup and sgd-augment train the backbone's r"
+            "--linear-recipe lbfgs); semisup and the SGD recipes train the backbone's r"
         )
 
 

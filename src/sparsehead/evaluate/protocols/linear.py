@@ -1,4 +1,4 @@
-"""`--protocol linear`: a linear classifier on the frozen backbone, by one of two recipes."""
+"""`--protocol linear`: a linear classifier on the frozen backbone, by one of three recipes."""
 
 from __future__ import annotations
 
@@ -17,15 +17,22 @@ from sparsehead.evaluate.protocols.sgd_recipe import (
     training_views,
 )
 
-LINEAR_RECIPES = ("lbfgs", "sgd-augment")
-# The classic linear-evaluation recipe (solo-learn, SimCLR CIFAR): SGD over augmented images.
-SGD_AUGMENT_RECIPE = SGDRecipe(epochs=100, batch_size=256, lr_head=0.1, lr_backbone=None)
+# The recipes that train a linear layer by SGD over augmented images of the frozen backbone:
+# SimCLR's CIFAR-10 evaluation as solo-learn runs it, and the ImageNet linear evaluation of Barlow
+# Twins (facebookresearch/barlowtwins evaluate.py: lr 0.3, weight decay 1e-6, batch 256, 100 epochs).
+SGD_RECIPES = {
+    "sgd-augment": SGDRecipe(epochs=100, batch_size=256, lr_head=0.1, lr_backbone=None),
+    "sgd-imagenet": SGDRecipe(epochs=100, batch_size=256, lr_head=0.3, lr_backbone=None, weight_decay=1e-6),
+}
+LINEAR_RECIPES = ("lbfgs", *SGD_RECIPES)
 
 
 @dataclass
 class LinearOptions:
     help_group: ClassVar[str] = "linear"
-    linear_recipe: Literal[LINEAR_RECIPES] = opt("lbfgs", "lbfgs (frozen features) or sgd-augment")
+    linear_recipe: Literal[LINEAR_RECIPES] = opt(
+        "lbfgs", "lbfgs (frozen features), sgd-augment (SimCLR CIFAR) or sgd-imagenet (Barlow Twins ImageNet)"
+    )
     weight_decay: Optional[float] = opt(
         None, "fixed L2 weight decay (none: chosen on a validation split of the training set)", min=0.0
     )
@@ -45,13 +52,17 @@ class LinearProtocol(Protocol):
     half-decade grid (evaluate/linear.py). --linear-recipe sgd-augment is SimCLR's CIFAR-10
     linear evaluation as solo-learn runs it: a linear layer on the frozen backbone trained by SGD
     over the run's crop-and-flip views, 100 epochs, batch 256, lr 0.1, momentum 0.9, cosine.
+    --linear-recipe sgd-imagenet is the ImageNet linear evaluation of Barlow Twins (Zbontar et al.
+    2021, arXiv 2103.03230; facebookresearch/barlowtwins evaluate.py): the same with lr 0.3 and
+    weight decay 1e-6, random resized crops and flips for training, the ImageNet centre crop for
+    testing (data.eval_crop 0.875 on the ImageNet sources).
     """
 
     name = "linear"
     summary = (
         "logistic regression on standardised frozen features, weight decay chosen on a validation "
         "split of the training set (full-batch L-BFGS); or the classic SGD over augmented images "
-        "(--linear-recipe sgd-augment, 100 epochs)"
+        "(--linear-recipe sgd-augment or sgd-imagenet, 100 epochs)"
     )
     Options = LinearOptions
     shared_options = (SGDRecipeOptions,)
@@ -71,14 +82,17 @@ class LinearProtocol(Protocol):
                 "val_fraction": opts.val_fraction,
                 "seed": opts.seed,
             }
-        return {"linear_recipe": opts.linear_recipe, **recipe_settings(SGD_AUGMENT_RECIPE, "crop-flip", opts)}
+        return {
+            "linear_recipe": opts.linear_recipe,
+            **recipe_settings(SGD_RECIPES[opts.linear_recipe], "crop-flip", opts),
+        }
 
     def run(self, trained, train, test, opts, device) -> dict:
-        if opts.linear_recipe == "sgd-augment":
+        if opts.linear_recipe in SGD_RECIPES:
             views = training_views(trained, opts.train_augment or "crop-flip")
             num_classes = int(max(train.labels.max(), test.labels.max())) + 1
             progress = progress_of(trained, train, test, self.result_name(opts), self.settings(opts))
-            recipe = sgd_recipe(SGD_AUGMENT_RECIPE, opts)
+            recipe = sgd_recipe(SGD_RECIPES[opts.linear_recipe], opts)
             backbone, classifier = train_classifier(
                 trained.method.backbone, train, None, num_classes, views, recipe, device, progress
             )

@@ -1,5 +1,5 @@
 """The options and helpers of the two protocols that train on augmented images: semisup and
-linear with --linear-recipe sgd-augment. Each has a published SGD recipe (an SGDRecipe); these
+linear with --linear-recipe sgd-augment or sgd-imagenet. Each has a published SGD recipe (an SGDRecipe); these
 options override parts of it, and None keeps the protocol's default."""
 
 from __future__ import annotations
@@ -18,18 +18,20 @@ from sparsehead.evaluate.progress import Progress
 from sparsehead.runs.folder import RunDir
 from sparsehead.runs.model import TrainedRun
 
-HELP_GROUP = "semisup and sgd-augment (default: the protocol's published recipe)"
+HELP_GROUP = "semisup, sgd-augment and sgd-imagenet (default: the protocol's published recipe)"
 
 
 @dataclass
 class SGDRecipeOptions:
     help_group: ClassVar[str] = HELP_GROUP
-    epochs: Optional[int] = opt(None, "epochs (semisup 20, sgd-augment 100)", min=1)
+    epochs: Optional[int] = opt(None, "epochs (semisup 20, sgd-augment and sgd-imagenet 100)", min=1)
     batch_size: Optional[int] = opt(None, "batch size (256)", min=1)
-    lr_head: Optional[float] = opt(None, "classifier learning rate (semisup 0.5, sgd-augment 0.1)")
+    lr_head: Optional[float] = opt(None, "classifier learning rate (semisup 0.5, sgd-augment 0.1, sgd-imagenet 0.3)")
     lr_backbone: Optional[float] = opt(None, "backbone learning rate (semisup 0.005)")
     train_augment: Optional[Literal["run", "crop-flip"]] = opt(
-        None, "training views: the run's augmentation (semisup default) or its crop and flip only (sgd-augment default)"
+        None,
+        "training views: the run's augmentation (semisup default) or its crop and flip only (the linear "
+        "recipes' default)",
     )
 
 
