@@ -34,6 +34,11 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", 0))
 
 
+def local_world_size() -> int:
+    """How many processes torchrun started on this node (LOCAL_WORLD_SIZE; 1 without it)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 

@@ -19,7 +19,7 @@ import torch
 
 from sparsehead.core.options import opt
 from sparsehead.data import readers, storage
-from sparsehead.data.cache import read_cache, write_cache
+from sparsehead.data.cache import building, read_cache, write_cache
 from sparsehead.data.decode import decode_resized, decoder_name, torchcodec_decoders
 from sparsehead.data.errors import DataError
 from sparsehead.data.evalset import EvalBatches
@@ -56,7 +56,11 @@ class DataConfig:
         "data.memory_budget_gb, else stream",
     )
     memory_budget_gb: float = opt(
-        16.0, "the most a decoded in-memory data set may take (GB, 1e9 bytes)", min=0.0, exclusive_min=True
+        16.0,
+        "the most a decoded in-memory data set may take on a node (GB, 1e9 bytes; its processes share one "
+        "copy through data.cache_dir, or each holds its own without it)",
+        min=0.0,
+        exclusive_min=True,
     )
     workers: int = opt(4, "DataLoader worker processes of data.storage=stream (0: decode in the main process)", min=0)
     eval_crop: Optional[float] = opt(
@@ -227,23 +231,31 @@ def _cache_key(files: list[Path], size: int, ratio: float, bad_images: str) -> s
 
 
 def _checksum(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+    return hashlib.sha256(t.contiguous().numpy()).hexdigest()  # read in place: no copy of a mapped set
 
 
 def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     index = readers.index(cfg, split)
-    folder, files = index.root, [Path(p) for p in index.full_paths()]
-    labels, classes = index.labels.tolist(), index.classes
+    files = [Path(p) for p in index.full_paths()]
     size, ratio = cfg.image_size, crop_ratio_of(cfg, split)
-    cache_path = None
-    if cfg.cache_dir:
-        key = _cache_key(files, size, ratio, cfg.bad_images)
-        cache_path = Path(cfg.cache_dir).expanduser() / f"imagefolder-{key}.pt"
-        cached = _read_cache(cache_path)
-        if cached is not None:
-            cached.crop_ratio = ratio
-            return cached
+    if not cfg.cache_dir:
+        return _decode_folder(index, files, size, ratio, cfg.bad_images)
+    key = _cache_key(files, size, ratio, cfg.bad_images)
+    cache_path = Path(cfg.cache_dir).expanduser() / f"imagefolder-{key}.pt"
+    with building(cache_path):  # the processes of a node: the first decodes, the others map its file
+        data = _read_cache(cache_path)
+        if data is None:
+            decoded = _decode_folder(index, files, size, ratio, cfg.bad_images)
+            _write_cache(cache_path, decoded)
+            data = _read_cache(cache_path)  # mapped, as the others will map it
+            if data is None:  # the cache could not be written: this process keeps its own copy
+                return decoded
+    data.crop_ratio = ratio
+    return data
 
+
+def _decode_folder(index, files: list[Path], size: int, ratio: float, bad_images: str) -> ImageSet:
+    folder, labels, classes = index.root, index.labels.tolist(), index.classes
     torchcodec_decoders()  # import and check the decoder once, before the threads
 
     def decode(path):
@@ -256,8 +268,8 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
         decoded = list(pool.map(decode, files, chunksize=256))
     bad = [(f, r) for f, r in zip(files, decoded) if isinstance(r, Exception)]
     keep = [i for i, r in enumerate(decoded) if not isinstance(r, Exception)]
-    report_bad(bad, len(files), folder, cfg.bad_images)
-    data = ImageSet(
+    report_bad(bad, len(files), folder, bad_images)
+    return ImageSet(
         torch.stack([decoded[i] for i in keep]),
         torch.tensor([labels[i] for i in keep]),
         classes,
@@ -265,9 +277,6 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
         names=[index.paths[i] for i in keep],
         crop_ratio=ratio,
     )
-    if cache_path is not None:
-        _write_cache(cache_path, data)
-    return data
 
 
 def report_bad(bad: list, total: int, folder, bad_images: str) -> None:
@@ -295,7 +304,7 @@ def _read_cache(path: Path) -> Optional[ImageSet]:
             raise ValueError("checksum mismatch")
         return "names" in blob  # a cache written before the file names were kept is out of date
 
-    blob = read_cache(path, "data cache", "decoding the images again", intact)
+    blob = read_cache(path, "data cache", "decoding the images again", intact, mapped=True)
     return (
         None
         if blob is None

@@ -1,7 +1,9 @@
 """data.storage: whether a split is decoded into memory or streamed from its files.
 
 auto picks memory when the decoded uint8 set (N x 3 x image_size^2 bytes) fits data.memory_budget_gb,
-else stream, and prints the choice; memory over the budget is refused before any decoding.
+else stream, and prints the choice; memory over the budget is refused before any decoding. The budget
+is a node's: the processes torchrun starts on it share one copy through data.cache_dir, or each
+holds its own without it.
 """
 
 from __future__ import annotations
@@ -31,13 +33,17 @@ def choose(cfg, split: str) -> str:
     n = len(readers.index(cfg, split))
     if split != "test" and cfg.subset is not None:
         n = min(n, cfg.subset)
-    need = decoded_bytes(n, cfg.image_size) / 1e9
+    # The node's processes share one decoded copy through the cache (data/cache.py); without it each holds its own.
+    copies = 1 if cfg.cache_dir else dist.local_world_size()
+    need = copies * decoded_bytes(n, cfg.image_size) / 1e9
     fits = need <= cfg.memory_budget_gb
     if cfg.storage == "memory" and not fits:
+        held = f"{copies} processes of this node each hold" if copies > 1 else "takes"
         raise DataError(
-            f"data.storage=memory: the decoded {split} set ({n} images at {cfg.image_size} px) takes "
-            f"{need:.2f} GB, more than data.memory_budget_gb={cfg.memory_budget_gb}; set "
-            "data.storage=stream (or auto), or raise data.memory_budget_gb"
+            f"data.storage=memory: the decoded {split} set ({n} images at {cfg.image_size} px) {held} "
+            f"{need:.2f} GB in all, more than data.memory_budget_gb={cfg.memory_budget_gb} (a node's budget); set "
+            "data.storage=stream (or auto), set data.cache_dir so the processes share one copy, or raise "
+            "data.memory_budget_gb"
         )
     choice = "memory" if fits else "stream"
     if cfg.storage == "auto" and dist.is_main():
