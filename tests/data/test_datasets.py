@@ -93,3 +93,14 @@ def test_views_shape_range_and_difference():
     # Same generator seed, same views: augmentation is reproducible.
     y1, _ = views(data.images[:32], torch.Generator().manual_seed(0))
     assert torch.equal(x1, y1)
+
+
+def test_every_source_has_one_reader():
+    """sources.SOURCES names each source once; each is read by a memory loader or a folder layout."""
+    from sparsehead.data import readers, sources
+
+    folder = set(sources.FOLDER_SOURCES)
+    assert set(readers.LAYOUTS) == folder
+    assert set(datasets.MEMORY_LOADERS) == set(sources.NAMES) - folder
+    with pytest.raises(config.ConfigError, match="imagenet100"):  # data.source accepts exactly these names
+        config.load(None, ["data.source=imagenet1k"])

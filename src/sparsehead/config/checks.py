@@ -8,6 +8,7 @@ from typing import Optional
 from sparsehead.config.sections import Config
 from sparsehead.core.errors import ConfigError
 from sparsehead.data.augment import inactive_ops_problem
+from sparsehead.data.sources import SOURCES
 from sparsehead.methods import METHODS
 from sparsehead.models.backbones import backbone_info
 from sparsehead.models.heads import HEADS
@@ -17,14 +18,15 @@ from sparsehead.sparsity import head_problem
 def validate(cfg: Config, check_paths: bool = True) -> None:
     """Checks that involve several keys or the file system."""
     d = cfg.data
-    if d.source != "digits" and not d.root:
+    reader = SOURCES[d.source].reader  # the embedded set (sklearn) needs no folder
+    if reader != "sklearn" and not d.root:
         raise ConfigError(
             f"data.root: required for data.source={d.source}; give the data folder, "
             "e.g. data.root=../shared/data/cifar10"
         )
-    if check_paths and d.root and d.source != "digits":
+    if check_paths and d.root and reader != "sklearn":
         root = Path(d.root).expanduser()
-        downloadable = d.source in ("cifar10", "cifar100", "stl10")
+        downloadable = reader == "torchvision"
         if not root.exists() and not (d.download and downloadable):
             hint = " or set data.download=true" if downloadable else ""
             raise ConfigError(f"data.root: folder {root} does not exist; give an existing folder{hint}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,25 +17,20 @@ import numpy as np
 import torch
 
 from sparsehead.core.options import opt
-from sparsehead.data import readers, storage
+from sparsehead.data import readers, sources, storage
 from sparsehead.data.cache import building, read_cache, write_cache
 from sparsehead.data.decode import decode_resized, decoder_name, torchcodec_decoders
 from sparsehead.data.errors import DataError
 from sparsehead.data.evalset import EvalBatches
+from sparsehead.data.image_check import report_bad
 from sparsehead.data.readers import IMAGE_SUFFIXES  # noqa: F401  (where callers have always found it)
+from sparsehead.data.stream import StreamSet
+from sparsehead.data.subsets import stratified_indices
 
 
 @dataclass
 class DataConfig:
-    source: Literal[
-        "digits", "cifar10", "cifar100", "stl10", "imagefolder", "imagenet", "imagenet100", "tinyimagenet"
-    ] = opt(
-        "digits",
-        "data set: digits (embedded, scikit-learn), cifar10, cifar100, stl10 (torchvision), "
-        "imagefolder (a folder holding train/ and test/ class sub-folders), imagenet (train/<wnid>/*.JPEG, "
-        "val/<wnid>/*), imagenet100 (imagenet's folders, CMC's 100 classes) or tinyimagenet (train/<wnid>/images, "
-        "val/images + val_annotations.txt)",
-    )
+    source: Literal[sources.NAMES] = opt("digits", sources.HELP)
     root: Optional[str] = opt(None, "data folder (torchvision sets, imagefolder); unused for digits")
     download: bool = opt(False, "let torchvision download cifar10/cifar100/stl10 when missing")
     image_size: int = opt(32, "side of the square training views (images are resized to it)", min=8)
@@ -111,57 +105,24 @@ class ImageSet(EvalBatches):
             yield self.images[torch.as_tensor(idx, dtype=torch.long)]
 
 
-IMAGENET_CROP_RATIO = 0.875  # Resize(256) + CenterCrop(224): the ImageNet evaluation of every SSL paper
-IMAGENET_LIKE = ("imagenet", "imagenet100")
-
-
-def crop_ratio_of(cfg: DataConfig, split: str) -> float:
-    """The centre crop of `split`'s images: 1.0 (the whole shorter side, from which training draws
-    its random crops) for the pretraining split; data.eval_crop for the evaluation splits, by
-    default ImageNet's 0.875 for the ImageNet folders and 1.0 for the small-image sources (digits,
-    CIFAR, STL-10, Tiny ImageNet's 64 px images, an imagefolder)."""
-    if split == "pretrain":
-        return 1.0
-    if cfg.eval_crop is not None:
-        return cfg.eval_crop
-    return IMAGENET_CROP_RATIO if cfg.source in IMAGENET_LIKE else 1.0
-
-
 def load(cfg: DataConfig, split: str):
     """Load `split` ("pretrain", "train" or "test") of the configured source: an ImageSet decoded in
     memory, or a stream.StreamSet (a file index, decoded batch by batch) as data.storage decides."""
     if split not in ("pretrain", "train", "test"):
         raise ValueError(f"split must be pretrain, train or test, not {split!r}")
-    if cfg.eval_crop is not None and cfg.source not in readers.FOLDER_SOURCES:
+    if cfg.eval_crop is not None and cfg.source not in sources.FOLDER_SOURCES:
         raise DataError(
             f"data.eval_crop={cfg.eval_crop}: the crop ratio applies to images decoded from files "
-            f"({', '.join(readers.FOLDER_SOURCES)}); data.source={cfg.source} is evaluated on whole images: "
+            f"({', '.join(sources.FOLDER_SOURCES)}); data.source={cfg.source} is evaluated on whole images: "
             "drop data.eval_crop"
         )
     if storage.choose(cfg, split) == "stream":
-        from sparsehead.data.stream import StreamSet
-
         return StreamSet.open(cfg, split)
-    loader = {
-        "digits": _digits,
-        "cifar10": _cifar,
-        "cifar100": _cifar,
-        "stl10": _stl10,
-        **{name: _imagefolder for name in readers.FOLDER_SOURCES},
-    }[cfg.source]
+    loader = _imagefolder if cfg.source in sources.FOLDER_SOURCES else MEMORY_LOADERS[cfg.source]
     data = loader(cfg, split)
     if split != "test" and cfg.subset is not None and cfg.subset < len(data):
         data = stratified_subset(data, cfg.subset, seed=0)
     return data
-
-
-def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """`n` sorted indices with the class proportions of `labels`, the same for the same seed."""
-    from sklearn.model_selection import train_test_split
-
-    stratify = labels if (labels >= 0).all() and len(np.unique(labels)) <= n else None
-    idx, _ = train_test_split(np.arange(len(labels)), train_size=n, random_state=seed, stratify=stratify)
-    return np.sort(idx)
 
 
 def stratified_subset(data: ImageSet, n: int, seed: int) -> ImageSet:
@@ -237,7 +198,7 @@ def _checksum(t: torch.Tensor) -> str:
 def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     index = readers.index(cfg, split)
     files = [Path(p) for p in index.full_paths()]
-    size, ratio = cfg.image_size, crop_ratio_of(cfg, split)
+    size, ratio = cfg.image_size, sources.crop_ratio_of(cfg, split)
     if not cfg.cache_dir:
         return _decode_folder(index, files, size, ratio, cfg.bad_images)
     key = _cache_key(files, size, ratio, cfg.bad_images)
@@ -279,25 +240,6 @@ def _decode_folder(index, files: list[Path], size: int, ratio: float, bad_images
     )
 
 
-def report_bad(bad: list, total: int, folder, bad_images: str) -> None:
-    """The unreadable files [(path, error)] of a folder of `total`: an error listing them under
-    data.bad_images=fail, or when none is readable; else one warning each and a count."""
-    if bad and bad_images == "fail":
-        listing = "\n".join(f"  {f}: {r}" for f, r in bad[:10])
-        raise DataError(
-            f"{len(bad)} unreadable image(s) in {folder}:\n{listing}\n"
-            "Remove or repair them, or set data.bad_images=skip to leave them out."
-        )
-    if bad and len(bad) == total:
-        raise DataError(
-            f"none of the {total} images in {folder} could be read (first: {bad[0][0]}: {bad[0][1]}); check the files"
-        )
-    for f, r in bad:
-        warnings.warn(f"skipping unreadable image {f}: {r}")
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image(s) of {total} in {folder} (data.bad_images=skip)")
-
-
 def _read_cache(path: Path) -> Optional[ImageSet]:
     def intact(blob: dict) -> bool:
         if _checksum(blob["images"]) != blob["checksum"]:
@@ -325,3 +267,7 @@ def _write_cache(path: Path, data: ImageSet) -> None:
         },
         "data cache",
     )
+
+
+# The sources not read from image files (sources.SOURCES: sklearn, torchvision), by name.
+MEMORY_LOADERS = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar, "stl10": _stl10}

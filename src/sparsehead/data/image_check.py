@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
@@ -17,6 +18,7 @@ from typing import Optional
 import torch
 
 from sparsehead.data.cache import read_cache, write_cache
+from sparsehead.data.errors import DataError
 from sparsehead.data.readers import FileIndex, folder_stamps
 
 CHECK_VERSION = 1
@@ -69,3 +71,22 @@ def _unchanged(blob: dict, folders: list[str]) -> bool:
         )
     except OSError:
         return False  # a folder is gone: check again
+
+
+def report_bad(bad: list, total: int, folder, bad_images: str) -> None:
+    """The unreadable files [(path, error)] of a folder of `total`: an error listing them under
+    data.bad_images=fail, or when none is readable; else one warning each and a count."""
+    if bad and bad_images == "fail":
+        listing = "\n".join(f"  {f}: {r}" for f, r in bad[:10])
+        raise DataError(
+            f"{len(bad)} unreadable image(s) in {folder}:\n{listing}\n"
+            "Remove or repair them, or set data.bad_images=skip to leave them out."
+        )
+    if bad and len(bad) == total:
+        raise DataError(
+            f"none of the {total} images in {folder} could be read (first: {bad[0][0]}: {bad[0][1]}); check the files"
+        )
+    for f, r in bad:
+        warnings.warn(f"skipping unreadable image {f}: {r}")
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) of {total} in {folder} (data.bad_images=skip)")

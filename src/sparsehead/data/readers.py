@@ -24,7 +24,6 @@ from sparsehead.data.cache import read_cache, write_cache
 from sparsehead.data.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-FOLDER_SOURCES = ("imagefolder", "imagenet", "imagenet100", "tinyimagenet")
 INDEX_VERSION = 1
 
 
@@ -113,18 +112,17 @@ def _split_folder(root: Path, split: str, test_names: tuple[str, ...]) -> Path:
     )
 
 
-def _list(source: str, root: Path, split: str, dirs: list[str]) -> FileIndex:
-    if source == "tinyimagenet":
-        return _tinyimagenet(root, split, dirs)
-    folder = _split_folder(root, split, ("test", "val") if source == "imagefolder" else ("val",))
-    if source == "imagefolder":
-        classes = _subfolders(folder)
-    elif source == "imagenet":
-        classes = _subfolders(_split_folder(root, "train", ()))  # val is labelled by train's classes
-    else:
-        classes = imagenet100_classes()
-    paths, labels = _class_folders(folder, classes, dirs)
-    return FileIndex(folder, paths, np.asarray(labels, dtype=np.int64), classes)
+def _class_layout(test_names: tuple[str, ...], classes_of):
+    """A layout of class sub-folders under train/ and one of `test_names`; `classes_of(root,
+    folder)` gives the classes, whose order makes the labels."""
+
+    def listing(root: Path, split: str, dirs: list[str]) -> FileIndex:
+        folder = _split_folder(root, split, test_names)
+        classes = classes_of(root, folder)
+        paths, labels = _class_folders(folder, classes, dirs)
+        return FileIndex(folder, paths, np.asarray(labels, dtype=np.int64), classes)
+
+    return listing
 
 
 def _tinyimagenet(root: Path, split: str, dirs: list[str]) -> FileIndex:
@@ -176,6 +174,16 @@ def _under_images(name: str, notes: Path, n: int) -> str:
     return path
 
 
+# The folder layout of each folder source (sources.FOLDER_SOURCES).
+LAYOUTS = {
+    "imagefolder": _class_layout(("test", "val"), lambda root, folder: _subfolders(folder)),
+    # val/ is labelled by train/'s classes, so a class missing from val/ keeps every label in place
+    "imagenet": _class_layout(("val",), lambda root, folder: _subfolders(_split_folder(root, "train", ()))),
+    "imagenet100": _class_layout(("val",), lambda root, folder: imagenet100_classes()),
+    "tinyimagenet": _tinyimagenet,
+}
+
+
 def folder_stamps(dirs: list[str]) -> list[int]:
     """The mtimes (ns) of `dirs`: a file added, removed or renamed in one of them changes its stamp."""
     return [os.stat(d).st_mtime_ns for d in dirs]
@@ -194,7 +202,7 @@ def index(cfg, split: str) -> FileIndex:
         if found is not None:
             return found
     dirs: list[str] = []
-    result = _list(cfg.source, root, split, dirs)
+    result = LAYOUTS[cfg.source](root, split, dirs)
     if cache is not None:
         blob = {
             "root": str(result.root),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from sparsehead.core import distributed as dist
-from sparsehead.data import readers
+from sparsehead.data import readers, sources
 from sparsehead.data.errors import DataError
 
 
@@ -21,10 +21,10 @@ def decoded_bytes(num_images: int, image_size: int) -> int:
 
 def choose(cfg, split: str) -> str:
     """ "memory" or "stream" for `split` of the data config `cfg`."""
-    if cfg.source not in readers.FOLDER_SOURCES:
+    if cfg.source not in sources.FOLDER_SOURCES:
         if cfg.storage == "stream":
             raise DataError(
-                f"data.storage=stream reads folder sources ({', '.join(readers.FOLDER_SOURCES)}); "
+                f"data.storage=stream reads folder sources ({', '.join(sources.FOLDER_SOURCES)}); "
                 f"data.source={cfg.source} is decoded in memory: set data.storage=memory or auto"
             )
         return "memory"

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sparsehead.data import image_check
+from sparsehead.data import image_check, sources
 from sparsehead.data.decode import decode_resized
 from sparsehead.data.errors import DataError
 from sparsehead.data.evalset import EvalBatches
 from sparsehead.data.readers import FileIndex
 from sparsehead.data.readers import index as file_index
+from sparsehead.data.subsets import stratified_indices
 from sparsehead.data.views import sample_crops
 
 RATIO = (3 / 4, 4 / 3)
@@ -121,21 +122,21 @@ class StreamSet(EvalBatches):
     image_size: int
     skipped: int = 0
     workers: int = 0  # DataLoader worker processes of its evaluation batches (data.workers)
-    crop_ratio: float = 1.0  # of its evaluation crops (datasets.crop_ratio_of)
+    crop_ratio: float = 1.0  # of its evaluation crops (sources.crop_ratio_of)
 
     @classmethod
     def open(cls, cfg, split: str) -> "StreamSet":
-        from sparsehead.data.datasets import crop_ratio_of, report_bad, stratified_indices
-
         idx, skipped = file_index(cfg, split), 0
         if cfg.bad_images == "skip":  # every file checked up front (once: cached): an epoch never meets a bad one
             problems = image_check.problems(idx, cfg.cache_dir)
             bad = [(p, e) for p, e in zip(idx.full_paths(), problems) if e is not None]
-            report_bad(bad, len(idx), idx.root, cfg.bad_images)
+            image_check.report_bad(bad, len(idx), idx.root, cfg.bad_images)
             idx, skipped = _select(idx, [i for i, e in enumerate(problems) if e is None]), len(bad)
         if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
             idx = _select(idx, stratified_indices(idx.labels, cfg.subset, seed=0))
-        return cls(idx, cfg.image_size, skipped=skipped, workers=cfg.workers, crop_ratio=crop_ratio_of(cfg, split))
+        return cls(
+            idx, cfg.image_size, skipped=skipped, workers=cfg.workers, crop_ratio=sources.crop_ratio_of(cfg, split)
+        )
 
     def __len__(self) -> int:
         return len(self.index)
