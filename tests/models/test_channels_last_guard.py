@@ -2,6 +2,8 @@
 convolution of a channel count that is not a multiple of 8 trains in the contiguous layout (its
 channels_last weight gradient corrupts the heap: scripts/onednn_avx2_channels_last_repro.py)."""
 
+import platform
+
 import pytest
 import torch
 
@@ -62,6 +64,10 @@ def test_the_decision_per_device_and_width(monkeypatch, capsys):
     assert use_channels_last(narrow, 16, CPU)  # the AVX-512 kernels run it safely
 
 
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64") or not torch.cpu._is_avx2_supported(),
+    reason="oneDNN's AVX2 kernels need an x86-64 CPU with AVX2",
+)
 def test_width_4_trains_under_onednn_avx2_through_the_guard(tmp_path):
     """Without the guard this run aborts ("double free or corruption") or segfaults in its first
     steps: the width-4 shortcut of layer 2 is a 1x1 stride-2 convolution of 4 input channels."""
