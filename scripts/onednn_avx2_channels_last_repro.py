@@ -72,7 +72,9 @@ def trial(case: str, channels_last: bool = True, malloc_check: bool = False) -> 
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode == 0:
         return "ok"
-    last = (proc.stderr.strip().splitlines() or [""])[-1][:60]
+    # glibc's own message, not an import warning printed before the crash
+    said = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line and line[0] != " "]
+    last = (said or [""])[-1][:60]
     if proc.returncode < 0:
         return f"{signal.Signals(-proc.returncode).name} {last}".strip()
     return f"exit {proc.returncode} {last}".strip()
