@@ -2,6 +2,8 @@
 convolution of a channel count that is not a multiple of 8 trains in the contiguous layout (its
 channels_last weight gradient corrupts the heap: scripts/onednn_avx2_channels_last_repro.py)."""
 
+import platform
+
 import pytest
 import torch
 
@@ -27,26 +29,31 @@ def test_unsafe_convolutions_are_the_strided_1x1_ones_off_the_8_channel_block(wi
     assert cpu_layout.unsafe_avx2_convolutions(net) == unsafe
 
 
-@pytest.mark.parametrize("isa, below", [("AVX2", True), ("SSE41", True), ("avx2_vnni", True), ("AVX512_CORE", None)])
-def test_onednn_isa_limit_is_read_from_the_environment(monkeypatch, isa, below):
+@pytest.mark.parametrize(
+    "isa, avx2", [("AVX2", True), ("avx2_vnni", True), ("SSE41", False), ("AVX", False), ("AVX512_CORE", False)]
+)
+def test_the_onednn_isa_limit_is_read_from_the_environment(monkeypatch, isa, avx2):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
     monkeypatch.setattr(cpu_layout.platform, "machine", lambda: "x86_64")
-    expected = below if below is not None else not torch.cpu._is_avx512_supported()
-    assert cpu_layout.onednn_below_avx512() is expected
+    monkeypatch.setattr(cpu_layout.torch.cpu, "_is_avx2_supported", lambda: True)
+    monkeypatch.setattr(cpu_layout.torch.cpu, "_is_avx512_supported", lambda: True)
+    assert cpu_layout.onednn_runs_avx2_kernels() is avx2
 
 
-def test_a_cpu_without_avx512_is_below_it_and_other_architectures_are_not(monkeypatch):
+def test_a_cpu_with_avx2_but_not_avx512_runs_them_and_other_architectures_do_not(monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(cpu_layout.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(cpu_layout.torch.cpu, "_is_avx2_supported", lambda: True)
     monkeypatch.setattr(cpu_layout.torch.cpu, "_is_avx512_supported", lambda: False)
-    assert cpu_layout.onednn_below_avx512()
+    assert cpu_layout.onednn_runs_avx2_kernels()
     monkeypatch.setattr(cpu_layout.platform, "machine", lambda: "aarch64")
-    assert not cpu_layout.onednn_below_avx512()
+    assert not cpu_layout.onednn_runs_avx2_kernels()
 
 
 def test_the_decision_per_device_and_width(monkeypatch, capsys):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.setattr(cpu_layout.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(cpu_layout.torch.cpu, "_is_avx2_supported", lambda: True)
     narrow, wide = (ModelConfig(backbone="resnet18", width=w, stem="cifar") for w in (4, 8))
     assert use_channels_last(wide, 16, CPU) and not capsys.readouterr().err
     assert use_channels_last(narrow, 16, torch.device("cuda"))  # cuDNN's kernels, not oneDNN's
@@ -57,6 +64,10 @@ def test_the_decision_per_device_and_width(monkeypatch, capsys):
     assert use_channels_last(narrow, 16, CPU)  # the AVX-512 kernels run it safely
 
 
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64") or not torch.cpu._is_avx2_supported(),
+    reason="oneDNN's AVX2 kernels need an x86-64 CPU with AVX2",
+)
 def test_width_4_trains_under_onednn_avx2_through_the_guard(tmp_path):
     """Without the guard this run aborts ("double free or corruption") or segfaults in its first
     steps: the width-4 shortcut of layer 2 is a 1x1 stride-2 convolution of 4 input channels."""

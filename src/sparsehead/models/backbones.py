@@ -16,7 +16,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from sparsehead.core import distributed as dist
 from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
-from sparsehead.models.cpu_layout import contiguous_note, onednn_below_avx512, unsafe_avx2_convolutions
+from sparsehead.models.cpu_layout import contiguous_note, onednn_runs_avx2_kernels, unsafe_avx2_convolutions
 
 
 @dataclass
@@ -201,7 +201,7 @@ def use_channels_last(model_cfg, image_size: int, device: torch.device) -> bool:
     (models/cpu_layout.py); a backbone kept contiguous on the CPU says so on stderr, like data.storage=auto."""
     if not backbone_info(model_cfg, image_size).channels_last:
         return False
-    if device.type != "cpu" or not onednn_below_avx512():
+    if device.type != "cpu" or not onednn_runs_avx2_kernels():
         return True
     with torch.device("meta"):  # only the convolutions' shapes are read
         unsafe = unsafe_avx2_convolutions(build_backbone(model_cfg, image_size))

@@ -5,7 +5,7 @@ when it has 2 to 7 input channels ("double free or corruption", or a segfault;
 scripts/onednn_avx2_channels_last_repro.py, docs/performance.md). The guard takes every strided 1x1
 convolution whose input channels are not a multiple of 8, the AVX2 vector of 8 floats: the same
 kernel runs them on padded weights, and a heap corruption can be silent. That kernel runs on CPUs
-without AVX-512, or where ONEDNN_MAX_CPU_ISA holds oneDNN to AVX2 or below; such a backbone runs in
+with AVX2 but not AVX-512, or where ONEDNN_MAX_CPU_ISA holds oneDNN to AVX2; such a backbone runs in
 the contiguous layout there, and the run says so.
 """
 
@@ -20,14 +20,17 @@ import torch.nn as nn
 AVX2_FLOATS = 8  # the channel block of oneDNN's AVX2 kernels
 
 
-def onednn_below_avx512() -> bool:
-    """oneDNN's x86 convolutions are its AVX2 (or older) kernels in this process."""
+def onednn_runs_avx2_kernels() -> bool:
+    """oneDNN's x86 convolutions are its AVX2 ones in this process (below AVX2, SSE41 and AVX run a
+    GEMM that was clean in the same case)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False  # other architectures run other kernels
     limit = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
-    if limit not in ("ALL", "DEFAULT") and not limit.startswith(("AVX512", "AVX10")):
-        return True  # SSE41, AVX, AVX2, AVX2_VNNI, AVX2_VNNI_2
-    return not torch.cpu._is_avx512_supported()
+    if limit in ("SSE41", "AVX"):
+        return False
+    if limit.startswith("AVX2"):  # AVX2, AVX2_VNNI, AVX2_VNNI_2
+        return torch.cpu._is_avx2_supported()
+    return torch.cpu._is_avx2_supported() and not torch.cpu._is_avx512_supported()
 
 
 def unsafe_avx2_convolutions(model: nn.Module) -> list[str]:
