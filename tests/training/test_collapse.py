@@ -14,6 +14,7 @@ from conftest import REPO, TINY
 from ddp_harness import WORLD, run_on_ranks, shard
 from sparsehead import config
 from sparsehead.analysis.metrics import spectral_summary
+from sparsehead.config import TrainConfig
 from sparsehead.methods import METHODS, register
 from sparsehead.methods.simsiam import SimSiam
 from sparsehead.runs import checkpoint
@@ -148,7 +149,9 @@ def simsiam_without_predictor():
     return "simsiam_no_predictor"
 
 
-TWO_EPOCHS = TINY + ["train.epochs=2", "train.checkpoint_every=0", "train.on_collapse=stop"]
+# The default alarm (TINY turns it off for the tests of other things).
+ALARM = f"train.collapse_threshold={TrainConfig().collapse_threshold}"
+TWO_EPOCHS = TINY + [ALARM, "train.epochs=2", "train.checkpoint_every=0", "train.on_collapse=stop"]
 
 
 def test_a_run_made_to_collapse_stops_within_its_first_epochs_with_a_checkpoint(simsiam_without_predictor, tmp_path):
