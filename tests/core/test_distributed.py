@@ -205,3 +205,5 @@ def test_torchrun_pretrain_writes_one_run_folder(tmp_path):
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [rec["step"] for rec in lines if "loss" in rec] == [2, 4]  # rank 0 alone writes
     assert [rec["step"] for rec in lines if "knn5_top1" in rec] == [2, 4]  # the monitor, the end
+    # the collapse monitor's window gathered from both ranks: 2 steps of 64 images, then 4 (of 1,024)
+    assert [rec["collapse/window"] for rec in lines if "loss" in rec] == [128, 256]

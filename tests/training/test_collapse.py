@@ -14,10 +14,12 @@ from conftest import REPO, TINY
 from ddp_harness import WORLD, run_on_ranks, shard
 from sparsehead import config
 from sparsehead.analysis.metrics import spectral_summary
+from sparsehead.config import TrainConfig
 from sparsehead.methods import METHODS, register
 from sparsehead.methods.simsiam import SimSiam
 from sparsehead.runs import checkpoint
 from sparsehead.runs.metrics_log import read_metrics
+from sparsehead.runs.model import build_model
 from sparsehead.training.collapse import CollapseError, CollapseMonitor, EmbeddingWindow
 from sparsehead.training.loop import pretrain
 
@@ -120,6 +122,16 @@ def test_under_ddp_the_measures_are_those_of_the_gathered_window():
         assert {k: float(v) for k, v in got.items()} == pytest.approx(expected, rel=TOLERANCE)
 
 
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_gives_the_monitor_z_of_its_global_views(name):
+    settings = {"moco_v2": ["method.queue_size=64"], "directclr": ["sparsity.lam=0"]}.get(name, [])
+    method = build_model(config.load(None, TINY + [f"method.name={name}", "data.image_size=8", *settings]))
+    x = torch.randn(64, 3, 8, 8)
+    out = method(x, x.flip(3))
+    assert len(out.z) == (1 if name == "moco_v2" else 2)  # MoCo v2's second view is a key (moco_symmetric: 2)
+    assert all(z.shape == (64, method.embedding_dim) for z in out.z) and out.r.shape[0] == 64
+
+
 # --- end to end on digits -------------------------------------------------------------------------
 
 
@@ -137,7 +149,9 @@ def simsiam_without_predictor():
     return "simsiam_no_predictor"
 
 
-TWO_EPOCHS = TINY + ["train.epochs=2", "train.checkpoint_every=0", "train.on_collapse=stop"]
+# The default alarm (TINY turns it off for the tests of other things).
+ALARM = f"train.collapse_threshold={TrainConfig().collapse_threshold}"
+TWO_EPOCHS = TINY + [ALARM, "train.epochs=2", "train.checkpoint_every=0", "train.on_collapse=stop"]
 
 
 def test_a_run_made_to_collapse_stops_within_its_first_epochs_with_a_checkpoint(simsiam_without_predictor, tmp_path):

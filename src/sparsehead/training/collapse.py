@@ -74,6 +74,8 @@ def window_measures(rows: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 class CollapseMonitor(StepHook):
+    """The step hook (train.collapse_*: a TrainConfig) and the alarm the loop asks after each log line."""
+
     def __init__(self, cfg, run_dir):
         self.on, self.threshold, self.action = cfg.collapse_monitor, cfg.collapse_threshold, cfg.on_collapse
         self.run_dir = run_dir
