@@ -36,13 +36,14 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=10
 	env $(OTHER_KERNELS) $(BIN)/python -m pytest -q -m numerics
 
-# The distributed, resume and pre-emption tests again on the oldest declared torch (.ci/run runs it).
+# The distributed, resume and pre-emption tests (pretraining and evaluation) again on the oldest declared
+# torch (.ci/run runs it).
 test-oldest-torch:
 	$(PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/pip install --quiet $(OLDEST_TORCH_PINS)
 	$(OLDEST_VENV)/bin/pip install --quiet -e ".[test]"
 	$(OLDEST_VENV)/bin/python -m pytest -q tests/core/test_distributed.py tests/training/test_resume.py \
-		tests/training/test_resume_agreement.py tests/training/test_preempt.py
+		tests/training/test_resume_agreement.py tests/training/test_preempt.py tests/evaluate/test_ddp_probe.py
 
 # Throughput of sparsehead vs lightly vs torchvision (docs/performance.md); needs ../shared/data/cifar10
 # (or $SPARSEHEAD_CIFAR10). `--toy` runs every benchmark's steps in seconds (tests/test_benchmarks.py).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -120,7 +121,8 @@ def train_classifier(
                 progress.save(state, epoch + 1, 0, state.order_rng.get_state())
     if progress:
         progress.finish()
-    del model  # the DDP wrapper holds the process group: released before the group is
+    del model  # the DDP wrapper holds the process group: released while the group lives (torch 2.11)
+    gc.collect()
     return backbone.eval(), classifier.eval()
 
 
