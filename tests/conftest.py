@@ -81,6 +81,16 @@ TINY_FOLDER = [
 ]
 
 
+# A timm ViT of one block, 32-d tokens, 4x4 patches of 16 px digits (16 patch tokens + CLS).
+TINY_VIT = [
+    "model.backbone=timm:vit_tiny_patch16_224",
+    "model.timm_args.patch_size=4",
+    "model.timm_args.depth=1",
+    "model.timm_args.embed_dim=32",
+    "model.timm_args.num_heads=2",
+]
+
+
 def write_jpeg(path: Path, h: int, w: int, seed: int = 0) -> None:
     """A smooth h x w JPEG (gradients and a constant channel set by `seed`)."""
     from PIL import Image

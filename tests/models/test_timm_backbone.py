@@ -11,7 +11,7 @@ import signal
 import pytest
 import torch
 
-from conftest import TINY, assert_loss_fell, fixed_view_losses, run_cli
+from conftest import TINY, TINY_VIT, assert_loss_fell, fixed_view_losses, run_cli
 from sparsehead import cli, config
 from sparsehead.export.formats import export_backbone, loading_snippet
 from sparsehead.models.backbones import BackboneInfo, backbone_info, build_backbone
@@ -22,18 +22,10 @@ from sparsehead.training.loop import pretrain
 
 timm = pytest.importorskip("timm", reason="timm is in the test extra: pip install -e '.[test]'")
 
-# A ViT of one block, 32-d tokens, 4x4 patches of 16 px digits (16 patch tokens + CLS).
-VIT = [
-    "model.backbone=timm:vit_tiny_patch16_224",
-    "model.timm_args.patch_size=4",
-    "model.timm_args.depth=1",
-    "model.timm_args.embed_dim=32",
-    "model.timm_args.num_heads=2",
-]
 # 256 digits, batch 64: 4 steps per epoch, 6 epochs; a checkpoint every 2 steps.
 RUN = (
     TINY
-    + VIT
+    + TINY_VIT
     + [
         "data.subset=256",
         "train.epochs=6",
@@ -81,7 +73,7 @@ def test_timm_args_from_yaml_and_dotted_overrides_merge(tmp_path):
 
 def test_patch_size_must_divide_the_image_size_before_any_work(tmp_path):
     with pytest.raises(config.ConfigError, match=r"patch_size: the patch \(5, 5\).*data.image_size=16"):
-        config.load(None, TINY + VIT + ["model.timm_args.patch_size=5", f"train.out_dir={tmp_path}"])
+        config.load(None, TINY + TINY_VIT + ["model.timm_args.patch_size=5", f"train.out_dir={tmp_path}"])
     assert not any(tmp_path.iterdir())  # nothing was written
 
 
@@ -91,7 +83,7 @@ def test_backbone_errors_name_the_fix(monkeypatch):
     with pytest.raises(config.ConfigError, match="timm has no model 'no_such_net'"):
         config.load(None, ["model.backbone=timm:no_such_net"])
     with pytest.raises(config.ConfigError, match="global_pool"):  # unpooled tokens are not one r
-        config.load(None, TINY + VIT + ["model.timm_args.global_pool=''"])
+        config.load(None, TINY + TINY_VIT + ["model.timm_args.global_pool=''"])
     with pytest.raises(config.ConfigError, match="only read by a timm"):
         config.load(None, ["model.timm_args.depth=2"])
     real_import = builtins.__import__
@@ -103,7 +95,7 @@ def test_backbone_errors_name_the_fix(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_timm)
     with pytest.raises(config.ConfigError, match=r"pip install 'sparsehead\[timm\]'"):
-        config.load(None, TINY + VIT + ["model.timm_args.depth=2"])  # a new key: not cached
+        config.load(None, TINY + TINY_VIT + ["model.timm_args.depth=2"])  # a new key: not cached
 
 
 def test_a_cnn_from_timm_gets_no_img_size_and_keeps_channels_last():
@@ -215,9 +207,9 @@ def typing_args_of_source():
 def test_lars_on_a_vit_warns_and_adamw_does_not(recwarn):
     from sparsehead.training.optim import build_optimizer
 
-    cfg = config.load(None, TINY + VIT + ["optim.name=lars"])
+    cfg = config.load(None, TINY + TINY_VIT + ["optim.name=lars"])
     method = build_model(cfg)
     with pytest.warns(UserWarning, match="LARS is known to make ViT training unstable"):
         build_optimizer(cfg.optim, method)
-    build_optimizer(config.load(None, TINY + VIT + ["optim.name=adamw"]).optim, method)
+    build_optimizer(config.load(None, TINY + TINY_VIT + ["optim.name=adamw"]).optim, method)
     assert not [w for w in recwarn if "LARS" in str(w.message)]

@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import TINY
+from conftest import TINY, TINY_VIT
 from sparsehead import config
 from sparsehead.config import OptimConfig
 from sparsehead.core.errors import ConfigError
@@ -174,13 +174,6 @@ def test_cosine_without_warmup_starts_at_the_peak():
 # ---------------------------------------------------------------------------------------------
 # The weight-decay filter and the learning-rate scaling
 
-VIT = [
-    "model.backbone=timm:vit_tiny_patch16_224",
-    "model.timm_args.patch_size=4",
-    "model.timm_args.depth=1",
-    "model.timm_args.embed_dim=32",
-    "model.timm_args.num_heads=2",
-]
 NORMS = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
 
 
@@ -211,7 +204,7 @@ def built(*overrides):
 
 def test_weight_decay_filter_enabled_for_a_vit_with_adamw_by_default():
     pytest.importorskip("timm", reason="timm is in the test extra: pip install -e '.[test]'")
-    cfg, model = built(*VIT, "optim.name=adamw", "optim.weight_decay=0.05", "optim.lr=0.01")
+    cfg, model = built(*TINY_VIT, "optim.name=adamw", "optim.weight_decay=0.05", "optim.lr=0.01")
     decayed, exempt = group_names(model, param_groups(cfg.optim, model))
     assert exempt == exempt_by_module(model)
     assert decayed == {n for n, p in model.named_parameters()} - exempt
@@ -246,7 +239,7 @@ def test_lars_refuses_the_filter_and_auto_leaves_a_vit_with_sgd_unfiltered(tiny_
     with pytest.raises(ConfigError, match="optim.weight_decay_filter: enabled is not for optim.name=lars.*=auto"):
         tiny_cfg("optim.name=lars", "optim.weight_decay_filter=enabled")
     pytest.importorskip("timm", reason="timm is in the test extra: pip install -e '.[test]'")
-    cfg, model = built(*VIT, "optim.name=sgd")
+    cfg, model = built(*TINY_VIT, "optim.name=sgd")
     assert len(param_groups(cfg.optim, model)) == 1
 
 
