@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +48,15 @@ def shard(t: torch.Tensor, rank: int) -> torch.Tensor:
     """This rank's contiguous slice of a batch, as DistributedSampler hands out equal parts."""
     n = t.shape[0] // WORLD
     return t[rank * n : (rank + 1) * n]
+
+
+def torchrun_sparsehead(*args: str) -> list[str]:
+    """The command `torchrun --standalone --nproc_per_node=2 -m sparsehead ARGS` (WORLD gloo processes on the CPU)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"] + [
+        "-m",
+        "sparsehead",
+        *args,
+    ]
 
 
 def torchrun_workers(agent: subprocess.Popen) -> dict[int, int]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from conftest import SRC, TINY, method_keys
-from ddp_harness import WORLD, run_on_ranks, shard
+from ddp_harness import WORLD, run_on_ranks, shard, torchrun_sparsehead
 from sparsehead import config
 from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
 from sparsehead.methods import METHODS
@@ -177,14 +176,7 @@ def test_torchrun_pretrain_writes_one_run_folder(tmp_path):
     written once (by rank 0), one metrics log, and the final k-NN ran."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "sparsehead",
+    cmd = torchrun_sparsehead(
         "pretrain",
         "--run-dir",
         str(run_dir),
@@ -195,7 +187,7 @@ def test_torchrun_pretrain_writes_one_run_folder(tmp_path):
         "data.subset=128",
         "train.epochs=2",
         "eval.knn_every=1",
-    ]  # 2 steps an epoch: k-NN monitor at 2
+    )  # 2 steps an epoch: k-NN monitor at 2
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]

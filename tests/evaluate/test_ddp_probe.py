@@ -8,14 +8,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import SRC, TINY
-from ddp_harness import torchrun_workers
+from ddp_harness import torchrun_sparsehead, torchrun_workers
 from sparsehead import config
 from sparsehead.training.loop import pretrain
 
@@ -35,15 +34,7 @@ PROBE = [
 
 
 def _torchrun_evaluate(run: Path) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + [
-        "-m",
-        "sparsehead",
-        "evaluate",
-        str(run),
-        *PROBE,
-        "--device",
-        "cpu",
-    ]
+    return torchrun_sparsehead("evaluate", str(run), *PROBE, "--device", "cpu")
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import SRC, TINY, TINY_FOLDER, assert_same_training_state, make_imagefolder, run_cli
-from ddp_harness import torchrun_workers
+from ddp_harness import torchrun_sparsehead, torchrun_workers
 from sparsehead import config
 from sparsehead.core.errors import EXIT_INTERRUPTED
 from sparsehead.core.signals import StopFlag, StopSignals
@@ -228,22 +228,14 @@ def test_hooks_after_step_skip_the_updates_the_scaler_skipped(monkeypatch, tmp_p
 # --- DDP: two gloo ranks under torchrun stop after the same step --------------------------------
 
 
-def _torchrun(*args: str) -> list[str]:
-    """The command of a 2-process gloo pretrain under torchrun."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + [
-        "-m",
-        "sparsehead",
-        "pretrain",
-        *args,
-    ]
-
-
 @pytest.fixture(scope="module")
 def reference_ddp_run(tmp_path_factory) -> Path:
     """An unbroken 2-process run, the one a stopped and resumed DDP run must equal."""
     run_dir = tmp_path_factory.mktemp("reference_ddp") / "run"
     env = {**os.environ, "PYTHONPATH": str(SRC), **ENV}
-    proc = subprocess.run(_torchrun(*RUN, "--run-dir", str(run_dir)), env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        torchrun_sparsehead("pretrain", *RUN, "--run-dir", str(run_dir)), env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
@@ -257,7 +249,11 @@ def test_ddp_ranks_stop_after_the_same_step_and_resume_bitwise_exact(ranks, refe
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(SRC), **ENV}
     agent = subprocess.Popen(
-        _torchrun(*RUN, "--run-dir", str(run_dir)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        torchrun_sparsehead("pretrain", *RUN, "--run-dir", str(run_dir)),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         workers = torchrun_workers(agent)
@@ -278,7 +274,9 @@ def test_ddp_ranks_stop_after_the_same_step_and_resume_bitwise_exact(ranks, refe
     saved = [int(checkpoint.PATTERN.search(p.name).group(1)) for p in checkpoint.list_checkpoints(run_dir)]
     assert saved == [step] and logged <= step < TOTAL_STEPS, (logged, saved)
 
-    resumed = subprocess.run(_torchrun("--resume", str(run_dir)), env=env, capture_output=True, text=True)
+    resumed = subprocess.run(
+        torchrun_sparsehead("pretrain", "--resume", str(run_dir)), env=env, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"(step {step})" in resumed.stderr
     assert_same_training_state(
