@@ -118,8 +118,11 @@ def method_keys(name: str, *overrides: str) -> list[str]:
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
-    """Run `python -m sparsehead ARGS` against this checkout's source; returns CompletedProcess."""
+    """Run `python -m sparsehead ARGS` against this checkout's source; returns CompletedProcess.
+    With SPARSEHEAD_TEST_SIGKILL set, the fault-injection plugin (tests/killpoints.py) is loaded."""
     full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
+    if "SPARSEHEAD_TEST_SIGKILL" in full_env:
+        full_env.update(PYTHONPATH=f"{SRC}{os.pathsep}{TESTS}", SPARSEHEAD_PLUGINS="killpoints")
     return subprocess.run(
         [sys.executable, "-m", "sparsehead", *args],
         cwd=cwd,

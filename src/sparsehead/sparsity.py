@@ -20,7 +20,7 @@ from sparsehead.core.step_hook import StepHook
 from sparsehead.models.heads import HEADS, linear_layers
 
 
-def sparsity_active(cfg) -> bool:
+def sparsity_active(cfg: SparsityConfig) -> bool:
     """Whether SparseHead acts on the head at all (a `sparsity` config section): a penalty, a
     proximal step or pruning."""
     return cfg.lam > 0 or cfg.mode == "prune"
@@ -85,14 +85,14 @@ class SparsityConfig:
     )
 
 
-def cannot_act(cfg, target: str, why: str, instead: str) -> str:
+def cannot_act(cfg: SparsityConfig, target: str, why: str, instead: str) -> str:
     """The one message for "SparseHead (the `sparsity` section `cfg`) cannot act on `target`":
     why, what to choose `instead`, or the setting that turns SparseHead off."""
     key, off = ("sparsity.lam", "sparsity.lam=0") if cfg.lam > 0 else ("sparsity.mode", "sparsity.mode=penalty")
     return f"{key}: SparseHead cannot act on {target} ({why}); set {instead}, or {off}"
 
 
-def head_problem(head_kind: str, cfg) -> Optional[str]:
+def head_problem(head_kind: str, cfg: SparsityConfig) -> Optional[str]:
     """Why SparseHead cannot act on a head of `head_kind` (None: it can, or it is off)."""
     if not sparsity_active(cfg) or HEADS.lookup(head_kind).sparsehead:
         return None
@@ -222,7 +222,7 @@ class SparseHeadRegularizer(StepHook):
 
     state_key = "sparsity"
 
-    def __init__(self, cfg, head: nn.Module, total_steps: Optional[int] = None):
+    def __init__(self, cfg: SparsityConfig, head: nn.Module, total_steps: Optional[int] = None):
         self.cfg = cfg
         self.layers = penalized_layers(head, cfg.layers)
         self.lam = cfg.lam
@@ -297,7 +297,7 @@ class SparseHeadRegularizer(StepHook):
             ]
 
 
-def adapted_lambda(lam: float, support_frac: float, cfg) -> float:
+def adapted_lambda(lam: float, support_frac: float, cfg: SparsityConfig) -> float:
     """One multiplicative controller step: more columns kept than the target -> larger lambda."""
     lam = lam * math.exp(cfg.adapt_gain * (support_frac - cfg.target_support))
     return min(max(lam, cfg.lam / cfg.lam_range), cfg.lam * cfg.lam_range)

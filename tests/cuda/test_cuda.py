@@ -233,7 +233,7 @@ def test_a_training_step_that_does_not_log_makes_no_host_sync_but_the_nonfinite_
             loss = method(x1, x2).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if guard.check(b + 1, loss):
+        if guard.allows_update(b + 1, loss):
             opt.step()
             method.after_step(b + 1, 10)
 

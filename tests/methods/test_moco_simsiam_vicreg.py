@@ -305,7 +305,8 @@ def test_config_rejects_misplaced_loss_and_bad_queue(tmp_path):
 def test_a_queue_spanning_the_whole_data_set_stops_before_training(tmp_path):
     """digits has 1,437 training images: the default queue of 4,096 would hold each image's own
     older keys as negatives. The loop refuses it once the data set is loaded, before any step."""
-    from sparsehead.training.loop import TrainingError, pretrain
+    from sparsehead.training.loop import pretrain
+    from sparsehead.training.setup import TrainingError
 
     cfg = config.load(None, TINY + ["method.name=moco_v2", f"train.out_dir={tmp_path}", "train.run_name=q"])
     with pytest.raises(TrainingError, match="method.queue_size: 4096 keys span all 1437"):

@@ -96,13 +96,13 @@ def test_the_alarm_waits_for_a_full_window_then_warns_once_and_notes_the_progres
     constant = torch.ones(32, 80)  # everything on one point: effective rank 0
     mon.observe(torch.zeros(32), constant, (constant[:, :16], constant[:, :16]))
     mon.logs()
-    assert mon.alarm(1) == {}  # half a window: no verdict yet
+    assert mon.notes(1) == {}  # half a window: no verdict yet
     mon.observe(torch.zeros(32), constant, (constant[:, :16], constant[:, :16]))
     mon.logs()
     with pytest.warns(UserWarning, match=r"collapse alarm at step 2: the effective rank of r 0.0/64, z 0.0/16"):
-        assert mon.alarm(2) == {"collapse": "r erank 0.0/64, z erank 0.0/16"}
+        assert mon.notes(2) == {"collapse": "r erank 0.0/64, z erank 0.0/16"}
     mon.logs()
-    assert mon.alarm(3) == {"collapse": "r erank 0.0/64, z erank 0.0/16"} and mon.stop is None  # no new warning
+    assert mon.notes(3) == {"collapse": "r erank 0.0/64, z erank 0.0/16"} and mon.stop is None  # no new warning
 
 
 def _gathered(rank: int) -> dict:

@@ -92,8 +92,8 @@ def test_too_many_consecutive_skips_stop_the_run(tiny_cfg, tmp_path, monkeypatch
 def test_non_finite_weights_are_never_checkpointed(tiny_cfg):
     model = torch.nn.Linear(2, 2)
     guard = NonFiniteGuard(tiny_cfg().train, model, "some/run")
-    guard.check_parameters(7)
+    guard.before_checkpoint(7)
     with torch.no_grad():
         model.weight[0, 0] = float("inf")
     with pytest.raises(NonFiniteError, match="parameters became non-finite by step 7 .*weight"):
-        guard.check_parameters(7)
+        guard.before_checkpoint(7)

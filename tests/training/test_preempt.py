@@ -211,11 +211,11 @@ def test_update_skipped_is_a_lower_scale():
 
 
 def test_hooks_after_step_skip_the_updates_the_scaler_skipped(monkeypatch, tmp_path):
-    from sparsehead.training import hooks, loop
+    from sparsehead.training import hooks, loop, setup
 
     ran = []
     monkeypatch.setattr(hooks.MethodAfterStep, "after_step", lambda self, step, lr: ran.append(step))
-    monkeypatch.setattr(loop, "grad_scaler", lambda precision, device: FakeScaler(skip={2, 3}))
+    monkeypatch.setattr(setup, "grad_scaler", lambda precision, device: FakeScaler(skip={2, 3}))
     threads = torch.get_num_threads()
     try:
         cfg = config.load(None, [*TINY, "data.subset=256", "train.threads=1", "train.checkpoint_every=0"])

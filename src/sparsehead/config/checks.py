@@ -101,7 +101,7 @@ def validate_method(cfg: Config) -> None:
             "data.storage: multi-crop (augment.global_crops > 2, augment.local_crops) needs whole "
             "images, and data.storage=stream batches hold two global crops; set data.storage=memory"
         )
-    method.check(cfg.method.params, cfg)
+    method.check(cfg.method.params, cfg.train.batch_size, cfg.sparsity)
     if cfg.data.subset is not None and (problem := data_size_problem(cfg, cfg.data.subset)):
         raise ConfigError(problem)
 

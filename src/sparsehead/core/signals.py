@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as tdist
@@ -33,6 +33,7 @@ class StopSignals:
     def __init__(self, names: list[str]):
         self.signals = [lookup(n) for n in dict.fromkeys(names)]
         self.requested: Optional[str] = None
+        self.act: Optional[Callable[[str], None]] = None  # called at once on a signal (it may raise)
         self._previous: dict[signal.Signals, object] = {}
 
     def _handle(self, signum, frame) -> None:
@@ -40,6 +41,8 @@ class StopSignals:
             raise KeyboardInterrupt  # the second Ctrl-C: abort now
         if self.requested is None:
             self.requested = signal.Signals(signum).name
+        if self.act is not None:  # where no step boundary follows (a final evaluation): act now
+            self.act(self.requested)
 
     def __enter__(self) -> "StopSignals":
         # Python runs handlers in the main thread only, and only that thread may install them:

@@ -20,6 +20,8 @@ from sparsehead.methods.simsiam import SimSiam
 from sparsehead.methods.swav import SwAV
 from sparsehead.methods.vicreg import VICReg
 from sparsehead.methods.wmse import WMSE
+from sparsehead.models.heads import HeadConfig
+from torch import nn
 
 __all__ = [
     "METHODS",
@@ -44,9 +46,9 @@ __all__ = [
 ]
 
 
-def build_method(cfg, backbone) -> Method:
-    """The method `cfg.method.name` on `backbone`, its parameters and head from `cfg`."""
-    return METHODS.lookup(cfg.method.name).from_config(cfg, backbone)
+def build_method(name: str, params, head: HeadConfig, global_crops: int, backbone: nn.Module) -> Method:
+    """The method registered as `name` with `params` on `backbone`, its projection head from `head`."""
+    return METHODS.lookup(name).from_config(params, head, global_crops, backbone)
 
 
 def display_name(name: str) -> str:

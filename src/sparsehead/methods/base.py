@@ -6,7 +6,8 @@ A method is one file: an nn.Module subclass registered with `@register("name")` 
   with default, range and help, read by the same machinery as config.py's sections;
 - `display_name`: how tables and reports name it;
 - `STATE`: the submodules and buffers it checkpoints (its state_dict is exactly these);
-- `check(params, cfg)` and `data_size_problem(params, num_images)`: its own validation;
+- `check(params, batch_size, sparsity)` and `data_size_problem(params, num_images)`: its own
+  validation, given the values of other sections it depends on;
 - `forward(*views) -> MethodOutput(loss, logs, r, z)`: the loss of the views of a batch (the
   global views first, then any local crops), values to log, the representation r of the first
   view and the embeddings z of the first two global views (for online monitors). A two-view method
@@ -21,8 +22,8 @@ It is built with explicit arguments, so it is usable without a Config:
 
     SimCLR(backbone, projector, temperature=0.2)     # or params=SimCLR.Params(temperature=0.2)
 
-and from a run's config by `Method.from_config(cfg, backbone)` (which builds the projection head
-from the `head` section). The loss itself is a plain function in sparsehead.methods.losses.
+and from a run's config by `Method.from_config(params, head, global_crops, backbone)` (which builds
+the projection head from the `head` section). The loss itself is a plain function in sparsehead.methods.losses.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ import torch.nn as nn
 
 from sparsehead.core.options import opt
 from sparsehead.core.registry import Registry
-from sparsehead.models.heads import build_head, out_dim
+from sparsehead.models.heads import HeadConfig, build_head, out_dim
+from sparsehead.sparsity import SparsityConfig
 
 METHODS = Registry(
     "method",
@@ -83,16 +85,16 @@ class Method(nn.Module):
     # --- building from a config -----------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, cfg, backbone: nn.Module) -> "Method":
-        """The method of `cfg` (cfg.method.params its parameters) on `backbone`."""
-        params = cfg.method.params
-        projector = cls.projector_from_config(cfg.head, backbone.feature_dim, params)
-        return cls(backbone, projector, params, global_crops=cfg.augment.global_crops)
+    def from_config(cls, params, head: HeadConfig, global_crops: int, backbone: nn.Module) -> "Method":
+        """The method with `params` (a run's method.*) on `backbone`, its projection head from the `head`
+        section, taking `global_crops` global views (augment.global_crops)."""
+        projector = cls.projector_from_config(head, backbone.feature_dim, params)
+        return cls(backbone, projector, params, global_crops=global_crops)
 
     @classmethod
-    def projector_from_config(cls, h, in_dim: int, params) -> nn.Module:
+    def projector_from_config(cls, head: HeadConfig, in_dim: int, params) -> nn.Module:
         """The projection head from the `head` config section (a method may adjust it)."""
-        return build_head(h.kind, in_dim, h.hidden_dim, h.out_dim, h.num_layers, h.last_bn, h.rank)
+        return build_head(head.kind, in_dim, head.hidden_dim, head.out_dim, head.num_layers, head.last_bn, head.rank)
 
     def default_projector(self, in_dim: int) -> nn.Module:
         return nn.Identity()
@@ -100,8 +102,9 @@ class Method(nn.Module):
     # --- validation (config.validate calls these) ----------------------------------------------
 
     @classmethod
-    def check(cls, params, cfg) -> None:
-        """Checks of this method's parameters against other config sections; raise ConfigError."""
+    def check(cls, params, batch_size: int, sparsity: SparsityConfig) -> None:
+        """Checks of this method's parameters against the values of other config sections it depends on
+        (train.batch_size, the sparsity section); raise ConfigError."""
 
     @classmethod
     def data_size_problem(cls, params, num_images: int) -> Optional[str]:

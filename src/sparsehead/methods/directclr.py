@@ -13,7 +13,8 @@ from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
 from sparsehead.methods.base import Method, MethodOutput, register, temperature_opt
 from sparsehead.methods.losses import directclr_loss
-from sparsehead.sparsity import cannot_act, sparsity_active
+from sparsehead.models.heads import HeadConfig
+from sparsehead.sparsity import SparsityConfig, cannot_act, sparsity_active
 
 PAPER_DIM, PAPER_FEATURES = 360, 2048  # d0 for ResNet-50's 2048-d representation
 
@@ -65,18 +66,18 @@ class DirectCLR(Method):
         self.embedding_dim = self.projector.dim
 
     @classmethod
-    def projector_from_config(cls, h, in_dim, params):  # ignores the head section
+    def projector_from_config(cls, head: HeadConfig, in_dim, params):  # ignores the head section
         return FirstDims(subvector_dim(params.directclr_dim, in_dim))
 
     def default_projector(self, in_dim):  # z is r's first d0 features
         return FirstDims(subvector_dim(self.params.directclr_dim, in_dim))
 
     @classmethod
-    def check(cls, params, cfg):
-        if sparsity_active(cfg.sparsity):
+    def check(cls, params, batch_size: int, sparsity: SparsityConfig):
+        if sparsity_active(sparsity):
             raise ConfigError(
                 cannot_act(
-                    cfg.sparsity,
+                    sparsity,
                     "method.name=directclr",
                     "it has no projection head: it ignores head.*",
                     "method.name to another method",

@@ -19,6 +19,7 @@ from sparsehead.core.options import opt
 from sparsehead.methods.base import MethodOutput, register, temperature_opt
 from sparsehead.methods.losses import moco_loss
 from sparsehead.methods.momentum import MomentumMethod, constant_momentum, momentum_opt
+from sparsehead.sparsity import SparsityConfig
 
 
 class KeyQueue(nn.Module):
@@ -75,8 +76,8 @@ class MoCoV2(MomentumMethod):
         self.queue = KeyQueue(self.params.queue_size, self.embedding_dim)
 
     @classmethod
-    def check(cls, params, cfg):
-        keys_per_step = cfg.train.batch_size * (2 if params.moco_symmetric else 1)
+    def check(cls, params, batch_size: int, sparsity: SparsityConfig):
+        keys_per_step = batch_size * (2 if params.moco_symmetric else 1)
         if params.queue_size < keys_per_step:
             raise ConfigError(
                 f"method.queue_size: {params.queue_size} is smaller than the {keys_per_step} keys "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sparsehead.methods.base import Method, MethodOutput, predictor_hidden_dim_opt, register
 from sparsehead.methods.losses import simsiam_loss
-from sparsehead.models.heads import mlp
+from sparsehead.models.heads import HeadConfig, mlp
 
 
 @register("simsiam")
@@ -28,10 +28,10 @@ class SimSiam(Method):
         self.predictor = mlp(self.embedding_dim, self.params.predictor_hidden_dim, self.embedding_dim)
 
     @classmethod
-    def projector_from_config(cls, h, in_dim, params):
-        if h.kind == "mlp":
-            return mlp(in_dim, h.hidden_dim, h.out_dim, h.num_layers, h.last_bn, last_bn_affine=False)
-        return super().projector_from_config(h, in_dim, params)
+    def projector_from_config(cls, head: HeadConfig, in_dim, params):
+        if head.kind == "mlp":
+            return mlp(in_dim, head.hidden_dim, head.out_dim, head.num_layers, head.last_bn, last_bn_affine=False)
+        return super().projector_from_config(head, in_dim, params)
 
     def forward(self, x1, x2):
         r1, z1, z2 = self.project_views(x1, x2)

@@ -29,6 +29,7 @@ from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
 from sparsehead.methods.base import Method, MethodOutput, register, temperature_opt
 from sparsehead.methods.losses import sinkhorn_knopp, swapped_prediction
+from sparsehead.sparsity import SparsityConfig
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -70,12 +71,12 @@ class SwAV(Method):
         self.queue_filling = False  # set per epoch by set_epoch
 
     @classmethod
-    def check(cls, params, cfg):
-        if params.swav_queue_length % cfg.train.batch_size:
+    def check(cls, params, batch_size: int, sparsity: SparsityConfig):
+        if params.swav_queue_length % batch_size:
             raise ConfigError(
                 f"method.swav_queue_length: {params.swav_queue_length} is not a multiple of "
-                f"train.batch_size={cfg.train.batch_size} (each step enqueues one batch); "
-                f"e.g. method.swav_queue_length={15 * cfg.train.batch_size}"
+                f"train.batch_size={batch_size} (each step enqueues one batch); "
+                f"e.g. method.swav_queue_length={15 * batch_size}"
             )
 
     @torch.no_grad()

@@ -21,7 +21,6 @@ import torch
 
 from sparsehead.core.atomic import atomic_write
 from sparsehead.core.errors import SparseheadError
-from sparsehead.core.killpoints import sigkill_point
 from sparsehead.runs.folder import RunDir
 
 PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
@@ -48,12 +47,8 @@ def save(run_dir: str | Path, state: dict, step: int, keep: int = 3) -> Path:
     state["digest"] = digest(state)
     path = checkpoint_dir(run_dir) / f"ckpt-{step:08d}.pt"
 
-    def write(f):
-        torch.save(state, f)
-        sigkill_point("checkpoint", step)
-
     try:
-        atomic_write(path, write)
+        atomic_write(path, lambda f: torch.save(state, f))
     except OSError as err:
         previous = list_checkpoints(run_dir)
         kept = f"the previous checkpoint {previous[-1].name} is intact" if previous else "no earlier checkpoint exists"

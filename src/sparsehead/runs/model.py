@@ -42,7 +42,7 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(cfg: config.Config) -> Method:
     backbone = build_backbone(cfg.model, cfg.data.image_size)
-    return build_method(cfg, backbone)
+    return build_method(cfg.method.name, cfg.method.params, cfg.head, cfg.augment.global_crops, backbone)
 
 
 def default_run_name(cfg: config.Config) -> str:

@@ -8,7 +8,7 @@ windows of every process are gathered, the main process computes the rank measur
 eigenvalue's share) and LiDAR of z over its two views, and every process receives them. The
 alarm: once the window is full, the effective rank of r or z below train.collapse_threshold x its
 dimension (x the window's rows when fewer) warns, or with train.on_collapse=stop ends the run with
-a checkpoint (the loop saves it) and CollapseError. The window is not checkpointed: after a resume
+a checkpoint (the run saves it at the step boundary) and CollapseError. The window is not checkpointed: after a resume
 it fills again.
 """
 
@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from sparsehead.config import TrainConfig
 from sparsehead.core import distributed as dist
 from sparsehead.core.errors import SparseheadError
 from sparsehead.core.spectrum import lidar, rank_measures
@@ -74,12 +75,12 @@ def window_measures(rows: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 class CollapseMonitor(StepHook):
-    """The step hook (train.collapse_*: a TrainConfig) and the alarm the loop asks after each log line."""
+    """The step hook of train.collapse_*: the measures at each logging step, then the alarm."""
 
-    def __init__(self, cfg, run_dir):
-        self.on, self.threshold, self.action = cfg.collapse_monitor, cfg.collapse_threshold, cfg.on_collapse
+    def __init__(self, train: TrainConfig, run_dir):
+        self.on, self.threshold, self.action = train.collapse_monitor, train.collapse_threshold, train.on_collapse
         self.run_dir = run_dir
-        self.window = EmbeddingWindow(math.ceil(cfg.collapse_window / dist.world_size()))  # this process's share
+        self.window = EmbeddingWindow(math.ceil(train.collapse_window / dist.world_size()))  # this process's share
         self.measures: dict[str, float] = {}
         self.dims: dict[str, int] = {}  # r / z -> the most its effective rank can be in the window
         self.low: dict[str, str] = {}  # r / z -> "erank / dims" while its alarm is on
@@ -100,7 +101,7 @@ class CollapseMonitor(StepHook):
         }
         return self.measures
 
-    def alarm(self, step: int) -> dict[str, str]:
+    def notes(self, step: int) -> dict[str, str]:
         """After a logging step: warn (or set `stop`) when the effective rank of r or z has fallen
         below the threshold; returns the progress bar's note while it is low ({} otherwise)."""
         full = self.window.count == self.window.size
@@ -129,3 +130,10 @@ class CollapseMonitor(StepHook):
                 warnings.warn(f"{message}; train.on_collapse=stop stops such runs")
         self.low = low
         return {"collapse": ", ".join(f"{key} erank {v}" for key, v in low.items())} if low else {}
+
+    def stop_reason(self, step: int) -> Optional[str]:
+        return "the collapse alarm" if self.stop else None
+
+    def at_end(self, step: int, finished: bool) -> None:
+        if self.stop:  # train.on_collapse=stop: the checkpoint of this step is saved
+            raise CollapseError(self.stop)

@@ -12,6 +12,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from sparsehead.config import TrainConfig
 from sparsehead.core.errors import SparseheadError
 from sparsehead.core.step_hook import StepHook
 
@@ -23,9 +24,9 @@ class NonFiniteError(SparseheadError, RuntimeError):
 class NonFiniteGuard(StepHook):
     state_key = "nonfinite"
 
-    def __init__(self, cfg, model: nn.Module, run_dir):
-        self.mode = cfg.nonfinite
-        self.max_skips = cfg.nonfinite_max_skips
+    def __init__(self, train: TrainConfig, model: nn.Module, run_dir):
+        self.mode = train.nonfinite
+        self.max_skips = train.nonfinite_max_skips
         self.model = model
         self.run_dir = run_dir
         self.skipped = 0  # steps skipped over the whole run
@@ -37,7 +38,7 @@ class NonFiniteGuard(StepHook):
         if self.mode == "skip":
             self._buffers = [b.detach().clone() for b in self.model.buffers()]
 
-    def check(self, step: int, loss: torch.Tensor, check_grads: bool = True) -> bool:
+    def allows_update(self, step: int, loss: torch.Tensor, check_grads: bool = True) -> bool:
         """After backward: True when loss and gradients are finite and the update may go ahead.
 
         check_grads=False when an fp16 GradScaler is in use: overflowing scaled gradients are then
@@ -70,7 +71,7 @@ class NonFiniteGuard(StepHook):
         return False
 
     @torch.no_grad()
-    def check_parameters(self, step: int) -> None:
+    def before_checkpoint(self, step: int) -> None:
         """Before a checkpoint: never save weights an update has made non-finite."""
         bad = [name for name, p in self.model.named_parameters() if not bool(p.isfinite().all())]
         if bad:

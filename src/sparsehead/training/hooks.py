@@ -1,14 +1,26 @@
-"""The training loop's hooks (core.step_hook.StepHook) that are not owned elsewhere, and the loop's
-one way to gather what every hook gives."""
+"""The training hooks (core.step_hook.StepHook) that are not owned elsewhere, hooks added from
+outside the package (register_hook: a plugin's monitor), and the one way to gather what every hook gives."""
 
 from __future__ import annotations
 
 import functools
 import operator
+from typing import Callable
 
 import torch
 
+from sparsehead.config import Config
 from sparsehead.core.step_hook import StepHook
+
+HookFactory = Callable[[Config, torch.nn.Module], StepHook]
+REGISTERED: list[HookFactory] = []  # called in setup with the run's config and method, after the built-in hooks
+
+
+def register_hook(factory: HookFactory) -> HookFactory:
+    """Add a step hook to every run from now on (a plugin module, SPARSEHEAD_PLUGINS, calls it at import):
+    `factory(cfg, method)` returns the hook. Usable as a decorator."""
+    REGISTERED.append(factory)
+    return factory
 
 
 class MethodAfterStep(StepHook):
@@ -29,3 +41,8 @@ def total_penalty(hooks: list[StepHook]) -> torch.Tensor:
 def gathered(hooks: list[StepHook], call) -> dict[str, float]:
     """One dict of what `call(hook)` returns for every hook, in the hooks' order."""
     return {k: v for hook in hooks for k, v in call(hook).items()}
+
+
+def stop_reasons(hooks: list[StepHook], step: int) -> list[str]:
+    """Why the run must stop after `step`, from every hook (each is asked: some agree across processes)."""
+    return [reason for reason in [hook.stop_reason(step) for hook in hooks] if reason]

@@ -18,13 +18,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sparsehead.config import KNN_TEMPERATURE, KNN_WEIGHTED_K, EvalConfig
+from sparsehead.config import KNN_TEMPERATURE, KNN_WEIGHTED_K, Config, EvalConfig
 from sparsehead.core.step_hook import StepHook
 from sparsehead.data import datasets
+from sparsehead.data.views import ViewGenerator
 from sparsehead.evaluate.knn_shards import sharded_knn_report
 
 
-def knn_summary(method, cfg, views, device) -> dict:
+def knn_summary(method: torch.nn.Module, cfg: Config, views: ViewGenerator, device: torch.device) -> dict:
     """The run's k-NN numbers as results.json records them: knn<k>_top1 (eval.knn_k majority vote)
     and knn200_weighted_top1 (200 neighbours, or all of a smaller training set, weighted
     exp(sim / KNN_TEMPERATURE)). A collective under DDP: every rank calls it and does its share."""
