@@ -80,7 +80,7 @@ def reference_two_processes(tmp_path_factory) -> Path:
     return run_dir
 
 
-@pytest.mark.numerics
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, reference", [("one_node", "reference_one_process"), ("multi_node", "reference_two_processes")]
 )
@@ -119,7 +119,7 @@ def _multi_node_signals_flag() -> str:
     return re.search(r"--signals-to-handle=\S+", (SLURM_DIR / "multi_node.sbatch").read_text()).group(0)
 
 
-@pytest.mark.numerics
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=lambda s: s.name)
 def test_signal_to_the_torchrun_agent_checkpoints_and_the_same_command_resumes_bitwise(
     sig, reference_two_processes, tmp_path
