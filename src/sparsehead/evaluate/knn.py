@@ -1,5 +1,6 @@
 """`--protocol knn`: k-nearest-neighbour classification of frozen features on cosine similarity
-(formulas: docs/references.md, evaluation).
+(formulas: docs/references.md, evaluation); its knn_report is also the pretraining k-NN monitor's
+(spread over DDP ranks by knn_shards.py).
 
 A `Vote` is one convention: temperature=None is the SparseHead paper's plain majority vote (k = 5,
 ties go to the class of the nearest tied neighbour); a temperature T gives the weighted vote of
