@@ -26,12 +26,12 @@ from _data import CIFAR10, toy_cifar10  # noqa: E402
 from _toy import parse_args  # noqa: E402
 from sparsehead import config  # noqa: E402
 from sparsehead.analysis import metrics, plots  # noqa: E402
+from sparsehead.analysis.analyze import spectra_of_run, view_features  # noqa: E402
 from sparsehead.analysis.html_report import render_html  # noqa: E402
-from sparsehead.analysis.report import spectra_of_run, view_features  # noqa: E402
-from sparsehead.core.spectrum import spectrum  # noqa: E402
 from sparsehead.data import datasets  # noqa: E402
 from sparsehead.data.views import ViewGenerator  # noqa: E402
 from sparsehead.evaluate.features import extract  # noqa: E402
+from sparsehead.maths.spectrum import spectrum  # noqa: E402
 from sparsehead.runs.model import build_model, resolve_device  # noqa: E402
 
 TOY = dict(width=4, big_rows=300, big_dim=64)

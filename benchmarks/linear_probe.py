@@ -66,7 +66,8 @@ def random_projection_features(root: Path, dim: int, n_train: int, overrides=(),
 def run_features(run: str, device: torch.device):
     from sparsehead.config import with_data_overrides
     from sparsehead.data import datasets
-    from sparsehead.evaluate.runner import check_data, frozen_features
+    from sparsehead.evaluate.protocol import frozen_features
+    from sparsehead.evaluate.runner import check_data
     from sparsehead.runs.model import load_trained
 
     trained = load_trained(run, device)

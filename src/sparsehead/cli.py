@@ -1,8 +1,8 @@
 """The `sparsehead` command: one sub-command per job, each a thin wrapper over the library.
 
 Every sub-command is registered here (COMMANDS at the bottom). Options are declared once:
-pretrain's as config keys (config.py, the methods' Params), evaluate's as the fields of
-evaluate.runner.EvalOptions, turned into flags, help and validation by sparsehead.core.options.
+pretrain's as config keys (the config package, the methods' Params), evaluate's as the fields of
+evaluate.options.eval_options(), turned into flags, help and validation by sparsehead.core.options.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def run_pretrain(args) -> int:
 
 
 def add_evaluate(sub):
-    from sparsehead.evaluate.runner import OPTION_GROUPS, PROTOCOLS, EvalOptions
+    from sparsehead.evaluate.options import add_flags
+    from sparsehead.evaluate.registry import PROTOCOLS
 
     listing = "\n".join(
         textwrap.fill(f.summary, 100, initial_indent=f"  {name:<9}", subsequent_indent=" " * 11)
@@ -134,18 +135,15 @@ def add_evaluate(sub):
     )
     p.add_argument("--protocol", required=True, choices=list(PROTOCOLS), help="the evaluation protocol")
     _add_data_option(p, "evaluate on another data set")
-    grouped = {name for names in OPTION_GROUPS.values() for name in names}
-    ungrouped = tuple(f for f in options.field_names(EvalOptions) if f not in grouped and f != "protocol")
-    options.add_arguments(p, EvalOptions, only=ungrouped)
-    for title, names in OPTION_GROUPS.items():
-        options.add_arguments(p.add_argument_group(title), EvalOptions, only=names)
+    add_flags(p)
     p.set_defaults(run=run_evaluate)
 
 
 def run_evaluate(args) -> int:
-    from sparsehead.evaluate.runner import EvalOptions, evaluate
+    from sparsehead.evaluate.options import eval_options
+    from sparsehead.evaluate.runner import evaluate
 
-    opts = options.from_arguments(EvalOptions, args)
+    opts = options.from_arguments(eval_options(), args)
     record, path = evaluate(args.target, opts, tuple(args.data))
     if path is not None:  # the first process under torchrun
         print(json.dumps({k: record[k] for k in ("r", "z") if k in record}, indent=2), f"written: {path}", sep="\n")
@@ -168,7 +166,7 @@ def add_report(sub):
 
 def run_report(args) -> int:
     from sparsehead.core.atomic import atomic_write_text
-    from sparsehead.evaluate.table import build_table, to_csv, to_markdown
+    from sparsehead.evaluate.results_table import build_table, to_csv, to_markdown
 
     columns, rows = build_table(args.runs)
     markdown = to_markdown(columns, rows)
@@ -250,32 +248,32 @@ def add_analyze(sub):
         help="a run folder (its newest checkpoint) or a checkpoint file; several with --compare",
     )
     _add_data_option(p, "override the run's data settings")
-    from sparsehead.analysis.report import AnalyzeOptions
+    from sparsehead.analysis.analyze import AnalyzeOptions
 
     options.add_arguments(p, AnalyzeOptions)
     p.set_defaults(run=run_analyze)
 
 
 def run_analyze(args) -> int:
-    from sparsehead.analysis import report
+    from sparsehead.analysis import analyze
 
-    args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(report.AnalyzeOptions, args))})
+    args = argparse.Namespace(**{**vars(args), **vars(options.from_arguments(analyze.AnalyzeOptions, args))})
     if args.features:
         if args.targets or args.compare:
-            raise report.AnalysisError("--features analyses a file on its own; leave out runs and --compare")
-        out = report.analyze_features(args.features, args.labels, args.out, args.seed)
+            raise analyze.AnalysisError("--features analyses a file on its own; leave out runs and --compare")
+        out = analyze.analyze_features(args.features, args.labels, args.out, args.seed)
     elif args.labels:
-        raise report.AnalysisError("--labels goes with --features (runs bring their own labels)")
+        raise analyze.AnalysisError("--labels goes with --features (runs bring their own labels)")
     elif args.compare:
         if not args.out:
-            raise report.AnalysisError("--compare needs --out FOLDER for the comparison report")
-        out = report.compare_runs(args.targets, args.out, args.data, args.device)
+            raise analyze.AnalysisError("--compare needs --out FOLDER for the comparison report")
+        out = analyze.compare_runs(args.targets, args.out, args.data, args.device)
     else:
         if len(args.targets) != 1:
-            raise report.AnalysisError(
+            raise analyze.AnalysisError(
                 f"give one run folder or checkpoint (got {len(args.targets)}); use --compare for several"
             )
-        out = report.analyze_run(args.targets[0], args.out, args.data, args.device, args.seed)
+        out = analyze.analyze_run(args.targets[0], args.out, args.data, args.device, args.seed)
     print(f"report: {out / 'report.html'}")
     return 0
 

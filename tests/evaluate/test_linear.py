@@ -10,16 +10,14 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from conftest import CIFAR10_ROOT, requires_cifar10
-from sparsehead.evaluate.linear import (
+from sparsehead.evaluate.linear import WEIGHT_DECAYS, linear_probe, stratified_validation_split
+from sparsehead.evaluate.logistic import (
     CPU_PASS_BYTES,
-    WEIGHT_DECAYS,
     FeatureRows,
     chunk_rows,
     feature_spectrum,
     feature_stats,
     fit_logistic,
-    linear_probe,
-    stratified_validation_split,
 )
 
 # 1e-1 .. 1e-4: the part of the default grid where digits is not near-separable (weaker decays

@@ -1,4 +1,5 @@
-"""Dimensional-collapse diagnostics of feature matrices (torch or numpy, (samples, dims)).
+"""Dimensional-collapse diagnostics of feature matrices (torch or numpy, (samples, dims)), gathered
+here from where each is computed (maths/spectrum.py, maths/centres.py, metrics.py, sparsity.py).
 
 from sparsehead.analysis import spectrum, effective_rank, rankme, min_max_ratio
 eigs = spectrum(z)                      # covariance eigenvalues, descending
@@ -8,16 +9,15 @@ collapsed_dimensions(eigs)              # how many are below 1e-5 x the largest
 from sparsehead.analysis.metrics import (
     alignment,
     centre_divergence,
-    class_centres,
     delta_mu,
     diagnostics,
-    head_sparsity,
     min_max_ratio,
     nearest_centre_accuracy,
     spectral_summary,
     uniformity,
 )
-from sparsehead.core.spectrum import (
+from sparsehead.maths.centres import class_centres
+from sparsehead.maths.spectrum import (
     ALPHA_FIT_RANKS,
     COLLAPSE_THRESHOLD,
     alpha_req,
@@ -28,6 +28,7 @@ from sparsehead.core.spectrum import (
     rankme,
     spectrum,
 )
+from sparsehead.sparsity import head_sparsity
 
 __all__ = [
     "spectrum",

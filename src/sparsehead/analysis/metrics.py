@@ -1,4 +1,4 @@
-"""Distance-based and class-based diagnostics of a feature matrix, and of a projection head.
+"""Distance-based and class-based diagnostics of a feature matrix, and all diagnostics at once.
 
 Pairwise quantities (min-max ratio, uniformity) are computed over blocks of query rows against
 all N rows, in float64, so memory stays at about PAIR_BLOCK_ELEMENTS numbers whatever N is.
@@ -12,7 +12,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from sparsehead.core.spectrum import (
+from sparsehead.evaluate.ncc import ncc_classify
+from sparsehead.maths.centres import class_centres
+from sparsehead.maths.spectrum import (
     COLLAPSE_THRESHOLD,
     Features,
     as_features,
@@ -22,8 +24,6 @@ from sparsehead.core.spectrum import (
     rank_measures,
     spectrum,
 )
-from sparsehead.evaluate.ncc import class_centres, ncc_classify
-from sparsehead.sparsity import head_sparsity  # noqa: F401 - re-exported with the diagnostics
 
 PAIR_BLOCK_ELEMENTS = 8_000_000  # float64 query-by-point distances held at once (64 MiB)
 
@@ -102,7 +102,7 @@ def uniformity(x: Features, t: float = 2.0, block_elements: int = PAIR_BLOCK_ELE
 
 def normalized_centres(x: Features, labels) -> tuple[np.ndarray, torch.Tensor]:
     """(class ids, mu) with mu_k the mean of the L2-normalised features of class k (norm r = 1),
-    by evaluate.ncc.class_centres; samples labelled -1 (unlabelled) are left out."""
+    by maths.centres.class_centres; samples labelled -1 (unlabelled) are left out."""
     x = l2_normalize(as_features(x).to(torch.float64))
     labels = torch.as_tensor(np.asarray(labels), device=x.device).long()
     if labels.shape != (x.shape[0],):
@@ -148,8 +148,6 @@ def nearest_centre_accuracy(x: Features, labels, train_x: Optional[Features] = N
     pred = ncc_classify(train, train_y, feats, normalize=True).cpu()
     return (pred[keep] == labels[keep]).double().mean().item()
 
-
-# --- the projection head -------------------------------------------------------------------------
 
 # --- everything at once -----------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from sparsehead.core.signals import StopFlag, StopSignals
 from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
 from sparsehead.data.evalset import EVAL_BATCH, EvalSet, chunks
 from sparsehead.data.views import ViewGenerator
-from sparsehead.evaluate.linear import topk_hits
+from sparsehead.evaluate.logistic import topk_hits
 from sparsehead.evaluate.progress import STOP_SIGNALS, ClassifierState, Progress
 
 

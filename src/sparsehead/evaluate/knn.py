@@ -1,4 +1,6 @@
-"""k-nearest-neighbour classification on cosine similarity (formulas: docs/references.md, evaluation).
+"""`--protocol knn`: k-nearest-neighbour classification of frozen features on cosine similarity
+(formulas: docs/references.md, evaluation); its knn_report is also the pretraining k-NN monitor's
+(spread over DDP ranks by knn_shards.py).
 
 A `Vote` is one convention: temperature=None is the SparseHead paper's plain majority vote (k = 5,
 ties go to the class of the nearest tied neighbour); a temperature T gives the weighted vote of
@@ -14,13 +16,20 @@ test x train.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from sparsehead.config import KNN_K, KNN_TEMPERATURE, KNN_WEIGHTED_K
+from sparsehead.core.options import opt
+from sparsehead.data.evalset import EvalSet
 from sparsehead.evaluate.errors import EvaluationError
+from sparsehead.evaluate.protocol import Protocol, frozen_features
+from sparsehead.runs.model import TrainedRun
+
+if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
+    from sparsehead.evaluate.options import EvalOptions
 
 BANK_CHUNK = 65536  # bank rows per similarity block: 1024 x 65536 float32 = 256 MiB
 BANK_SHARE = 0.5  # the share of the device's free memory a float32 bank may take before float16
@@ -152,3 +161,48 @@ def knn_report(
     preds = knn_predict(bank, train_y, test_x, report_votes(k, k_weighted, temperature), batch_size)
     correct = (preds == test_y.cpu()).sum(dim=1)
     return dict(zip(REPORT_KEYS, (correct.double() / len(test_y)).tolist()))
+
+
+@dataclass
+class KNNOptions:
+    help_group: ClassVar[str] = "knn"
+    k: int = opt(KNN_K, "neighbours of the majority vote (the SparseHead paper: 5)", min=1)
+    k_weighted: int = opt(KNN_WEIGHTED_K, "neighbours of the weighted vote (InstDisc: 200)", min=1)
+    temperature: float = opt(
+        KNN_TEMPERATURE,
+        "weighted vote: exp(sim / T) (InstDisc: 0.07; MoCo's CIFAR-10 monitor: 0.1)",
+        min=0.0,
+        exclusive_min=True,
+    )
+
+
+class KNNProtocol(Protocol):
+    """Two k-NN votes on L2-normalised frozen features, from one top-k pass (knn_report).
+
+    Source: the 5-NN majority vote of Song et al. 2023 (arXiv 2307.08913) Table 1, ties to the
+    nearest tied neighbour's class; and the neighbour vote weighted exp(sim / T) of Wu et al. 2018
+    (InstDisc, arXiv 1805.01978) with k = 200 and T = 0.07, the k-NN of the ImageNet papers.
+    `--temperature 0.1` gives the k-NN monitor of the MoCo CIFAR-10 demo (facebookresearch/moco).
+    """
+
+    name = "knn"
+    summary = "cosine k-NN: k=5 majority vote (the SparseHead paper) and k=200 weighted exp(sim/0.07) (InstDisc)"
+    Options = KNNOptions
+
+    def check_training_set(self, opts: EvalOptions, train: EvalSet) -> None:
+        for flag, k in (("--k", opts.k), ("--k-weighted", opts.k_weighted)):
+            if k > len(train):
+                raise EvaluationError(
+                    f"{flag} {k} is larger than the training set ({len(train)} images); choose {flag} <= {len(train)}"
+                )
+
+    def settings(self, opts: EvalOptions) -> dict:
+        return {"k": opts.k, "k_weighted": opts.k_weighted, "temperature": opts.temperature}
+
+    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: EvalOptions, device: torch.device) -> dict:
+        out = {}
+        for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items():
+            out[name] = knn_report(
+                xtr, train.labels, xte, test.labels, opts.k, opts.k_weighted, opts.temperature, device=device
+            )
+        return out

@@ -1,161 +1,45 @@
-"""Linear probe on frozen features: multinomial logistic regression, full-batch L-BFGS on the device.
+"""`--protocol linear`: a linear classifier on the frozen backbone, by one of three recipes.
 
-The reference recipes train a linear layer with SGD for 100 epochs over augmented images; what
-must match is the result (formulas: docs/references.md, evaluation), and this convex problem solved to convergence takes
-a few dozen passes over the features. Features are standardised with training statistics; the L2 weight decay is chosen
-on a stratified validation split carved from the training set (never the test set), then the
-classifier is refit on the whole training set with that weight decay.
-
-Objective: mean cross-entropy + weight_decay / 2 * ||W||^2 (bias not penalised). It is
-scikit-learn's LogisticRegression objective with C = 1 / (weight_decay * n_samples).
-
-Features that do not fit on the device (chunk_rows) stay in CPU memory and every pass reads them
-in chunks: the same full-batch objective and solution, in the memory of one chunk.
+The default recipe (lbfgs) is a probe on frozen features: multinomial logistic regression solved to
+convergence by full-batch L-BFGS (logistic.py). The reference recipes train a linear layer with SGD
+for 100 epochs over augmented images; what must match is the result (formulas: docs/references.md,
+evaluation), and this convex problem solved to convergence takes a few dozen passes over the
+features. Features are standardised with training statistics; the L2 weight decay is chosen on a
+stratified validation split carved from the training set (never the test set), then the classifier
+is refit on the whole training set with that weight decay. The SGD recipes (sgd-augment,
+sgd-imagenet) train the linear layer over augmented images instead (finetune.py).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Iterator, Optional, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from sparsehead.core.options import opt
+from sparsehead.data.evalset import EvalSet
 from sparsehead.evaluate.errors import EvaluationError
+from sparsehead.evaluate.finetune import SGDRecipe, classifier_accuracy, train_classifier
+from sparsehead.evaluate.logistic import (
+    FeatureRows,
+    chunk_rows,
+    feature_spectrum,
+    feature_stats,
+    fit_logistic,
+    probe_accuracy,
+)
+from sparsehead.evaluate.protocol import Protocol, frozen_features
+from sparsehead.evaluate.sgd_recipe import SGDRecipeOptions, progress_of, recipe_settings, sgd_recipe, training_views
+from sparsehead.runs.model import TrainedRun
+
+if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
+    from sparsehead.evaluate.options import EvalOptions
 
 # Half-decade steps, from strong to weak regularisation (each fit warm-starts the next one).
 WEIGHT_DECAYS = tuple(float(10.0**e) for e in np.arange(0.0, -6.5, -0.5))
-# Host memory a pass over CPU-resident features may use at once (features larger than a quarter of
-# it are read in chunks).
-CPU_PASS_BYTES = 8 * 2**30
-
-
-class FeatureRows:
-    """Rows of a feature matrix (all, or `rows`), standardised on the fly and served `chunk` rows
-    at a time on `device`. One chunk for a set that fits; a set that does not stays where it is
-    (CPU memory) and only a chunk at a time is ever on the device, so the probe's memory is the
-    features themselves plus one chunk, whatever their number."""
-
-    def __init__(self, x, y, rows=None, stats=None, device=None, chunk: Optional[int] = None):
-        self.x, self.y, self.rows = x, y, rows
-        self.device = torch.device(device) if device is not None else x.device
-        self.mean, self.std = stats if stats is not None else (0.0, 1.0)
-        self.chunk = chunk or len(self)
-
-    def __len__(self) -> int:
-        return len(self.x) if self.rows is None else len(self.rows)
-
-    def with_stats(self, stats) -> "FeatureRows":
-        return FeatureRows(self.x, self.y, self.rows, stats, self.device, self.chunk)
-
-    def chunks(self) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]:
-        """(standardised features, labels) of consecutive chunks, on the device."""
-        for start in range(0, len(self), self.chunk):
-            part = slice(start, start + self.chunk) if self.rows is None else self.rows[start : start + self.chunk]
-            x = self.x[part].to(self.device, torch.float32, non_blocking=True)
-            yield (x - self.mean) / self.std, None if self.y is None else self.y[part].to(self.device)
-
-
-def feature_stats(data: FeatureRows) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and standard deviation (n - 1) of the rows, accumulated in float64."""
-    total = square = 0
-    for x, _ in data.chunks():
-        total = total + x.double().sum(dim=0)
-        square = square + x.double().pow(2).sum(dim=0)
-    n = len(data)
-    mean = total / n
-    var = ((square - n * mean.pow(2)) / max(n - 1, 1)).clamp_min(0)
-    # A dead (constant) feature stays 0, not NaN.
-    return mean.float(), var.sqrt().float().clamp_min(1e-6)
-
-
-def feature_spectrum(data: FeatureRows | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues and eigenvectors of the features' second-moment matrix, for preconditioning."""
-    data = data if isinstance(data, FeatureRows) else FeatureRows(data, None)
-    moment = sum((x.T @ x).double() for x, _ in data.chunks())
-    eigvals, eigvecs = torch.linalg.eigh(moment / len(data))
-    return eigvals.clamp_min(0), eigvecs
-
-
-def _preconditioner(spectrum, weight_decay: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """P = U (L + 4 wd)^(-1/2) and its inverse: with w = P v the objective's Hessian in v is close
-    to a multiple of the identity (softmax curvature is at most 1/2, typically ~1/4, times L, plus
-    wd), so L-BFGS needs several times fewer passes over the data. Same problem, same solution."""
-    eigvals, eigvecs = spectrum
-    scale = eigvals + 4 * weight_decay + 1e-12 * eigvals.max()
-    return (eigvecs * scale.rsqrt()).to(dtype), (eigvecs * scale.sqrt()).T.to(dtype)
-
-
-def fit_logistic(
-    x: FeatureRows | torch.Tensor,
-    y: Optional[torch.Tensor],
-    num_classes: int,
-    weight_decay: float,
-    init: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-    spectrum: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-    max_iter: int = 1000,
-    tolerance: float = 1e-6,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Minimise the probe objective with full-batch L-BFGS (strong-Wolfe line search): each
-    evaluation is one pass over the feature rows (`x`: FeatureRows, or a tensor with labels `y`),
-    chunk by chunk, so the exact full-batch objective is minimised whether or not they fit.
-
-    `spectrum` (feature_spectrum(x)) turns on preconditioning. Returns the weight
-    (d, classes), the bias and the number of L-BFGS iterations used."""
-    data = x if isinstance(x, FeatureRows) else FeatureRows(x, y)
-    device, n = data.device, len(data)
-    d = data.x.shape[1]
-    to_w, from_w = _preconditioner(spectrum, weight_decay, torch.float32) if spectrum is not None else (None, None)
-    if to_w is not None:
-        to_w, from_w = to_w.to(device), from_w.to(device)
-    if init is None:
-        v = torch.zeros(d, num_classes, device=device)
-        b = torch.zeros(num_classes, device=device)
-    else:
-        v, b = (from_w @ init[0] if from_w is not None else init[0].clone()), init[1].clone()
-    v.requires_grad_(True)
-    b.requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [v, b],
-        lr=1,
-        max_iter=max_iter,
-        history_size=20,
-        tolerance_grad=tolerance,
-        tolerance_change=1e-10,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure():
-        opt.zero_grad()
-        w = to_w @ v if to_w is not None else v
-        # The data term's gradient in w is summed over the chunks, then carried back to v once.
-        w_leaf = w.detach().requires_grad_(True)
-        loss = 0.5 * weight_decay * w_leaf.pow(2).sum()
-        loss.backward()
-        for xc, yc in data.chunks():
-            part = F.cross_entropy(torch.addmm(b, xc, w_leaf), yc, reduction="sum") / n
-            part.backward()
-            loss = loss + part.detach()
-        w.backward(w_leaf.grad)
-        return loss.detach()
-
-    opt.step(closure)
-    with torch.no_grad():
-        w = to_w @ v if to_w is not None else v
-    return w.detach(), b.detach(), opt.state[v]["n_iter"]
-
-
-def topk_hits(logits: torch.Tensor, y: torch.Tensor, ks: Sequence[int]) -> dict[int, int]:
-    """How many samples have their label among the k highest logits, for each k (k <= classes)."""
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hit = top == y[:, None]
-    return {k: int(hit[:, :k].any(dim=1).sum()) for k in ks}
-
-
-def topk_accuracy(logits: torch.Tensor, y: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """Fraction of samples whose label is among the k highest logits, for each k (k <= classes)."""
-    return {f"top{k}": hits / len(y) for k, hits in topk_hits(logits, y, ks).items()}
 
 
 def stratified_validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,15 +56,6 @@ def stratified_validation_split(y: np.ndarray, fraction: float, seed: int) -> tu
         )
     n_val = max(round(fraction * len(y)), len(present))  # at least one sample per class
     return train_test_split(np.arange(len(y)), test_size=n_val, random_state=seed, stratify=y)
-
-
-def probe_accuracy(data: FeatureRows, w: torch.Tensor, b: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
-    """topk_accuracy of the classifier (w, b) over all rows of `data`, chunk by chunk."""
-    hits = dict.fromkeys(ks, 0)
-    for x, y in data.chunks():
-        for k, count in topk_hits(torch.addmm(b, x, w), y, ks).items():
-            hits[k] += count
-    return {f"top{k}": hits[k] / len(data) for k in ks}
 
 
 def select_weight_decay(
@@ -220,17 +95,6 @@ def select_weight_decay(
         else:
             since_best = 0
     return best, validation, chosen
-
-
-def chunk_rows(n: int, d: int, device: torch.device) -> Optional[int]:
-    """Rows per chunk on `device`: None (all at once, the features moved there) when the features
-    and the working copies of a pass take under a quarter of its free memory; otherwise a chunk of
-    about 1/16 of it, the features staying in CPU memory."""
-    row_bytes = 4 * d * 3  # the row, its standardised copy, the gradient's share
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else CPU_PASS_BYTES
-    if n * row_bytes <= free // 4:
-        return None
-    return max(1024, free // 16 // row_bytes)
 
 
 def linear_probe(
@@ -282,3 +146,99 @@ def linear_probe(
         seconds=time.perf_counter() - start,
     )
     return result
+
+
+# The recipes that train a linear layer by SGD over augmented images of the frozen backbone:
+# SimCLR's CIFAR-10 evaluation as solo-learn runs it, and the ImageNet linear evaluation of Barlow
+# Twins (facebookresearch/barlowtwins evaluate.py: lr 0.3, weight decay 1e-6, batch 256, 100 epochs).
+SGD_RECIPES = {
+    "sgd-augment": SGDRecipe(epochs=100, batch_size=256, lr_head=0.1, lr_backbone=None),
+    "sgd-imagenet": SGDRecipe(epochs=100, batch_size=256, lr_head=0.3, lr_backbone=None, weight_decay=1e-6),
+}
+LINEAR_RECIPES = ("lbfgs", *SGD_RECIPES)
+
+
+@dataclass
+class LinearOptions:
+    help_group: ClassVar[str] = "linear"
+    linear_recipe: Literal[LINEAR_RECIPES] = opt(
+        "lbfgs", "lbfgs (frozen features), sgd-augment (SimCLR CIFAR) or sgd-imagenet (Barlow Twins ImageNet)"
+    )
+    weight_decay: Optional[float] = opt(
+        None, "fixed L2 weight decay (none: chosen on a validation split of the training set)", min=0.0
+    )
+    val_fraction: float = opt(
+        0.2, "validation share of the training set", min=0.0, max=1.0, exclusive_min=True, exclusive_max=True
+    )
+
+
+class LinearProtocol(Protocol):
+    """Linear evaluation of the frozen backbone r (Song et al. 2023, arXiv 2307.08913, Table 1).
+
+    Source: --linear-recipe lbfgs (default) is the linear evaluation of Kornblith et al. 2019
+    (arXiv 1805.08974) that SimCLR (Chen et al. 2020, arXiv 2002.05709) uses for transfer:
+    L2-regularised multinomial logistic regression on frozen, un-augmented features, optimised
+    with L-BFGS, the weight decay chosen on a validation split held out of the training set and
+    the classifier refit on the whole training set; here on standardised features, with a
+    half-decade grid (linear_probe). --linear-recipe sgd-augment is SimCLR's CIFAR-10
+    linear evaluation as solo-learn runs it: a linear layer on the frozen backbone trained by SGD
+    over the run's crop-and-flip views, 100 epochs, batch 256, lr 0.1, momentum 0.9, cosine.
+    --linear-recipe sgd-imagenet is the ImageNet linear evaluation of Barlow Twins (Zbontar et al.
+    2021, arXiv 2103.03230; facebookresearch/barlowtwins evaluate.py): the same with lr 0.3 and
+    weight decay 1e-6, random resized crops and flips for training, the ImageNet centre crop for
+    testing (data.eval_crop 0.875 on the ImageNet sources).
+    """
+
+    name = "linear"
+    summary = (
+        "logistic regression on standardised frozen features, weight decay chosen on a validation "
+        "split of the training set (full-batch L-BFGS); or the classic SGD over augmented images "
+        "(--linear-recipe sgd-augment or sgd-imagenet, 100 epochs)"
+    )
+    Options = LinearOptions
+    shared_options = (SGDRecipeOptions,)
+
+    def uses_frozen_features(self, opts: EvalOptions) -> bool:
+        return opts.linear_recipe == "lbfgs"
+
+    def result_name(self, opts: EvalOptions) -> str:
+        # The SGD recipe's result sits beside linear.json, which stays the L-BFGS probe's.
+        return self.name if opts.linear_recipe == "lbfgs" else f"{self.name}-{opts.linear_recipe}"
+
+    def settings(self, opts: EvalOptions) -> dict:
+        if opts.linear_recipe == "lbfgs":
+            return {
+                "linear_recipe": "lbfgs",
+                "weight_decay": "validation" if opts.weight_decay is None else opts.weight_decay,
+                "val_fraction": opts.val_fraction,
+                "seed": opts.seed,
+            }
+        return {
+            "linear_recipe": opts.linear_recipe,
+            **recipe_settings(SGD_RECIPES[opts.linear_recipe], "crop-flip", opts),
+        }
+
+    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: EvalOptions, device: torch.device) -> dict:
+        if opts.linear_recipe in SGD_RECIPES:
+            views = training_views(trained, opts.train_augment or "crop-flip")
+            num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+            progress = progress_of(trained, train, test, self.result_name(opts), self.settings(opts))
+            recipe = sgd_recipe(SGD_RECIPES[opts.linear_recipe], opts)
+            backbone, classifier = train_classifier(
+                trained.method.backbone, train, None, num_classes, views, recipe, device, progress
+            )
+            return {"r": classifier_accuracy(backbone, classifier, test, trained.views, device)}
+        decays = WEIGHT_DECAYS if opts.weight_decay is None else (opts.weight_decay,)
+        return {
+            name: linear_probe(
+                xtr,
+                train.labels,
+                xte,
+                test.labels,
+                weight_decays=decays,
+                val_fraction=opts.val_fraction,
+                seed=opts.seed,
+                device=device,
+            )
+            for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items()
+        }

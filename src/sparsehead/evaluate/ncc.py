@@ -1,25 +1,23 @@
-"""Nearest-class-centre classifier (Huang et al. 2023, formulas: docs/references.md, evaluation):
-argmin_k ||f(x) - mu_k||.
+"""`--protocol ncc`: the nearest-class-centre classifier (Huang et al. 2023, formulas:
+docs/references.md, evaluation): argmin_k ||f(x) - mu_k||.
 
 mu_k is the mean training feature of class k. Huang et al. take f on the unit sphere, so the
 protocol reports both raw and L2-normalised features."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
+from sparsehead.data.evalset import EvalSet
+from sparsehead.evaluate.protocol import Protocol, frozen_features
+from sparsehead.maths.centres import class_centres
+from sparsehead.runs.model import TrainedRun
 
-def class_centres(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(classes, mu): the class ids present (ascending) and mu_k, the mean of the rows of class k
-    (samples labelled < 0, unlabelled, are left out). The one class-centre computation of the
-    package: the NCC protocol and the analysis's centre metrics use it."""
-    labels = torch.as_tensor(labels, device=x.device).long()
-    keep = labels >= 0
-    classes, index = torch.unique(labels[keep], return_inverse=True)
-    sums = torch.zeros(len(classes), x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, index, x[keep])
-    counts = torch.bincount(index, minlength=len(classes)).to(x.dtype)
-    return classes, sums / counts[:, None]
+if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
+    from sparsehead.evaluate.options import EvalOptions
 
 
 @torch.no_grad()
@@ -32,3 +30,28 @@ def ncc_classify(
         train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
     classes, centres = class_centres(train_x, train_y.to(train_x.device))
     return classes[torch.cdist(test_x, centres).argmin(dim=1)]
+
+
+class NCCProtocol(Protocol):
+    """argmin_k ||f(x) - mu_k|| with mu_k the mean training feature of class k (ncc_classify),
+    on the raw features and on L2-normalised ones (Huang et al. take f on the unit sphere).
+
+    Source: Huang et al. 2023, "Towards the Generalization of Contrastive Self-Supervised
+    Learning" (ICLR 2023, arXiv 2111.00743), the nearest-class-centre classifier. No options.
+    """
+
+    name = "ncc"
+    summary = "nearest class centre, raw and L2-normalised features"
+
+    def settings(self, opts: EvalOptions) -> dict:
+        return {}
+
+    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: EvalOptions, device: torch.device) -> dict:
+        def accuracy(xtr, xte, normalize: bool) -> float:
+            predicted = ncc_classify(xtr.to(device), train.labels, xte, normalize).cpu()
+            return (predicted == test.labels).float().mean().item()
+
+        return {
+            name: {"top1": accuracy(xtr, xte, False), "normalized_top1": accuracy(xtr, xte, True)}
+            for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items()
+        }

@@ -1,17 +1,21 @@
-"""EvalOptions, the options of `sparsehead evaluate`: the shared ones declared here, the others
-each declared once by the protocol that reads them, assembled into one dataclass whose fields
-are the command's flags (core.options.add_arguments) and whose declarations check the values.
+"""The options of `sparsehead evaluate`: the shared ones declared here, the others each declared once
+by the protocol that reads them. eval_options() assembles them into one dataclass whose fields are
+the command's flags (core.options.add_arguments) and whose declarations check the values. It is
+built when asked for, from the protocols registered then, so a plugin protocol registered after
+this module was imported gets its flags too.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from sparsehead.core.options import opt
-from sparsehead.evaluate.protocols import PROTOCOLS
+from sparsehead.core.options import add_arguments, field_names, opt
+from sparsehead.evaluate.registry import PROTOCOLS
 
 
 @dataclass
@@ -33,7 +37,34 @@ def option_sets() -> list[type]:
     return list(dict.fromkeys([SharedOptions, *own, *shared]))
 
 
-def _union(sets: list[type]) -> type:
+def eval_options() -> type:
+    """EvalOptions: one dataclass with the fields of every option set of the protocols registered now
+    (the same class while they stay the same, so its instances compare equal)."""
+    return _union(tuple(option_sets()))
+
+
+def option_groups() -> dict[str, tuple[str, ...]]:
+    """Which options each group of `sparsehead evaluate --help` shows, titled by the option sets."""
+    groups: dict[str, tuple[str, ...]] = {}
+    for option_set in option_sets():
+        if option_set.help_group is not None:
+            names = tuple(f.name for f in dataclasses.fields(option_set))
+            groups[option_set.help_group] = groups.get(option_set.help_group, ()) + names
+    return groups
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of `sparsehead evaluate` for the protocols registered now: the shared ones, then
+    one --help group per option set (--protocol is the CLI's own, with its choices)."""
+    cls, groups = eval_options(), option_groups()
+    grouped = {name for names in groups.values() for name in names}
+    add_arguments(parser, cls, only=tuple(f for f in field_names(cls) if f not in grouped and f != "protocol"))
+    for title, names in groups.items():
+        add_arguments(parser.add_argument_group(title), cls, only=names)
+
+
+@functools.cache
+def _union(sets: tuple[type, ...]) -> type:
     fields = []
     for option_set in sets:
         hints = typing.get_type_hints(option_set)
@@ -54,15 +85,9 @@ def _union(sets: list[type]) -> type:
     return cls
 
 
-def _groups(sets: list[type]) -> dict[str, tuple[str, ...]]:
-    groups: dict[str, tuple[str, ...]] = {}
-    for option_set in sets:
-        if option_set.help_group is not None:
-            names = tuple(f.name for f in dataclasses.fields(option_set))
-            groups[option_set.help_group] = groups.get(option_set.help_group, ()) + names
-    return groups
-
-
-EvalOptions = _union(option_sets())
-# Which options each group of `sparsehead evaluate --help` shows, titled by the option sets.
-OPTION_GROUPS = _groups(option_sets())
+def __getattr__(name: str) -> type:
+    """`EvalOptions`, the class eval_options() gives when it is looked up (here the name every
+    protocol's `opts` is annotated with)."""
+    if name == "EvalOptions":
+        return eval_options()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

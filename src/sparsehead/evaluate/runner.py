@@ -2,7 +2,7 @@
 
 The runner loads the checkpoint and the data, checks the inputs every protocol shares (options
 against their declarations, checkpoint, image size and channels, labels), lets the protocol
-(evaluate/protocols/) check its own and run, and writes the record atomically to
+(knn.py, ncc.py, linear.py, semisup.py) check its own and run, and writes the record atomically to
 run_dir/eval/<result name>.json: the protocol's name (or recipe), with the checkpoint's name
 appended for an older checkpoint and @<source>-<key> for another data set. Frozen features are
 extracted once per checkpoint and data set and cached in run_dir/features/.
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import torch
 import torch.nn as nn
 
 from sparsehead import config
@@ -24,23 +25,12 @@ from sparsehead.data import datasets
 from sparsehead.data.evalset import EvalSet
 from sparsehead.evaluate.errors import EvaluationError
 from sparsehead.evaluate.features import fingerprint
-from sparsehead.evaluate.options import OPTION_GROUPS, EvalOptions
-from sparsehead.evaluate.protocols import PROTOCOLS, frozen_features
+from sparsehead.evaluate.options import EvalOptions
+from sparsehead.evaluate.protocol import Protocol
+from sparsehead.evaluate.registry import PROTOCOLS
 from sparsehead.runs import checkpoint
 from sparsehead.runs.folder import RunDir
 from sparsehead.runs.model import TrainedRun, load_trained, resolve_device
-
-# What the CLI, the benchmarks and the tests import from here.
-__all__ = [
-    "EvalOptions",
-    "OPTION_GROUPS",
-    "PROTOCOLS",
-    "evaluate",
-    "result_name",
-    "check_options",
-    "check_data",
-    "frozen_features",
-]
 
 
 def evaluate(
@@ -62,7 +52,14 @@ def evaluate(
         dist.cleanup()
 
 
-def _evaluate(target, opts, data_overrides, protocol, device, start) -> tuple[dict, Optional[Path]]:
+def _evaluate(
+    target: str | Path,
+    opts: EvalOptions,
+    data_overrides: tuple[str, ...],
+    protocol: Protocol,
+    device: torch.device,
+    start: float,
+) -> tuple[dict, Optional[Path]]:
     trained = load_trained(target, device)
     data_cfg = config.with_data_overrides(trained.cfg, data_overrides).data
     train, test = datasets.load(data_cfg, "train"), datasets.load(data_cfg, "test")

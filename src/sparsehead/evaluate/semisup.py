@@ -1,5 +1,5 @@
-"""Semi-supervised evaluation (formulas: docs/references.md, evaluation): fine-tune backbone + linear classifier on a
-1% / 10% label subset of the training set.
+"""`--protocol semisup`, semi-supervised evaluation (formulas: docs/references.md, evaluation): fine-tune
+backbone + linear classifier on a 1% / 10% label subset of the training set.
 
 The subset is either listed in a file (split_from_file: SimCLR's ImageNet lists, one file name a
 line) or a class-balanced draw, drawn once with a seed and saved as a JSON index list in the run
@@ -11,21 +11,38 @@ momentum 0.9, cosine schedule, no weight decay.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 import numpy as np
 import torch
 
 from sparsehead.core.atomic import atomic_write_json
+from sparsehead.core.options import opt
 from sparsehead.data.evalset import EvalSet
 from sparsehead.data.views import ViewGenerator
 from sparsehead.evaluate.errors import EvaluationError
+from sparsehead.evaluate.features import fingerprint
 from sparsehead.evaluate.finetune import SGDRecipe, classifier_accuracy, train_classifier
 from sparsehead.evaluate.progress import Progress
+from sparsehead.evaluate.protocol import Protocol
+from sparsehead.evaluate.sgd_recipe import (
+    HELP_GROUP,
+    SGDRecipeOptions,
+    progress_of,
+    recipe_settings,
+    sgd_recipe,
+    training_views,
+)
 from sparsehead.runs.folder import RunDir
+from sparsehead.runs.model import TrainedRun
+
+if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
+    from sparsehead.evaluate.options import EvalOptions
 
 DEFAULT_RECIPE = SGDRecipe(epochs=20, batch_size=256, lr_head=0.5, lr_backbone=0.005)
 
@@ -125,3 +142,75 @@ def semisupervised(
     result = classifier_accuracy(tuned, classifier, test, views, device)
     result["labels_used"] = len(indices)
     return result
+
+
+@dataclass
+class SemisupOptions:
+    help_group: ClassVar[str] = HELP_GROUP
+    fractions: tuple[float, ...] = opt(
+        (0.01, 0.1), "label fractions (semisup), e.g. 0.01 for 1% of the labels", min=0.0, max=1.0, exclusive_min=True
+    )
+    split: Optional[str] = opt(
+        None,
+        "a file of training image names, one a line (SimCLR's imagenet_subsets/1percent.txt): fine-tune "
+        "on exactly those images instead of --fractions' class-balanced draws",
+    )
+
+
+class SemisupProtocol(Protocol):
+    """Backbone + linear classifier fine-tuned on each class-balanced label subset, then tested.
+
+    Source: the 1% / 10% semi-supervised evaluation of Song et al. 2023 (arXiv 2307.08913)
+    Table 2, with a fine-tuning recipe after Barlow Twins (Zbontar et al. 2021, arXiv 2103.03230):
+    20 epochs, backbone lr 0.005, classifier lr 0.5, SGD momentum 0.9, cosine schedule, no weight
+    decay (DEFAULT_RECIPE). `--split FILE` fine-tunes on the images a file lists: on ImageNet,
+    the fixed 1% / 10% lists of SimCLR (Chen et al. 2020) that papers use; otherwise the subsets
+    are class-balanced draws with --seed, saved in RUN/splits/.
+    """
+
+    name = "semisup"
+    summary = (
+        "fine-tune backbone + linear classifier on class-balanced 1% and 10% label subsets (saved "
+        "in RUN/splits/); 20 epochs, lr 0.005 / 0.5, SGD, cosine"
+    )
+    Options = SemisupOptions
+    shared_options = (SGDRecipeOptions,)
+
+    def uses_frozen_features(self, opts: EvalOptions) -> bool:
+        return False
+
+    def check_training_set(self, opts: EvalOptions, train: EvalSet) -> None:
+        if opts.split:
+            split_from_file(opts.split, train)
+
+    def result_name(self, opts: EvalOptions) -> str:
+        """semisup-<file stem> for a split file: its numbers never replace those of the draws."""
+        return f"{self.name}-{Path(opts.split).stem}" if opts.split else self.name
+
+    def settings(self, opts: EvalOptions) -> dict:
+        if opts.split:
+            digest = hashlib.sha256(Path(opts.split).read_bytes()).hexdigest()[:16]
+            subsets = {"split": str(Path(opts.split).resolve()), "split_sha256": digest}
+        else:
+            subsets = {"fractions": list(opts.fractions)}
+        return {**subsets, **recipe_settings(DEFAULT_RECIPE, "run", opts)}
+
+    def subsets(self, trained: TrainedRun, train: EvalSet, opts: EvalOptions) -> dict[str, list[int]]:
+        """{result key: training indices}: the split file's images under its stem, or each fraction's draw."""
+        if opts.split:
+            return {Path(opts.split).stem: split_from_file(opts.split, train)}
+        return {
+            f"{fraction * 100:g}pct": load_or_create_split(
+                trained.run_dir, fingerprint(train), train.labels, fraction, opts.seed
+            )
+            for fraction in opts.fractions
+        }
+
+    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: EvalOptions, device: torch.device) -> dict:
+        views = training_views(trained, opts.train_augment or "run")
+        recipe = sgd_recipe(DEFAULT_RECIPE, opts)
+        out = {}
+        for key, indices in self.subsets(trained, train, opts).items():
+            progress = progress_of(trained, train, test, f"{self.result_name(opts)}-{key}", self.settings(opts))
+            out[key] = semisupervised(trained.method.backbone, train, test, indices, views, recipe, device, progress)
+        return {"r": out}

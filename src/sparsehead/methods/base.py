@@ -3,7 +3,7 @@
 A method is one file: an nn.Module subclass registered with `@register("name")` that declares
 
 - `Params`: a dataclass of its own parameters (`method.<key>` in a config), each an `opt(...)`
-  with default, range and help, read by the same machinery as config.py's sections;
+  with default, range and help, read by the same machinery as the config sections (core/options.py);
 - `display_name`: how tables and reports name it;
 - `STATE`: the submodules and buffers it checkpoints (its state_dict is exactly these);
 - `check(params, batch_size, sparsity)` and `data_size_problem(params, num_images)`: its own

@@ -4,7 +4,7 @@ embeddings its steps already compute (no extra forward pass).
 Every step copies r (of view 1) and z of the two global views into a window of the newest rows, a
 ring buffer on the training device (copies only: no synchronisation). At each logging step the
 windows of every process are gathered, the main process computes the rank measures of r and z that
-`sparsehead analyze` reports (core.spectrum.rank_measures: effective rank, RankMe, the top
+`sparsehead analyze` reports (maths.spectrum.rank_measures: effective rank, RankMe, the top
 eigenvalue's share) and LiDAR of z over its two views, and every process receives them. The
 alarm: once the window is full, the effective rank of r or z below train.collapse_threshold x its
 dimension (x the window's rows when fewer) warns, or with train.on_collapse=stop ends the run with
@@ -23,8 +23,8 @@ import torch
 from sparsehead.config import TrainConfig
 from sparsehead.core import distributed as dist
 from sparsehead.core.errors import SparseheadError
-from sparsehead.core.spectrum import lidar, rank_measures
 from sparsehead.core.step_hook import StepHook
+from sparsehead.maths.spectrum import lidar, rank_measures
 
 MEASURES = ("effective_rank", "rankme", "top_eig_share")
 

@@ -1,4 +1,4 @@
-"""The spectral formulas' one home (core.spectrum) against independent numpy / scipy computations:
+"""The spectral formulas' one home (maths.spectrum) against independent numpy / scipy computations:
 the rank measures on both of their paths (d x d moments, N x N Gram matrices) and LiDAR on both of
 its paths (Cholesky factor, Woodbury identity)."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from sparsehead.core.spectrum import lidar, rank_measures
+from sparsehead.maths.spectrum import lidar, rank_measures
 
 
 def entropy_rank(values: np.ndarray, eps: float = 0.0) -> float:

@@ -8,7 +8,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, ClassVar, Literal, Optional
 
 from sparsehead.core.options import opt
 from sparsehead.data.evalset import EvalSet
@@ -17,6 +17,9 @@ from sparsehead.evaluate.finetune import SGDRecipe, crop_flip
 from sparsehead.evaluate.progress import Progress
 from sparsehead.runs.folder import RunDir
 from sparsehead.runs.model import TrainedRun
+
+if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
+    from sparsehead.evaluate.options import EvalOptions
 
 HELP_GROUP = "semisup, sgd-augment and sgd-imagenet (default: the protocol's published recipe)"
 
@@ -35,7 +38,7 @@ class SGDRecipeOptions:
     )
 
 
-def sgd_recipe(default: SGDRecipe, opts) -> SGDRecipe:
+def sgd_recipe(default: SGDRecipe, opts: EvalOptions) -> SGDRecipe:
     """`default` with the options given; a frozen-backbone recipe stays frozen (no lr_backbone)."""
     given = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr_head": opts.lr_head, "seed": opts.seed}
     if default.lr_backbone is not None:
@@ -43,7 +46,7 @@ def sgd_recipe(default: SGDRecipe, opts) -> SGDRecipe:
     return dataclasses.replace(default, **{k: v for k, v in given.items() if v is not None})
 
 
-def recipe_settings(default: SGDRecipe, default_augment: str, opts) -> dict:
+def recipe_settings(default: SGDRecipe, default_augment: str, opts: EvalOptions) -> dict:
     """The training views and the resolved recipe, for the saved record."""
     return {"train_augment": opts.train_augment or default_augment, **dataclasses.asdict(sgd_recipe(default, opts))}
 

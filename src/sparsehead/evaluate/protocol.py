@@ -1,6 +1,6 @@
 """What every evaluation protocol declares, and the frozen features most of them read.
 
-A protocol is one object (registered in PROTOCOLS, protocols/__init__.py) that owns its options
+A protocol is one object (registered in PROTOCOLS, registry.py) that owns its options
 (a dataclass of the options only it reads, declared with core.options.opt), its checks, the name
 of its result file (run_dir/eval/<name>.json) and its body. The runner only dispatches to it.
 """
@@ -8,7 +8,7 @@ of its result file (run_dir/eval/<name>.json) and its body. The runner only disp
 from __future__ import annotations
 
 import abc
-from typing import ClassVar, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 import torch
 
@@ -17,9 +17,12 @@ from sparsehead.evaluate.features import cached_extract
 from sparsehead.runs.folder import RunDir
 from sparsehead.runs.model import TrainedRun
 
+if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
+    from sparsehead.evaluate.options import EvalOptions
+
 
 class Protocol(abc.ABC):
-    """One evaluation protocol. `opts` is always the whole EvalOptions (evaluate/options.py), of
+    """One evaluation protocol. `opts` is always the whole EvalOptions (options.py), of
     which a protocol reads its own options, the option sets it names and the shared ones."""
 
     name: str  # its --protocol value and, by default, its result file
@@ -27,23 +30,23 @@ class Protocol(abc.ABC):
     Options: ClassVar[Optional[type]] = None  # the dataclass of the options only it reads
     shared_options: ClassVar[tuple[type, ...]] = ()  # option sets it reads that others read too
 
-    def uses_frozen_features(self, opts) -> bool:
+    def uses_frozen_features(self, opts: EvalOptions) -> bool:
         """Whether it evaluates frozen features (so --with-z, the embedding z, applies)."""
         return True
 
-    def check_training_set(self, opts, train: EvalSet) -> None:
+    def check_training_set(self, opts: EvalOptions, train: EvalSet) -> None:
         """Raise EvaluationError for options that cannot work on this training set."""
 
-    def result_name(self, opts) -> str:
+    def result_name(self, opts: EvalOptions) -> str:
         """The result file's name under run_dir/eval/ for the run's newest checkpoint and data."""
         return self.name
 
     @abc.abstractmethod
-    def settings(self, opts) -> dict:
+    def settings(self, opts: EvalOptions) -> dict:
         """The settings that produced the numbers, defaults resolved, for the saved record."""
 
     @abc.abstractmethod
-    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts, device) -> dict:
+    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: EvalOptions, device: torch.device) -> dict:
         """{"r": numbers[, "z": numbers]} on the checkpoint's backbone (and head)."""
 
 
