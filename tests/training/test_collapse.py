@@ -168,3 +168,17 @@ def test_a_healthy_run_raises_no_alarm(tmp_path, recwarn):
     assert not [w for w in recwarn if "collapse" in str(w.message)]
     last = [line for line in read_metrics(tmp_path) if "z/effective_rank" in line][-1]
     assert last["z/effective_rank"] > 0.1 * 32 and last["r/effective_rank"] > 0.1 * 64
+
+
+def test_a_monitor_that_cannot_compute_its_measures_costs_its_log_line_not_the_run(monkeypatch):
+    from sparsehead.training import collapse
+
+    def fail(rows):
+        raise torch.linalg.LinAlgError("eigh did not converge")
+
+    monkeypatch.setattr(collapse, "window_measures", fail)
+    mon = monitor(4)
+    mon.observe(torch.zeros(4), torch.randn(4, 8), (torch.randn(4, 4), torch.randn(4, 4)))
+    with pytest.warns(UserWarning, match="collapse monitor: no measures at this step .*did not converge"):
+        assert mon.logs() == {}
+    assert mon.notes(1) == {} and mon.stop_reason(1) is None

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -97,3 +99,25 @@ def test_non_finite_weights_are_never_checkpointed(tiny_cfg):
         model.weight[0, 0] = float("inf")
     with pytest.raises(NonFiniteError, match="parameters became non-finite by step 7 .*weight"):
         guard.before_checkpoint(7)
+
+
+def _guard_verdicts(rank: int) -> dict:
+    """Rank 1 alone sees a NaN loss at step 2: both ranks must skip that update."""
+    from sparsehead import config
+
+    model = torch.nn.Linear(2, 2)
+    guard = NonFiniteGuard(config.load(None, TINY + ["train.nonfinite=skip"]).train, model, "run")
+    verdicts = []
+    for step, bad in ((1, False), (2, rank == 1), (3, False)):
+        loss = model(torch.ones(1, 2)).sum() * (float("nan") if bad else 1.0)
+        loss.backward()
+        with warnings.catch_warnings(record=True):  # "skipping step 2" (tested elsewhere)
+            verdicts.append(guard.allows_update(step, loss, check_grads=False))
+    return {"verdicts": torch.tensor(verdicts), "skipped": torch.tensor(guard.skipped)}
+
+
+def test_under_ddp_every_rank_takes_the_same_non_finite_verdict():
+    from ddp_harness import run_on_ranks
+
+    for result in run_on_ranks(_guard_verdicts):
+        assert result["verdicts"].tolist() == [True, False, True] and int(result["skipped"]) == 1

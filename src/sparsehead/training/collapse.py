@@ -95,11 +95,21 @@ class CollapseMonitor(StepHook):
         if not self.on or self.window.count < 2:
             return {}
         rows = {name: dist.gather_no_grad(x) for name, x in self.window.filled().items()}
-        self.measures = dist.from_main(window_measures(rows) if dist.is_main() else None)
+        self.measures = dist.from_main(self._measures(rows) if dist.is_main() else None)
         self.dims = {
             key: min(rows[name].shape[1], len(rows[name])) for key, name in (("r", "r"), ("z", "z1")) if name in rows
         }
         return self.measures
+
+    def _measures(self, rows: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The window's measures, or none when they cannot be computed (an eigensolver that fails on a
+        degenerate window): a monitor's failure costs its log line, never the run, and under DDP the
+        other processes, waiting for these measures, receive the empty answer instead of hanging."""
+        try:
+            return window_measures(rows)
+        except (RuntimeError, ValueError, torch.linalg.LinAlgError) as err:
+            warnings.warn(f"collapse monitor: no measures at this step ({type(err).__name__}: {err})")
+            return {}
 
     def notes(self, step: int) -> dict[str, str]:
         """After a logging step: warn (or set `stop`) when the effective rank of r or z has fallen

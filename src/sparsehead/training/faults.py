@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from sparsehead.config import TrainConfig
+from sparsehead.core import distributed as dist
 from sparsehead.core.errors import SparseheadError
 from sparsehead.core.step_hook import StepHook
 
@@ -46,7 +47,10 @@ class NonFiniteGuard(StepHook):
         """
         grads = [p.grad for p in self.model.parameters() if p.grad is not None] if check_grads else []
         grad_max = torch.nn.utils.get_total_norm(grads, norm_type=float("inf")) if grads else loss.new_zeros(())
-        loss_ok, grads_ok = torch.stack([loss.detach().isfinite(), grad_max.isfinite()]).tolist()  # one sync
+        bad = torch.stack([~loss.detach().isfinite(), ~grad_max.isfinite()]).float()
+        # One verdict for every process (under DDP a rank alone skipping, or keeping its fp16 loss scale
+        # while the others lower theirs, would set the replicas apart); then one sync.
+        loss_ok, grads_ok = (dist.all_reduce_sum_no_grad(bad) == 0).tolist()
         if loss_ok and grads_ok:
             self.consecutive = 0
             return True
