@@ -2,10 +2,11 @@
 
 The ops follow torchvision's per-image transforms (RandomResizedCrop, RandomHorizontalFlip,
 ColorJitter with a random op order, RandomGrayscale, GaussianBlur, RandomSolarize) but act on
-a whole batch at once: crop + flip + resize are one `grid_sample` (crops.py, whatever the storage),
-blur is one grouped convolution. Every op acts on the whole batch, with per-image factors and masks (torch.where)
-choosing what each image gets: never on a sub-batch picked by nonzero() or a boolean index, whose
-size the host would have to wait for (a host-device sync per call on a GPU).
+a whole batch at once: crop + flip + resize are one `grid_sample` (crops.py, which hands each view
+its crop whatever the storage), blur is one grouped convolution. Every op acts on the whole batch,
+with per-image factors and masks (torch.where) choosing what each image gets: never on a sub-batch
+picked by nonzero() or a boolean index, whose size the host would have to wait for (a host-device
+sync per call on a GPU).
 """
 
 from __future__ import annotations
