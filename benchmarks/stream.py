@@ -69,7 +69,7 @@ def sparsehead_stream(root: Path, workers: int, batch: int, augment: bool) -> fl
     data = datasets.load(cfg.data, "pretrain")
     views = ViewGenerator(cfg.augment, 224, [0.5] * 3, [0.25] * 3)
     sampler = DistributedSampler(range(len(data)), num_replicas=1, rank=0, drop_last=True)
-    feed = StreamFeed(data, sampler, batch, cfg, torch.device("cpu"))
+    feed = StreamFeed(data, sampler, batch, views.plan, cfg.train.seed, cfg.data.workers, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     finish = (lambda b: views(b[0], gen)) if augment else (lambda b: b)
     return rate(feed.epoch(0, 0), len(sampler) // batch * batch, finish)

@@ -16,7 +16,8 @@ import torch
 from conftest import TINY, run_cli
 from sparsehead import config
 from sparsehead.core.precision import autocast, grad_scaler
-from sparsehead.data.views import ViewGenerator, sample_crops
+from sparsehead.data.crops import sample_crops
+from sparsehead.data.views import ViewGenerator
 from sparsehead.runs import checkpoint
 from sparsehead.runs.model import build_model
 from sparsehead.training.loop import pretrain

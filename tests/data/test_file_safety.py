@@ -14,7 +14,10 @@ from test_stream import data_cfg
 
 from conftest import make_imagefolder, write_jpeg
 from sparsehead.data import datasets, image_check, readers, stream
+from sparsehead.data.crops import CropSpec
 from sparsehead.data.errors import DataError
+
+PLAN = (CropSpec(16, (0.2, 1.0), 0.5),) * 2 + (CropSpec(8, (0.05, 0.14), 0.5),)  # two views and a local crop
 
 
 @pytest.fixture
@@ -31,11 +34,11 @@ def opened(monkeypatch):
     return files
 
 
-def test_a_streamed_crop_pair_opens_its_file_once_and_closes_it(tmp_path, opened):
+def test_a_streamed_image_opens_its_file_once_and_closes_it(tmp_path, opened):
     write_jpeg(tmp_path / "a.jpg", 60, 80)
     opened.clear()
-    crops = stream.crop_pair(str(tmp_path / "a.jpg"), 16, (0.2, 1.0), torch.Generator().manual_seed(0))
-    assert crops.shape == (2, 3, 16, 16)
+    crops = stream.cut_views(str(tmp_path / "a.jpg"), PLAN, torch.Generator().manual_seed(0))
+    assert [c.shape for c in crops] == [(3, 16, 16), (3, 16, 16), (3, 8, 8)]
     assert len(opened) == 1 and opened[0].closed
 
 
@@ -45,7 +48,7 @@ def test_a_decode_that_fails_after_the_header_leaves_no_file_open(tmp_path, open
     (tmp_path / "cut.jpg").write_bytes(raw[: len(raw) // 2])  # the header reads, the pixels do not
     opened.clear()
     with pytest.raises(DataError, match="cannot read image .*cut.jpg"):
-        stream.crop_pair(str(tmp_path / "cut.jpg"), 16, (0.2, 1.0), torch.Generator().manual_seed(0))
+        stream.cut_views(str(tmp_path / "cut.jpg"), PLAN, torch.Generator().manual_seed(0))
     assert len(opened) == 1 and opened[0].closed
 
 

@@ -17,8 +17,8 @@ from torchvision.transforms import v2
 from conftest import TINY_FOLDER, assert_same_training_state, make_imagefolder, run_cli, write_jpeg
 from sparsehead import config
 from sparsehead.data import datasets, readers, storage, stream
+from sparsehead.data.crops import RATIO, CropSpec, crop_plan, sample_crops
 from sparsehead.data.errors import DataError
-from sparsehead.data.views import sample_crops
 from sparsehead.runs import checkpoint
 
 rng = np.random.default_rng(0)
@@ -94,7 +94,7 @@ def test_index_is_cached_and_relisted_when_a_folder_changes(tmp_path):
 def test_worker_crop_boxes_follow_torchvision_distribution():
     """Scale and log-aspect statistics of the boxes drawn for the workers vs RandomResizedCrop.get_params."""
     h, w, n = 375, 500, 4000
-    ours = sample_crops(n, h, w, (0.08, 1.0), stream.RATIO, torch.Generator().manual_seed(1), "cpu")
+    ours = sample_crops(n, h, w, (0.08, 1.0), RATIO, torch.Generator().manual_seed(1), "cpu")
     torch.manual_seed(2)
     theirs = torch.tensor(
         [v2.RandomResizedCrop.get_params(torch.empty(3, h, w), [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)],
@@ -111,29 +111,40 @@ def test_worker_crop_boxes_follow_torchvision_distribution():
 
 
 def test_crop_from_reduced_decode_matches_crop_of_full_image(tmp_path):
-    """The PIL draft path cuts the same region as torchvision's resized_crop on the fully decoded file."""
+    """The PIL draft path cuts the same region as torchvision's resized_crop on the fully decoded file,
+    for global views and local crops of another size alike, each box and flip drawn in plan order."""
     path = tmp_path / "big.jpg"
     write_jpeg(path, 400, 480)
+    plan = (CropSpec(16, (0.5, 1.0), 0.5),) * 2 + (CropSpec(8, (0.05, 0.14), 0.5),) * 3
+    views = stream.cut_views(str(path), plan, torch.Generator().manual_seed(3))
     gen = torch.Generator().manual_seed(3)
-    pair = stream.crop_pair(str(path), 16, (0.5, 1.0), gen)
-    boxes = sample_crops(2, 400, 480, (0.5, 1.0), stream.RATIO, torch.Generator().manual_seed(3), "cpu")
+    drawn = [
+        (sample_crops(1, 400, 480, s.scale, RATIO, gen, "cpu")[0], torch.rand(1, generator=gen) < 0.5) for s in plan
+    ]
     full = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1)
-    assert pair.shape == (2, 3, 16, 16) and pair.dtype == torch.uint8
-    for view, (top, left, bh, bw) in zip(pair, boxes.round().long().tolist()):
-        ref = v2.functional.resized_crop(full, top, left, bh, bw, [16, 16], antialias=True)
+    assert [tuple(v.shape) for v in views] == [(3, 16, 16)] * 2 + [(3, 8, 8)] * 3
+    assert all(v.dtype == torch.uint8 for v in views)
+    assert any(f.item() for _, f in drawn) and not all(f.item() for _, f in drawn)  # both kinds checked
+    for view, spec, (box, flip) in zip(views, plan, drawn):
+        top, left, bh, bw = box.round().long().tolist()
+        ref = v2.functional.resized_crop(full, top, left, bh, bw, [spec.size] * 2, antialias=True)
+        ref = ref.flip(-1) if flip.item() else ref
         assert (view.float() - ref.float()).abs().mean() < 4  # draft's DCT scaling: rounding-level only
+
+
+PLAN = crop_plan(config.load(None, ["augment.local_crops=2"]).augment, 16)  # two 16 px views, two 7 px crops
 
 
 def _batches(data, world, rank, workers, epoch=1, first=0):
     sampler = DistributedSampler(range(len(data)), num_replicas=world, rank=rank, shuffle=True, seed=5, drop_last=True)
-    cfg = config.load(None, [f"data.workers={workers}", "train.seed=5"])
-    feed = stream.StreamFeed(data, sampler, 4 // world, cfg, torch.device("cpu"))
+    feed = stream.StreamFeed(data, sampler, 4 // world, PLAN, 5, workers, torch.device("cpu"))
     sampler.set_epoch(epoch)
     order = list(sampler)
     out = {}
-    for b, (crops, labels) in enumerate(feed.epoch(epoch, first), start=first):
-        for i, c in zip(order[b * (4 // world) : (b + 1) * (4 // world)], crops):
-            out[i] = c
+    for b, (batch, labels) in enumerate(feed.epoch(epoch, first), start=first):
+        assert [tuple(c.shape[1:]) for c in batch.crops] == [(3, 16, 16)] * 2 + [(3, 7, 7)] * 2
+        for k, i in enumerate(order[b * (4 // world) : (b + 1) * (4 // world)]):
+            out[i] = torch.cat([c[k].flatten() for c in batch.crops])
     return out
 
 
@@ -203,8 +214,8 @@ def test_reduced_decode_scales_each_axis_of_the_crop_box_by_its_own_factor(tmp_p
     assert pil.size == (126, 16) and scale == pytest.approx((126 / 1001, 16 / 123))
     assert stream._box(pil, scale, 0, 0, 123, 1001) == pytest.approx((0, 0, 126, 16))
     assert stream._box(pil, scale, 61.5, 500.5, 61.5, 500.5) == pytest.approx((63, 8, 126, 16))
-    crops = stream.crop_pair(str(tmp_path / "wide.jpg"), 16, (0.9, 1.0), torch.Generator().manual_seed(0))
-    assert crops.shape == (2, 3, 16, 16) and crops.dtype == torch.uint8
+    crops = stream.cut_views(str(tmp_path / "wide.jpg"), (CropSpec(16, (0.9, 1.0), 0.5),) * 2, torch.Generator())
+    assert [c.shape for c in crops] == [(3, 16, 16)] * 2 and crops[0].dtype == torch.uint8
 
 
 def test_bad_images_skip_leaves_unreadable_files_out_of_a_stream(tmp_path):

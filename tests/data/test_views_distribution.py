@@ -16,6 +16,7 @@ from scipy import stats
 
 from sparsehead import config
 from sparsehead.data import views as V
+from sparsehead.data.crops import sample_crops
 
 ALPHA = 1e-3
 N = 4000
@@ -30,7 +31,7 @@ def _generator(cfg_overrides=(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), size
 @pytest.mark.parametrize("height,width", [(32, 32), (24, 40)])
 def test_crop_boxes_match_random_resized_crop(height, width):
     scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
-    ours = V.sample_crops(N_CROPS, height, width, scale, ratio, torch.Generator().manual_seed(0), "cpu")
+    ours = sample_crops(N_CROPS, height, width, scale, ratio, torch.Generator().manual_seed(0), "cpu")
     torch.manual_seed(0)
     img = torch.zeros(3, height, width)
     ref = torch.tensor(

@@ -21,6 +21,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from sparsehead import config
 from sparsehead.data import views as V
+from sparsehead.data.crops import CutViews
 
 ORDERS = torch.tensor(list(itertools.permutations(range(4))))  # all 24 op orders
 
@@ -103,7 +104,7 @@ class _SyncingCallError(TorchFunctionMode):
 def _draw(overrides, images):
     cfg = config.load(None, list(overrides)).augment
     views = V.ViewGenerator(cfg, 16, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
-    views.normalize(images[:1].float())  # the one-off move of mean/std to the batch's device
+    views.normalize(torch.zeros(1, 3, 1, 1))  # the one-off move of mean/std to the batch's device
     return views(images, torch.Generator().manual_seed(0))
 
 
@@ -126,13 +127,16 @@ def test_views_call_no_nonzero(monkeypatch, overrides):
     _draw(overrides, images)
 
 
-@pytest.mark.parametrize("overrides", CASES + [["augment.recipe=simclr", "stream"]])
+@pytest.mark.parametrize("overrides", CASES + [["augment.local_crops=2", "stream"]])
 def test_views_make_no_syncing_call(overrides):
     """Wider than nonzero: no .item(), bool(tensor), .tolist(), boolean-mask index etc. either
-    (torch's own Python-level calls; "stream": batches of two pre-cut global crops)."""
+    (torch's own Python-level calls; "stream": batches of views pre-cut by the workers)."""
     g = torch.Generator().manual_seed(2)
-    shape = (12, 2, 3, 16, 16) if "stream" in overrides else (12, 3, 20, 20)
-    images = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    if "stream" in overrides:
+        sizes = (16, 16, 7, 7)
+        images = CutViews(tuple(torch.randint(0, 256, (12, 3, s, s), generator=g, dtype=torch.uint8) for s in sizes))
+    else:
+        images = torch.randint(0, 256, (12, 3, 20, 20), generator=g, dtype=torch.uint8)
     with _SyncingCallError():
         _draw([o for o in overrides if o != "stream"], images)
     with pytest.raises(AssertionError, match="syncing call"), _SyncingCallError():

@@ -4,16 +4,19 @@ the loss, restored on resume), and the config errors of methods that take two vi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
 from scipy.stats import ks_2samp
 
-from conftest import TINY, numpy_sinkhorn
+from conftest import TINY, TINY_FOLDER, make_imagefolder, numpy_sinkhorn
 from sparsehead import config
 from sparsehead.core.errors import ConfigError
-from sparsehead.data.views import ViewGenerator, sample_crops
+from sparsehead.data.crops import sample_crops
+from sparsehead.data.views import ViewGenerator
 from sparsehead.runs import checkpoint
 from sparsehead.runs.model import build_model
 from sparsehead.training.loop import pretrain
@@ -187,9 +190,31 @@ def test_two_view_methods_refuse_multi_crop(tiny_cfg):
         tiny_cfg("method.name=byol", "augment.global_crops=3")
     with pytest.raises(ConfigError, match=r"augment.global_crops: 1 is out of range; it must be >= 2"):
         tiny_cfg("method.name=swav", "augment.global_crops=1")
-    with pytest.raises(ConfigError, match=r"data.storage: multi-crop .* set data.storage=memory"):
-        tiny_cfg("method.name=swav", "augment.global_crops=4", "data.storage=stream")
     with pytest.raises(ConfigError, match="swav_queue_length: 20 is not a multiple of train.batch_size=64"):
         tiny_cfg("method.name=swav", "method.swav_queue_length=20")
     with pytest.raises(ConfigError, match="augment.local_size: 20 exceeds data.image_size=16"):
         tiny_cfg("method.name=swav", "augment.local_crops=2", "augment.local_size=20")
+
+
+def test_multi_crop_trains_on_streamed_data(tmp_path, capsys):
+    """The workers cut the global and local crops, each at its size: data.storage=stream, and auto
+    choosing stream over its memory budget, train SwAV's multi-crop end to end."""
+    make_imagefolder(tmp_path / "d", per_class=8)  # 16 images: 2 steps an epoch
+    run = TINY_FOLDER + [
+        f"data.root={tmp_path / 'd'}",
+        "data.workers=0",
+        "train.max_steps=2",
+        "method.name=swav",
+        "method.swav_prototypes=4",
+        "augment.global_crops=3",
+        "augment.local_crops=2",
+        "augment.local_size=8",
+        f"train.out_dir={tmp_path}",
+    ]
+    for name, storage in (("stream", "data.storage=stream"), ("auto", "data.memory_budget_gb=1e-6")):
+        result = pretrain(config.load(None, run + [storage]), tmp_path / name)
+        assert checkpoint.load(checkpoint.find(result["run_dir"]))["step"] == 2
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        losses = [row["loss"] for row in rows if "loss" in row]
+        assert len(losses) == 2 and np.isfinite(losses).all()
+    assert "data.storage=auto: stream for the pretrain set" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from sparsehead.config.sections import (
 from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
 from sparsehead.data.augment import AugmentConfig
-from sparsehead.data.datasets import DataConfig
+from sparsehead.data.settings import DataConfig
 from sparsehead.models.backbones import ModelConfig
 from sparsehead.models.heads import HeadConfig
 from sparsehead.sparsity import SPARSITY_MODES, SparsityConfig

@@ -96,11 +96,6 @@ def validate_method(cfg: Config) -> None:
                 f"augment.{key}: method.name={cfg.method.name} takes two global views only; set "
                 f"augment.{key}={two_view}, or use a method that takes multi-crop: {multi_crop_methods}"
             )
-    if (a.global_crops > 2 or a.local_crops) and cfg.data.storage == "stream":
-        raise ConfigError(
-            "data.storage: multi-crop (augment.global_crops > 2, augment.local_crops) needs whole "
-            "images, and data.storage=stream batches hold two global crops; set data.storage=memory"
-        )
     method.check(cfg.method.params, cfg.train.batch_size, cfg.sparsity)
     if cfg.data.subset is not None and (problem := data_size_problem(cfg, cfg.data.subset)):
         raise ConfigError(problem)

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 
 from sparsehead.core.options import opt
 from sparsehead.data.augment import AugmentConfig
-from sparsehead.data.datasets import DataConfig
+from sparsehead.data.settings import DataConfig
 from sparsehead.methods import METHODS
 from sparsehead.models.backbones import ModelConfig
 from sparsehead.models.heads import HeadConfig

@@ -1,7 +1,7 @@
 """The augmentation settings (config section `augment`) and the recipe logic on them.
 
-Light on purpose (no torch): config.py composes this section, data/views.py applies it; it sits
-outside data/ so that config.py never imports the data package (which imports config.py).
+Light on purpose (no torch): the config (config/sections.py) composes this section; data/crops.py
+(the views' geometry) and data/views.py (the rest) apply it.
 """
 
 from __future__ import annotations

@@ -11,61 +11,19 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
-from sparsehead.core.options import opt
-from sparsehead.data import readers, sources, storage
+from sparsehead.data import readers, sources, storage, subsets
 from sparsehead.data.cache import building, read_cache, write_cache
 from sparsehead.data.decode import decode_resized, decoder_name, torchcodec_decoders
 from sparsehead.data.errors import DataError
 from sparsehead.data.evalset import EvalBatches
 from sparsehead.data.image_check import report_bad
-from sparsehead.data.readers import IMAGE_SUFFIXES  # noqa: F401  (where callers have always found it)
+from sparsehead.data.settings import DataConfig
 from sparsehead.data.stream import StreamSet
-from sparsehead.data.subsets import stratified_indices
-
-
-@dataclass
-class DataConfig:
-    source: Literal[sources.NAMES] = opt("digits", sources.HELP)
-    root: Optional[str] = opt(None, "data folder (torchvision sets, imagefolder); unused for digits")
-    download: bool = opt(False, "let torchvision download cifar10/cifar100/stl10 when missing")
-    image_size: int = opt(32, "side of the square training views (images are resized to it)", min=8)
-    subset: Optional[int] = opt(None, "use a class-stratified subset of this many training images", min=1)
-    cache_dir: Optional[str] = opt(
-        "~/.cache/sparsehead",
-        "where decoded uint8 copies of folder data sets and their file indexes are cached (null: off)",
-    )
-    bad_images: Literal["fail", "skip"] = opt(
-        "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it"
-    )
-    storage: Literal["memory", "stream", "auto"] = opt(
-        "auto",
-        "memory: decode the set once into uint8 at data.image_size; stream: keep only a file index and "
-        "decode in DataLoader workers, each view's crop cut from the full-resolution image (folder sources: "
-        "imagefolder, imagenet, imagenet100, tinyimagenet); auto: memory when the decoded set fits "
-        "data.memory_budget_gb, else stream",
-    )
-    memory_budget_gb: float = opt(
-        16.0,
-        "the most a decoded in-memory data set may take on a node (GB, 1e9 bytes; its processes share one "
-        "copy through data.cache_dir, or each holds its own without it)",
-        min=0.0,
-        exclusive_min=True,
-    )
-    workers: int = opt(4, "DataLoader worker processes of data.storage=stream (0: decode in the main process)", min=0)
-    eval_crop: Optional[float] = opt(
-        None,
-        "evaluation crop ratio: the shorter side resized to data.image_size / ratio, then the centre "
-        "data.image_size square (0.875: ImageNet's Resize(256) + CenterCrop(224)); null: 0.875 for imagenet "
-        "and imagenet100, 1.0 (the whole shorter side) for the small-image sources",
-        min=0.0,
-        max=1.0,
-        exclusive_min=True,
-    )
 
 
 @dataclass
@@ -120,14 +78,12 @@ def load(cfg: DataConfig, split: str):
         return StreamSet.open(cfg, split)
     loader = _imagefolder if cfg.source in sources.FOLDER_SOURCES else MEMORY_LOADERS[cfg.source]
     data = loader(cfg, split)
-    if split != "test" and cfg.subset is not None and cfg.subset < len(data):
-        data = stratified_subset(data, cfg.subset, seed=0)
+    if (keep := subsets.subset_indices(cfg, split, data.labels.numpy())) is not None:
+        data = _select(data, torch.as_tensor(keep))
     return data
 
 
-def stratified_subset(data: ImageSet, n: int, seed: int) -> ImageSet:
-    """`n` samples with the class proportions of `data`, the same for the same seed."""
-    idx = torch.as_tensor(stratified_indices(data.labels.numpy(), n, seed))
+def _select(data: ImageSet, idx: torch.Tensor) -> ImageSet:
     names = None if data.names is None else [data.names[i] for i in idx.tolist()]
     return ImageSet(data.images[idx], data.labels[idx], data.classes, data.skipped, names, data.crop_ratio)
 

@@ -1,15 +1,20 @@
-"""The training loop's batches: `feed.epoch(epoch, first_batch)` yields (images, labels) per step.
+"""The training loop's batches: `feed.epoch(epoch, first_batch)` yields (pixels, labels) per step,
+pixels a crops.ViewSource whatever the storage (ViewGenerator takes it as it comes).
 
-memory: uint8 images (n, C, H, W) indexed from the decoded set (on the GPU when training there);
-stream: each view's crop already cut by the DataLoader workers, (n, 2, C, S, S). ViewGenerator
-takes either.
+memory: crops.WholeImages, uint8 (n, C, H, W) indexed from the decoded set (on the GPU when training
+there), each view drawn and cut on the device by the views; stream: crops.CutViews, each view cut by
+the DataLoader workers (stream.StreamFeed).
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
+from sparsehead.data.crops import CropSpec, WholeImages
 from sparsehead.data.datasets import ImageSet
+from sparsehead.data.stream import StreamFeed, StreamSet
 
 
 class MemoryFeed:
@@ -23,12 +28,20 @@ class MemoryFeed:
         order = torch.tensor(list(self.sampler)).to(self.images.device)  # once per epoch: no per-step index copy
         for b in range(first_batch, len(order) // self.batch_size):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            yield WholeImages(self.images[idx]), self.labels[idx]
 
 
-def open_feed(data, sampler, batch_size: int, cfg, device: torch.device):
+def open_feed(
+    data: ImageSet | StreamSet,
+    sampler,
+    batch_size: int,
+    plan: Sequence[CropSpec],
+    seed: int,
+    workers: int,
+    device: torch.device,
+):
+    """The feed of `data`; a stream's workers cut the views of `plan` (ViewGenerator.plan), their boxes
+    drawn from `seed` (train.seed), in `workers` processes (data.workers)."""
     if isinstance(data, ImageSet):
         return MemoryFeed(data, sampler, batch_size, device)
-    from sparsehead.data.stream import StreamFeed
-
-    return StreamFeed(data, sampler, batch_size, cfg, device)
+    return StreamFeed(data, sampler, batch_size, plan, seed, workers, device)

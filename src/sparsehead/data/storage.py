@@ -11,15 +11,16 @@ from __future__ import annotations
 import sys
 
 from sparsehead.core import distributed as dist
-from sparsehead.data import readers, sources
+from sparsehead.data import readers, sources, subsets
 from sparsehead.data.errors import DataError
+from sparsehead.data.settings import DataConfig
 
 
 def decoded_bytes(num_images: int, image_size: int) -> int:
     return num_images * 3 * image_size * image_size
 
 
-def choose(cfg, split: str) -> str:
+def choose(cfg: DataConfig, split: str) -> str:
     """ "memory" or "stream" for `split` of the data config `cfg`."""
     if cfg.source not in sources.FOLDER_SOURCES:
         if cfg.storage == "stream":
@@ -30,9 +31,7 @@ def choose(cfg, split: str) -> str:
         return "memory"
     if cfg.storage == "stream":
         return "stream"
-    n = len(readers.index(cfg, split))
-    if split != "test" and cfg.subset is not None:
-        n = min(n, cfg.subset)
+    n = subsets.subset_size(cfg, split, len(readers.index(cfg, split)))
     # The node's processes share one decoded copy through the cache (data/cache.py); without it each holds its own.
     copies = 1 if cfg.cache_dir else dist.local_world_size()
     need = copies * decoded_bytes(n, cfg.image_size) / 1e9

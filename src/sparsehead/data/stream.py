@@ -1,13 +1,14 @@
 """data.storage=stream: a data set that is never held whole, decoded batch by batch in DataLoader workers.
 
-Each training item is one image and its two views: the image is decoded ONCE, each view's
-RandomResizedCrop box is drawn on the FULL-resolution size (torchvision's distribution, via
-views.sample_crops) and cut from it, with reduced-size JPEG decoding (PIL's draft: 1/2, 1/4, 1/8)
-whenever both boxes still have at least image_size pixels a side at that scale, then resized to
-image_size and returned as uint8. The rest of the augmentation (flip, jitter, grayscale, blur,
-solarize) runs batched on the device (views.ViewGenerator on the (n, 2, C, S, S) crops).
+Each training item is one image and its views (the crop plan: crops.crop_plan, global views and
+any local crops): the image is decoded ONCE, each view's RandomResizedCrop box and flip are drawn
+on the FULL-resolution size (crops.draw_crops, the sampler the in-memory views use) and cut from it,
+with reduced-size JPEG decoding (PIL's draft: 1/2, 1/4, 1/8) whenever every box still has at least
+its view's size a side at that scale, then resized to that size, flipped where drawn and returned
+as uint8. The rest of the augmentation (jitter, grayscale, blur, solarize) runs batched on the
+device (views.ViewGenerator on the crops.CutViews batch).
 
-Randomness: the boxes of image i in epoch e come from a generator seeded by (train.seed, e, i)
+Randomness: the boxes and flips of image i in epoch e come from a generator seeded by (seed, e, i)
 alone, never from a worker id or global state, so any number of workers, a resumed run and each
 DDP rank (which draws the same boxes for its share of the indices as one process would) agree.
 """
@@ -18,21 +19,21 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sparsehead.data import image_check, sources
+from sparsehead.data import image_check, sources, subsets
+from sparsehead.data.crops import CropSpec, CutViews, draw_crops
 from sparsehead.data.decode import decode_resized
 from sparsehead.data.errors import DataError
 from sparsehead.data.evalset import EvalBatches
 from sparsehead.data.readers import FileIndex
 from sparsehead.data.readers import index as file_index
-from sparsehead.data.subsets import stratified_indices
-from sparsehead.data.views import sample_crops
+from sparsehead.data.settings import DataConfig
 
-RATIO = (3 / 4, 4 / 3)
 STATS_SAMPLE = 256  # images the channel mean/std are estimated on (a stream never sees the whole set at once)
 
 
@@ -84,18 +85,22 @@ def _box(pil, scale: tuple[float, float], top, left, h, w) -> tuple[float, float
     return left * sx, top * sy, min((left + w) * sx, pil.size[0]), min((top + h) * sy, pil.size[1])
 
 
-def crop_pair(path: str, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-    """The two RandomResizedCrop views of one file, uint8 (2, 3, size, size), from one decode."""
+def cut_views(path: str, plan: Sequence[CropSpec], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The views of one file, one uint8 (3, spec.size, spec.size) per CropSpec of `plan`, from one decode."""
     from PIL import Image
 
     with _image(path) as opened:  # one open: the header gives the size the boxes need, then the decode
         width, height = opened.size
-        boxes = sample_crops(2, height, width, scale, RATIO, generator, "cpu").tolist()
-        shortest = min(min(h, w) for _, _, h, w in boxes)
-        reduce = min(1.0, size / shortest)  # the decoded image may be this much smaller
+        drawn = [draw_crops(spec, 1, height, width, generator, "cpu") for spec in plan]
+        boxes = [b[0].tolist() for b, _ in drawn]
+        # The decoded image may be this much smaller: every box keeps at least its view's size a side.
+        reduce = min([1.0] + [spec.size / min(h, w) for spec, (_, _, h, w) in zip(plan, boxes)])
         pil, s = _decode(opened, path, (math.ceil(width * reduce), math.ceil(height * reduce)))
-    out = [pil.resize((size, size), Image.BILINEAR, box=_box(pil, s, *box)) for box in boxes]
-    return torch.stack([_to_uint8(v) for v in out])
+    views = []
+    for spec, box, (_, flip) in zip(plan, boxes, drawn):
+        view = pil.resize((spec.size, spec.size), Image.BILINEAR, box=_box(pil, s, *box))
+        views.append(_to_uint8(view.transpose(Image.FLIP_LEFT_RIGHT) if flip else view))
+    return tuple(views)
 
 
 def centre_crop(path: str, size: int, ratio: float) -> torch.Tensor:
@@ -125,15 +130,15 @@ class StreamSet(EvalBatches):
     crop_ratio: float = 1.0  # of its evaluation crops (sources.crop_ratio_of)
 
     @classmethod
-    def open(cls, cfg, split: str) -> "StreamSet":
+    def open(cls, cfg: DataConfig, split: str) -> "StreamSet":
         idx, skipped = file_index(cfg, split), 0
         if cfg.bad_images == "skip":  # every file checked up front (once: cached): an epoch never meets a bad one
             problems = image_check.problems(idx, cfg.cache_dir)
             bad = [(p, e) for p, e in zip(idx.full_paths(), problems) if e is not None]
             image_check.report_bad(bad, len(idx), idx.root, cfg.bad_images)
             idx, skipped = _select(idx, [i for i, e in enumerate(problems) if e is None]), len(bad)
-        if split != "test" and cfg.subset is not None and cfg.subset < len(idx):
-            idx = _select(idx, stratified_indices(idx.labels, cfg.subset, seed=0))
+        if (keep := subsets.subset_indices(cfg, split, idx.labels)) is not None:
+            idx = _select(idx, keep)
         return cls(
             idx, cfg.image_size, skipped=skipped, workers=cfg.workers, crop_ratio=sources.crop_ratio_of(cfg, split)
         )
@@ -183,11 +188,11 @@ class StreamSet(EvalBatches):
         return iter(_loader(CentreCrops(self), self.workers, torch.device("cpu"), persistent=False, batch_sampler=plan))
 
 
-class CropPairs(Dataset):
-    """Item (epoch, i): the two crops of image i for that epoch, and its label."""
+class ViewCrops(Dataset):
+    """Item (epoch, i): the views of image i for that epoch (cut_views), and its label."""
 
-    def __init__(self, data: StreamSet, scale: tuple[float, float], seed: int):
-        self.data, self.scale, self.seed = data, scale, seed
+    def __init__(self, data: StreamSet, plan: Sequence[CropSpec], seed: int):
+        self.data, self.plan, self.seed = data, tuple(plan), seed
 
     def __len__(self) -> int:
         return len(self.data)
@@ -195,7 +200,7 @@ class CropPairs(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         epoch, i = key
         generator = torch.Generator().manual_seed(view_seed(self.seed, epoch, i))
-        return crop_pair(self.data.path(i), self.data.image_size, self.scale, generator), int(self.data.index.labels[i])
+        return cut_views(self.data.path(i), self.plan, generator), int(self.data.index.labels[i])
 
 
 class CentreCrops(Dataset):
@@ -242,13 +247,22 @@ def _loader(dataset, workers: int, device: torch.device, persistent: bool = True
 
 
 class StreamFeed:
-    """Training batches of a StreamSet: ((n, 2, C, S, S) uint8 crops, labels) per step."""
+    """Training batches of a StreamSet: (crops.CutViews, labels) per step, the views of `plan` cut by
+    `workers` DataLoader processes (0: in this one) from boxes drawn from `seed`."""
 
-    def __init__(self, data: StreamSet, sampler, batch_size: int, cfg, device: torch.device):
-        self.plan = EpochBatches(sampler, batch_size)
-        scale = (cfg.augment.crop_scale_min, cfg.augment.crop_scale_max)
-        self.loader = _loader(CropPairs(data, scale, cfg.train.seed), cfg.data.workers, device, batch_sampler=self.plan)
+    def __init__(
+        self,
+        data: StreamSet,
+        sampler,
+        batch_size: int,
+        plan: Sequence[CropSpec],
+        seed: int,
+        workers: int,
+        device: torch.device,
+    ):
+        self.batches = EpochBatches(sampler, batch_size)
+        self.loader = _loader(ViewCrops(data, plan, seed), workers, device, batch_sampler=self.batches)
 
     def epoch(self, epoch: int, first_batch: int):
-        self.plan.epoch, self.plan.first_batch = epoch, first_batch
-        return iter(self.loader)
+        self.batches.epoch, self.batches.first_batch = epoch, first_batch
+        return ((CutViews(tuple(crops)), labels) for crops, labels in self.loader)

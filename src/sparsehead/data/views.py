@@ -2,10 +2,11 @@
 
 The ops follow torchvision's per-image transforms (RandomResizedCrop, RandomHorizontalFlip,
 ColorJitter with a random op order, RandomGrayscale, GaussianBlur, RandomSolarize) but act on
-a whole uint8 batch at once: crop + flip + resize are one `grid_sample`, blur is one grouped
-convolution. Every op acts on the whole batch, with per-image factors and masks (torch.where)
-choosing what each image gets: never on a sub-batch picked by nonzero() or a boolean index, whose
-size the host would have to wait for (a host-device sync per call on a GPU).
+a whole batch at once: crop + flip + resize are one `grid_sample` (crops.py, which hands each view
+its crop whatever the storage), blur is one grouped convolution. Every op acts on the whole batch,
+with per-image factors and masks (torch.where) choosing what each image gets: never on a sub-batch
+picked by nonzero() or a boolean index, whose size the host would have to wait for (a host-device
+sync per call on a GPU).
 """
 
 from __future__ import annotations
@@ -16,15 +17,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from sparsehead.data.augment import (  # noqa: F401
-    OPS_OFF,
-    RECIPES,
-    AugmentConfig,
-    inactive_ops,
-    is_active,
-    local_crop_size,
-    resolve_recipe,
-)
+from sparsehead.data.augment import AugmentConfig, resolve_recipe
+from sparsehead.data.crops import ViewSource, WholeImages, crop_plan, cut_whole
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
@@ -33,68 +27,6 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     # Python-float weights: a weight tensor made on the GPU at each call is a host-to-device copy (a sync).
     (wr, wg, wb), (r, g, b) = GRAY_WEIGHTS, x.unbind(1)
     return (wr * r + wg * g + wb * b).unsqueeze(1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Geometry
-
-
-def sample_crops(
-    n: int,
-    height: int,
-    width: int,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    generator: torch.Generator,
-    device,
-    tries: int = 10,
-) -> torch.Tensor:
-    """RandomResizedCrop boxes (top, left, h, w) as float (n, 4), torchvision's rejection rule."""
-    area = height * width
-    u = torch.rand(n, tries, 2, generator=generator, device=device)
-    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = ok.float().argmax(dim=1)  # first acceptable try
-
-    def pick(t):
-        return t.gather(1, first[:, None]).squeeze(1)
-
-    w, h, any_ok = pick(w), pick(h), ok.any(dim=1)
-    # Fallback when no try fits: the largest centred crop with an allowed aspect ratio.
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        fw, fh = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        fw, fh = round(height * ratio[1]), height
-    else:
-        fw, fh = width, height
-    w = torch.where(any_ok, w, torch.full_like(w, fw))
-    h = torch.where(any_ok, h, torch.full_like(h, fh))
-    # Uniform integer offsets in [0, H - h] and [0, W - w], as torch.randint does per image.
-    r = torch.rand(n, 2, generator=generator, device=device)
-    top = torch.floor(r[:, 0] * (height - h + 1)).clamp(max=height - h)
-    left = torch.floor(r[:, 1] * (width - w + 1)).clamp(max=width - w)
-    top = torch.where(any_ok, top, torch.full_like(top, (height - fh) // 2))
-    left = torch.where(any_ok, left, torch.full_like(left, (width - fw) // 2))
-    return torch.stack([top, left, h, w], dim=1)
-
-
-def crop_flip_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
-    """Crop each image to its box, flip where asked and resize to size x size: one grid_sample."""
-    n, _, height, width = x.shape
-    top, left, h, w = boxes.unbind(1)
-    theta = x.new_zeros(n, 2, 3)
-    sx = w / width
-    theta[:, 0, 0] = torch.where(flip, -sx, sx)
-    theta[:, 0, 2] = (2 * left + w) / width - 1
-    theta[:, 1, 1] = h / height
-    theta[:, 1, 2] = (2 * top + h) / height - 1
-    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,8 +144,8 @@ def gaussian_blur(x, sigma, kernel_size):
 
 
 class ViewGenerator:
-    """Makes the augmented, normalised views of a uint8 batch on its own device: augment.global_crops
-    global views (2 unless multi-crop), then augment.local_crops local crops, each drawn in that order."""
+    """Makes the augmented, normalised views of a batch on its own device: augment.global_crops global
+    views (2 unless multi-crop), then augment.local_crops local crops, each drawn in that order."""
 
     def __init__(
         self,
@@ -225,7 +157,7 @@ class ViewGenerator:
     ):
         self.cfg = resolve_recipe(cfg)
         self.size = image_size
-        self.local_size = local_crop_size(self.cfg, image_size)
+        self.plan = crop_plan(self.cfg, image_size)  # the views' geometry, global views first
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
         self.memory_format = memory_format
@@ -244,54 +176,28 @@ class ViewGenerator:
         return self.normalize(x)
 
     def __call__(
-        self, images: torch.Tensor, generator: Optional[torch.Generator] = None, multi_crop: bool = True
+        self, images: torch.Tensor | ViewSource, generator: Optional[torch.Generator] = None, multi_crop: bool = True
     ) -> list[torch.Tensor]:
-        """[global views..., local crops...] of uint8 `images` (multi_crop=False: two global views,
-        the pair of the two-view recipe). `images` are (n, C, H, W) whole images, or (n, 2, C, S, S)
-        with each global view's RandomResizedCrop already cut (data.storage=stream): the crop stage
-        is skipped."""
-        x = images.float().div_(255)
-        cfg = self.cfg
-        global_crops, local_crops = (cfg.global_crops, cfg.local_crops) if multi_crop else (2, 0)
-        if x.ndim == 5:
-            if global_crops > 2 or local_crops:
-                raise ValueError(
-                    "augment.local_crops and augment.global_crops > 2 need whole images: use "
-                    "data.storage=memory (streamed batches hold only two global crops)"
-                )
-            return [self.view(x[:, i], i, generator, cropped=True) for i in (0, 1)]
-        # The third and later global crops take view 2's probabilities, as the local crops.
-        views = [self.view(x, min(i, 1), generator) for i in range(global_crops)]
-        for _ in range(local_crops):
-            # Local crops take view 2's blur and solarisation probabilities (all equal in SwAV's recipe).
-            views.append(self.view(x, 1, generator, self.local_size, (cfg.local_scale_min, cfg.local_scale_max)))
-        return views
+        """[global views..., local crops...] of a batch: a ViewSource, or uint8 (n, C, H, W) whole images
+        (multi_crop=False: the first two global views, the pair of the two-view recipe). Each view is cut
+        first (crops.py: its boxes and flips drawn now for whole images), then coloured, in order."""
+        source = WholeImages(images) if isinstance(images, torch.Tensor) else images
+        plan = self.plan if multi_crop else self.plan[:2]
+        # The third and later views (global or local) take view 2's blur and solarisation probabilities.
+        return [self.colour(source.cut(k, spec, generator), min(k, 1), generator) for k, spec in enumerate(plan)]
 
-    def view(
-        self,
-        x: torch.Tensor,
-        index: int,
-        generator: Optional[torch.Generator],
-        size: Optional[int] = None,
-        scale: Optional[tuple[float, float]] = None,
-        cropped: bool = False,
-    ) -> torch.Tensor:
-        """One augmented size x size view of a float batch in [0, 1], its crops covering `scale` of
-        the image area (default: a global view); `index` picks the per-view probabilities;
-        `cropped`: x is already this view's crop (only the flip is left of the geometry)."""
-        cfg, n, dev = self.cfg, x.shape[0], x.device
-        size = size or self.size
-        scale = scale or (cfg.crop_scale_min, cfg.crop_scale_max)
+    def view(self, x: torch.Tensor, index: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """One augmented global view of float whole images x in [0, 1]; `index` picks the per-view probabilities."""
+        return self.colour(cut_whole(x, self.plan[index], generator), index, generator)
+
+    def colour(self, x: torch.Tensor, index: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """The colour, blur and solarisation of one view's float crops x in [0, 1], normalised;
+        `index` picks the per-view probabilities."""
+        cfg, n, dev, size = self.cfg, x.shape[0], x.device, x.shape[-1]
 
         def rand(*shape):
             return torch.rand(*shape, generator=generator, device=dev)
 
-        if cropped:
-            flip = rand(n) < cfg.flip_p
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        else:
-            boxes = sample_crops(n, x.shape[2], x.shape[3], scale, (3 / 4, 4 / 3), generator, dev)
-            x = crop_flip_resize(x, boxes, rand(n) < cfg.flip_p, size)
         if cfg.jitter_p > 0 and cfg.color_strength > 0:
             s = cfg.color_strength
             strength, lo = 0.8 * s, max(1 - 0.8 * s, 0.0)  # Python floats: no tensor copied to the device

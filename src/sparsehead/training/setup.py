@@ -86,7 +86,7 @@ def build_run(cfg: Config, run_dir: Path, device: torch.device, force: bool, sto
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     mean, std = data.channel_stats()
     views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std, memory_format)
-    feed, steps_per_epoch = training_feed(cfg, data, device)
+    feed, steps_per_epoch = training_feed(cfg, data, views, device)
     total_steps = steps_per_epoch * cfg.train.epochs
 
     method, model = build_training_model(cfg, device, memory_format)
@@ -137,7 +137,7 @@ def training_data(cfg: Config):
     return data
 
 
-def training_feed(cfg: Config, data, device: torch.device):
+def training_feed(cfg: Config, data, views: ViewGenerator, device: torch.device):
     """The feed of this process's share of each batch (DistributedSampler: one seeded order per epoch,
     split over the processes), and the steps an epoch has."""
     local_batch = cfg.train.batch_size // dist.world_size()
@@ -149,7 +149,8 @@ def training_feed(cfg: Config, data, device: torch.device):
         seed=cfg.train.seed,
         drop_last=True,
     )
-    return open_feed(data, sampler, local_batch, cfg, device), len(sampler) // local_batch
+    feed = open_feed(data, sampler, local_batch, views.plan, cfg.train.seed, cfg.data.workers, device)
+    return feed, len(sampler) // local_batch
 
 
 def step_hooks(

@@ -1,0 +1,51 @@
+"""The data settings (config section `data`): the source, its size and subset, the storage, the
+caches. Its own module, so that every data module can name the type it receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from sparsehead.core.options import opt
+from sparsehead.data import sources
+
+
+@dataclass
+class DataConfig:
+    source: Literal[sources.NAMES] = opt("digits", sources.HELP)
+    root: Optional[str] = opt(None, "data folder (torchvision sets, imagefolder); unused for digits")
+    download: bool = opt(False, "let torchvision download cifar10/cifar100/stl10 when missing")
+    image_size: int = opt(32, "side of the square training views (images are resized to it)", min=8)
+    subset: Optional[int] = opt(None, "use a class-stratified subset of this many training images", min=1)
+    cache_dir: Optional[str] = opt(
+        "~/.cache/sparsehead",
+        "where decoded uint8 copies of folder data sets and their file indexes are cached (null: off)",
+    )
+    bad_images: Literal["fail", "skip"] = opt(
+        "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it"
+    )
+    storage: Literal["memory", "stream", "auto"] = opt(
+        "auto",
+        "memory: decode the set once into uint8 at data.image_size; stream: keep only a file index and "
+        "decode in DataLoader workers, each view's crop cut from the full-resolution image (folder sources: "
+        "imagefolder, imagenet, imagenet100, tinyimagenet); auto: memory when the decoded set fits "
+        "data.memory_budget_gb, else stream",
+    )
+    memory_budget_gb: float = opt(
+        16.0,
+        "the most a decoded in-memory data set may take on a node (GB, 1e9 bytes; its processes share one "
+        "copy through data.cache_dir, or each holds its own without it)",
+        min=0.0,
+        exclusive_min=True,
+    )
+    workers: int = opt(4, "DataLoader worker processes of data.storage=stream (0: decode in the main process)", min=0)
+    eval_crop: Optional[float] = opt(
+        None,
+        "evaluation crop ratio: the shorter side resized to data.image_size / ratio, then the centre "
+        "data.image_size square (0.875: ImageNet's Resize(256) + CenterCrop(224)); null: 0.875 for imagenet "
+        "and imagenet100, 1.0 (the whole shorter side) for the small-image sources",
+        min=0.0,
+        max=1.0,
+        exclusive_min=True,
+    )
