@@ -41,6 +41,7 @@ from sparsehead import config
 from sparsehead.data import datasets
 from sparsehead.data.views import ViewGenerator
 from sparsehead.methods.losses import nt_xent
+from sparsehead.models.backbones import use_channels_last
 from sparsehead.runs.model import build_model
 from sparsehead.training.optim import build_optimizer
 
@@ -79,14 +80,17 @@ def peak_matmul_gflops(n: int, reps: int = 10) -> float:
 
 
 class SparseheadPipeline:
-    """(a): index the uint8 tensor, make both views as a batch, one model step."""
+    """(a): index the uint8 tensor, make both views as a batch, one model step, in the memory format
+    pretraining picks on this device (train.channels_last: NHWC where oneDNN runs it safely)."""
 
     def __init__(self, cfg, data):
         self.cfg, self.data, self.batch = cfg, data, cfg.train.batch_size
         mean, std = data.channel_stats()
-        self.views = ViewGenerator(cfg.augment, SIZE, mean, std)
+        nhwc = cfg.train.channels_last and use_channels_last(cfg.model, SIZE, torch.device("cpu"))
+        memory_format = torch.channels_last if nhwc else torch.contiguous_format
+        self.views = ViewGenerator(cfg.augment, SIZE, mean, std, memory_format)
         torch.manual_seed(0)
-        self.method = build_model(cfg)
+        self.method = build_model(cfg).to(memory_format=memory_format)
         self.opt = build_optimizer(cfg.optim, self.method, cfg.train.batch_size)
         self.gen = torch.Generator().manual_seed(0)
         self.data_times, self.model_times = [], []
