@@ -393,7 +393,7 @@ def test_penalty_and_proximal_runs_equal_the_old_code_path_bitwise(tiny_cfg, mon
     """A run of the shipped loop and regulariser against the same run with the regulariser of
     commit e148c6a: the same final weights (every tensor of the model, bit for bit) and state."""
     from sparsehead.runs import checkpoint
-    from sparsehead.training import loop as train
+    from sparsehead.training import loop, setup
 
     def run(name):
         return tiny_cfg(
@@ -407,9 +407,9 @@ def test_penalty_and_proximal_runs_equal_the_old_code_path_bitwise(tiny_cfg, mon
 
     threads = torch.get_num_threads()
     try:
-        new = train.pretrain(run("new"))["run_dir"]
-        monkeypatch.setattr(train, "SparseHeadRegularizer", LegacySparseHeadRegularizer)
-        old = train.pretrain(run("old"))["run_dir"]
+        new = loop.pretrain(run("new"))["run_dir"]
+        monkeypatch.setattr(setup, "SparseHeadRegularizer", LegacySparseHeadRegularizer)
+        old = loop.pretrain(run("old"))["run_dir"]
     finally:
         torch.set_num_threads(threads)
     a, b = (checkpoint.load(checkpoint.find(d)) for d in (new, old))

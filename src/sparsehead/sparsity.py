@@ -15,6 +15,7 @@ from typing import Literal, Optional
 import torch
 import torch.nn as nn
 
+from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
 from sparsehead.core.step_hook import StepHook
 from sparsehead.models.heads import HEADS, linear_layers
@@ -83,6 +84,26 @@ class SparsityConfig:
         min=0.0,
         max=1.0,
     )
+
+    def check(self) -> None:
+        """prune mode: a target and a schedule in order; the adaptive lambda: a lambda to scale."""
+        if self.mode == "prune":
+            if self.target_support is None:
+                raise ConfigError(
+                    "sparsity.target_support: sparsity.mode=prune prunes the head to this "
+                    "fraction of its columns; set it, e.g. sparsity.target_support=0.25"
+                )
+            if self.prune_start > self.prune_end:
+                raise ConfigError(
+                    f"sparsity.prune_start: {self.prune_start} is after sparsity.prune_end="
+                    f"{self.prune_end}; pruning must start before it ends, e.g. 0.1 and 0.5"
+                )
+        elif self.target_support is not None and self.lam == 0:
+            raise ConfigError(
+                "sparsity.target_support: the adaptive lambda starts from sparsity.lam and "
+                "scales it; set sparsity.lam > 0, e.g. sparsity.lam=1e-4, or prune to the "
+                "target with sparsity.mode=prune"
+            )
 
 
 def cannot_act(cfg: SparsityConfig, target: str, why: str, instead: str) -> str:

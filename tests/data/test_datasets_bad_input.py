@@ -15,7 +15,8 @@ from conftest import CIFAR10_ROOT
 from sparsehead import config
 from sparsehead.data import datasets, decode
 from sparsehead.runs import checkpoint
-from sparsehead.training.loop import TrainingError, pretrain
+from sparsehead.training.loop import pretrain
+from sparsehead.training.setup import TrainingError
 
 SIZE = 8
 rng = np.random.default_rng(0)

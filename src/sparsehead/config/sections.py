@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
 from sparsehead.data.augment import AugmentConfig
 from sparsehead.data.settings import DataConfig
@@ -67,6 +68,14 @@ class OptimConfig:
     momentum: float = opt(0.9, "SGD / LARS momentum", min=0.0, max=1.0)
     warmup_epochs: float = opt(0.0, "linear warm-up length in epochs before the cosine decay", min=0.0)
     min_lr_ratio: float = opt(0.0, "final learning rate as a fraction of the peak", min=0.0, max=1.0)
+
+    def check(self) -> None:
+        if self.name == "lars" and self.weight_decay_filter == "enabled":
+            raise ConfigError(
+                "optim.weight_decay_filter: enabled is not for optim.name=lars, which keeps its own rule (no "
+                "weight decay or trust ratio on 1-d parameters: norm layers, biases); set "
+                "optim.weight_decay_filter=auto, or use optim.name=adamw"
+            )
 
 
 @dataclass
@@ -141,6 +150,11 @@ class TrainConfig:
         "on the collapse alarm: warn (a warning and a note on the progress bar), or stop the run with a "
         "checkpoint and an error (exit status 2)",
     )
+
+    def check(self) -> None:
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError(f"train.device: {dev!r} is not allowed; choose auto, cpu, cuda or cuda:N")
 
 
 # The k-NN conventions, used by the training monitors and `sparsehead evaluate --protocol knn`:

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
 
 AUGMENT_OPS = ("crop", "blur", "color_drop", "color_distort", "flip", "solarize")
@@ -67,6 +68,15 @@ class AugmentConfig:
         "(grayscale), color_distort (jitter), flip, solarize, e.g. [crop, color_distort]; each keeps "
         "the probability set above (or by the recipe), the others are off (null: all of the recipe's)",
     )
+
+    def check(self) -> None:
+        """Scale ranges in order; augment.ops names only ops the recipe and settings leave on."""
+        if self.crop_scale_min > self.crop_scale_max:
+            raise ConfigError("augment.crop_scale_min: must not exceed augment.crop_scale_max")
+        if self.local_scale_min > self.local_scale_max:
+            raise ConfigError("augment.local_scale_min: must not exceed augment.local_scale_max")
+        if problem := inactive_ops_problem(self):
+            raise ConfigError(problem)
 
 
 # Named recipes (formulas: docs/references.md, augmentations): values that override the config's augment.* fields.

@@ -5,8 +5,10 @@ caches. Its own module, so that every data module can name the type it receives.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Optional
 
+from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
 from sparsehead.data import sources
 
@@ -49,3 +51,19 @@ class DataConfig:
         max=1.0,
         exclusive_min=True,
     )
+
+    def check(self, check_paths: bool = True) -> None:
+        """data.root given where the source reads a folder, and (check_paths) existing or downloadable."""
+        reader = sources.SOURCES[self.source].reader  # the embedded set (sklearn) needs no folder
+        if reader == "sklearn":
+            return
+        if not self.root:
+            raise ConfigError(
+                f"data.root: required for data.source={self.source}; give the data folder, "
+                "e.g. data.root=../shared/data/cifar10"
+            )
+        root = Path(self.root).expanduser()
+        downloadable = reader == "torchvision"
+        if check_paths and not root.exists() and not (self.download and downloadable):
+            hint = " or set data.download=true" if downloadable else ""
+            raise ConfigError(f"data.root: folder {root} does not exist; give an existing folder{hint}")
