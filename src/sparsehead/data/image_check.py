@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sparsehead.data import readers, sources
-from sparsehead.data.cache import read_cache, write_cache
+from sparsehead.data.cache import building, read_cache, write_cache
 from sparsehead.data.errors import DataError
 from sparsehead.data.readers import FileIndex
 
@@ -55,16 +55,21 @@ def _reusable(blob: Optional[dict], idx: FileIndex, now: torch.Tensor) -> np.nda
 
 def problems(idx: FileIndex, cache_dir: Optional[str]) -> list[Optional[str]]:
     """Why each file of `idx` cannot be decoded (None where it can); from the cache in `cache_dir`
-    (None: no cache) for each file whose size and mtime are those it was checked with."""
+    (None: no cache) for each file whose size and mtime are those it was checked with. The
+    processes of a node take turns (the cache's lock): the first checks, the others read its result."""
+    if not cache_dir:
+        return _check(idx, None)
+    key = hashlib.sha256(f"v{CHECK_VERSION} {idx.root}".encode()).hexdigest()[:24]
+    cache = Path(cache_dir).expanduser() / f"badimages-{key}.pt"
+    with building(cache):
+        return _check(idx, cache)
+
+
+def _check(idx: FileIndex, cache: Optional[Path]) -> list[Optional[str]]:
     paths = idx.full_paths()
     now = readers.stamps(paths)
-    cache, blob = None, None
-    if cache_dir:
-        key = hashlib.sha256(f"v{CHECK_VERSION} {idx.root}".encode()).hexdigest()[:24]
-        cache = Path(cache_dir).expanduser() / f"badimages-{key}.pt"
-        blob = read_cache(cache, "bad-image list", "checking every image again", _well_formed)
-    keep = _reusable(blob, idx, now)
-    todo = np.flatnonzero(~keep).tolist()
+    blob = None if cache is None else read_cache(cache, "bad-image list", "checking every image again", _well_formed)
+    todo = np.flatnonzero(~_reusable(blob, idx, now)).tolist()
     found: list[Optional[str]] = [None] * len(paths)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for i, why in zip(todo, pool.map(unreadable, [paths[i] for i in todo], chunksize=256)):
