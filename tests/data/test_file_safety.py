@@ -85,7 +85,7 @@ def test_tinyimagenet_annotation_names_must_stay_under_val_images(tmp_path, name
         readers.index(data_cfg(tmp_path, source="tinyimagenet"), "test")
 
 
-def test_the_bad_image_check_is_cached_and_rechecks_only_the_bad_files(tmp_path, monkeypatch):
+def test_the_bad_image_check_is_cached_and_rechecks_only_the_bad_and_new_files(tmp_path, monkeypatch):
     make_imagefolder(tmp_path / "d", per_class=6)
     cat, dog = tmp_path / "d" / "train" / "cat", tmp_path / "d" / "train" / "dog"
     (cat / "empty.jpg").write_bytes(b"")
@@ -111,5 +111,5 @@ def test_the_bad_image_check_is_cached_and_rechecks_only_the_bad_files(tmp_path,
     assert len(opened(2)) == 12 and sorted(checked) == ["empty.jpg", "text.jpg"]  # only the bad ones again
     shutil.copy(cat / "0.jpg", cat / "empty.jpg")  # repaired in place: taken back at once
     assert len(opened(1)) == 13 and sorted(checked) == ["empty.jpg", "text.jpg"]
-    write_jpeg(dog / "new.jpg", 30, 30)  # a new file changes its folder: everything is checked again
-    assert len(opened(1)) == 14 and len(checked) == 15
+    write_jpeg(dog / "new.jpg", 30, 30)  # a new file is checked alone (and the bad one again)
+    assert len(opened(1)) == 14 and sorted(checked) == ["new.jpg", "text.jpg"]

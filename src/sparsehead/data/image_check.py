@@ -1,9 +1,10 @@
-"""data.bad_images=skip on a streamed set: which image files cannot be decoded, each checked once.
+"""Unreadable image files, found before any training: which files of a split cannot be decoded, each
+checked once, and check_splits(), the data checks a run can make before its first step.
 
 The check decodes every file (a JPEG at its smallest DCT scale); its result is cached in
-data.cache_dir and reused while no folder holding the files has changed (the file index's own rule:
-adding, removing or renaming a file changes its folder's mtime). The files found unreadable are
-checked again on every use, so a repaired one is taken back at once.
+data.cache_dir with each file's size and mtime, and a file is checked again only when these change
+(edited, truncated or replaced in place) or when it was found unreadable (a repaired file is taken
+back at once). A file added to the split is checked alone; the others keep their result.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
-from sparsehead.data.cache import read_cache, write_cache
+from sparsehead.data import readers, sources
+from sparsehead.data.cache import building, read_cache, write_cache
 from sparsehead.data.errors import DataError
-from sparsehead.data.readers import FileIndex, folder_stamps
+from sparsehead.data.readers import FileIndex
 
-CHECK_VERSION = 1
+CHECK_VERSION = 2  # v2: one cache per split folder, each file stamped by size and mtime
 
 
 def unreadable(path: str) -> Optional[str]:
@@ -39,38 +42,50 @@ def unreadable(path: str) -> Optional[str]:
     return None
 
 
+def _reusable(blob: Optional[dict], idx: FileIndex, now: torch.Tensor) -> np.ndarray:
+    """Per file of `idx`: whether the cached result stands (listed with the same stamp, found readable)."""
+    if blob is None:
+        return np.zeros(len(idx), dtype=bool)
+    row = {p: i for i, p in enumerate(blob["paths"].split("\n"))}
+    old = np.fromiter((row.get(p, -1) for p in idx.paths), dtype=np.int64, count=len(idx))
+    listed = old >= 0
+    same = (blob["stamps"].numpy()[old] == now.numpy()).all(axis=1) & ~blob["bad"].numpy()[old]
+    return listed & same
+
+
 def problems(idx: FileIndex, cache_dir: Optional[str]) -> list[Optional[str]]:
-    """Why each file of `idx` cannot be decoded (None where it can), from the cache in `cache_dir`
-    (None: no cache) while the files' folders are unchanged."""
+    """Why each file of `idx` cannot be decoded (None where it can); from the cache in `cache_dir`
+    (None: no cache) for each file whose size and mtime are those it was checked with. The
+    processes of a node take turns (the cache's lock): the first checks, the others read its result."""
+    if not cache_dir:
+        return _check(idx, None)
+    key = hashlib.sha256(f"v{CHECK_VERSION} {idx.root}".encode()).hexdigest()[:24]
+    cache = Path(cache_dir).expanduser() / f"badimages-{key}.pt"
+    with building(cache):
+        return _check(idx, cache)
+
+
+def _check(idx: FileIndex, cache: Optional[Path]) -> list[Optional[str]]:
     paths = idx.full_paths()
-    folders = sorted({os.path.dirname(p) for p in paths})
-    cache = None
-    if cache_dir:
-        listing = "\n".join([f"v{CHECK_VERSION} {idx.root}", *idx.paths])
-        key = hashlib.sha256(listing.encode()).hexdigest()[:24]
-        cache = Path(cache_dir).expanduser() / f"badimages-{key}.pt"
-        blob = read_cache(cache, "bad-image list", "checking every image again", lambda b: _unchanged(b, folders))
-        if blob is not None:
-            found: list[Optional[str]] = [None] * len(paths)
-            for i in blob["bad"].tolist():
-                found[i] = unreadable(paths[i])
-            return found
+    now = readers.stamps(paths)
+    blob = None if cache is None else read_cache(cache, "bad-image list", "checking every image again", _well_formed)
+    todo = np.flatnonzero(~_reusable(blob, idx, now)).tolist()
+    found: list[Optional[str]] = [None] * len(paths)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        found = list(pool.map(unreadable, paths, chunksize=256))
-    if cache is not None:
-        bad = torch.tensor([i for i, e in enumerate(found) if e is not None], dtype=torch.long)
-        blob = {"folders": "\n".join(folders), "stamp": torch.tensor(folder_stamps(folders)), "bad": bad}
-        write_cache(cache, blob, "bad-image list")
+        for i, why in zip(todo, pool.map(unreadable, [paths[i] for i in todo], chunksize=256)):
+            found[i] = why
+    bad = torch.tensor([why is not None for why in found], dtype=torch.bool)
+    changed = blob is None or blob["paths"] != "\n".join(idx.paths) or not torch.equal(blob["stamps"], now)
+    if cache is not None and (changed or not torch.equal(blob["bad"], bad)):
+        write_cache(cache, {"paths": "\n".join(idx.paths), "stamps": now, "bad": bad}, "bad-image list")
     return found
 
 
-def _unchanged(blob: dict, folders: list[str]) -> bool:
-    try:
-        return blob["folders"] == "\n".join(folders) and torch.equal(
-            torch.tensor(folder_stamps(folders)), blob["stamp"]
-        )
-    except OSError:
-        return False  # a folder is gone: check again
+def _well_formed(blob: dict) -> bool:
+    n = len(blob["paths"].split("\n"))
+    if blob["stamps"].shape != (n, 2) or blob["bad"].shape != (n,) or blob["bad"].dtype != torch.bool:
+        raise ValueError("its lists differ in length")
+    return True
 
 
 def report_bad(bad: list, total: int, folder, bad_images: str) -> None:
@@ -90,3 +105,20 @@ def report_bad(bad: list, total: int, folder, bad_images: str) -> None:
         warnings.warn(f"skipping unreadable image {f}: {r}")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) of {total} in {folder} (data.bad_images=skip)")
+
+
+def check_splits(cfg) -> None:
+    """Everything the data config `cfg` (a DataConfig) lets be checked before a run's first step,
+    checked now, so that nothing about the data stops a run after hours of training: each split's
+    file index (a missing test/ or val/ folder, a test class train/ lacks, a damaged annotation
+    file) and the images of each split (the cached check above: under data.bad_images=fail any
+    unreadable file is an error; under skip, a split with none readable). Raises DataError. The
+    torchvision sources check the files of every split whenever one is loaded; digits is embedded."""
+    if cfg.source not in sources.FOLDER_SOURCES:
+        return
+    for split in ("train", "test"):
+        idx = readers.index(cfg, split)
+        why = problems(idx, cfg.cache_dir)
+        bad = [(path, reason) for path, reason in zip(idx.full_paths(), why) if reason is not None]
+        if cfg.bad_images == "fail" or len(bad) == len(idx):  # skip: the loaders warn of each file they leave out
+            report_bad(bad, len(idx), idx.root, cfg.bad_images)

@@ -25,7 +25,7 @@ from sparsehead.core.errors import SparseheadError
 from sparsehead.core.precision import grad_scaler, resolve_precision
 from sparsehead.core.step_hook import StepHook
 from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
-from sparsehead.data import datasets
+from sparsehead.data import datasets, image_check
 from sparsehead.data.feed import open_feed
 from sparsehead.data.views import ViewGenerator
 from sparsehead.models.backbones import use_channels_last
@@ -120,7 +120,10 @@ def build_run(cfg: Config, run_dir: Path, device: torch.device, force: bool, sto
 
 
 def training_data(cfg: Config):
-    """The training set (decoded once into uint8, or streamed: data.storage), checked against the batch."""
+    """The training set (decoded once into uint8, or streamed: data.storage), checked against the batch;
+    first every split's index and images (a missing test split, a class train lacks, an unreadable image
+    under data.bad_images=fail), so that no such problem surfaces after training has begun."""
+    image_check.check_splits(cfg.data)
     data = datasets.load(cfg.data, "pretrain")
     batch, world = cfg.train.batch_size, dist.world_size()
     if batch % world:
