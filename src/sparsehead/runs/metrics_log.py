@@ -1,8 +1,8 @@
 """Metrics of a run: one JSON object per line in metrics.jsonl (always), mirrored to the trackers
 named in train.loggers: tensorboard, csv (metrics.csv), wandb.
 
-metrics.jsonl is the record every reader uses, so its failure stops the run; a mirror that fails
-is switched off with a warning naming it, and training goes on."""
+metrics.jsonl is the record every reader uses, so its failure (a full disk: core.atomic.WriteError)
+stops the run; a mirror that fails is switched off with a warning naming it, and training goes on."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from sparsehead.core.atomic import atomic_write_text
+from sparsehead.core.atomic import append_text, atomic_write_text
 from sparsehead.core.errors import ConfigError
 from sparsehead.runs.folder import RunDir
 
@@ -86,8 +86,7 @@ class CsvSink:
         if self._widen(record):
             self._rewrite()
         else:
-            with self.path.open("a") as f:  # one write per row: a killed run loses at most that row
-                f.write(self._text([record], header=False))
+            append_text(self.path, self._text([record], header=False))  # a killed run loses at most that row
 
     def close(self) -> None:
         pass
@@ -161,8 +160,7 @@ class MetricLogger:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:  # a line at a time: a killed run loses at most one line
-            f.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n")  # a line at a time: a killed run loses at most one line
         for name, sink in list(self.sinks.items()):
             try:
                 sink.log(record)
@@ -183,7 +181,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = RunDir(run_dir).metrics_path
     records = []
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():  # a damaged line is skipped like a torn one
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
