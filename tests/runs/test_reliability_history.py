@@ -17,7 +17,7 @@ from conftest import TINY
 from sparsehead import cli
 from sparsehead.runs import checkpoint
 from sparsehead.runs.folder import RunDir
-from sparsehead.runs.metrics_log import read_metrics
+from sparsehead.runs.metrics_log import MetricLogger, read_metrics
 from sparsehead.training import resume
 
 STATE = {"model": {"w": torch.arange(64, dtype=torch.float32)}, "format": checkpoint.FORMAT}
@@ -140,3 +140,12 @@ def test_a_damaged_environment_record_stops_the_run_before_any_work(tiny_run):
         with pytest.raises(checkpoint.CheckpointError, match=f"{env}.*move it aside .*and run again"):
             resume.resume_point(tiny_run, RunDir(tiny_run).read_config())
         assert env.read_bytes() == damage
+
+
+def test_a_resumed_run_cuts_back_only_the_records_after_its_step_and_keeps_damaged_lines(tmp_path):
+    metrics = RunDir(tmp_path).metrics_path
+    lines = [b'{"step": 1, "loss": 2.0}\n', b"\x00\xff damaged \x80\n", b"7\n", b'{"step": 2}\n', b'{"step": 3}\n']
+    metrics.write_bytes(b"".join(lines) + b'{"step": 4, "lo')  # a torn last line
+    MetricLogger(tmp_path, loggers=(), start_step=2)
+    assert metrics.read_bytes() == b"".join(lines[:4]) + b'{"step": 4, "lo\n'
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.0}, {"step": 2}]
