@@ -149,3 +149,18 @@ def test_a_resumed_run_cuts_back_only_the_records_after_its_step_and_keeps_damag
     MetricLogger(tmp_path, loggers=(), start_step=2)
     assert metrics.read_bytes() == b"".join(lines[:4]) + b'{"step": 4, "lo\n'
     assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.0}, {"step": 2}]
+
+
+def test_history_that_cannot_be_moved_aside_is_a_clear_error_and_stays(tmp_path, monkeypatch, tiny_cfg):
+    path = saved(tmp_path, 1)
+    path.write_bytes(b"not a checkpoint")
+    RunDir(tmp_path).metrics_path.write_text('{"step": 1}\n')
+
+    def read_only(*args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("sparsehead.runs.folder.os.replace", read_only)
+    with pytest.warns(UserWarning, match="skipping damaged"):
+        with pytest.raises(checkpoint.CheckpointError, match="cannot move the history of .*Read-only file system"):
+            resume.resume_point(tmp_path, tiny_cfg(), force=True)
+    assert read_metrics(tmp_path) == [{"step": 1}]

@@ -254,8 +254,11 @@ def latest_loadable(run_dir: str | Path, set_aside: bool = False) -> Optional[tu
                 continue
             note = ""
             if set_aside:
-                path.replace(path.with_name(path.name + DAMAGED))
-                note = f" (renamed to {path.name}{DAMAGED})"
+                try:
+                    path.replace(path.with_name(path.name + DAMAGED))
+                    note = f" (renamed to {path.name}{DAMAGED})"
+                except OSError as rename:  # a read-only folder: it stays, and is skipped again next time
+                    note = f" (left in place: cannot rename it, {rename.strerror})"
             warnings.warn(f"skipping damaged checkpoint{note}: {err}")
     return None
 

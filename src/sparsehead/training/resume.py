@@ -233,13 +233,14 @@ def resume_point(run_dir: Path, cfg: config.Config, force: bool = False) -> Opti
 
 
 def _folder_problem(run_dir: Path, none_loads: bool, force: bool) -> Optional[str]:
-    """Why the run cannot start in `run_dir` (rank 0 decides for every rank), or None."""
-    if none_loads and checkpoint.holds_checkpoints(run_dir):
-        if problem := _history_problem(run_dir, force):
-            return problem
+    """Why the run cannot start in `run_dir` (rank 0 decides for every rank, so it returns what it
+    finds rather than raising while the others wait for it), or None."""
     try:
+        if none_loads and checkpoint.holds_checkpoints(run_dir):
+            if problem := _history_problem(run_dir, force):
+                return problem
         RunDir(run_dir).read_attempts()  # a damaged environment.json stops the run now, not after the data loads
-    except RunDirError as err:
+    except RunDirError as err:  # environment.json damaged, or the history could not be moved aside
         return str(err)
     return None
 
