@@ -72,7 +72,10 @@ def add_pretrain(sub):
         "docs/reliability.md; others need --force)",
     )
     p.add_argument(
-        "--force", action="store_true", help="resume even though the config (or the data set) differs from the run's"
+        "--force",
+        action="store_true",
+        help="resume even though the config (or the data set) differs from the run's; or, when no checkpoint "
+        "loads, start afresh with the old history moved into RUN/previous-<time>/",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sparsity.lam=1e-4")

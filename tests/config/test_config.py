@@ -50,6 +50,27 @@ def test_missing_config_file(tmp_path):
         config.load(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize(
+    "content, names",
+    [
+        (b"- train\n- epochs\n", ["holds a list, not a mapping of sections"]),
+        (b"just words\n", ["holds a str, not a mapping"]),
+        (bytes(range(256)), ["cannot be read as text", "give a YAML file"]),
+        (b"train: {epochs: [1\n", ["is not valid YAML (line 2, column 1: expected ',' or ']'"]),
+        (b"train: 5\n", ["train"]),
+    ],
+)
+def test_a_config_file_that_is_not_a_mapping_of_sections_is_one_line_naming_it(tmp_path, content, names):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    message = str(err.value)
+    assert "\n" not in message and all(name in message for name in names), message
+    if content != b"train: 5\n":
+        assert str(path) in message
+
+
 def test_saved_config_round_trips(tmp_path):
     cfg = config.load(None, ["sparsity.lam=1e-3", "augment.blur_p=[0.5, 0.1]"])
     config.save(cfg, tmp_path / "config.yaml")

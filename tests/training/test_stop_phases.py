@@ -63,3 +63,23 @@ def test_a_stop_in_each_phase_saves_the_state_and_the_same_command_finishes(
     summary = loop.pretrain(cfg, run_dir)  # the same command again: it finishes
     assert summary["steps"] == LAST_STEP and (run_dir / "results.json").exists()
     assert _saved_steps(run_dir)[-1] == LAST_STEP
+
+
+def test_a_second_writer_is_kept_out_of_a_live_run_folder_and_let_in_after(monkeypatch, tmp_path, one_thread):
+    from sparsehead.runs.lock import RunFolderBusy, RunLock
+
+    cfg = config.load(None, RUN)
+    run_dir = tmp_path / "run"
+    refused = []
+
+    def knn_while_running(*args, **kwargs):
+        with pytest.raises(RunFolderBusy) as busy:
+            RunLock(run_dir).acquire()
+        refused.append(str(busy.value))
+        return real(*args, **kwargs)
+
+    real = finish.knn_summary
+    monkeypatch.setattr(finish, "knn_summary", knn_while_running)
+    loop.pretrain(cfg, run_dir)
+    assert refused and str(os.getpid()) in refused[0]
+    RunLock(run_dir).acquire().release()  # released at the end of the run

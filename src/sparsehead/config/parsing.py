@@ -32,6 +32,14 @@ def yaml_number(value):
     return value
 
 
+def describe_yaml_error(err: yaml.YAMLError) -> str:
+    """A YAML syntax error on one line: where, and what the parser expected."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(err).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def _yaml_numbers(values):
     if isinstance(values, dict):
         return {k: _yaml_numbers(v) for k, v in values.items()}
@@ -139,8 +147,15 @@ def load(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]
             raise ConfigError(f"config file {path} does not exist; see the configs/ folder for examples")
         try:
             values = yaml.safe_load(path.read_text()) or {}
+        except (OSError, ValueError) as err:  # unreadable, or not text (a binary file)
+            raise ConfigError(f"config file {path} cannot be read as text ({err}); give a YAML file") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+            raise ConfigError(f"config file {path} is not valid YAML ({describe_yaml_error(err)})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"config file {path} holds a {type(values).__name__}, not a mapping of sections; write it as "
+                "`section:` lines with `key: value` under each (see the configs/ folder)"
+            )
     return from_dict(merge(values, overrides or []))
 
 

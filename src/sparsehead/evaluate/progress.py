@@ -20,8 +20,9 @@ import torch.nn as nn
 
 from sparsehead.core import distributed as dist
 from sparsehead.core.atomic import atomic_write
-from sparsehead.core.errors import Interrupted
+from sparsehead.core.errors import Interrupted, SparseheadError
 from sparsehead.evaluate.errors import EvaluationError
+from sparsehead.runs.checkpoint import nbytes
 
 STOP_SIGNALS = ["SIGTERM", "SIGUSR1", "SIGINT"]
 
@@ -73,15 +74,32 @@ class Progress:
         """Load the saved progress into `state`: the (epoch, batch) to continue from, (0, 0) when none."""
         if not self.path.is_file():
             return 0, 0
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        if saved["key"] != self.key:
-            warnings.warn(f"{self.path} is the progress of another evaluation; starting this one from the beginning")
-            return 0, 0
-        state.load_state_dict(saved["state"])
-        # The batch order is redrawn from the generator as it was when the epoch began.
-        state.order_rng.set_state(saved["order_rng_at_epoch_start"])
-        print(f"continuing from {self.path.name}: epoch {saved['epoch'] + 1}, batch {saved['batch']}", file=sys.stderr)
-        return saved["epoch"], saved["batch"]
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            if saved["key"] != self.key:
+                warnings.warn(
+                    f"{self.path} is the progress of another evaluation; starting this one from the beginning"
+                )
+                return 0, 0
+            state.load_state_dict(saved["state"])
+            # The batch order is redrawn from the generator as it was when the epoch began.
+            state.order_rng.set_state(saved["order_rng_at_epoch_start"])
+            epoch, batch = int(saved["epoch"]), int(saved["batch"])
+        except SparseheadError:
+            raise
+        except Exception as err:  # whatever a damaged file makes the loader or the state raise
+            raise self._unusable(err) from None
+        print(f"continuing from {self.path.name}: epoch {epoch + 1}, batch {batch}", file=sys.stderr)
+        return epoch, batch
+
+    def _unusable(self, err: Exception) -> EvaluationError:
+        detail = f"{type(err).__name__}: {' '.join(str(err).split('. ')[0].split())[:150]}"
+        if isinstance(err, OSError) and err.errno is not None:  # the storage, not the file
+            return EvaluationError(f"cannot read the evaluation progress {self.path} ({detail}); check the storage")
+        return EvaluationError(
+            f"the evaluation progress {self.path} is damaged ({detail}); delete it to start this evaluation "
+            "from the beginning"
+        )
 
     def save(self, state: ClassifierState, epoch: int, batch: int, order_rng_at_epoch_start: torch.Tensor) -> None:
         """Continue at `batch` of `epoch` (0-based) next time. A collective under DDP: every process
@@ -94,7 +112,7 @@ class Progress:
             "state": state.state_dict(),
         }
         if dist.is_main():
-            atomic_write(self.path, lambda f: torch.save(blob, f))
+            atomic_write(self.path, lambda f: torch.save(blob, f), needed=nbytes(blob))
 
     def interrupted(self, signal_name: str, epoch: int, epochs: int) -> Interrupted:
         return Interrupted(

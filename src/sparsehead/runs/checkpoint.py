@@ -19,16 +19,25 @@ from typing import Optional
 
 import torch
 
-from sparsehead.core.atomic import atomic_write
+from sparsehead.config.sections import TrainConfig
+from sparsehead.core.atomic import WriteError, atomic_write
+from sparsehead.core.atomic import check_writable as check_folder_writable
 from sparsehead.core.errors import SparseheadError
 from sparsehead.runs.folder import RunDir
 
 PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
+DAMAGED = ".damaged"  # the suffix of a checkpoint file set aside
 FORMAT = 1  # the layout of the dict (see docs/reliability.md); bump it when the layout changes
 
 
 class CheckpointError(SparseheadError, RuntimeError):
-    """A checkpoint that cannot be used or written, and why."""
+    """A checkpoint that cannot be used or written, and why. `damaged`: the file itself is bad (a
+    damaged archive, content that does not match its digest), as opposed to a read that failed or a
+    loader that refuses what the file holds: only a damaged file is ever set aside."""
+
+    def __init__(self, message: str, damaged: bool = False):
+        super().__init__(message)
+        self.damaged = damaged
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -48,13 +57,12 @@ def save(run_dir: str | Path, state: dict, step: int, keep: int = 3) -> Path:
     path = checkpoint_dir(run_dir) / f"ckpt-{step:08d}.pt"
 
     try:
-        atomic_write(path, lambda f: torch.save(state, f))
-    except OSError as err:
+        atomic_write(path, lambda f: torch.save(state, f), needed=nbytes(state))
+    except WriteError as err:
         previous = list_checkpoints(run_dir)
         kept = f"the previous checkpoint {previous[-1].name} is intact" if previous else "no earlier checkpoint exists"
         raise CheckpointError(
-            f"could not write checkpoint {path} ({err.strerror or err}); {kept}. Free space in (or fix the "
-            f"permissions of) {path.parent}, then continue with `sparsehead pretrain --resume {run_dir}`."
+            f"could not write a checkpoint, {err}; {kept}; then continue with `sparsehead pretrain --resume {run_dir}`"
         ) from None
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
@@ -86,6 +94,17 @@ def _feed(h, obj) -> None:
         h.update(f"{type(obj).__name__}:{obj!r}|".encode())
 
 
+def nbytes(obj) -> int:
+    """The bytes of every tensor in a (nested) state: about the size of its file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(nbytes(v) for v in obj)
+    return 0
+
+
 def _to_cpu(obj):
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
@@ -98,31 +117,33 @@ def _to_cpu(obj):
 
 def check_writable(run_dir: str | Path) -> None:
     """Before any work: the run folder (and its checkpoints/ folder) can be created and written."""
-    folder = checkpoint_dir(run_dir)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        atomic_write(probe, lambda f: f.write(b"ok"))
-        probe.unlink()
-    except OSError as err:
+        check_folder_writable(checkpoint_dir(run_dir))
+    except WriteError as err:
         raise CheckpointError(
-            f"cannot write to the run folder {run_dir} ({err.strerror or err}); choose a writable place "
-            "with --run-dir or train.out_dir, or fix the folder's permissions."
+            f"cannot write to the run folder {run_dir}: {err}; a writable place can be chosen with --run-dir or "
+            "train.out_dir"
         ) from None
 
 
-def check_free_space(run_dir: str | Path, model: torch.nn.Module) -> None:
-    """Before training: room for two checkpoints (the new one is written beside the last one).
+def check_free_space(run_dir: str | Path, model: torch.nn.Module, keep: int = TrainConfig.keep_checkpoints) -> None:
+    """Before training: room for the `keep` checkpoints a run keeps (train.keep_checkpoints) plus the
+    one being written beside them, less those already there (a resumed run's).
 
     A checkpoint holds the weights and the optimiser's moments: about three times the model's state.
     """
-    size = 3 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    free = shutil.disk_usage(checkpoint_dir(run_dir)).free
-    if free < 2 * size:
+    size = 3 * nbytes(model.state_dict())
+    present = len(list_checkpoints(run_dir))
+    more = max(1, keep + 1 - present)
+    folder = checkpoint_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)  # moved aside with a run's history, it is made again here
+    free = shutil.disk_usage(folder).free
+    if free < more * size:
         raise CheckpointError(
             f"the run folder {run_dir} has {free / 2**20:.1f} MiB free, but a checkpoint of this model takes "
-            f"about {size / 2**20:.1f} MiB and writing one needs room for two; free space there or choose "
-            "another train.out_dir."
+            f"about {size / 2**20:.1f} MiB and the run needs room for {more} more (train.keep_checkpoints={keep} "
+            f"kept plus the one being written, {present} there now): about {more * size / 2**20:.1f} MiB; free "
+            "space there, lower train.keep_checkpoints or choose another train.out_dir"
         )
 
 
@@ -139,25 +160,16 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint safely: tensors and plain containers only, content verified by its digest."""
+    """Load a checkpoint safely: tensors and plain containers only, content verified by its digest.
+
+    Every failure is a CheckpointError, marked `damaged` only where the file itself is bad."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "GLOBAL" not in str(err):  # not a request for a Python object: a damaged pickle stream
-            raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({err})") from None
-        raise CheckpointError(
-            f"refusing to load {path}: it asks to build arbitrary Python objects, which can run code "
-            f"({_first_reason(err)}). sparsehead checkpoints hold only tensors and plain values; if you "
-            "trust the file's source, re-save its weights as a plain state_dict."
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as err:
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no detail'})"
-        ) from None
+    except Exception as err:  # whatever a damaged or foreign file makes the loader raise
+        raise _load_failure(path, err) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a sparsehead checkpoint (no 'model' entry)")
     stored = state.pop("digest", None)
@@ -166,9 +178,41 @@ def load(path: str | Path, map_location="cpu") -> dict:
     elif digest(state) != stored:
         raise CheckpointError(
             f"checkpoint {path} is corrupt: its content does not match the digest "
-            "stored in it (a damaged disk or an interrupted copy)"
+            "stored in it (a damaged disk or an interrupted copy)",
+            damaged=True,
         )
     return state
+
+
+def _load_failure(path: Path, err: Exception) -> CheckpointError:
+    """The error of a torch.load that failed: a damaged archive, a read the storage refused, or
+    content this loader refuses (a truncated file makes torch raise OSError too: the archive decides)."""
+    detail = f"{type(err).__name__}: {str(err).split('. ')[0].splitlines()[0][:150] if str(err) else 'no detail'}"
+    if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):  # a request for Python objects
+        return CheckpointError(
+            f"refusing to load {path}: it asks to build arbitrary Python objects, which can run code "
+            f"({_first_reason(err)}). sparsehead checkpoints hold only tensors and plain values; if you "
+            "trust the file's source, re-save its weights as a plain state_dict."
+        )
+    if _archive_damaged(path):
+        return CheckpointError(f"checkpoint {path} is truncated or corrupt ({detail})", damaged=True)
+    if isinstance(err, OSError):  # a whole archive that could not be read: a later read may work
+        return CheckpointError(f"cannot read checkpoint {path} ({detail}); check the storage, then run again")
+    return CheckpointError(
+        f"cannot load checkpoint {path} ({detail}); its archive is intact, so it may hold what this "
+        "sparsehead and torch cannot read (written by a newer version?)"
+    )
+
+
+def _archive_damaged(path: Path) -> bool:
+    """The file is not a whole zip archive, or an entry fails its CRC (torch.load checks neither)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is not None
+    except OSError:  # the storage failed, not necessarily the file
+        return False
+    except Exception:  # zipfile's own errors and whatever a damaged header makes it raise
+        return True
 
 
 def _first_reason(err: Exception) -> str:
@@ -190,21 +234,34 @@ def find(path_or_run: str | Path) -> Path:
 
 
 def latest_loadable(run_dir: str | Path, set_aside: bool = False) -> Optional[tuple[Path, dict]]:
-    """The newest checkpoint of a run that loads; damaged newer ones are skipped with a warning.
+    """The newest checkpoint of a run that loads; newer ones that do not are skipped with a warning.
 
-    set_aside=True renames them to *.damaged, so that keeping the newest K checkpoints never
-    keeps a damaged file in place of a good one (the file stays there for inspection).
+    set_aside=True renames the damaged ones (CheckpointError.damaged) to *.damaged, so that keeping
+    the newest K checkpoints never keeps a damaged file in place of a good one (the file stays
+    there for inspection). A file that could not be read, or that this loader refuses, is left as it is.
     """
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return path, load(path)
         except CheckpointError as err:
+            if not err.damaged:
+                warnings.warn(f"skipping checkpoint {path.name}, left in place: {err}")
+                continue
             note = ""
             if set_aside:
-                path.replace(path.with_name(path.name + ".damaged"))
-                note = f" (renamed to {path.name}.damaged)"
+                try:
+                    path.replace(path.with_name(path.name + DAMAGED))
+                    note = f" (renamed to {path.name}{DAMAGED})"
+                except OSError as rename:  # a read-only folder: it stays, and is skipped again next time
+                    note = f" (left in place: cannot rename it, {rename.strerror})"
             warnings.warn(f"skipping damaged checkpoint{note}: {err}")
     return None
+
+
+def holds_checkpoints(run_dir: str | Path) -> bool:
+    """The run folder has checkpoint files, loadable or not (those set aside as damaged count too)."""
+    folder = checkpoint_dir(run_dir)
+    return folder.is_dir() and any(PATTERN.search(p.name.removesuffix(DAMAGED)) for p in folder.iterdir())
 
 
 def remove_partial_writes(run_dir: str | Path) -> None:

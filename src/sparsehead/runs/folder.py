@@ -13,6 +13,9 @@
       eval/<name>.json    one record per `sparsehead evaluate` (runner.result_name)
       features/, splits/  caches of evaluate (frozen features, semi-supervised label subsets)
       analysis/           analysis.json, figures and report.html of `sparsehead analyze`
+      previous-<time>/    the history of an earlier run, set aside by `pretrain --resume --force`
+                          when none of its checkpoints loads (set_history_aside)
+      .lock               held (flock) by the process writing the run (runs/lock.py)
 
 Readers go through this class, so a renamed or missing field is an error naming the file and
 what to do, never an empty table cell. Folders of an older schema are read (and migrated) where
@@ -22,16 +25,31 @@ their layout allows, and refused with the fix where it does not.
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from sparsehead import __version__, config
+from sparsehead.config.parsing import describe_yaml_error
 from sparsehead.core.atomic import atomic_write_json
 from sparsehead.core.errors import SparseheadError
 
 SCHEMA = 2  # 1: before run.json (flat method section); 2: per-method parameters, run.json
+PREVIOUS = "previous-"  # the prefix of a folder of history set aside
+LOCK_NAME = ".lock"
+CONFIG_FIX = (
+    "restore it from a copy; every checkpoint of the run holds the same config (its 'config' entry: "
+    "torch.load(ckpt, weights_only=True)['config'])"
+)
+
+
+def one_line(err: Exception, limit: int = 200) -> str:
+    """An exception's message on one line (a YAML error spans several), at most `limit` characters."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RunDirError(SparseheadError, ValueError):
@@ -63,6 +81,7 @@ class RunDir:
     features_dir = _inside("features")
     splits_dir = _inside("splits")
     analysis_dir = _inside("analysis")
+    lock_path = _inside(LOCK_NAME)
 
     @classmethod
     def of_checkpoint(cls, path: str | Path) -> "RunDir":
@@ -82,7 +101,10 @@ class RunDir:
         """The folder's schema: run.json's, or 1 for folders written before run.json existed."""
         if not self.run_file.is_file():
             return 1
-        schema = self._json(self.run_file).get("schema")
+        fix = (
+            f'if this sparsehead made the run, write it again as {{"schema": {SCHEMA}, "sparsehead": "{__version__}"}}'
+        )
+        schema = self._json(self.run_file, fix).get("schema")
         if not isinstance(schema, int):
             raise RunDirError(f"{self.run_file} has no integer 'schema'; it was not written by sparsehead")
         if schema > SCHEMA:
@@ -109,7 +131,16 @@ class RunDir:
 
     def read_config_dict(self) -> dict:
         self.require_run()
-        return yaml.safe_load(self.config_path.read_text()) or {}
+        path = self.config_path
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except (OSError, ValueError) as err:  # unreadable, not text
+            raise RunDirError(f"{path} cannot be read ({one_line(err)}); {CONFIG_FIX}") from None
+        except yaml.YAMLError as err:
+            raise RunDirError(f"{path} is not valid YAML ({describe_yaml_error(err)}); {CONFIG_FIX}") from None
+        if not isinstance(values, dict):
+            raise RunDirError(f"{path} is not a mapping of config sections; {CONFIG_FIX}")
+        return values
 
     def read_config(self) -> config.Config:
         """The run's config in today's layout (migrated from older schemas)."""
@@ -121,18 +152,52 @@ class RunDir:
 
     # --- records ------------------------------------------------------------------------------------
     @staticmethod
-    def _json(path: Path) -> dict:
+    def _json(path: Path, fix: str = "delete it and write it again with the command that makes it") -> dict:
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise RunDirError(
-                f"{path} cannot be read as JSON ({err}); delete it and write it again with the command that makes it"
-            ) from None
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:  # unreadable, not text, not JSON
+            raise RunDirError(f"{path} cannot be read as JSON ({one_line(err)}); {fix}") from None
+        if not isinstance(data, dict):
+            raise RunDirError(f"{path} holds a {type(data).__name__}, not a JSON object; {fix}")
+        return data
+
+    def read_attempts(self) -> list:
+        """environment.json's list of the environments of every (re)start; [] before the first."""
+        path = self.environment_path
+        if not path.is_file():
+            return []
+        fix = f"move it aside (mv {path} {path}.damaged: it records where the earlier attempts ran) and run again"
+        attempts = self._json(path, fix).get("attempts", [])
+        if not isinstance(attempts, list):
+            raise RunDirError(f"{path}: 'attempts' is not a list; {fix}")
+        return attempts
 
     def write_environment(self, environment: dict) -> None:
         """Append this (re)start's environment to environment.json's list of attempts."""
-        attempts = self._json(self.environment_path).get("attempts", []) if self.environment_path.is_file() else []
-        atomic_write_json(self.environment_path, {"attempts": [*attempts, environment]})
+        atomic_write_json(self.environment_path, {"attempts": [*self.read_attempts(), environment]})
+
+    # --- history --------------------------------------------------------------------------------------
+    def set_history_aside(self) -> Path:
+        """Move every record of the run (checkpoints, metrics, results, evaluations, ...) into
+        previous-<UTC time>/, so that a run started afresh in this folder overwrites nothing; the
+        config, run.json and the lock stay. Returns the folder they went to."""
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        aside = self.path / f"{PREVIOUS}{stamp}"
+        n = 1
+        while aside.exists():  # a second reset within the same second
+            aside, n = self.path / f"{PREVIOUS}{stamp}-{n}", n + 1
+        stays = {self.config_path.name, self.run_file.name, LOCK_NAME}
+        try:
+            aside.mkdir()
+            for entry in sorted(self.path.iterdir()):
+                if entry != aside and entry.name not in stays and not entry.name.startswith(PREVIOUS):
+                    os.replace(entry, aside / entry.name)
+        except OSError as err:
+            raise RunDirError(
+                f"cannot move the history of {self.path} into {aside} ({err.strerror or err}); make the folder "
+                "writable and run again (what was moved already is in that folder)"
+            ) from None
+        return aside
 
     # --- results, evaluation records, analysis ------------------------------------------------------
     def write_results(self, summary: dict) -> None:

@@ -1,8 +1,8 @@
 """Metrics of a run: one JSON object per line in metrics.jsonl (always), mirrored to the trackers
 named in train.loggers: tensorboard, csv (metrics.csv), wandb.
 
-metrics.jsonl is the record every reader uses, so its failure stops the run; a mirror that fails
-is switched off with a warning naming it, and training goes on."""
+metrics.jsonl is the record every reader uses, so its failure (a full disk: core.atomic.WriteError)
+stops the run; a mirror that fails is switched off with a warning naming it, and training goes on."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from sparsehead.core.atomic import atomic_write_text
+from sparsehead.core.atomic import append_text, atomic_write, atomic_write_text
 from sparsehead.core.errors import ConfigError
 from sparsehead.runs.folder import RunDir
 
@@ -86,8 +86,7 @@ class CsvSink:
         if self._widen(record):
             self._rewrite()
         else:
-            with self.path.open("a") as f:  # one write per row: a killed run loses at most that row
-                f.write(self._text([record], header=False))
+            append_text(self.path, self._text([record], header=False))  # a killed run loses at most that row
 
     def close(self) -> None:
         pass
@@ -140,8 +139,7 @@ class MetricLogger:
         if not enabled:
             return
         if self.path.is_file():
-            kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+            _cut_back(self.path, start_step)
         check_loggers(loggers)
         makers = {
             "tensorboard": TensorBoardSink,
@@ -161,8 +159,7 @@ class MetricLogger:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:  # a line at a time: a killed run loses at most one line
-            f.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n")  # a line at a time: a killed run loses at most one line
         for name, sink in list(self.sinks.items()):
             try:
                 sink.log(record)
@@ -178,14 +175,32 @@ class MetricLogger:
             sink.close()
 
 
+def _record(line: bytes) -> Optional[dict]:
+    """The record on one line of metrics.jsonl; None for a torn or damaged line."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _cut_back(path: Path, start_step: int) -> None:
+    """Drop the records logged after `start_step` (by an interrupted attempt) and end a torn last line;
+    every other line stays byte for byte, a damaged one too (readers skip it), so nothing else is lost."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    kept = [
+        line if line.endswith(b"\n") else line + b"\n"
+        for line in lines
+        if not ((r := _record(line)) and isinstance(r.get("step"), (int, float)) and r["step"] > start_step)
+    ]
+    if kept != lines:
+        data = b"".join(kept)
+        atomic_write(path, lambda f: f.write(data), needed=len(data))
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The records of a run's metrics.jsonl (a torn last line from a killed run is ignored)."""
+    """The records of a run's metrics.jsonl (a torn last line from a killed run, or a damaged one, is skipped)."""
     path = RunDir(run_dir).metrics_path
-    records = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+    if not path.is_file():
+        return []
+    return [r for line in path.read_bytes().splitlines() if (r := _record(line)) is not None]

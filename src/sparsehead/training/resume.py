@@ -23,7 +23,7 @@ from sparsehead import config
 from sparsehead.core import distributed as dist
 from sparsehead.runs import checkpoint
 from sparsehead.runs.checkpoint import CheckpointError
-from sparsehead.runs.folder import SCHEMA, RunDir
+from sparsehead.runs.folder import PREVIOUS, SCHEMA, RunDir, RunDirError
 
 # Keys that do not change what a run computes (or only where it runs); resuming may change them.
 RESUME_MAY_DIFFER = {
@@ -209,11 +209,17 @@ def resume_point(run_dir: Path, cfg: config.Config, force: bool = False) -> Opti
     """The run folder's newest good checkpoint, checked against `cfg`; None for a fresh run.
 
     Damaged checkpoints are set aside (renamed *.damaged) with a warning and the previous good one
-    is used; temporary files of interrupted writes are removed.
+    is used; temporary files of interrupted writes are removed. A folder whose checkpoints all fail
+    to load is never started over in place: that is an error, or with `force` its history is first
+    moved into previous-<time>/. The run's own records (environment.json) are checked here too,
+    before any work.
     """
     if dist.is_main():
         remove_partial_writes(run_dir)
     found = agreed_checkpoint(run_dir)
+    problem = dist.from_main(_folder_problem(Path(run_dir), found is None, force) if dist.is_main() else None)
+    if problem:
+        raise CheckpointError(problem)
     if found is None:
         return None
     path, state = found
@@ -224,6 +230,35 @@ def resume_point(run_dir: Path, cfg: config.Config, force: bool = False) -> Opti
         )
     _check_config(state["config"], cfg, force, run_dir, report=True, schema=state.get("schema", 1))
     return path, state
+
+
+def _folder_problem(run_dir: Path, none_loads: bool, force: bool) -> Optional[str]:
+    """Why the run cannot start in `run_dir` (rank 0 decides for every rank, so it returns what it
+    finds rather than raising while the others wait for it), or None."""
+    try:
+        if none_loads and checkpoint.holds_checkpoints(run_dir):
+            if problem := _history_problem(run_dir, force):
+                return problem
+        RunDir(run_dir).read_attempts()  # a damaged environment.json stops the run now, not after the data loads
+    except RunDirError as err:  # environment.json damaged, or the history could not be moved aside
+        return str(err)
+    return None
+
+
+def _history_problem(run_dir: Path, force: bool) -> Optional[str]:
+    """A folder with checkpoints of which none loads: never started over in place."""
+    folder = checkpoint.checkpoint_dir(run_dir)
+    if not force:
+        return (
+            f"no checkpoint in {folder} loads (the warnings above say why; damaged ones are renamed "
+            f"*{checkpoint.DAMAGED}), so {run_dir} cannot be resumed, and starting over would overwrite its "
+            "history. Restore a good checkpoint there and resume again, or start afresh with "
+            f"`sparsehead pretrain --resume {run_dir} --force`, which first moves the old history into "
+            f"{run_dir}/{PREVIOUS}<time>/"
+        )
+    aside = RunDir(run_dir).set_history_aside()
+    warnings.warn(f"no checkpoint of {run_dir} loads; starting afresh (--force), its history moved into {aside}")
+    return None
 
 
 def agreed_checkpoint(run_dir: Path) -> Optional[tuple[Path, dict]]:

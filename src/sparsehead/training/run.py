@@ -53,7 +53,7 @@ class Run:
     steps_per_epoch: int
     last_step: int  # train.epochs x steps_per_epoch, or train.max_steps when sooner
     channel_stats: tuple[list[float], list[float]]
-    closers: list[Callable[[], None]] = field(default_factory=list)  # teardown, newest first
+    closers: list[Callable[[], None]] = field(default_factory=list)  # teardown, called newest first
     saved_at: Optional[int] = None  # the step of the last checkpoint this process wrote
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -124,8 +124,8 @@ class Run:
 
     def __exit__(self, *exc) -> None:
         self.bar.close()
-        for close in self.closers:
-            close()
         self.release_model()
         self.logger.close()
+        for close in reversed(self.closers):  # the run folder's lock, then the signal handlers
+            close()
         dist.cleanup()

@@ -31,6 +31,7 @@ from sparsehead.data.views import ViewGenerator
 from sparsehead.models.backbones import use_channels_last
 from sparsehead.runs import checkpoint, provenance
 from sparsehead.runs.folder import RunDir
+from sparsehead.runs.lock import RunLock
 from sparsehead.runs.metrics_log import MetricLogger, check_loggers
 from sparsehead.runs.model import build_model, default_run_name, resolve_device
 from sparsehead.sparsity import SparseHeadRegularizer
@@ -67,18 +68,24 @@ def setup(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = False
     run_dir = Path(run_dir) if run_dir else Path(cfg.train.out_dir) / (cfg.train.run_name or default_run_name(cfg))
     stop_on_signal = StopOnSignal(cfg.train, run_dir)
     stop_on_signal.open()  # from here to teardown a stop signal ends the run with its state saved
+    closers = [stop_on_signal.close]
     try:
-        return build_run(cfg, run_dir, device, force, stop_on_signal)
+        if dist.is_main():
+            checkpoint.check_writable(run_dir)
+            # One writer per run folder, taken before resume_point cleans the temporary files of writes.
+            closers.append(RunLock(run_dir).acquire().release)
+        return build_run(cfg, run_dir, device, force, stop_on_signal, closers)
     except BaseException:
-        stop_on_signal.close()
+        for close in reversed(closers):
+            close()
         raise
 
 
-def build_run(cfg: Config, run_dir: Path, device: torch.device, force: bool, stop_on_signal: StopOnSignal) -> Run:
-    """Everything else, in this order: the run folder checked, the checkpoint to resume, the data, the
-    views and feed, the model, optimiser, schedule and hooks, the restored state, the run folder written."""
-    if dist.is_main():
-        checkpoint.check_writable(run_dir)
+def build_run(
+    cfg: Config, run_dir: Path, device: torch.device, force: bool, stop_on_signal: StopOnSignal, closers: list
+) -> Run:
+    """Everything else, in this order: the checkpoint to resume, the data, the views and feed, the model,
+    optimiser, schedule and hooks, the restored state, the run folder written."""
     resumed = resume.resume_point(run_dir, cfg, force)  # the folder's last good checkpoint, checked against cfg
     data = training_data(cfg)
     precision = resolve_precision(cfg.train.precision, device)
@@ -115,7 +122,7 @@ def build_run(cfg: Config, run_dir: Path, device: torch.device, force: bool, sto
     )
     return Run(
         cfg, run_dir, device, precision, data, views, feed, method, model, optimizer, scheduler, scaler, hooks,
-        state, logger, bar, steps_per_epoch, last_step, (mean, std), closers=[stop_on_signal.close],
+        state, logger, bar, steps_per_epoch, last_step, (mean, std), closers,
     )  # fmt: skip
 
 
@@ -213,7 +220,7 @@ def open_run_folder(cfg: Config, run_dir: Path, method: torch.nn.Module, device:
     and the metrics logger, appending from `step`."""
     environment = None
     if dist.is_main():
-        checkpoint.check_free_space(run_dir, method)
+        checkpoint.check_free_space(run_dir, method, cfg.train.keep_checkpoints)
         RunDir(run_dir).write_config(cfg)
         environment = provenance.environment(device)
         RunDir(run_dir).write_environment(environment)
