@@ -11,7 +11,7 @@ from test_stream import data_cfg
 from torchvision import transforms as T
 
 from sparsehead.core.errors import ConfigError
-from sparsehead.data import datasets, sources
+from sparsehead.data import datasets, settings
 from sparsehead.data.decode import resize_crop
 from sparsehead.data.errors import DataError
 
@@ -38,12 +38,12 @@ def test_eval_crop_is_torchvisions_resize_and_centre_crop(h, w, size, ratio, sho
 
 
 def test_crop_ratio_by_source_and_split(tmp_path):
-    assert sources.crop_ratio_of(data_cfg(tmp_path, source="imagenet"), "test") == 0.875
-    assert sources.crop_ratio_of(data_cfg(tmp_path, source="imagenet100"), "train") == 0.875
+    assert settings.crop_ratio_of(data_cfg(tmp_path, source="imagenet"), "test") == 0.875
+    assert settings.crop_ratio_of(data_cfg(tmp_path, source="imagenet100"), "train") == 0.875
     for source in ("imagefolder", "tinyimagenet"):
-        assert sources.crop_ratio_of(data_cfg(tmp_path, source=source), "test") == 1.0
-    assert sources.crop_ratio_of(data_cfg(tmp_path, source="imagenet"), "pretrain") == 1.0  # training crops
-    assert sources.crop_ratio_of(data_cfg(tmp_path, source="imagefolder", eval_crop=0.9), "test") == 0.9
+        assert settings.crop_ratio_of(data_cfg(tmp_path, source=source), "test") == 1.0
+    assert settings.crop_ratio_of(data_cfg(tmp_path, source="imagenet"), "pretrain") == 1.0  # training crops
+    assert settings.crop_ratio_of(data_cfg(tmp_path, source="imagefolder", eval_crop=0.9), "test") == 0.9
 
 
 def test_eval_crop_is_refused_where_no_file_is_decoded(tmp_path):

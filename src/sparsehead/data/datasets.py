@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from sparsehead.data import readers, sources, storage, subsets
+from sparsehead.data import readers, settings, sources, storage, subsets
 from sparsehead.data.cache import building, read_cache, write_cache
 from sparsehead.data.decode import decode_resized, decoder_name, torchcodec_decoders
 from sparsehead.data.errors import DataError
@@ -35,7 +35,7 @@ class ImageSet(EvalBatches):
     classes: list[str]
     skipped: int = 0  # unreadable files left out (data.bad_images=skip)
     names: Optional[list[str]] = None  # each image's file relative to the split's folder (file sources)
-    crop_ratio: float = 1.0  # the centre crop the images were decoded with (crop_ratio_of())
+    crop_ratio: float = 1.0  # the centre crop the images were decoded with (settings.crop_ratio_of())
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -154,7 +154,7 @@ def _checksum(t: torch.Tensor) -> str:
 def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     index = readers.index(cfg, split)
     files = [Path(p) for p in index.full_paths()]
-    size, ratio = cfg.image_size, sources.crop_ratio_of(cfg, split)
+    size, ratio = cfg.image_size, settings.crop_ratio_of(cfg, split)
     if not cfg.cache_dir:
         return _decode_folder(index, files, size, ratio, cfg.bad_images)
     key = _cache_key(files, size, ratio, cfg.bad_images)

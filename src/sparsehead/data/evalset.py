@@ -3,7 +3,7 @@
 length and shape, a fingerprint, and its evaluation images batch by batch.
 
 Evaluation images are each image's centre crop at the run's image size S, uint8 (n, C, S, S), the
-shorter side resized to S / crop_ratio first (sources.crop_ratio_of), in the order asked:
+shorter side resized to S / crop_ratio first (settings.crop_ratio_of), in the order asked:
 `eval_batches(batch_size, indices)` for consecutive chunks of `indices` (all images by default),
 `eval_plan(plan)` for one batch per given list of indices. Only a batch at a
 time is ever decoded (a streamed set's in DataLoader workers, data.workers of them), so the memory

@@ -23,6 +23,7 @@ from sparsehead.data import readers, sources
 from sparsehead.data.cache import building, read_cache, write_cache
 from sparsehead.data.errors import DataError
 from sparsehead.data.readers import FileIndex
+from sparsehead.data.settings import DataConfig
 
 CHECK_VERSION = 2  # v2: one cache per split folder, each file stamped by size and mtime
 
@@ -107,7 +108,7 @@ def report_bad(bad: list, total: int, folder, bad_images: str) -> None:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) of {total} in {folder} (data.bad_images=skip)")
 
 
-def check_splits(cfg) -> None:
+def check_splits(cfg: DataConfig) -> None:
     """Everything the data config `cfg` (a DataConfig) lets be checked before a run's first step,
     checked now, so that nothing about the data stops a run after hours of training: each split's
     file index (a missing test/ or val/ folder, a test class train/ lacks, a damaged annotation

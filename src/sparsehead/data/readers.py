@@ -25,6 +25,7 @@ import torch
 
 from sparsehead.data.cache import read_cache, write_cache
 from sparsehead.data.errors import DataError
+from sparsehead.data.settings import DataConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 INDEX_VERSION = 2  # v2: every split labelled by train's classes; folders and files stamped by size and mtime
@@ -253,7 +254,7 @@ def stamps(paths: list[str]) -> torch.Tensor:
         return torch.tensor(list(pool.map(_stamp, paths, chunksize=4096)), dtype=torch.int64)
 
 
-def index(cfg, split: str) -> FileIndex:
+def index(cfg: DataConfig, split: str) -> FileIndex:
     """The FileIndex of `split` ("test": the test/val folder; otherwise train) of a folder source,
     from data.cache_dir while the folders and files it was read from are unchanged. A folder or file
     that cannot be read is a one-line DataError naming it."""

@@ -67,3 +67,15 @@ class DataConfig:
         if check_paths and not root.exists() and not (self.download and downloadable):
             hint = " or set data.download=true" if downloadable else ""
             raise ConfigError(f"data.root: folder {root} does not exist; give an existing folder{hint}")
+
+
+def crop_ratio_of(cfg: DataConfig, split: str) -> float:
+    """The centre crop of `split`'s images (data config `cfg`): 1.0 (the whole shorter side, from
+    which training draws its random crops) for the pretraining split; data.eval_crop for the
+    evaluation splits, by default the source's (ImageNet's 0.875 for the ImageNet folders, 1.0 for
+    the small-image sources: digits, CIFAR, STL-10, Tiny ImageNet's 64 px images, an imagefolder)."""
+    if split == "pretrain":
+        return 1.0
+    if cfg.eval_crop is not None:
+        return cfg.eval_crop
+    return sources.SOURCES[cfg.source].eval_crop

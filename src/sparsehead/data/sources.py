@@ -39,15 +39,3 @@ SOURCES = {
 NAMES = tuple(SOURCES)
 FOLDER_SOURCES = tuple(name for name, s in SOURCES.items() if s.reader == "folder")
 HELP = "data set: " + "; ".join(f"{s.name} ({s.description})" for s in SOURCES.values())
-
-
-def crop_ratio_of(cfg, split: str) -> float:
-    """The centre crop of `split`'s images (data config `cfg`): 1.0 (the whole shorter side, from
-    which training draws its random crops) for the pretraining split; data.eval_crop for the
-    evaluation splits, by default the source's (ImageNet's 0.875 for the ImageNet folders, 1.0 for
-    the small-image sources: digits, CIFAR, STL-10, Tiny ImageNet's 64 px images, an imagefolder)."""
-    if split == "pretrain":
-        return 1.0
-    if cfg.eval_crop is not None:
-        return cfg.eval_crop
-    return SOURCES[cfg.source].eval_crop

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sparsehead.data import image_check, sources, subsets
+from sparsehead.data import image_check, settings, subsets
 from sparsehead.data.crops import CropSpec, CutViews, draw_crops
 from sparsehead.data.decode import decode_resized
 from sparsehead.data.errors import DataError
@@ -78,11 +78,11 @@ def _to_uint8(pil) -> torch.Tensor:
     return torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def _box(pil, scale: tuple[float, float], top, left, h, w) -> tuple[float, float, float, float]:
-    """The full-resolution crop box (top, left, h, w) on the decoded image: x by its x scale, y by
-    its y scale, kept inside it (the scales' float rounding)."""
+def _box(pil, scale: tuple[float, float], top, left, height, width) -> tuple[float, float, float, float]:
+    """The full-resolution crop box (top, left, height, width) on the decoded image: x by its x scale,
+    y by its y scale, kept inside it (the scales' float rounding)."""
     sx, sy = scale
-    return left * sx, top * sy, min((left + w) * sx, pil.size[0]), min((top + h) * sy, pil.size[1])
+    return left * sx, top * sy, min((left + width) * sx, pil.size[0]), min((top + height) * sy, pil.size[1])
 
 
 def cut_views(path: str, plan: Sequence[CropSpec], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -127,7 +127,7 @@ class StreamSet(EvalBatches):
     image_size: int
     skipped: int = 0
     workers: int = 0  # DataLoader worker processes of its evaluation batches (data.workers)
-    crop_ratio: float = 1.0  # of its evaluation crops (sources.crop_ratio_of)
+    crop_ratio: float = 1.0  # of its evaluation crops (settings.crop_ratio_of)
 
     @classmethod
     def open(cls, cfg: DataConfig, split: str) -> "StreamSet":
@@ -140,7 +140,7 @@ class StreamSet(EvalBatches):
         if (keep := subsets.subset_indices(cfg, split, idx.labels)) is not None:
             idx = _select(idx, keep)
         return cls(
-            idx, cfg.image_size, skipped=skipped, workers=cfg.workers, crop_ratio=sources.crop_ratio_of(cfg, split)
+            idx, cfg.image_size, skipped=skipped, workers=cfg.workers, crop_ratio=settings.crop_ratio_of(cfg, split)
         )
 
     def __len__(self) -> int:

@@ -20,7 +20,7 @@ import torch.nn as nn
 from sparsehead import config
 from sparsehead.core.atomic import atomic_write, atomic_write_json
 from sparsehead.core.errors import SparseheadError
-from sparsehead.data.sources import crop_ratio_of
+from sparsehead.data.settings import crop_ratio_of
 from sparsehead.export.timm_format import TIMM_FORMAT, timm_loading_snippet, timm_meta
 from sparsehead.models.backbones import build_backbone, timm_name
 from sparsehead.runs import checkpoint

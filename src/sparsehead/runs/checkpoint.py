@@ -71,27 +71,27 @@ def save(run_dir: str | Path, state: dict, step: int, keep: int = 3) -> Path:
 
 def digest(state) -> str:
     """SHA-256 of a checkpoint's content: every tensor's dtype, shape and bytes, and every plain value."""
-    h = hashlib.sha256()
-    _feed(h, state)
-    return h.hexdigest()
+    hasher = hashlib.sha256()
+    _feed(hasher, state)
+    return hasher.hexdigest()
 
 
-def _feed(h, obj) -> None:
+def _feed(hasher, obj) -> None:  # hasher: a hashlib object
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous().reshape(-1)
-        h.update(f"T{t.dtype}{tuple(obj.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy())
+        hasher.update(f"T{t.dtype}{tuple(obj.shape)}|".encode())
+        hasher.update(t.view(torch.uint8).numpy())
     elif isinstance(obj, dict):
-        h.update(f"D{len(obj)}|".encode())
+        hasher.update(f"D{len(obj)}|".encode())
         for key in sorted(obj, key=repr):
-            _feed(h, key)
-            _feed(h, obj[key])
+            _feed(hasher, key)
+            _feed(hasher, obj[key])
     elif isinstance(obj, (list, tuple)):
-        h.update(f"{type(obj).__name__}{len(obj)}|".encode())
+        hasher.update(f"{type(obj).__name__}{len(obj)}|".encode())
         for item in obj:
-            _feed(h, item)
+            _feed(hasher, item)
     else:
-        h.update(f"{type(obj).__name__}:{obj!r}|".encode())
+        hasher.update(f"{type(obj).__name__}:{obj!r}|".encode())
 
 
 def nbytes(obj) -> int:
