@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -139,23 +140,49 @@ def test_requeue_outside_slurm_says_so(monkeypatch, capsys):
     assert "SLURM_JOB_ID is not set" in capsys.readouterr().err
 
 
+@contextmanager
+def sigint_disposition(handler):
+    """SIGINT handled by `handler` inside the block, whatever this process inherited (`nohup make
+    test &` starts it with SIGINT ignored); the inherited disposition is put back after."""
+    inherited = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
 def test_stop_signals_set_a_flag_and_restore_the_handlers():
     before = signal.getsignal(signal.SIGUSR1)
-    with StopSignals(["SIGUSR1", "SIGINT"]) as stop:
-        assert stop.requested is None
-        os.kill(os.getpid(), signal.SIGUSR1)
-        assert stop.requested == "SIGUSR1"
-        with pytest.raises(KeyboardInterrupt):  # after a first signal, Ctrl-C aborts at once
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
-    assert signal.getsignal(signal.SIGUSR1) is before
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with sigint_disposition(signal.default_int_handler):
+        with StopSignals(["SIGUSR1", "SIGINT"]) as stop:
+            assert stop.requested is None
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert stop.requested == "SIGUSR1"
+            with pytest.raises(KeyboardInterrupt):  # after a first signal, Ctrl-C aborts at once
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+        assert signal.getsignal(signal.SIGUSR1) is before
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_first_sigint_only_sets_the_flag():
-    with StopSignals(["SIGINT"]) as stop:
+    with sigint_disposition(signal.default_int_handler), StopSignals(["SIGINT"]) as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.requested == "SIGINT"
+
+
+def test_an_inherited_ignore_stays_ignored():
+    """Started with SIGINT ignored (nohup, a background job), a run is not stopped by it; the other
+    signals still stop it."""
+    with sigint_disposition(signal.SIG_IGN):
+        with StopSignals(["SIGINT", "SIGUSR1"]) as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            assert stop.requested is None
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert stop.requested == "SIGUSR1"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_unknown_signal_names_are_refused():
