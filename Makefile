@@ -32,9 +32,14 @@ OTHER_KERNELS := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null \
 	&& echo ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 \
 	|| echo ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41)
 
+# pytest-xdist: one worker per core, each on one CPU thread; a module at a time to a worker (its
+# reference runs are built once), the long modules first (tests/conftest.py orders them).
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=10
-	env $(OTHER_KERNELS) $(BIN)/python -m pytest -q -m numerics
+	$(BIN)/python -m pytest -q $(XDIST) --durations=10
+	env $(OTHER_KERNELS) $(BIN)/python -m pytest -q $(XDIST) -m numerics
 
 # The distributed, resume and pre-emption tests (pretraining and evaluation) again on the oldest declared
 # torch (.ci/run runs it).
@@ -42,7 +47,7 @@ test-oldest-torch:
 	$(PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/pip install --quiet $(OLDEST_TORCH_PINS)
 	$(OLDEST_VENV)/bin/pip install --quiet -e ".[test]"
-	$(OLDEST_VENV)/bin/python -m pytest -q tests/core/test_distributed.py tests/training/test_resume.py \
+	$(OLDEST_VENV)/bin/python -m pytest -q $(XDIST) tests/core/test_distributed.py tests/training/test_resume.py \
 		tests/training/test_resume_agreement.py tests/training/test_preempt.py tests/evaluate/test_ddp_probe.py
 
 # Throughput of sparsehead vs lightly vs torchvision (docs/performance.md); needs ../shared/data/cifar10

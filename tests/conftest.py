@@ -7,8 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
+# Under pytest-xdist (`make test` runs two workers on a 2-core machine) each worker and the runs it
+# starts get one CPU thread: two workers of two threads each would fight over the cores. Set before
+# numpy and torch are imported, which read it once.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"  # on the path of CLI subprocesses that import a test module (plugins)
@@ -31,6 +37,8 @@ def pytest_collection_modifyitems(config, items):
     makes no CUDA call, so they import and skip on a CPU-only machine such as CI's."""
     import torch
 
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _long_modules_first(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(
@@ -39,6 +47,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def _long_modules_first(items) -> None:
+    """Under pytest-xdist (`make test`: `--dist loadscope`, one module at a time to a worker, so a
+    module's reference runs are built once), the modules with long work (a test marked `numerics` or
+    `slow`, a module-scoped fixture) are dealt out first: the short ones then fill the gaps, and the
+    workers finish together instead of one waiting on a long module dealt out last."""
+    long_modules = {item.module for item in items if _is_long(item)}
+    items.sort(key=lambda item: item.module not in long_modules)  # stable: each module's order kept
+
+
+def _is_long(item) -> bool:
+    if item.get_closest_marker("numerics") or item.get_closest_marker("slow"):
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info else ()
+    return any(d.scope == "module" and d.func.__module__ == item.module.__name__ for fd in defs for d in fd)
 
 
 requires_cifar10 = pytest.mark.skipif(

@@ -137,16 +137,17 @@ def test_every_method_gives_the_monitor_z_of_its_global_views(name):
 
 @pytest.fixture(scope="module")
 def simsiam_without_predictor():
-    """SimSiam whose predictor is the identity: Chen & He 2021 (Table 1) show it collapses."""
-    if "simsiam_no_predictor" not in METHODS:
+    """SimSiam whose predictor is the identity: Chen & He 2021 (Table 1) show it collapses. Registered
+    for this module only: the tests that list every method may run next in this process."""
 
-        @register("simsiam_no_predictor")
-        class NoPredictor(SimSiam):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                self.predictor = nn.Identity()
+    @register("simsiam_no_predictor")
+    class NoPredictor(SimSiam):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.predictor = nn.Identity()
 
-    return "simsiam_no_predictor"
+    yield "simsiam_no_predictor"
+    METHODS.unregister("simsiam_no_predictor")
 
 
 # The default alarm (TINY turns it off for the tests of other things).

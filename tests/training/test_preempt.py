@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -139,23 +140,49 @@ def test_requeue_outside_slurm_says_so(monkeypatch, capsys):
     assert "SLURM_JOB_ID is not set" in capsys.readouterr().err
 
 
+@contextmanager
+def sigint_disposition(handler):
+    """SIGINT handled by `handler` inside the block, whatever this process inherited (`nohup make
+    test &` starts it with SIGINT ignored); the inherited disposition is put back after."""
+    inherited = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
 def test_stop_signals_set_a_flag_and_restore_the_handlers():
     before = signal.getsignal(signal.SIGUSR1)
-    with StopSignals(["SIGUSR1", "SIGINT"]) as stop:
-        assert stop.requested is None
-        os.kill(os.getpid(), signal.SIGUSR1)
-        assert stop.requested == "SIGUSR1"
-        with pytest.raises(KeyboardInterrupt):  # after a first signal, Ctrl-C aborts at once
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
-    assert signal.getsignal(signal.SIGUSR1) is before
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with sigint_disposition(signal.default_int_handler):
+        with StopSignals(["SIGUSR1", "SIGINT"]) as stop:
+            assert stop.requested is None
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert stop.requested == "SIGUSR1"
+            with pytest.raises(KeyboardInterrupt):  # after a first signal, Ctrl-C aborts at once
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+        assert signal.getsignal(signal.SIGUSR1) is before
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_first_sigint_only_sets_the_flag():
-    with StopSignals(["SIGINT"]) as stop:
+    with sigint_disposition(signal.default_int_handler), StopSignals(["SIGINT"]) as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.requested == "SIGINT"
+
+
+def test_an_inherited_ignore_stays_ignored():
+    """Started with SIGINT ignored (nohup, a background job), a run is not stopped by it; the other
+    signals still stop it."""
+    with sigint_disposition(signal.SIG_IGN):
+        with StopSignals(["SIGINT", "SIGUSR1"]) as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            assert stop.requested is None
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert stop.requested == "SIGUSR1"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_unknown_signal_names_are_refused():
@@ -227,6 +254,11 @@ def test_hooks_after_step_skip_the_updates_the_scaler_skipped(monkeypatch, tmp_p
 
 # --- DDP: two gloo ranks under torchrun stop after the same step --------------------------------
 
+# 3 epochs (12 steps) of RUN: a 2-process gloo step on the CPU is slow (0.5 s), and a stop sent after
+# step 2 still lands mid-run; the resumed run crosses an epoch boundary.
+DDP_RUN = [o for o in RUN if not o.startswith("train.epochs=")] + ["train.epochs=3"]
+DDP_TOTAL_STEPS = 12
+
 
 @pytest.fixture(scope="module")
 def reference_ddp_run(tmp_path_factory) -> Path:
@@ -234,7 +266,7 @@ def reference_ddp_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("reference_ddp") / "run"
     env = {**os.environ, "PYTHONPATH": str(SRC), **ENV}
     proc = subprocess.run(
-        torchrun_sparsehead("pretrain", *RUN, "--run-dir", str(run_dir)), env=env, capture_output=True, text=True
+        torchrun_sparsehead("pretrain", *DDP_RUN, "--run-dir", str(run_dir)), env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
@@ -249,7 +281,7 @@ def test_ddp_ranks_stop_after_the_same_step_and_resume_bitwise_exact(ranks, refe
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(SRC), **ENV}
     agent = subprocess.Popen(
-        torchrun_sparsehead("pretrain", *RUN, "--run-dir", str(run_dir)),
+        torchrun_sparsehead("pretrain", *DDP_RUN, "--run-dir", str(run_dir)),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -272,7 +304,7 @@ def test_ddp_ranks_stop_after_the_same_step_and_resume_bitwise_exact(ranks, refe
     assert {s[1] for s in stops} == {str(step := int(stops[0][1]))}  # the same step on both ranks
     assert [s[0] == "SIGTERM" for s in stops].count(True) == len(ranks)
     saved = [int(checkpoint.PATTERN.search(p.name).group(1)) for p in checkpoint.list_checkpoints(run_dir)]
-    assert saved == [step] and logged <= step < TOTAL_STEPS, (logged, saved)
+    assert saved == [step] and logged <= step < DDP_TOTAL_STEPS, (logged, saved)
 
     resumed = subprocess.run(
         torchrun_sparsehead("pretrain", "--resume", str(run_dir)), env=env, capture_output=True, text=True
@@ -280,7 +312,7 @@ def test_ddp_ranks_stop_after_the_same_step_and_resume_bitwise_exact(ranks, refe
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"(step {step})" in resumed.stderr
     assert_same_training_state(
-        checkpoint.load(checkpoint.find(run_dir)), checkpoint.load(checkpoint.find(reference_ddp_run)), TOTAL_STEPS
+        checkpoint.load(checkpoint.find(run_dir)), checkpoint.load(checkpoint.find(reference_ddp_run)), DDP_TOTAL_STEPS
     )
 
 

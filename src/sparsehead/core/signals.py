@@ -4,6 +4,8 @@ The training loop installs `StopSignals` for the run's duration (a context manag
 previous handlers back on exit) and reads `.requested` at each step boundary, where it can write a
 checkpoint and leave. SIGINT is special: the first one sets the flag like the others, a second one
 raises KeyboardInterrupt at once (Ctrl-C twice: abort without waiting for the step to end).
+A signal the process inherited as ignored (SIGINT and SIGHUP under `nohup cmd &`) stays ignored:
+whoever started it asked that those signals not reach it.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class StopSignals:
         # elsewhere (pretrain called from a thread) the signals keep their old behaviour.
         if threading.current_thread() is threading.main_thread():
             for sig in self.signals:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
