@@ -48,7 +48,8 @@ test-oldest-torch:
 	$(OLDEST_VENV)/bin/pip install --quiet $(OLDEST_TORCH_PINS)
 	$(OLDEST_VENV)/bin/pip install --quiet -e ".[test]"
 	$(OLDEST_VENV)/bin/python -m pytest -q $(XDIST) tests/core/test_distributed.py tests/training/test_resume.py \
-		tests/training/test_resume_agreement.py tests/training/test_preempt.py tests/evaluate/test_ddp_probe.py
+		tests/training/test_resume_agreement.py tests/training/test_preempt.py tests/training/test_stop_phases.py \
+		tests/evaluate/test_ddp_probe.py tests/scripts/test_slurm.py
 
 # Throughput of sparsehead vs lightly vs torchvision (docs/performance.md); needs ../shared/data/cifar10
 # (or $SPARSEHEAD_CIFAR10). `--toy` runs every benchmark's steps in seconds (tests/test_benchmarks.py).
