@@ -16,7 +16,7 @@ test x train.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +25,8 @@ from sparsehead.config import KNN_K, KNN_TEMPERATURE, KNN_WEIGHTED_K
 from sparsehead.core.options import opt
 from sparsehead.data.evalset import EvalSet
 from sparsehead.evaluate.errors import EvaluationError
-from sparsehead.evaluate.protocol import Protocol, frozen_features
+from sparsehead.evaluate.protocol import AssembledOptions, Protocol, frozen_features
 from sparsehead.runs.model import TrainedRun
-
-if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
-    from sparsehead.evaluate.options import EvalOptions
 
 BANK_CHUNK = 65536  # bank rows per similarity block: 1024 x 65536 float32 = 256 MiB
 BANK_SHARE = 0.5  # the share of the device's free memory a float32 bank may take before float16
@@ -189,17 +186,19 @@ class KNNProtocol(Protocol):
     summary = "cosine k-NN: k=5 majority vote (the SparseHead paper) and k=200 weighted exp(sim/0.07) (InstDisc)"
     Options = KNNOptions
 
-    def check_training_set(self, opts: EvalOptions, train: EvalSet) -> None:
+    def check_training_set(self, opts: AssembledOptions, train: EvalSet) -> None:
         for flag, k in (("--k", opts.k), ("--k-weighted", opts.k_weighted)):
             if k > len(train):
                 raise EvaluationError(
                     f"{flag} {k} is larger than the training set ({len(train)} images); choose {flag} <= {len(train)}"
                 )
 
-    def settings(self, opts: EvalOptions) -> dict:
+    def settings(self, opts: AssembledOptions) -> dict:
         return {"k": opts.k, "k_weighted": opts.k_weighted, "temperature": opts.temperature}
 
-    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: EvalOptions, device: torch.device) -> dict:
+    def run(
+        self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: AssembledOptions, device: torch.device
+    ) -> dict:
         out = {}
         for name, (xtr, xte) in frozen_features(trained, train, test, device, opts.with_z).items():
             out[name] = knn_report(

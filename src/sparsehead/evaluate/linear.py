@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, Optional, Sequence
+from typing import ClassVar, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,12 +31,9 @@ from sparsehead.evaluate.logistic import (
     fit_logistic,
     probe_accuracy,
 )
-from sparsehead.evaluate.protocol import Protocol, frozen_features
+from sparsehead.evaluate.protocol import AssembledOptions, Protocol, frozen_features
 from sparsehead.evaluate.sgd_recipe import SGDRecipeOptions, progress_of, recipe_settings, sgd_recipe, training_views
 from sparsehead.runs.model import TrainedRun
-
-if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
-    from sparsehead.evaluate.options import EvalOptions
 
 # Half-decade steps, from strong to weak regularisation (each fit warm-starts the next one).
 WEIGHT_DECAYS = tuple(float(10.0**e) for e in np.arange(0.0, -6.5, -0.5))
@@ -198,14 +195,14 @@ class LinearProtocol(Protocol):
     Options = LinearOptions
     shared_options = (SGDRecipeOptions,)
 
-    def uses_frozen_features(self, opts: EvalOptions) -> bool:
+    def uses_frozen_features(self, opts: AssembledOptions) -> bool:
         return opts.linear_recipe == "lbfgs"
 
-    def result_name(self, opts: EvalOptions) -> str:
+    def result_name(self, opts: AssembledOptions) -> str:
         # The SGD recipe's result sits beside linear.json, which stays the L-BFGS probe's.
         return self.name if opts.linear_recipe == "lbfgs" else f"{self.name}-{opts.linear_recipe}"
 
-    def settings(self, opts: EvalOptions) -> dict:
+    def settings(self, opts: AssembledOptions) -> dict:
         if opts.linear_recipe == "lbfgs":
             return {
                 "linear_recipe": "lbfgs",
@@ -218,7 +215,9 @@ class LinearProtocol(Protocol):
             **recipe_settings(SGD_RECIPES[opts.linear_recipe], "crop-flip", opts),
         }
 
-    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: EvalOptions, device: torch.device) -> dict:
+    def run(
+        self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: AssembledOptions, device: torch.device
+    ) -> dict:
         if opts.linear_recipe in SGD_RECIPES:
             views = training_views(trained, opts.train_augment or "crop-flip")
             num_classes = int(max(train.labels.max(), test.labels.max())) + 1

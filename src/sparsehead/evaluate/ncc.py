@@ -6,18 +6,13 @@ protocol reports both raw and L2-normalised features."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
 from sparsehead.data.evalset import EvalSet
-from sparsehead.evaluate.protocol import Protocol, frozen_features
+from sparsehead.evaluate.protocol import AssembledOptions, Protocol, frozen_features
 from sparsehead.maths.centres import class_centres
 from sparsehead.runs.model import TrainedRun
-
-if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
-    from sparsehead.evaluate.options import EvalOptions
 
 
 @torch.no_grad()
@@ -43,10 +38,12 @@ class NCCProtocol(Protocol):
     name = "ncc"
     summary = "nearest class centre, raw and L2-normalised features"
 
-    def settings(self, opts: EvalOptions) -> dict:
+    def settings(self, opts: AssembledOptions) -> dict:
         return {}
 
-    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: EvalOptions, device: torch.device) -> dict:
+    def run(
+        self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: AssembledOptions, device: torch.device
+    ) -> dict:
         def accuracy(xtr, xte, normalize: bool) -> float:
             predicted = ncc_classify(xtr.to(device), train.labels, xte, normalize).cpu()
             return (predicted == test.labels).float().mean().item()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 from sparsehead.core.options import add_arguments, field_names, opt
+from sparsehead.evaluate.protocol import AssembledOptions
 from sparsehead.evaluate.registry import PROTOCOLS
 
 
@@ -76,7 +77,7 @@ def _union(sets: tuple[type, ...]) -> type:
                     dataclasses.field(default=f.default, default_factory=f.default_factory, metadata=f.metadata),
                 )
             )
-    cls = dataclasses.make_dataclass("EvalOptions", fields)
+    cls = dataclasses.make_dataclass("EvalOptions", fields, bases=(AssembledOptions,))
     cls.__module__ = __name__
     cls.__doc__ = (
         "The options of `sparsehead evaluate`, declared once: the CLI's flags, their help and the "
@@ -86,8 +87,7 @@ def _union(sets: tuple[type, ...]) -> type:
 
 
 def __getattr__(name: str) -> type:
-    """`EvalOptions`, the class eval_options() gives when it is looked up (here the name every
-    protocol's `opts` is annotated with)."""
+    """`EvalOptions`, the class eval_options() gives when it is looked up."""
     if name == "EvalOptions":
         return eval_options()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

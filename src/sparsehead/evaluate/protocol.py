@@ -8,7 +8,7 @@ of its result file (run_dir/eval/<name>.json) and its body. The runner only disp
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, ClassVar, Optional
+from typing import ClassVar, Optional
 
 import torch
 
@@ -17,12 +17,15 @@ from sparsehead.evaluate.features import cached_extract
 from sparsehead.runs.folder import RunDir
 from sparsehead.runs.model import TrainedRun
 
-if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
-    from sparsehead.evaluate.options import EvalOptions
+
+class AssembledOptions:
+    """What a protocol's `opts` is: the one dataclass of `sparsehead evaluate`'s options that
+    options.eval_options() assembles (a subclass of this one) from the shared options and the options
+    of every protocol registered then; a protocol reads its own, the sets it names and the shared ones."""
 
 
 class Protocol(abc.ABC):
-    """One evaluation protocol. `opts` is always the whole EvalOptions (options.py), of
+    """One evaluation protocol. `opts` is always the whole AssembledOptions (options.py), of
     which a protocol reads its own options, the option sets it names and the shared ones."""
 
     name: str  # its --protocol value and, by default, its result file
@@ -30,23 +33,25 @@ class Protocol(abc.ABC):
     Options: ClassVar[Optional[type]] = None  # the dataclass of the options only it reads
     shared_options: ClassVar[tuple[type, ...]] = ()  # option sets it reads that others read too
 
-    def uses_frozen_features(self, opts: EvalOptions) -> bool:
+    def uses_frozen_features(self, opts: AssembledOptions) -> bool:
         """Whether it evaluates frozen features (so --with-z, the embedding z, applies)."""
         return True
 
-    def check_training_set(self, opts: EvalOptions, train: EvalSet) -> None:
+    def check_training_set(self, opts: AssembledOptions, train: EvalSet) -> None:
         """Raise EvaluationError for options that cannot work on this training set."""
 
-    def result_name(self, opts: EvalOptions) -> str:
+    def result_name(self, opts: AssembledOptions) -> str:
         """The result file's name under run_dir/eval/ for the run's newest checkpoint and data."""
         return self.name
 
     @abc.abstractmethod
-    def settings(self, opts: EvalOptions) -> dict:
+    def settings(self, opts: AssembledOptions) -> dict:
         """The settings that produced the numbers, defaults resolved, for the saved record."""
 
     @abc.abstractmethod
-    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: EvalOptions, device: torch.device) -> dict:
+    def run(
+        self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: AssembledOptions, device: torch.device
+    ) -> dict:
         """{"r": numbers[, "z": numbers]} on the checkpoint's backbone (and head)."""
 
 

@@ -16,7 +16,7 @@ import json
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from sparsehead.evaluate.errors import EvaluationError
 from sparsehead.evaluate.features import fingerprint
 from sparsehead.evaluate.finetune import SGDRecipe, classifier_accuracy, train_classifier
 from sparsehead.evaluate.progress import Progress
-from sparsehead.evaluate.protocol import Protocol
+from sparsehead.evaluate.protocol import AssembledOptions, Protocol
 from sparsehead.evaluate.sgd_recipe import (
     HELP_GROUP,
     SGDRecipeOptions,
@@ -40,9 +40,6 @@ from sparsehead.evaluate.sgd_recipe import (
 )
 from sparsehead.runs.folder import RunDir
 from sparsehead.runs.model import TrainedRun
-
-if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
-    from sparsehead.evaluate.options import EvalOptions
 
 DEFAULT_RECIPE = SGDRecipe(epochs=20, batch_size=256, lr_head=0.5, lr_backbone=0.005)
 
@@ -176,18 +173,18 @@ class SemisupProtocol(Protocol):
     Options = SemisupOptions
     shared_options = (SGDRecipeOptions,)
 
-    def uses_frozen_features(self, opts: EvalOptions) -> bool:
+    def uses_frozen_features(self, opts: AssembledOptions) -> bool:
         return False
 
-    def check_training_set(self, opts: EvalOptions, train: EvalSet) -> None:
+    def check_training_set(self, opts: AssembledOptions, train: EvalSet) -> None:
         if opts.split:
             split_from_file(opts.split, train)
 
-    def result_name(self, opts: EvalOptions) -> str:
+    def result_name(self, opts: AssembledOptions) -> str:
         """semisup-<file stem> for a split file: its numbers never replace those of the draws."""
         return f"{self.name}-{Path(opts.split).stem}" if opts.split else self.name
 
-    def settings(self, opts: EvalOptions) -> dict:
+    def settings(self, opts: AssembledOptions) -> dict:
         if opts.split:
             digest = hashlib.sha256(Path(opts.split).read_bytes()).hexdigest()[:16]
             subsets = {"split": str(Path(opts.split).resolve()), "split_sha256": digest}
@@ -195,7 +192,7 @@ class SemisupProtocol(Protocol):
             subsets = {"fractions": list(opts.fractions)}
         return {**subsets, **recipe_settings(DEFAULT_RECIPE, "run", opts)}
 
-    def subsets(self, trained: TrainedRun, train: EvalSet, opts: EvalOptions) -> dict[str, list[int]]:
+    def subsets(self, trained: TrainedRun, train: EvalSet, opts: AssembledOptions) -> dict[str, list[int]]:
         """{result key: training indices}: the split file's images under its stem, or each fraction's draw."""
         if opts.split:
             return {Path(opts.split).stem: split_from_file(opts.split, train)}
@@ -206,7 +203,9 @@ class SemisupProtocol(Protocol):
             for fraction in opts.fractions
         }
 
-    def run(self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: EvalOptions, device: torch.device) -> dict:
+    def run(
+        self, trained: TrainedRun, train: EvalSet, test: EvalSet, opts: AssembledOptions, device: torch.device
+    ) -> dict:
         views = training_views(trained, opts.train_augment or "run")
         recipe = sgd_recipe(DEFAULT_RECIPE, opts)
         out = {}

@@ -8,18 +8,16 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from sparsehead.core.options import opt
 from sparsehead.data.evalset import EvalSet
 from sparsehead.data.views import ViewGenerator
 from sparsehead.evaluate.finetune import SGDRecipe, crop_flip
 from sparsehead.evaluate.progress import Progress
+from sparsehead.evaluate.protocol import AssembledOptions
 from sparsehead.runs.folder import RunDir
 from sparsehead.runs.model import TrainedRun
-
-if TYPE_CHECKING:  # for annotations only: options.py reads the registry, which imports the protocols
-    from sparsehead.evaluate.options import EvalOptions
 
 HELP_GROUP = "semisup, sgd-augment and sgd-imagenet (default: the protocol's published recipe)"
 
@@ -38,7 +36,7 @@ class SGDRecipeOptions:
     )
 
 
-def sgd_recipe(default: SGDRecipe, opts: EvalOptions) -> SGDRecipe:
+def sgd_recipe(default: SGDRecipe, opts: AssembledOptions) -> SGDRecipe:
     """`default` with the options given; a frozen-backbone recipe stays frozen (no lr_backbone)."""
     given = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr_head": opts.lr_head, "seed": opts.seed}
     if default.lr_backbone is not None:
@@ -46,7 +44,7 @@ def sgd_recipe(default: SGDRecipe, opts: EvalOptions) -> SGDRecipe:
     return dataclasses.replace(default, **{k: v for k, v in given.items() if v is not None})
 
 
-def recipe_settings(default: SGDRecipe, default_augment: str, opts: EvalOptions) -> dict:
+def recipe_settings(default: SGDRecipe, default_augment: str, opts: AssembledOptions) -> dict:
     """The training views and the resolved recipe, for the saved record."""
     return {"train_augment": opts.train_augment or default_augment, **dataclasses.asdict(sgd_recipe(default, opts))}
 
