@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from sparsehead import config
+from sparsehead import __version__, config
 from sparsehead.core import options
 from sparsehead.core.errors import EXIT_INTERRUPTED, Interrupted, SparseheadError
 
@@ -321,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and dimensional-collapse diagnostics. `sparsehead <command> --help` for details. "
         "Plugin modules named in SPARSEHEAD_PLUGINS (comma-separated) are imported first.",
     )
+    parser.add_argument("--version", action="version", version=f"sparsehead {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for add in COMMANDS:
         add(sub)

@@ -56,3 +56,15 @@ def test_package_data_includes_every_shipped_config():
     package = REPO / "src" / "sparsehead"
     packaged = {p for pattern in patterns for p in package.glob(pattern)}
     assert set(names.SHIPPED.rglob("*.yaml")) <= {p.resolve() for p in packaged}
+
+
+def test_version_has_one_source(capsys):
+    import sparsehead
+
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == f"sparsehead {sparsehead.__version__}"
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" in project["project"]["dynamic"] and "version" not in project["project"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sparsehead.__version__"}
