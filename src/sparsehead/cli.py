@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from sparsehead import config
+from sparsehead import __version__, config
 from sparsehead.core import options
 from sparsehead.core.errors import EXIT_INTERRUPTED, Interrupted, SparseheadError
 
@@ -53,13 +53,13 @@ def add_pretrain(sub):
         "pretrain an encoder (any method, head, SparseHead setting, data set)",
         "Pretrain a backbone with a self-supervised method. Settings come from a YAML file (--config) "
         "and key=value overrides, validated before any work starts.",
-        "  sparsehead pretrain --config configs/demo.yaml\n"
-        "  sparsehead pretrain --config configs/cifar10_simclr.yaml sparsity.lam=1e-4 train.epochs=20\n"
+        "  sparsehead pretrain --config demo\n"
+        "  sparsehead pretrain --config cifar10_simclr sparsity.lam=1e-4 train.epochs=20\n"
         "  sparsehead pretrain --resume runs/my-run          # continue a stopped run exactly\n"
         "  SPARSEHEAD_PLUGINS=my_method sparsehead pretrain method.name=mine   # a plugin's method",
         "configuration keys (section.key (type, default): meaning):\n" + config.describe(),
     )
-    p.add_argument("--config", help="YAML file with any of the keys below (default: all defaults)")
+    p.add_argument("--config", help="YAML file with any of the keys below, or a shipped config's name (see configs)")
     p.add_argument(
         "--run-dir",
         help="run folder to create, or to resume when it holds a checkpoint (default: train.out_dir/train.run_name)",
@@ -312,7 +312,8 @@ def run_simulate(args) -> int:
 
 # --- entry point --------------------------------------------------------------------------------
 
-COMMANDS = (add_pretrain, add_evaluate, add_report, add_analyze, add_export, add_simulate)  # the help order
+# the help order; `configs` lists the configs shipped inside the package, the names --config takes
+COMMANDS = (add_pretrain, add_evaluate, add_report, add_analyze, add_export, add_simulate, config.names.add_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and dimensional-collapse diagnostics. `sparsehead <command> --help` for details. "
         "Plugin modules named in SPARSEHEAD_PLUGINS (comma-separated) are imported first.",
     )
+    parser.add_argument("--version", action="version", version=f"sparsehead {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for add in COMMANDS:
         add(sub)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from sparsehead.config import names
 from sparsehead.config.checks import validate
 from sparsehead.config.migration import migrate
 from sparsehead.config.sections import Config, MethodConfig
@@ -139,12 +139,11 @@ def from_saved(values: dict, schema: int) -> Config:
 
 
 def load(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
-    """Read a YAML config (or the defaults), apply overrides and validate everything."""
+    """Read a YAML config (a path or a shipped config's name; none: the defaults), apply overrides and
+    validate everything."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; see the configs/ folder for examples")
+        path = names.resolve(path)
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except (OSError, ValueError) as err:  # unreadable, or not text (a binary file)
