@@ -67,16 +67,11 @@ def add_pretrain(sub):
     p.add_argument(
         "--resume",
         metavar="RUN_FOLDER",
-        help="continue a stopped run from its last good checkpoint, with the config saved in "
-        "the folder (overrides only of keys that may change on resume, see "
-        "docs/reliability.md; others need --force)",
+        help="continue a stopped run from its last good checkpoint, with the config saved in the folder "
+        "(overrides only of keys that may change on resume, see docs/reliability.md; others need --force)",
     )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="resume even though the config (or the data set) differs from the run's; or, when no checkpoint "
-        "loads, start afresh with the old history moved into RUN/previous-<time>/",
-    )
+    force = "resume though the config (or data) differs from the run's; if no checkpoint loads, start afresh"
+    p.add_argument("--force", action="store_true", help=force + " with the old history moved into RUN/previous-<time>/")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sparsity.lam=1e-4")
     p.set_defaults(run=run_pretrain)
