@@ -81,8 +81,11 @@ def test_a_stopped_training_continues_bitwise_exact(run, tmp_path, monkeypatch, 
     assert (saved["epoch"], saved["batch"]) == (0, stop_after)
     monkeypatch.undo()
     backbone, classifier = train_with(progress)
-    assert not progress.path.exists()  # removed once the training ended
-    for ours, reference in ((classifier, unbroken), (backbone, unbroken_backbone)):
+    # Kept at the end of training (the protocol removes it once the test set is scored): a stop while
+    # scoring continues from the trained state, with no batch trained again.
+    assert torch.load(progress.path, weights_only=True)["epoch"] == recipe.epochs
+    again = train_with(progress)
+    for ours, reference in ((classifier, unbroken), (backbone, unbroken_backbone), (again[1], unbroken)):
         for (name, a), b in zip(ours.state_dict().items(), reference.state_dict().values()):
             assert torch.equal(a, b), name
 
@@ -135,3 +138,22 @@ def test_sigterm_to_the_sgd_probe_exits_75_and_the_same_command_continues_it(run
     result = json.loads(open(record_path).read())
     assert result["r"] == unbroken["r"]  # the same classifier, so exactly the same accuracy
     assert not os.listdir(progress_dir)
+
+
+def test_a_stop_in_a_later_semisup_fraction_keeps_the_finished_ones(run, monkeypatch, capsys):
+    from sparsehead import cli
+
+    args = ["evaluate", str(run), "--protocol", "semisup", "--fractions", "0.1", "0.2", "--epochs", "1"]
+    args += ["--batch-size", "128", "--device", "cpu"]
+    progress_dir = os.path.join(run, "eval", "progress")
+    # 0.1 of digits' 1,437 training images is two batches of 128: the stop arrives in the second fraction.
+    monkeypatch.setattr(finetune, "StopSignals", StopAfter(3))
+    assert cli.main(args) == EXIT_INTERRUPTED
+    kept = {name: torch.load(os.path.join(progress_dir, name), weights_only=True) for name in os.listdir(progress_dir)}
+    assert len(kept) == 2 and sorted(saved["epoch"] for saved in kept.values()) == [0, 1]  # the first is done
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("continuing from") == 2 and "epoch 2, batch 0" in err  # the first fraction not trained again
+    assert not os.listdir(progress_dir)  # removed once every fraction is scored

@@ -119,8 +119,6 @@ def train_classifier(
             first_batch = 0
             if progress:
                 progress.save(state, epoch + 1, 0, state.order_rng.get_state())
-    if progress:
-        progress.finish()
     del model  # the DDP wrapper holds the process group: released while the group lives (torch 2.11)
     gc.collect()
     return backbone.eval(), classifier.eval()

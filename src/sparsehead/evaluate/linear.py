@@ -226,7 +226,9 @@ class LinearProtocol(Protocol):
             backbone, classifier = train_classifier(
                 trained.method.backbone, train, None, num_classes, views, recipe, device, progress
             )
-            return {"r": classifier_accuracy(backbone, classifier, test, trained.views, device)}
+            accuracy = classifier_accuracy(backbone, classifier, test, trained.views, device)
+            progress.finish()  # only once the test set is scored: a stop before continues from the trained state
+            return {"r": accuracy}
         decays = WEIGHT_DECAYS if opts.weight_decay is None else (opts.weight_decay,)
         return {
             name: linear_probe(

@@ -3,8 +3,10 @@ fine-tuning), so that a killed or pre-empted evaluation continues exactly where 
 
 The progress file is written atomically at the end of every epoch and when a stop signal
 (SIGTERM, SIGUSR1, the first Ctrl-C) arrives, which ends the command with exit status 75;
-running the same command again continues from it, bitwise as if never stopped, and removes it
-when the training ends. The file names its job by a key (the checkpoint, the data, the options):
+running the same command again continues from it, bitwise as if never stopped. The protocol removes
+it once the test set is scored (semi-supervised: once every fraction is), so a stop while scoring, or
+in a later fraction, never trains a finished classifier again. Under DDP the first process reads
+it and every process receives the same answer. The file names its job by a key (the checkpoint, the data, the options):
 another job never reads it.
 """
 
@@ -71,32 +73,46 @@ class Progress:
         self.path, self.key = Path(path), key
 
     def restore(self, state: ClassifierState) -> tuple[int, int]:
-        """Load the saved progress into `state`: the (epoch, batch) to continue from, (0, 0) when none."""
-        if not self.path.is_file():
+        """Load the saved progress into `state`: the (epoch, batch) to continue from, (0, 0) when none.
+        A collective under DDP: the first process reads the file, every process gets its answer."""
+        saved = dist.from_main(self._read() if dist.is_main() else None)
+        if isinstance(saved, str):  # the one error every process raises
+            raise EvaluationError(saved)
+        if saved is None:
             return 0, 0
         try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-            if saved["key"] != self.key:
-                warnings.warn(
-                    f"{self.path} is the progress of another evaluation; starting this one from the beginning"
-                )
-                return 0, 0
             state.load_state_dict(saved["state"])
             # The batch order is redrawn from the generator as it was when the epoch began.
             state.order_rng.set_state(saved["order_rng_at_epoch_start"])
             epoch, batch = int(saved["epoch"]), int(saved["batch"])
         except SparseheadError:
             raise
-        except Exception as err:  # whatever a damaged file makes the loader or the state raise
-            raise self._unusable(err) from None
-        print(f"continuing from {self.path.name}: epoch {epoch + 1}, batch {batch}", file=sys.stderr)
+        except Exception as err:  # whatever a damaged file makes the state raise
+            raise EvaluationError(self._unusable(err)) from None
+        if dist.is_main():
+            print(f"continuing from {self.path.name}: epoch {epoch + 1}, batch {batch}", file=sys.stderr)
         return epoch, batch
 
-    def _unusable(self, err: Exception) -> EvaluationError:
+    def _read(self):
+        """The saved progress of this job, None (no file, or another job's), or why it cannot be used."""
+        if not self.path.is_file():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            if saved["key"] != self.key:
+                warnings.warn(
+                    f"{self.path} is the progress of another evaluation; starting this one from the beginning"
+                )
+                return None
+            return saved
+        except Exception as err:  # whatever a damaged file makes the loader raise
+            return self._unusable(err)
+
+    def _unusable(self, err: Exception) -> str:
         detail = f"{type(err).__name__}: {' '.join(str(err).split('. ')[0].split())[:150]}"
         if isinstance(err, OSError) and err.errno is not None:  # the storage, not the file
-            return EvaluationError(f"cannot read the evaluation progress {self.path} ({detail}); check the storage")
-        return EvaluationError(
+            return f"cannot read the evaluation progress {self.path} ({detail}); check the storage"
+        return (
             f"the evaluation progress {self.path} is damaged ({detail}); delete it to start this evaluation "
             "from the beginning"
         )

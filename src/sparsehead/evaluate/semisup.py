@@ -208,8 +208,13 @@ class SemisupProtocol(Protocol):
     ) -> dict:
         views = training_views(trained, opts.train_augment or "run")
         recipe = sgd_recipe(DEFAULT_RECIPE, opts)
-        out = {}
+        out, done = {}, []
         for key, indices in self.subsets(trained, train, opts).items():
             progress = progress_of(trained, train, test, f"{self.result_name(opts)}-{key}", self.settings(opts))
             out[key] = semisupervised(trained.method.backbone, train, test, indices, views, recipe, device, progress)
+            done.append(progress)
+        # Each fraction's progress is kept until every fraction is scored: a stop in a later fraction
+        # does not train a finished one again (its saved state is at its last epoch).
+        for progress in done:
+            progress.finish()
         return {"r": out}
