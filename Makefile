@@ -9,7 +9,7 @@ OLDEST_TORCH_PINS ?= torch==2.11.0 torchvision==0.26.0
 OLDEST_VENV ?= .venv-oldest-torch
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-oldest-torch venv clean bench
+.PHONY: demo test test-slurm test-oldest-torch venv clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ TEST_WORKERS ?= auto
 XDIST := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(XDIST) --durations=10
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slurm" --durations=10
 	env $(OTHER_KERNELS) $(BIN)/python -m pytest -q $(XDIST) -m numerics
+
+# The SLURM recipes under a stand-in SLURM (tests/scripts/test_slurm.py: minutes of 2-process runs), kept
+# out of `make test`; .ci/run runs them here and, in test-oldest-torch, on the oldest declared torch.
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -q $(XDIST) -m slurm
 
 # The distributed, resume and pre-emption tests (pretraining and evaluation) again on the oldest declared
 # torch (.ci/run runs it).

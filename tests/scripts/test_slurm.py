@@ -36,7 +36,10 @@ BASE = TINY + [
 ARGS = ["train.epochs=10"]
 TOTAL_STEPS = 40
 ENV = {"OMP_NUM_THREADS": "1"}
-pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds a job's processes in /proc")
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds a job's processes in /proc"),
+]
 
 
 def _logged_steps(run_dir: Path) -> int:
