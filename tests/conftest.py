@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # Under pytest-xdist (`make test` runs two workers on a 2-core machine) each worker and the runs it
@@ -15,6 +18,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from cli_forkserver import ForkServer, needs_fresh_interpreter  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"  # on the path of CLI subprocesses that import a test module (plugins)
@@ -144,18 +149,23 @@ def method_keys(name: str, *overrides: str) -> list[str]:
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
     """Run `python -m sparsehead ARGS` against this checkout's source; returns CompletedProcess.
-    With SPARSEHEAD_TEST_SIGKILL set, the fault-injection plugin (tests/killpoints.py) is loaded."""
+    With SPARSEHEAD_TEST_SIGKILL set, the fault-injection plugin (tests/killpoints.py) is loaded.
+    The command is a child of this test process's fork server (tests/cli_forkserver.py: a process of
+    its own without 4 s of imports), or a new interpreter where `env` sets what only one reads."""
     full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
     if "SPARSEHEAD_TEST_SIGKILL" in full_env:
         full_env.update(PYTHONPATH=f"{SRC}{os.pathsep}{TESTS}", SPARSEHEAD_PLUGINS="killpoints")
-    return subprocess.run(
-        [sys.executable, "-m", "sparsehead", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    if needs_fresh_interpreter(env or {}):
+        cmd = [sys.executable, "-m", "sparsehead", *args]
+        return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return _fork_server().run(list(args), full_env, cwd, timeout)
+
+
+@functools.cache
+def _fork_server() -> ForkServer:
+    server = ForkServer(tempfile.mkdtemp(prefix="sparsehead-cli-"), {**os.environ, "PYTHONPATH": str(SRC)})
+    atexit.register(server.close)
+    return server
 
 
 def fixed_view_losses(cfg, state: dict, batches: int = 8, seed: int = 1234) -> list[float]:

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from sparsehead.core.atomic import atomic_write
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 Curve = tuple[str, Sequence[float]]  # (legend label, values)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A Figure; matplotlib is imported at the first drawing, not with this module: every command line
+    builds every sub-command's parser, and a training run should not wait for a plotting library."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
 
 
 def save_png(fig: Figure, path: str | Path, dpi: int = 110) -> bytes:
@@ -37,7 +47,7 @@ def log_safe(values: Sequence[float], floor_ratio: float = 1e-16) -> np.ndarray:
 
 def spectra_figure(panels: Sequence[tuple[str, Sequence[Curve]]], title: str) -> Figure:
     """One panel per (panel title, curves): sorted eigenvalues on a log axis, as Song et al. 2023 Fig. 1/3."""
-    fig = Figure(figsize=(5.2 * len(panels), 4.0))
+    fig = new_figure(5.2 * len(panels), 4.0)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel_title, curves) in zip(axes, panels):
         for label, eigs in curves:
@@ -53,7 +63,7 @@ def spectra_figure(panels: Sequence[tuple[str, Sequence[Curve]]], title: str) ->
 
 def head_figure(layers: Sequence[dict], title: str) -> Figure:
     """Sorted column norms of each penalised head layer, with the support threshold."""
-    fig = Figure(figsize=(6.0, 4.0))
+    fig = new_figure(6.0, 4.0)
     ax = fig.subplots()
     for i, layer in enumerate(layers):
         norms = np.asarray(layer["column_norms"])
@@ -93,7 +103,7 @@ def curves_figure(records: Sequence[dict], title: str) -> Optional[Figure]:
     panels = curve_panels(records)
     if not panels:
         return None
-    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    fig = new_figure(4.2 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel_title, keys) in zip(axes, panels):
         for key in keys:
@@ -110,7 +120,7 @@ def curves_figure(records: Sequence[dict], title: str) -> Optional[Figure]:
 
 def evolution_figure(panels: Sequence[tuple[str, str, np.ndarray, np.ndarray]], title: str) -> Figure:
     """One panel per (title, ylabel, steps (T,), values (T, k)): each of the k values against the step."""
-    fig = Figure(figsize=(4.6 * len(panels), 3.8))
+    fig = new_figure(4.6 * len(panels), 3.8)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel_title, ylabel, steps, values) in zip(axes, panels):
         values = np.asarray(values)
@@ -137,7 +147,7 @@ def lines_figure(
     logy: bool = True,
 ) -> Figure:
     """Panels of (title, xlabel, ylabel, [(label, x, y), ...]) line plots."""
-    fig = Figure(figsize=(5.0 * len(panels), 3.8))
+    fig = new_figure(5.0 * len(panels), 3.8)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel_title, xlabel, ylabel, lines) in zip(axes, panels):
         for label, x, y in lines:
@@ -165,7 +175,7 @@ def amplitude_figure(
 ) -> Figure:
     """Left: final singular values of W per amplitude (Jing et al. 2022 Fig. 3); right: one run's
     singular values over training."""
-    fig = Figure(figsize=(10.4, 4.0))
+    fig = new_figure(10.4, 4.0)
     left, right = fig.subplots(1, 2)
     for k, sv in zip(amplitudes, final):
         left.semilogy(np.arange(1, len(sv) + 1), log_safe(sv, 1e-20), marker="o", ms=3, label=f"k = {k:g}")

@@ -1,0 +1,162 @@
+"""`python -m sparsehead ARGS` without paying for the imports each time: a fork server for the tests.
+
+A CLI process spends about 4 s of its life importing torch, torchvision and scikit-learn before it
+does a tiny run's second of work, and the suite starts hundreds of them. The server is one fresh
+interpreter that imports them once and forks a child per command: each child is a process of its
+own (its pid, its exit status, killed by SIGKILL like any other), starts from the same state as
+every other child (the same imports done in the same order, so Python's `random` and every module's
+state agree between a reference run and a resumed one), and runs `sparsehead.cli.main` with the
+command's arguments, environment, folder and output files. What only a new interpreter reads (the
+CPU kernel choice, the allocator, the dynamic loader) cannot change in a fork: conftest.run_cli
+starts a new interpreter for an environment that sets such a variable.
+
+Protocol, one connection per command over a Unix socket: the client sends one JSON line (args, env,
+cwd, stdout and stderr file paths); an intermediate process forks the child, answers with its pid,
+waits for it, then answers with its wait status. The server never waits, so commands may overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+# Variables read only when an interpreter or a library starts: a command that sets one needs a fresh one.
+FRESH_ONLY = ("ATEN_", "ONEDNN_", "DNNL_", "MKL_", "KMP_", "GOMP_", "LD_", "CUDA_", "TORCH_", "PYTHONHASHSEED")
+
+
+def needs_fresh_interpreter(extra_env: dict) -> bool:
+    return any(
+        key.startswith(FRESH_ONLY) or key == "OMP_NUM_THREADS" and value != os.environ.get(key)
+        for key, value in extra_env.items()
+    )
+
+
+# --- the server -------------------------------------------------------------------------------------
+
+
+def _preload() -> None:
+    """Everything a CLI command imports, imported once here, before any fork."""
+    import sklearn.datasets  # noqa: F401  (the digits)
+    import sklearn.model_selection  # noqa: F401
+
+    import sparsehead.cli  # noqa: F401
+    import sparsehead.evaluate.runner  # noqa: F401
+    import sparsehead.training.loop  # noqa: F401
+    import sparsehead.training.resume  # noqa: F401
+
+
+def _child(request: dict) -> None:
+    """In the forked child: become `python -m sparsehead ARGS` and exit as it would."""
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(out, fd)
+        os.close(out)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for entry in reversed(request["env"].get("PYTHONPATH", "").split(os.pathsep)):
+        if entry and entry not in sys.path:
+            sys.path.insert(0, entry)
+    if request["cwd"]:
+        os.chdir(request["cwd"])
+    import sparsehead.cli
+
+    sys.argv = [
+        os.path.join(os.path.dirname(os.path.dirname(sparsehead.cli.__file__)), "__main__.py"),
+        *request["args"],
+    ]
+    sys.exit(sparsehead.cli.main(request["args"]))  # argparse's own exits and any traceback as python -m would
+
+
+def _serve_one(conn: socket.socket, listener: socket.socket) -> None:
+    """In the intermediate process: fork the command, answer its pid, wait, answer its status."""
+    listener.close()
+    request = json.loads(conn.makefile("r").readline())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        _child(request)
+    try:
+        conn.sendall(f"{pid}\n".encode())
+        _, status = os.waitpid(pid, 0)
+        conn.sendall(f"{status}\n".encode())
+    except OSError:  # the client gave up (its timeout killed the command)
+        pass
+    os._exit(0)
+
+
+def serve(path: str) -> None:
+    _preload()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    print("ready", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        if os.fork() == 0:
+            _serve_one(conn, listener)
+        conn.close()
+        while True:  # reap the intermediates that are done
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+
+
+# --- the client -------------------------------------------------------------------------------------
+
+
+class ForkServer:
+    """One server per test process, started at its first command, stopped when the process exits."""
+
+    def __init__(self, folder: str, env: dict):
+        self.path = os.path.join(folder, "forkserver.sock")
+        self.folder = folder
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, self.path], env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the CLI fork server did not start (exit {self.proc.wait()})")
+        self.count = 0
+
+    def run(self, args: list[str], env: dict, cwd, timeout: float) -> subprocess.CompletedProcess:
+        self.count += 1
+        out, err = (os.path.join(self.folder, f"{self.count}.{name}") for name in ("out", "err"))
+        request = {"args": list(args), "env": env, "cwd": str(cwd) if cwd else None, "stdout": out, "stderr": err}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(self.path)
+            conn.sendall((json.dumps(request) + "\n").encode())
+            replies = conn.makefile("r")
+            pid = int(replies.readline())
+            conn.settimeout(timeout)
+            start = time.monotonic()
+            try:
+                status = int(replies.readline())
+            except (socket.timeout, TimeoutError, ValueError):
+                os.kill(pid, signal.SIGKILL)
+                raise subprocess.TimeoutExpired(args, time.monotonic() - start) from None
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        with open(out) as o, open(err) as e:
+            stdout, stderr = o.read(), e.read()
+        os.remove(out)
+        os.remove(err)
+        return subprocess.CompletedProcess([sys.executable, "-m", "sparsehead", *args], code, stdout, stderr)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
