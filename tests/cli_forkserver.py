@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 
 # Variables read only when an interpreter or a library starts: a command that sets one needs a fresh one.
 FRESH_ONLY = ("ATEN_", "ONEDNN_", "DNNL_", "MKL_", "KMP_", "GOMP_", "LD_", "CUDA_", "TORCH_", "PYTHONHASHSEED")
@@ -129,34 +130,80 @@ class ForkServer:
             raise RuntimeError(f"the CLI fork server did not start (exit {self.proc.wait()})")
         self.count = 0
 
-    def run(self, args: list[str], env: dict, cwd, timeout: float) -> subprocess.CompletedProcess:
+    def start(self, args: list[str], env: dict, cwd=None) -> "ForkedCommand":
         self.count += 1
         out, err = (os.path.join(self.folder, f"{self.count}.{name}") for name in ("out", "err"))
         request = {"args": list(args), "env": env, "cwd": str(cwd) if cwd else None, "stdout": out, "stderr": err}
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.connect(self.path)
-            conn.sendall((json.dumps(request) + "\n").encode())
-            replies = conn.makefile("r")
-            pid = int(replies.readline())
-            conn.settimeout(timeout)
-            start = time.monotonic()
-            try:
-                status = int(replies.readline())
-            except (socket.timeout, TimeoutError, ValueError):
-                os.kill(pid, signal.SIGKILL)
-                raise subprocess.TimeoutExpired(args, time.monotonic() - start) from None
-        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        with open(out) as o, open(err) as e:
-            stdout, stderr = o.read(), e.read()
-        os.remove(out)
-        os.remove(err)
-        return subprocess.CompletedProcess([sys.executable, "-m", "sparsehead", *args], code, stdout, stderr)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(self.path)
+        conn.sendall((json.dumps(request) + "\n").encode())
+        return ForkedCommand(args, conn, out, err)
+
+    def run(self, args: list[str], env: dict, cwd, timeout: float) -> subprocess.CompletedProcess:
+        command = self.start(args, env, cwd)
+        stdout, stderr = command.communicate(timeout)
+        return subprocess.CompletedProcess(command.args, command.returncode, stdout, stderr)
 
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
         self.proc.stdout.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
     serve(sys.argv[1])
+
+
+class ForkedCommand:
+    """A command running under the fork server, used as a subprocess.Popen is (pid, poll, send_signal,
+    kill, communicate, returncode)."""
+
+    def __init__(self, args: list[str], conn: socket.socket, out: str, err: str):
+        self.args = [sys.executable, "-m", "sparsehead", *args]
+        self._conn, self._buffer, self._out, self._err = conn, b"", out, err
+        self.pid = int(self._line(None))
+        self.returncode = None
+
+    def _line(self, timeout: float | None):
+        """The server's next reply line, or None if none came within `timeout` s (None: wait)."""
+        while b"\n" not in self._buffer:
+            if not select.select([self._conn], [], [], timeout)[0]:
+                return None
+            chunk = self._conn.recv(64)
+            if not chunk:
+                raise RuntimeError("the CLI fork server closed the connection without a status")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def poll(self, timeout: float | None = 0.0):
+        if self.returncode is None:
+            line = self._line(timeout)
+            if line is None:
+                return None
+            status = int(line)
+            self.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            self._conn.close()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.poll(timeout) is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Wait for the end (SIGKILL and TimeoutExpired after `timeout` s); its stdout and stderr."""
+        if self.poll(timeout) is None:
+            self.kill()
+            self.poll(None)
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        with open(self._out) as o, open(self._err) as e:
+            return o.read(), e.read()

@@ -152,13 +152,26 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
     With SPARSEHEAD_TEST_SIGKILL set, the fault-injection plugin (tests/killpoints.py) is loaded.
     The command is a child of this test process's fork server (tests/cli_forkserver.py: a process of
     its own without 4 s of imports), or a new interpreter where `env` sets what only one reads."""
-    full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
-    if "SPARSEHEAD_TEST_SIGKILL" in full_env:
-        full_env.update(PYTHONPATH=f"{SRC}{os.pathsep}{TESTS}", SPARSEHEAD_PLUGINS="killpoints")
+    full_env = _cli_env(env)
     if needs_fresh_interpreter(env or {}):
         cmd = [sys.executable, "-m", "sparsehead", *args]
         return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     return _fork_server().run(list(args), full_env, cwd, timeout)
+
+
+def start_cli(*args: str, env: dict | None = None):
+    """run_cli's command started, not waited for: a Popen-like handle (pid, poll, send_signal, communicate)."""
+    if needs_fresh_interpreter(env or {}):
+        cmd = [sys.executable, "-m", "sparsehead", *args]
+        return subprocess.Popen(cmd, env=_cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return _fork_server().start(list(args), _cli_env(env))
+
+
+def _cli_env(env: dict | None) -> dict:
+    full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
+    if "SPARSEHEAD_TEST_SIGKILL" in full_env:
+        full_env.update(PYTHONPATH=f"{SRC}{os.pathsep}{TESTS}", SPARSEHEAD_PLUGINS="killpoints")
+    return full_env
 
 
 @functools.cache

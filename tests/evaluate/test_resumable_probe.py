@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from conftest import SRC, TINY, run_cli
+from conftest import TINY, run_cli, start_cli
 from sparsehead import config
 from sparsehead.config import AugmentConfig
 from sparsehead.core.errors import EXIT_INTERRUPTED, Interrupted
@@ -116,13 +114,7 @@ def test_sigterm_to_the_sgd_probe_exits_75_and_the_same_command_continues_it(run
     os.remove(record_path)
 
     progress_dir = os.path.join(run, "eval", "progress")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparsehead", *args],
-        env={**os.environ, "PYTHONPATH": str(SRC), **ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(*args, env=ENV)
     deadline = time.monotonic() + 300
     while not (os.path.isdir(progress_dir) and os.listdir(progress_dir)):  # the first epoch ended
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]

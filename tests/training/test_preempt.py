@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SRC, TINY, TINY_FOLDER, assert_same_training_state, make_imagefolder, run_cli
+from conftest import SRC, TINY, TINY_FOLDER, assert_same_training_state, make_imagefolder, run_cli, start_cli
 from ddp_harness import torchrun_sparsehead, torchrun_workers
 from sparsehead import config
 from sparsehead.core.errors import EXIT_INTERRUPTED
@@ -40,10 +39,8 @@ TOTAL_STEPS = 40
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
-def _start(run_dir: Path, *extra: str, env: dict | None = None, run: list[str] = RUN) -> subprocess.Popen:
-    full_env = {**os.environ, "PYTHONPATH": str(SRC), **ENV, **(env or {})}
-    cmd = [sys.executable, "-m", "sparsehead", "pretrain", *run, *extra, "--run-dir", str(run_dir)]
-    return subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start(run_dir: Path, *extra: str, env: dict | None = None, run: list[str] = RUN):
+    return start_cli("pretrain", *run, *extra, "--run-dir", str(run_dir), env={**ENV, **(env or {})})
 
 
 def _logged_steps(run_dir: Path) -> int:
@@ -51,7 +48,7 @@ def _logged_steps(run_dir: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if "loss" in json.loads(line)) if path.exists() else 0
 
 
-def _signal_after(proc: subprocess.Popen, run_dir: Path, sig: int, steps: int = 3) -> int:
+def _signal_after(proc, run_dir: Path, sig: int, steps: int = 3) -> int:
     """Send `sig` once the run has logged `steps` steps; the number logged just before sending."""
     deadline = time.monotonic() + 300
     while (logged := _logged_steps(run_dir)) < steps:
