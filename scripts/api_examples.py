@@ -13,15 +13,18 @@ import sys
 from pathlib import Path
 
 
-def run_examples(folder: Path) -> doctest.TestResults:
-    """Run every example; the module docstring's `tmp` is its folder too."""
+def api_doctests() -> list[doctest.DocTest]:
+    """The docstrings of sparsehead.api that hold examples: the module's and each function's."""
     import sparsehead.api
 
+    return [test for test in doctest.DocTestFinder().find(sparsehead.api) if test.examples]
+
+
+def run_examples(tests: list[doctest.DocTest], folder: Path) -> doctest.TestResults:
+    """Run `tests`, each in a folder of its own under `folder`; the module docstring's `tmp` is that folder."""
     runner = doctest.DocTestRunner()
     start = Path.cwd()
-    for test in doctest.DocTestFinder().find(sparsehead.api):
-        if not test.examples:
-            continue
+    for test in tests:
         here = Path(folder, test.name).resolve()
         here.mkdir(parents=True)
         test.globs["tmp"] = here
@@ -34,6 +37,6 @@ def run_examples(folder: Path) -> doctest.TestResults:
 
 
 if __name__ == "__main__":
-    results = run_examples(Path(sys.argv[1] if len(sys.argv) > 1 else "."))
+    results = run_examples(api_doctests(), Path(sys.argv[1] if len(sys.argv) > 1 else "."))
     print(f"sparsehead.api: {results.attempted} docstring examples, {results.failed} failed")
     sys.exit(1 if results.failed or not results.attempted else 0)
