@@ -12,12 +12,16 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 unset PYTHONPATH
 
+# Built from a copy of the files git tracks or would track: no stale build/ or egg-info of the checkout gets in.
 echo "wheel_check: building the wheel"
-"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/dist" "$REPO"
-echo "wheel_check: installing $(basename "$WORK"/dist/*.whl) into a fresh venv"
+mkdir "$WORK/tree"
+git -C "$REPO" ls-files -z --cached --others --exclude-standard | (cd "$REPO" && xargs -0 cp --parents -P -t "$WORK/tree")
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/dist" "$WORK/tree"
+echo "wheel_check: ${SECONDS} s: installing $(basename "$WORK"/dist/*.whl) into a fresh venv"
 "$PYTHON" -m venv "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install --quiet "$WORK"/dist/sparsehead-*.whl
 
+echo "wheel_check: ${SECONDS} s: installed; running from an empty folder"
 mkdir "$WORK/empty"
 cd "$WORK/empty"
 export PATH="$WORK/venv/bin:$PATH"
