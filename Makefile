@@ -9,7 +9,7 @@ OLDEST_TORCH_PINS ?= torch==2.11.0 torchvision==0.26.0
 OLDEST_VENV ?= .venv-oldest-torch
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slurm test-oldest-torch venv clean bench
+.PHONY: demo test test-slurm test-oldest-torch venv clean bench docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,12 @@ test-oldest-torch:
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/throughput.py
+
+# The documentation site (mkdocs.yml) into build/site/, warnings as errors: the API reference from the docstrings,
+# the command-line reference from every sub-command's --help. `$(BIN)/mkdocs serve` previews it.
+docs: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) runs

@@ -31,9 +31,35 @@ def _overrides(overrides: dict) -> list[str]:
 
 
 def pretrain(config: str | os.PathLike | configuration.Config, run_dir: str | os.PathLike | None = None, **overrides):
-    """Pretrain as `config` says (a shipped config's name, a YAML path or a Config), with `overrides` as
-    "section.key" keys (`**{"sparsity.lam": 1e-4}`), into `run_dir` (default: train.out_dir/train.run_name;
-    resumed when it holds a checkpoint of the same config). Returns the run folder."""
+    """Pretrain as `config` says, into `run_dir`, and return the run folder.
+
+    Args:
+        config: a shipped config's name (`sparsehead configs` lists them), a YAML file's path, or a
+            `sparsehead.config.Config`.
+        run_dir: the run folder (default: `train.out_dir/train.run_name`); one that holds a checkpoint of the
+            same config is resumed.
+        **overrides: settings as `"section.key"` keys, e.g. `**{"sparsity.lam": 1e-4}`: the command line's
+            `key=value` overrides, with the same validation.
+
+    Returns:
+        The run folder: `config.yaml` (the resolved config), `metrics.jsonl`, `checkpoints/`, `results.json`.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, an out-of-range value or a missing data folder, before
+            any work starts.
+
+    Examples:
+        Three steps of the demo (SimCLR + SparseHead on scikit-learn's digits, no download):
+
+        >>> import sparsehead, sparsehead.config
+        >>> run = sparsehead.pretrain("demo", run_dir="runs/demo", **{"train.max_steps": 3, "sparsity.lam": 1e-3})
+        >>> run.name, sparsehead.config.load(run / "config.yaml").sparsity.lam
+        ('demo', 0.001)
+        >>> sparsehead.pretrain("demo", **{"train.max_steps": 0})
+        Traceback (most recent call last):
+        ...
+        sparsehead.core.errors.ConfigError: train.max_steps: 0 is out of range; it must be >= 1 (a positive integer)
+    """
     texts = _overrides(overrides)
     if isinstance(config, configuration.Config):
         cfg = configuration.from_dict(configuration.merge(configuration.to_dict(config), texts))
@@ -46,10 +72,30 @@ def pretrain(config: str | os.PathLike | configuration.Config, run_dir: str | os
 
 
 def evaluate(run: str | os.PathLike, protocol: str = "knn", data: dict | None = None, **options) -> dict:
-    """Evaluate a run folder (its newest checkpoint) or a checkpoint file with `protocol` (knn, linear,
-    semisup, ncc); `options` are the options of `sparsehead evaluate` by field name (`with_z=True`,
-    `epochs=5`), `data` keys of the data section to evaluate on another data set. Returns the record
-    also written to RUN/eval/<protocol>.json."""
+    """Evaluate a run's backbone with `protocol`, and return the record also written to
+    `RUN/eval/<protocol>.json`.
+
+    Args:
+        run: a run folder (its newest checkpoint is evaluated) or a checkpoint file.
+        protocol: `knn`, `linear`, `semisup` or `ncc`.
+        data: keys of the data section, to evaluate on another data set than the run's
+            (`{"source": "imagefolder", "root": "data/cifar10"}`).
+        **options: the options of `sparsehead evaluate` by field name (`with_z=True`, `epochs=5`).
+
+    Returns:
+        The accuracies of the representation r under `"r"` (and of the embedding z under `"z"` with
+            `with_z=True`), with the checkpoint, step, data, options and device they were measured with.
+
+    Raises:
+        ConfigError: an unknown option or a wrong value, before any work starts.
+
+    Examples:
+        >>> import sparsehead
+        >>> run = sparsehead.pretrain("demo", run_dir="runs/demo", **{"train.max_steps": 3})
+        >>> record = sparsehead.evaluate(run, protocol="knn")
+        >>> record["protocol"], 0.0 <= record["r"]["top1"] <= 1.0
+        ('knn', True)
+    """
     from sparsehead.evaluate.options import eval_options
     from sparsehead.evaluate.runner import evaluate as run_protocol
 
@@ -61,9 +107,25 @@ def evaluate(run: str | os.PathLike, protocol: str = "knn", data: dict | None = 
 
 
 def load_backbone(run: str | os.PathLike) -> torch.nn.Module:
-    """The trained backbone of a run folder (its newest checkpoint) or a checkpoint file, in eval mode on the
-    CPU, with the run's normalisation in front: it takes images with values in [0, 1] (N, 3, H, W) at the
-    run's data.image_size and returns the representation r."""
+    """The trained backbone of a run, ready for downstream use: in eval mode on the CPU, with the run's
+    normalisation in front.
+
+    Args:
+        run: a run folder (its newest checkpoint) or a checkpoint file.
+
+    Returns:
+        A module that takes images with values in [0, 1], shape (N, 3, H, W) at the run's
+            `data.image_size`, and returns their representation r, shape (N, dim).
+
+    Examples:
+        >>> import sparsehead, torch
+        >>> run = sparsehead.pretrain("demo", run_dir="runs/demo", **{"train.max_steps": 3})
+        >>> backbone = sparsehead.load_backbone(run)
+        >>> with torch.no_grad():
+        ...     r = backbone(torch.rand(8, 3, 16, 16))  # 8 images at the demo's 16 x 16 pixels
+        >>> r.shape[0]
+        8
+    """
     from torchvision.transforms import v2
 
     from sparsehead.runs.model import load_trained
