@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import subprocess
 import sys
@@ -70,14 +69,3 @@ def test_load_backbone_normalises_then_gives_r(run):
         expected = trained.method.backbone((images - trained.views.mean) / trained.views.std)
         got = sparsehead.load_backbone(run)(images)
     torch.testing.assert_close(got, expected)
-
-
-def test_the_docstring_examples_run(tmp_path, monkeypatch):
-    """The module docstring's example, on the tiny model (its own overrides are kept)."""
-    real = api.pretrain
-    monkeypatch.setattr(api, "pretrain", lambda config, run_dir=None, **o: real(config, run_dir, **(tiny() | o)))
-    finder = doctest.DocTestFinder(recurse=False)
-    runner = doctest.DocTestRunner()
-    for test in finder.find(api, globs={"tmp": tmp_path}):
-        runner.run(test)
-    assert runner.failures == 0 and runner.tries >= 5
