@@ -1,4 +1,5 @@
-"""`python -m sparsehead ARGS` without paying for the imports each time: a fork server for the tests.
+"""`python -m sparsehead ARGS` (or `python SCRIPT ARGS`) without paying for the imports each time: a fork
+server for the tests.
 
 A CLI process spends about 4 s of its life importing torch, torchvision and scikit-learn before it
 does a tiny run's second of work, and the suite starts hundreds of them. The server is one fresh
@@ -19,22 +20,21 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 
 # Variables read only when an interpreter or a library starts: a command that sets one needs a fresh one.
 FRESH_ONLY = ("ATEN_", "ONEDNN_", "DNNL_", "MKL_", "KMP_", "GOMP_", "LD_", "CUDA_", "TORCH_", "PYTHONHASHSEED")
 
 
 def needs_fresh_interpreter(extra_env: dict) -> bool:
-    return any(
-        key.startswith(FRESH_ONLY) or key == "OMP_NUM_THREADS" and value != os.environ.get(key)
-        for key, value in extra_env.items()
-    )
+    return any(key.startswith(FRESH_ONLY) for key in extra_env)
 
 
 # --- the server -------------------------------------------------------------------------------------
@@ -67,12 +67,20 @@ def _child(request: dict) -> None:
             sys.path.insert(0, entry)
     if request["cwd"]:
         os.chdir(request["cwd"])
+    tempfile.tempdir = None  # found again from this command's TMPDIR
+    if "OMP_NUM_THREADS" in os.environ:  # read by torch's thread pool, which no fork has started yet
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if request["script"]:  # python SCRIPT ARGS: its folder first on the path, run as __main__
+        sys.argv = [request["script"], *request["args"]]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(request["script"])))
+        runpy.run_path(request["script"], run_name="__main__")
+        sys.exit(0)
     import sparsehead.cli
 
-    sys.argv = [
-        os.path.join(os.path.dirname(os.path.dirname(sparsehead.cli.__file__)), "__main__.py"),
-        *request["args"],
-    ]
+    main = os.path.join(os.path.dirname(os.path.dirname(sparsehead.cli.__file__)), "__main__.py")
+    sys.argv = [main, *request["args"]]
     sys.exit(sparsehead.cli.main(request["args"]))  # argparse's own exits and any traceback as python -m would
 
 
@@ -130,17 +138,20 @@ class ForkServer:
             raise RuntimeError(f"the CLI fork server did not start (exit {self.proc.wait()})")
         self.count = 0
 
-    def start(self, args: list[str], env: dict, cwd=None) -> "ForkedCommand":
+    def start(self, args: list[str], env: dict, cwd=None, script: str | None = None) -> "ForkedCommand":
+        """`python -m sparsehead ARGS`, or `python SCRIPT ARGS` with `script`, started."""
         self.count += 1
         out, err = (os.path.join(self.folder, f"{self.count}.{name}") for name in ("out", "err"))
-        request = {"args": list(args), "env": env, "cwd": str(cwd) if cwd else None, "stdout": out, "stderr": err}
+        request = {"args": list(args), "script": script, "env": env, "cwd": str(cwd) if cwd else None}
+        request.update(stdout=out, stderr=err)
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(self.path)
         conn.sendall((json.dumps(request) + "\n").encode())
-        return ForkedCommand(args, conn, out, err)
+        return ForkedCommand(args, script, conn, out, err)
 
-    def run(self, args: list[str], env: dict, cwd, timeout: float) -> subprocess.CompletedProcess:
-        command = self.start(args, env, cwd)
+    def run(self, args: list[str], env: dict, cwd, timeout: float, script: str | None = None):
+        """The command run to its end: a subprocess.CompletedProcess."""
+        command = self.start(args, env, cwd, script)
         stdout, stderr = command.communicate(timeout)
         return subprocess.CompletedProcess(command.args, command.returncode, stdout, stderr)
 
@@ -159,8 +170,8 @@ class ForkedCommand:
     """A command running under the fork server, used as a subprocess.Popen is (pid, poll, send_signal,
     kill, communicate, returncode)."""
 
-    def __init__(self, args: list[str], conn: socket.socket, out: str, err: str):
-        self.args = [sys.executable, "-m", "sparsehead", *args]
+    def __init__(self, args: list[str], script: str | None, conn: socket.socket, out: str, err: str):
+        self.args = [sys.executable, *([script] if script else ["-m", "sparsehead"]), *args]
         self._conn, self._buffer, self._out, self._err = conn, b"", out, err
         self.pid = int(self._line(None))
         self.returncode = None

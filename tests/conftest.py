@@ -156,7 +156,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
     if needs_fresh_interpreter(env or {}):
         cmd = [sys.executable, "-m", "sparsehead", *args]
         return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-    return _fork_server().run(list(args), full_env, cwd, timeout)
+    return cli_fork_server().run(list(args), full_env, cwd, timeout)
 
 
 def start_cli(*args: str, env: dict | None = None):
@@ -164,7 +164,7 @@ def start_cli(*args: str, env: dict | None = None):
     if needs_fresh_interpreter(env or {}):
         cmd = [sys.executable, "-m", "sparsehead", *args]
         return subprocess.Popen(cmd, env=_cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return _fork_server().start(list(args), _cli_env(env))
+    return cli_fork_server().start(list(args), _cli_env(env))
 
 
 def _cli_env(env: dict | None) -> dict:
@@ -175,7 +175,7 @@ def _cli_env(env: dict | None) -> dict:
 
 
 @functools.cache
-def _fork_server() -> ForkServer:
+def cli_fork_server() -> ForkServer:
     server = ForkServer(tempfile.mkdtemp(prefix="sparsehead-cli-"), {**os.environ, "PYTHONPATH": str(SRC)})
     atexit.register(server.close)
     return server

@@ -1,4 +1,5 @@
-"""Every benchmark runs against the current package: each script's toy mode, in a subprocess.
+"""Every benchmark runs against the current package: each script's toy mode, in a process of its own
+(a child of the tests' fork server, tests/cli_forkserver.py).
 
 The scripts are found by globbing benchmarks/*.py (modules named _*.py are their shared helpers),
 so a new benchmark without a `--toy` mode fails here. CIFAR-10 is pointed at a missing folder:
@@ -8,12 +9,10 @@ the toy modes then make synthetic images, as on a fresh clone, and the run is th
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, SRC
+from conftest import REPO, SRC, cli_fork_server
 
 pytestmark = pytest.mark.slow  # eight subprocesses of a few seconds each
 
@@ -33,8 +32,6 @@ def test_toy_mode_runs(script, tmp_path):
         OMP_NUM_THREADS="1",
         TMPDIR=str(tmp_path),
     )
-    done = subprocess.run(
-        [sys.executable, str(script), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
+    done = cli_fork_server().run(args, env, REPO, timeout=300, script=str(script))
     assert done.returncode == 0, f"{script.name} {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert done.stdout.strip(), f"{script.name} printed no results"
