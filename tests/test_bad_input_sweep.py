@@ -1,7 +1,8 @@
 """Every bad input reaches the user as one line naming the file and the fix, never as a traceback: the
 `sparsehead` command, run as a user runs it, is given each kind of damaged or unusable input (a config
 that is not a mapping or not text, a damaged config.yaml, environment.json, evaluation progress or
-checkpoint of a run folder, a run folder that cannot be written) and must exit with the documented
+checkpoint of a run folder, a run folder that cannot be written, a split file that is not text, a
+data.image_size whose views cannot fit in memory) and must exit with the documented
 status 2 (docs/reliability.md), print no traceback, and name the file.
 
 The CLI subprocesses import this module as a plugin (SPARSEHEAD_PLUGINS) to inject what a test
@@ -148,6 +149,17 @@ def case_analyze_read_only(run, tmp):
     return copy, ["analyze", str(copy), "--device", "cpu"], {READ_ONLY: str(copy)}
 
 
+def case_split_not_text(run, tmp):
+    split = damage(tmp / "1percent.txt", BINARY)
+    return split, ["evaluate", str(run), "--protocol", "semisup", "--split", str(split), "--device", "cpu"]
+
+
+def case_image_size_beyond_memory(run, tmp):
+    # digits are held at 8 px, so only the views are at image_size: 15 TB for a batch of 64
+    args = ["pretrain", *TINY, "data.image_size=100000", "--run-dir", str(tmp / "huge")]
+    return "data.image_size=100000", args
+
+
 CASES = {
     "config-not-a-mapping": case_config_not_a_mapping,
     "config-not-text": case_config_not_text,
@@ -164,6 +176,8 @@ CASES = {
     "progress-damaged": case_progress_damaged,
     "evaluate-read-only-run": case_evaluate_read_only,
     "analyze-read-only-run": case_analyze_read_only,
+    "split-not-text": case_split_not_text,
+    "image-size-beyond-memory": case_image_size_beyond_memory,
 }
 
 

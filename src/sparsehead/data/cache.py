@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -126,9 +127,11 @@ def write_cache(path: Path, blob: dict, what: str) -> None:
             )
 
 
-def can_write(cache_dir: Optional[str]) -> bool:
-    """Whether caches can be written in `cache_dir` (None: caching is off): the folder exists or can
-    be made, and takes a new file. The processes of a node share a decoded set only then."""
+def can_write(cache_dir: Optional[str], needed: int = 0) -> bool:
+    """Whether a cache of `needed` bytes can be written in `cache_dir` (None: caching is off): the folder
+    exists or can be made, takes a new file, and has that much free. The processes of a node share a
+    decoded set only then; else each decodes and holds its own (a cache built earlier is not looked for:
+    the count errs on the safe side)."""
     if not cache_dir:
         return False
     folder = Path(cache_dir).expanduser()
@@ -136,6 +139,6 @@ def can_write(cache_dir: Optional[str]) -> bool:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
+        return shutil.disk_usage(folder).free >= needed
     except OSError:
         return False
-    return True

@@ -33,7 +33,7 @@ def choose(cfg: DataConfig, split: str) -> str:
         return "stream"
     n = subsets.subset_size(cfg, split, len(readers.index(cfg, split)))
     # The node's processes share one decoded copy through the cache (data/cache.py); without it each holds its own.
-    copies = 1 if cache.can_write(cfg.cache_dir) else dist.local_world_size()
+    copies = 1 if cache.can_write(cfg.cache_dir, decoded_bytes(n, cfg.image_size)) else dist.local_world_size()
     need = copies * decoded_bytes(n, cfg.image_size) / 1e9
     fits = need <= cfg.memory_budget_gb
     if cfg.storage == "memory" and not fits:

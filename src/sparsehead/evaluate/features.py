@@ -64,7 +64,8 @@ def cached_extract(
 
     The file records the checkpoint's size and modification time: a checkpoint rewritten under
     the same name, or another data set, never reuses stale features. Written atomically; a
-    damaged file is recomputed."""
+    damaged file is recomputed; a file that cannot be written (a full disk, a read-only folder) is a
+    warning: the evaluation goes on, and the next one extracts again."""
     checkpoint_path = Path(checkpoint_path)
     st = checkpoint_path.stat()
     stamp = {"checkpoint": checkpoint_path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "images": len(data)}
@@ -77,5 +78,8 @@ def cached_extract(
         except Exception as err:  # a damaged cache costs time, never a wrong result
             warnings.warn(f"ignoring damaged feature cache {path} ({err}); extracting again")
     r, z = extract(method, data, views, device)
-    atomic_write(path, lambda f: torch.save({"r": r, "z": z, "stamp": stamp}, f))
+    try:
+        atomic_write(path, lambda f: torch.save({"r": r, "z": z, "stamp": stamp}, f))
+    except OSError as err:  # core.atomic.WriteError: names the file, why and the fix
+        warnings.warn(f"features not cached: {err}; going on without the cache (the next evaluation extracts again)")
     return r, z

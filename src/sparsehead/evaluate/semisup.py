@@ -69,12 +69,19 @@ def split_from_file(path: str | Path, train: EvalSet) -> list[int]:
             f"--split {path}: no such file; give a list of training image names, one a line "
             "(e.g. SimCLR's imagenet_subsets/1percent.txt)"
         )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise EvaluationError(
+            f"--split {path}: cannot be read ({reason}); give a text file of training image names, one a line"
+        ) from None
     if train.names is None:
         raise EvaluationError(
             "--split lists image files, but this training set was not read from files (data.source="
             "imagefolder or imagenet are); use --fractions for a class-balanced draw"
         )
-    listed = {posixpath.basename(line.strip()) for line in path.read_text().splitlines()} - {""}
+    listed = {posixpath.basename(line.strip()) for line in text.splitlines()} - {""}
     if not listed:
         raise EvaluationError(f"--split {path} lists no image names; write one file name a line")
     found: dict[str, list[int]] = {}
@@ -107,9 +114,15 @@ def load_or_create_split(folder: Path, data_key: str, labels: torch.Tensor, frac
     """The saved split for this data set, fraction and seed; drawn and saved on first use."""
     path = split_path(folder, data_key, fraction, seed)
     if path.is_file():
-        saved = json.loads(path.read_text())
-        indices = saved["indices"]
-        if saved.get("num_train") != len(labels) or max(indices) >= len(labels):
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            indices = [int(i) for i in saved["indices"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise EvaluationError(
+                f"split file {path} is damaged ({type(err).__name__}); delete it to draw the split again "
+                "(the same images for the same --seed)"
+            ) from None
+        if saved.get("num_train") != len(labels) or not indices or max(indices) >= len(labels):
             raise EvaluationError(
                 f"split file {path} does not fit this training set of {len(labels)} "
                 "images; delete it to draw a new split"

@@ -35,7 +35,7 @@ from sparsehead.runs.lock import RunLock
 from sparsehead.runs.metrics_log import MetricLogger, check_loggers
 from sparsehead.runs.model import build_model, default_run_name, resolve_device
 from sparsehead.sparsity import SparseHeadRegularizer
-from sparsehead.training import resume
+from sparsehead.training import memory_check, resume
 from sparsehead.training.collapse import CollapseMonitor
 from sparsehead.training.faults import NonFiniteGuard
 from sparsehead.training.hooks import REGISTERED, MethodAfterStep
@@ -87,6 +87,7 @@ def build_run(
     """Everything else, in this order: the checkpoint to resume, the data, the views and feed, the model,
     optimiser, schedule and hooks, the restored state, the run folder written."""
     resumed = resume.resume_point(run_dir, cfg, force)  # the folder's last good checkpoint, checked against cfg
+    memory_check.check_views_fit(cfg, device)  # before any decoding
     data = training_data(cfg)
     precision = resolve_precision(cfg.train.precision, device)
     channels_last = cfg.train.channels_last and use_channels_last(cfg.model, cfg.data.image_size, device)
