@@ -21,6 +21,7 @@ import torch.nn as nn
 from sparsehead import config
 from sparsehead.core import distributed as dist
 from sparsehead.core import options
+from sparsehead.core.atomic import check_writable
 from sparsehead.data import datasets
 from sparsehead.data.evalset import EvalSet
 from sparsehead.evaluate.errors import EvaluationError
@@ -61,6 +62,8 @@ def _evaluate(
     start: float,
 ) -> tuple[dict, Optional[Path]]:
     trained = load_trained(target, device)
+    if dist.is_main():  # a run folder that cannot take the record is refused before the work, not after it
+        check_writable(RunDir(trained.run_dir).eval_path(opts.protocol).parent)
     data_cfg = config.with_data_overrides(trained.cfg, data_overrides).data
     train, test = datasets.load(data_cfg, "train"), datasets.load(data_cfg, "test")
     check_data(trained, data_cfg, train, test, opts.resize)
