@@ -8,6 +8,7 @@ one process computing on the whole batch. `shard(t, rank)` is a rank's slice of 
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -28,7 +29,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, fn, port: int, out_dir: str, args: tuple) -> None:
+# The processes come from multiprocessing's fork server, which imports these once: a spawned process
+# would import torch and the package again each time (seconds, for a test of a fraction of one).
+mp.set_forkserver_preload(["torch", "torch.distributed", "sparsehead.training.loop", "sparsehead.evaluate.runner"])
+
+
+def _entry(rank: int, fn, port: int, out_dir: str, env: dict, args: tuple) -> None:
+    os.environ.clear()  # the test's environment now, not the fork server's when it started
+    os.environ.update(env)
     torch.set_num_threads(1)  # two processes on a 2-core machine
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
@@ -40,7 +48,8 @@ def _entry(rank: int, fn, port: int, out_dir: str, args: tuple) -> None:
 def run_on_ranks(fn, *args) -> list[dict]:
     """fn(rank, *args) on each of WORLD processes; their results, loaded safely, by rank."""
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_entry, args=(fn, _free_port(), out, args), nprocs=WORLD, join=True)
+        args = (fn, _free_port(), out, dict(os.environ), args)
+        mp.start_processes(_entry, args=args, nprocs=WORLD, join=True, start_method="forkserver")
         return [torch.load(Path(out) / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
