@@ -76,6 +76,7 @@ def test_bfloat16_views_are_the_float32_views_rounded():
     assert views_dtype("bf16", torch.device("cpu")) == views_dtype("fp16", torch.device("cuda")) == torch.float32
 
 
+@pytest.mark.slow  # one inductor compile: about 20 s on a cold cache (2-core CPU), a few with inductor's disk cache
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None, reason="no C++ compiler")
 def test_the_compiled_chain_gives_the_eager_views_from_the_same_uniforms():
     """Every colour op on (jitter, grayscale, blur, solarisation: each drawn for some images and not

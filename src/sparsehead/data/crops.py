@@ -2,13 +2,13 @@
 which view, flipped or not, at which size.
 
 One crop plan (`crop_plan`: a CropSpec per view, the global views then the local crops) and one
-sampler (`draw_crops`: torchvision's RandomResizedCrop boxes and a horizontal flip per image) serve
-both storages. A training batch is a ViewSource, which hands the views each view's crop already cut:
+rule for the boxes (`boxes_from_uniforms`: torchvision's RandomResizedCrop, with a horizontal flip
+per image) serve both storages. A training batch is a ViewSource, which hands the views each view's crop already cut:
 - WholeImages (data.storage=memory): uint8 (n, C, H, W) whole images; the boxes and flips come from
   the uniforms views.py draws for the whole call on the batch's device (crops_from_uniforms), and
   the views of one size are cut there by one grid_sample.
 - CutViews (data.storage=stream): one uint8 (n, C, s, s) tensor per view, cut in the DataLoader
-  workers from the full-resolution image with the boxes and flips drawn for it (stream.py).
+  workers from the full-resolution image with the boxes and flips `draw_crops` draws for it (stream.py).
 """
 
 from __future__ import annotations
