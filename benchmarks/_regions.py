@@ -3,9 +3,11 @@
 Per region: its host time (perf_counter; on a GPU the host's issue time, the Python and dispatch cost
 of launching its kernels, which the GPU may hide), its GPU time (CUDA events around it; CUDA only),
 the aten ops it dispatches (one step counted by a TorchDispatchMode: each is one kernel launch or
-more on a GPU) and on CUDA the kernels it launches (torch.profiler's launch calls inside the region's
-host interval, backward's engine thread included). Beside them the GEMM ceiling measured in the same
-call: a bf16 matmul's TFLOP/s on CUDA, a float32 one's on the CPU. Not a benchmark itself.
+more on a GPU; torch.compile'd code runs eagerly under such a mode, so a compiled region counts the
+ops it replaces: its kernels are the CUDA count) and on CUDA the kernels it launches (torch.profiler's
+launch calls inside the region's host interval, backward's engine thread included). Beside them the
+GEMM ceiling measured in the same call: a bf16 matmul's TFLOP/s on CUDA, a float32 one's on the CPU.
+Not a benchmark itself.
 """
 
 from __future__ import annotations
