@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT.json [--data ../shared/data/cifar10/train]
     PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT.json --dry-run   # toy sizes on the CPU
+    ... [--regions] [--compile-views]   # + each step per region; the views compiled (augment.compile)
 
 (a) SimCLR, CIFAR ResNet-18 width 64, 32 px, batch 512: sparsehead (uint8 cache on the device,
     batched views, model step) against lightly's documented recipe (SimCLRTransform, torchvision
@@ -14,6 +15,9 @@
     the achieved TFLOP/s over the timed step, against the dense bf16 peak (H200 SXM: 989 TFLOP/s,
     NVIDIA's H200 datasheet, 1,979 with 2:4 sparsity), and the data side's share of the step (view
     generation against the model step, timed with CUDA events on the GPU).
+(d) `--regions`: each sparsehead step per region (views, forward, backward, optimiser: host issue time,
+    GPU time by CUDA events, ops and kernels; benchmarks/_regions.py) and a bf16 GEMM's TFLOP/s on the
+    same GPU in the same call, under the key "regions". The views are bf16 where the step is.
 The dry run keeps every step and every JSON key at toy size (tiny widths, batch 32, CPU, fp32).
 """
 
@@ -32,11 +36,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import subset_folder, synthetic_images, temp_dir  # noqa: E402
+from _regions import StepParts, region_report  # noqa: E402
 from sparsehead import config  # noqa: E402
 from sparsehead.core.atomic import atomic_write_json  # noqa: E402
 from sparsehead.core.precision import autocast, resolve_precision  # noqa: E402
 from sparsehead.data import datasets  # noqa: E402
-from sparsehead.data.views import ViewGenerator  # noqa: E402
+from sparsehead.data.views import ViewGenerator, views_dtype  # noqa: E402
 from sparsehead.methods.losses import barlow_twins_loss  # noqa: E402
 from sparsehead.runs.model import build_model  # noqa: E402
 from throughput import lightly_parts  # noqa: E402  (the CPU benchmark's recipe)
@@ -57,6 +62,7 @@ SIZES = {  # full: the issue's settings; dry: the same steps at toy size on the 
         warmup=3,
         workers=[8, 16],
         images=10240,
+        gemm_size=8192,
     ),
     True: dict(
         simclr_width=4,
@@ -69,6 +75,7 @@ SIZES = {  # full: the issue's settings; dry: the same steps at toy size on the 
         warmup=1,
         workers=[0],
         images=128,
+        gemm_size=64,
     ),
 }
 
@@ -129,6 +136,17 @@ def optimised_step(params, loss_fn, precision, device):
     return step
 
 
+def regions(make_views, loss_fn, params, sz, device, precision) -> dict:
+    """The step of optimised_step, timed per region (benchmarks/_regions.py), with its own Adam."""
+
+    def loss(views):
+        with autocast(precision, device):
+            return loss_fn(*views)
+
+    opt = torch.optim.Adam(params, lr=1e-3)
+    return region_report(StepParts(make_views, loss, opt), device, sz["steps"], sz["warmup"], sz["gemm_size"])
+
+
 def endless(loader):
     while True:
         yield from loader
@@ -147,7 +165,7 @@ def report(batch, total, data, model, flops, peak):
     }
 
 
-def simclr(root: Path, sz, device, precision, peak) -> dict:
+def simclr(root: Path, sz, device, precision, peak, per_region=False, compile_views=False) -> dict:
     """(a): sparsehead's SimCLR step against lightly's DataLoader recipe on the same network."""
     batch = sz["simclr_batch"]
     cfg = config.load(
@@ -161,11 +179,12 @@ def simclr(root: Path, sz, device, precision, peak) -> dict:
             f"train.batch_size={batch}",
             "method.name=simclr",
             "optim.name=adam",
+            f"augment.compile={str(compile_views).lower()}",
         ],
     )
     data = datasets.load(cfg.data, "pretrain")
     mean, std = data.channel_stats()
-    views = ViewGenerator(cfg.augment, 32, mean, std, torch.channels_last)
+    views = ViewGenerator(cfg.augment, 32, mean, std, torch.channels_last, views_dtype(precision, device))
     images = data.images.to(device)
     gen = torch.Generator(device).manual_seed(0)
     order = torch.randperm(len(images), device=device)
@@ -180,6 +199,10 @@ def simclr(root: Path, sz, device, precision, peak) -> dict:
     total, d, m = time_pipeline(make, step, sz["steps"], sz["warmup"], device)
     x1, x2 = make(0)
     out = {"sparsehead": report(batch, total, d, m, model_step_flops(step, x1, x2), peak)}
+    if per_region:
+        out["sparsehead"]["regions"] = regions(
+            make, lambda a, b: method(a, b).loss, method.parameters(), sz, device, precision
+        )
 
     try:
         transform, model, loss = lightly_parts(cfg, mean, std)
@@ -225,7 +248,7 @@ def simclr(root: Path, sz, device, precision, peak) -> dict:
     return out
 
 
-def barlow_vit(images: torch.Tensor, sz, device, precision, peak) -> dict:
+def barlow_vit(images: torch.Tensor, sz, device, precision, peak, per_region=False, compile_views=False) -> dict:
     """(b): Barlow Twins on timm's ViT-S/16, two views from the uint8 memory cache on the device."""
     import timm
 
@@ -243,8 +266,11 @@ def barlow_vit(images: torch.Tensor, sz, device, precision, peak) -> dict:
         nn.Linear(2048, 2048),
     )
     net = nn.Sequential(backbone, projector).to(device)
-    cfg = config.load(None, ["augment.recipe=byol", f"data.image_size={size}"])
-    views = ViewGenerator(cfg.augment, size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    cfg = config.load(
+        None, ["augment.recipe=byol", f"data.image_size={size}", f"augment.compile={str(compile_views).lower()}"]
+    )
+    imagenet = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    views = ViewGenerator(cfg.augment, size, *imagenet, dtype=views_dtype(precision, device))
     images = images.to(device)
     gen = torch.Generator(device).manual_seed(0)
     step = optimised_step(net.parameters(), lambda a, b: barlow_twins_loss(net(a), net(b)), precision, device)
@@ -256,6 +282,10 @@ def barlow_vit(images: torch.Tensor, sz, device, precision, peak) -> dict:
     total, d, m = time_pipeline(make, step, sz["steps"], sz["warmup"], device)
     x1, x2 = make(0)
     out = report(batch, total, d, m, model_step_flops(step, x1, x2), peak)
+    if per_region:
+        out["regions"] = regions(
+            make, lambda a, b: barlow_twins_loss(net(a), net(b)), net.parameters(), sz, device, precision
+        )
     out.update(
         published_samples_per_s=PUBLISHED_BARLOW_VIT,
         ratio_over_published=out["img_per_s"] / PUBLISHED_BARLOW_VIT,
@@ -283,6 +313,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10" / "train")
     ap.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU: every step and JSON key")
     ap.add_argument("--only", choices=["simclr", "barlow_vit"], help="run one part only")
+    ap.add_argument("--regions", action="store_true", help="each step per region, and the GEMM ceiling")
+    ap.add_argument("--compile-views", action="store_true", help="the views compiled (augment.compile)")
     args = ap.parse_args()
     sz = SIZES[args.dry_run]
     device = torch.device("cpu" if args.dry_run or not torch.cuda.is_available() else "cuda")
@@ -302,14 +334,18 @@ def main() -> None:
         "data": f"CIFAR-10 JPEGs from {folder}" if real else "synthetic random JPEGs",
         "bf16_dense_peak_tflops": H200_BF16_DENSE_TFLOPS,
         "peak_source": PEAK_SOURCE,
-        "settings": {k: v for k, v in sz.items()},
+        "settings": {**sz, "regions": args.regions, "compile_views": args.compile_views},
     }
     if args.only in (None, "simclr"):
-        results["simclr_resnet18"] = simclr(root, sz, device, precision, H200_BF16_DENSE_TFLOPS)
+        results["simclr_resnet18"] = simclr(
+            root, sz, device, precision, H200_BF16_DENSE_TFLOPS, args.regions, args.compile_views
+        )
         print(json.dumps(results["simclr_resnet18"], indent=1), flush=True)
     if args.only in (None, "barlow_vit"):
         images = cache_images(root / "train", sz["vit_batch"] * 4, sz["cache_size"])
-        results["barlow_twins_vit_s16"] = barlow_vit(images, sz, device, precision, H200_BF16_DENSE_TFLOPS)
+        results["barlow_twins_vit_s16"] = barlow_vit(
+            images, sz, device, precision, H200_BF16_DENSE_TFLOPS, args.regions, args.compile_views
+        )
         print(json.dumps(results["barlow_twins_vit_s16"], indent=1), flush=True)
     atomic_write_json(args.out, results)
     print(f"wrote {args.out}")

@@ -3,6 +3,7 @@
     PYTHONPATH=src python benchmarks/throughput.py [--data ../shared/data/cifar10/train]
         [--images 5000] [--steps 5] [--repeats 2] [--workers 0 1 2]
     PYTHONPATH=src python benchmarks/throughput.py --toy   # every step at toy size, in seconds
+    PYTHONPATH=src python benchmarks/throughput.py --regions [--compile-views]   # + sparsehead's step per region
 
 All pipelines train the same network (sparsehead's CIFAR ResNet-18 of width 16 with a 2-layer
 MLP head 512 -> 128) with SimCLR's NT-Xent (temperature 0.5) at 32x32, batch 256, on the same
@@ -19,7 +20,9 @@ flip 0.5, jitter 0.8 of strength 0.5, grayscale 0.2, no blur):
 Each (pipeline, workers) setting is timed in turns, `--repeats` rounds of `--steps` steps after
 one warm-up step per round (DataLoader workers are started anew each round, so idle settings
 never steal CPU), and the median step time is kept. The script also measures the machine's
-peak float32 matmul GFLOP/s and the model's FLOPs per step (FlopCounterMode).
+peak float32 matmul GFLOP/s and the model's FLOPs per step (FlopCounterMode). `--regions`: sparsehead's
+step timed per region (views, forward, backward, optimiser; benchmarks/_regions.py), `--compile-views`:
+its views compiled (augment.compile).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from _data import CIFAR10, subset_folder, synthetic_images, temp_dir
+from _regions import StepParts, print_regions, region_report
 from _toy import parse_args
 from sparsehead import config
 from sparsehead.data import datasets
@@ -46,10 +50,10 @@ from sparsehead.runs.model import build_model
 from sparsehead.training.optim import build_optimizer
 
 SIZE = 32
-TOY = dict(images=20, batch=8, width=4, steps=1, repeats=1, workers=[0, 1], matmul_size=128)
+TOY = dict(images=20, batch=8, width=4, steps=1, repeats=1, workers=[0, 1], matmul_size=128, regions=True)
 
 
-def make_config(root: Path, batch: int, width: int) -> config.Config:
+def make_config(root: Path, batch: int, width: int, compile_views: bool = False) -> config.Config:
     return config.load(
         None,
         [
@@ -63,6 +67,7 @@ def make_config(root: Path, batch: int, width: int) -> config.Config:
             f"train.batch_size={batch}",
             "method.name=simclr",
             "optim.name=adam",
+            f"augment.compile={str(compile_views).lower()}",
         ],
     )
 
@@ -112,6 +117,16 @@ class SparseheadPipeline:
         t2 = time.perf_counter()
         self.data_times.append(t1 - t0)
         self.model_times.append(t2 - t1)
+
+    def parts(self) -> StepParts:
+        """The step cut into its regions (--regions), on batches of a fresh order."""
+        order = torch.randperm(len(self.data), generator=self.gen)
+        per_epoch = len(self.data) // self.batch
+
+        def views(i):
+            return self.views(self.data.images[order[(i % per_epoch) * self.batch :][: self.batch]], self.gen)
+
+        return StepParts(views, lambda x: self.method(*x).loss, self.opt)
 
 
 class LoaderPipeline:
@@ -204,6 +219,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="rounds over all settings")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader num_workers to try")
     ap.add_argument("--matmul-size", type=int, default=2048, help="side of the matrices of the peak GFLOP/s")
+    ap.add_argument("--regions", action="store_true", help="also time sparsehead's step per region")
+    ap.add_argument("--compile-views", action="store_true", help="sparsehead's views compiled (augment.compile)")
     args = parse_args(ap, TOY)
     batch = args.batch
     if args.images < batch * (args.steps + 1):
@@ -213,7 +230,7 @@ def main() -> None:
     if not args.data.is_dir():
         ap.error(f"no ImageFolder at {args.data}: pass --data (or --toy, which makes synthetic images)")
     root = subset_folder(args.data, args.images)
-    cfg = make_config(root, batch, args.width)
+    cfg = make_config(root, batch, args.width, args.compile_views)
 
     t0 = time.perf_counter()
     datasets.load(cfg.data, "pretrain")  # decoded once into the uint8 cache, written to disk
@@ -290,6 +307,10 @@ def main() -> None:
         f"model step: {model_flops / 1e9:.1f} GFLOP, {model_flops / model_step / 1e9:.1f} GFLOP/s; "
         f"peak float32 matmul {peak:.1f} GFLOP/s; fraction of peak {model_flops / model_step / 1e9 / peak:.2f}"
     )
+    if args.regions:
+        report = region_report(sh.parts(), torch.device("cpu"), args.steps, 1, args.matmul_size)
+        views = "compiled" if args.compile_views else "eager"
+        print_regions(f"sparsehead step ({views} views, batch {batch})", report)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """One batch for every storage: the memory and the stream feed of the same files yield batches the
 views take as they come (crops.ViewSource), the same views in the same order; whole images are cut
-at the boxes and flips the one sampler draws, view by view (checked against bilinear sampling
+at the boxes and flips of the one draw of uniforms, view by view (checked against bilinear sampling
 written here); pre-cut views are only coloured and normalised."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from torch.utils.data import DistributedSampler
 from conftest import make_imagefolder
 from sparsehead import config
 from sparsehead.data import datasets
-from sparsehead.data.crops import CutViews, WholeImages, draw_crops
+from sparsehead.data.crops import CROP_COLUMNS, CutViews, WholeImages, crops_from_uniforms
 from sparsehead.data.feed import open_feed
-from sparsehead.data.views import ViewGenerator
+from sparsehead.data.views import VIEW_COLUMNS, ViewGenerator
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 
@@ -75,16 +75,17 @@ def _resized_crop(image: np.ndarray, box, size: int, flip: bool) -> np.ndarray:
 @pytest.mark.parametrize("pass_tensor", [False, True])
 def test_whole_images_are_cut_at_the_sampler_draws_view_by_view(pass_tensor):
     """Crop and flip only: view k is each image's box k resized (bilinear) and flipped where drawn, the
-    boxes and flips of each view drawn in turn from the views' generator; a plain uint8 tensor is
-    taken as whole images."""
+    boxes and flips of each view from its row of the call's one draw of uniforms from the views'
+    generator; a plain uint8 tensor is taken as whole images."""
     images = torch.randint(0, 256, (6, 3, 24, 20), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
     views = _views("augment.ops=[crop,flip]", "method.name=swav", "augment.local_crops=2", "augment.local_size=8")
     out = views(images if pass_tensor else WholeImages(images), torch.Generator().manual_seed(3))
-    g, x = torch.Generator().manual_seed(3), images.double().numpy() / 255
+    u = torch.rand(4, 6, VIEW_COLUMNS, generator=torch.Generator().manual_seed(3))  # the call's one draw
+    x = images.double().numpy() / 255
     assert [v.shape[-1] for v in out] == [16, 16, 8, 8]
     flipped = 0
-    for view, spec in zip(out, views.plan):
-        boxes, flips = draw_crops(spec, 6, 24, 20, g, "cpu")
+    for view, spec, u_view in zip(out, views.plan, u):
+        boxes, flips = crops_from_uniforms(spec, u_view[:, :CROP_COLUMNS], 24, 20)
         for i, (box, flip) in enumerate(zip(boxes.tolist(), flips.tolist())):
             ref = torch.from_numpy(_resized_crop(x[i], box, spec.size, flip)).float()
             torch.testing.assert_close(view[i], _normalised(ref[None])[0], rtol=0, atol=1e-4)

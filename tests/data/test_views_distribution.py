@@ -15,6 +15,7 @@ import torchvision.transforms.v2.functional as TF
 from scipy import stats
 
 from sparsehead import config
+from sparsehead.data import colour as C
 from sparsehead.data import views as V
 from sparsehead.data.crops import sample_crops
 
@@ -77,7 +78,7 @@ def test_grayscale_probability():
     assert _binomial_ok(int(gray.sum()), len(images), 0.2), int(gray.sum())
     # torchvision's luma weights
     torch.testing.assert_close(
-        V.grayscale(images[:4].float() / 255), TF.rgb_to_grayscale(images[:4].float() / 255), rtol=0, atol=1e-6
+        C.grayscale(images[:4].float() / 255), TF.rgb_to_grayscale(images[:4].float() / 255), rtol=0, atol=1e-6
     )
 
 
@@ -102,10 +103,10 @@ def test_brightness_factor_range_and_jitter_probability(strength):
 @pytest.mark.parametrize(
     "op,reference,factors",
     [
-        (V.adjust_brightness, TF.adjust_brightness, (0.6, 1.0, 1.4)),
-        (V.adjust_contrast, TF.adjust_contrast, (0.6, 1.0, 1.4)),
-        (V.adjust_saturation, TF.adjust_saturation, (0.6, 1.0, 1.4)),
-        (V.adjust_hue, TF.adjust_hue, (-0.1, 0.0, 0.07)),
+        (C.adjust_brightness, TF.adjust_brightness, (0.6, 1.0, 1.4)),
+        (C.adjust_contrast, TF.adjust_contrast, (0.6, 1.0, 1.4)),
+        (C.adjust_saturation, TF.adjust_saturation, (0.6, 1.0, 1.4)),
+        (C.adjust_hue, TF.adjust_hue, (-0.1, 0.0, 0.07)),
     ],
 )
 def test_each_jitter_op_matches_torchvision(op, reference, factors):

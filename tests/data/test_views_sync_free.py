@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 from torchvision.transforms.v2 import functional as TF
 
 from sparsehead import config
+from sparsehead.data import colour as C
 from sparsehead.data import views as V
 from sparsehead.data.crops import CutViews
 
@@ -54,8 +55,8 @@ def _per_image(x, factors, order, ops):
 
 def test_jitter_equals_the_ops_applied_one_image_at_a_time_in_its_order():
     x, factors, order = _batch()
-    ours = V.color_jitter(x, factors, order)
-    ref = _per_image(x, factors, order, V.COLOR_OPS)
+    ours = C.color_jitter(x, factors, order)
+    ref = _per_image(x, factors, order, C.COLOR_OPS)
     assert torch.equal(ours, ref), (ours - ref).abs().max()
     assert not torch.equal(ours, x)
     tv_ops = [
@@ -68,9 +69,9 @@ def test_jitter_equals_the_ops_applied_one_image_at_a_time_in_its_order():
 def test_jitter_on_cpu_chunks_equals_the_whole_batch(monkeypatch):
     """The CPU path cuts the batch into cache-sized slices (here 5, 5, ..., 3 images): the same values."""
     x, factors, order = _batch(repeats=2, size=8, seed=1)
-    whole = V.color_jitter(x, factors, order)
-    monkeypatch.setattr(V, "CPU_CHUNK_VALUES", 5 * x[0].numel() + 7)
-    assert torch.equal(V.color_jitter(x, factors, order), whole)
+    whole = C.color_jitter(x, factors, order)
+    monkeypatch.setattr(C, "CPU_CHUNK_VALUES", 5 * x[0].numel() + 7)
+    assert torch.equal(C.color_jitter(x, factors, order), whole)
 
 
 class _SyncingCallError(TorchFunctionMode):

@@ -62,6 +62,12 @@ class AugmentConfig:
         max=1.0,
         exclusive_min=True,
     )
+    compile: bool = opt(
+        False,
+        "torch.compile the views' colour chain (jitter, grayscale, blur, solarisation, normalisation) into a few "
+        "fused kernels: slow first batches (one compile per view size), then fewer kernel launches; needs a C++ "
+        "compiler on CPU",
+    )
     ops: Optional[list[Literal[AUGMENT_OPS]]] = opt(
         None,
         "the transformations to use, Huang et al. 2023's ablation: any of crop, blur, color_drop "

@@ -2,13 +2,13 @@
 which view, flipped or not, at which size.
 
 One crop plan (`crop_plan`: a CropSpec per view, the global views then the local crops) and one
-sampler (`draw_crops`: torchvision's RandomResizedCrop boxes and a horizontal flip per image) serve
-both storages. A training batch is a ViewSource, which hands the views each view's crop already cut:
-- WholeImages (data.storage=memory): uint8 (n, C, H, W) whole images; each view's boxes and flips are
-  drawn on the batch's device with the views' generator when that view is made (so the draws keep
-  their order among the colour draws), and cut there by one grid_sample.
+rule for the boxes (`boxes_from_uniforms`: torchvision's RandomResizedCrop, with a horizontal flip
+per image) serve both storages. A training batch is a ViewSource, which hands the views each view's crop already cut:
+- WholeImages (data.storage=memory): uint8 (n, C, H, W) whole images; the boxes and flips come from
+  the uniforms views.py draws for the whole call on the batch's device (crops_from_uniforms), and
+  the views of one size are cut there by one grid_sample.
 - CutViews (data.storage=stream): one uint8 (n, C, s, s) tensor per view, cut in the DataLoader
-  workers from the full-resolution image with the boxes and flips drawn for it (stream.py).
+  workers from the full-resolution image with the boxes and flips `draw_crops` draws for it (stream.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ import torch.nn.functional as F
 from sparsehead.data.augment import AugmentConfig, local_crop_size
 
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range
+CROP_TRIES = 10  # RandomResizedCrop's tries before its fallback
+# The uniforms one view of one image takes (views.py draws them all at once): the tries' area and
+# aspect draws, then the box's top and left, then the flip.
+CROP_COLUMNS = 2 * CROP_TRIES + 3
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,25 @@ def sample_crops(
     ratio: tuple[float, float],
     generator: Optional[torch.Generator],
     device,
-    tries: int = 10,
+    tries: int = CROP_TRIES,
 ) -> torch.Tensor:
     """RandomResizedCrop boxes (top, left, h, w) as float (n, 4), torchvision's rejection rule."""
-    area = height * width
     u = torch.rand(n, tries, 2, generator=generator, device=device)
+    offsets = torch.rand(n, 2, generator=generator, device=device)
+    return boxes_from_uniforms(u, offsets, height, width, scale, ratio)
+
+
+def boxes_from_uniforms(
+    u: torch.Tensor,
+    offsets: torch.Tensor,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> torch.Tensor:
+    """RandomResizedCrop boxes (top, left, h, w) as float (n, 4) from uniforms in [0, 1): u (n, tries, 2)
+    the tries' area and log-aspect draws, `offsets` (n, 2) the box's top and left draws."""
+    area = height * width
     target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
@@ -80,9 +98,8 @@ def sample_crops(
     w = torch.where(any_ok, w, torch.full_like(w, fw))
     h = torch.where(any_ok, h, torch.full_like(h, fh))
     # Uniform integer offsets in [0, H - h] and [0, W - w], as torch.randint does per image.
-    r = torch.rand(n, 2, generator=generator, device=device)
-    top = torch.floor(r[:, 0] * (height - h + 1)).clamp(max=height - h)
-    left = torch.floor(r[:, 1] * (width - w + 1)).clamp(max=width - w)
+    top = torch.floor(offsets[:, 0] * (height - h + 1)).clamp(max=height - h)
+    left = torch.floor(offsets[:, 1] * (width - w + 1)).clamp(max=width - w)
     top = torch.where(any_ok, top, torch.full_like(top, (height - fh) // 2))
     left = torch.where(any_ok, left, torch.full_like(left, (width - fw) // 2))
     return torch.stack([top, left, h, w], dim=1)
@@ -96,53 +113,77 @@ def draw_crops(
     return boxes, torch.rand(n, generator=generator, device=device) < spec.flip_p
 
 
-def crop_flip_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
-    """Crop each image to its box, flip where asked and resize to size x size: one grid_sample."""
-    n, _, height, width = x.shape
-    top, left, h, w = boxes.unbind(1)
-    theta = x.new_zeros(n, 2, 3)
-    sx = w / width
-    theta[:, 0, 0] = torch.where(flip, -sx, sx)
-    theta[:, 0, 2] = (2 * left + w) / width - 1
-    theta[:, 1, 1] = h / height
-    theta[:, 1, 2] = (2 * top + h) / height - 1
-    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+def crops_from_uniforms(spec: CropSpec, u: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The boxes (..., 4) and flips (...) of views of `spec` of height x width images from uniforms
+    u (..., CROP_COLUMNS) in [0, 1)."""
+    lead, tries = u.shape[:-1], 2 * CROP_TRIES
+    u = u.reshape(-1, CROP_COLUMNS)
+    boxes = boxes_from_uniforms(u[:, :tries].view(-1, CROP_TRIES, 2), u[:, tries:-1], height, width, spec.scale, RATIO)
+    return boxes.view(*lead, 4), (u[:, -1] < spec.flip_p).view(lead)
 
 
-def cut_whole(x: torch.Tensor, spec: CropSpec, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """One view of float whole images x (n, C, H, W): its boxes and flips drawn on x's device, then cut."""
-    n, _, height, width = x.shape
-    boxes, flips = draw_crops(spec, n, height, width, generator, x.device)
-    return crop_flip_resize(x, boxes, flips, spec.size)
+def crop_theta(boxes: torch.Tensor, flip: torch.Tensor, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """The affine_grid matrices (n, 2, 3) taking the output grid to each box, mirrored where `flip`."""
+    top, left, h, w = boxes.to(dtype).unbind(1)
+    sx, zero = w / width, torch.zeros_like(w)
+    row_x = torch.stack([torch.where(flip, -sx, sx), zero, (2 * left + w) / width - 1], dim=1)
+    row_y = torch.stack([zero, h / height, (2 * top + h) / height - 1], dim=1)
+    return torch.stack([row_x, row_y], dim=1)
+
+
+def cut_whole(x: torch.Tensor, spec: CropSpec, u: torch.Tensor) -> torch.Tensor:
+    """Views of `spec` of float whole images x (n, C, H, W), one per row of uniforms u (V, n, CROP_COLUMNS):
+    each image cropped to its box, flipped where drawn and resized (bilinear), (V * n, C, s, s) view-major."""
+    (v, n), (_, c, height, width), s = u.shape[:2], x.shape, spec.size
+    boxes, flips = crops_from_uniforms(spec, u, height, width)
+    theta = crop_theta(boxes.view(-1, 4), flips.view(-1), height, width, x.dtype)
+    grid = F.affine_grid(theta, [v * n, c, s, s], align_corners=False)
+    # The views' grids stacked along the height: one grid_sample of the images, no copy of them per view.
+    grid = grid.view(v, n, s, s, 2).transpose(0, 1).reshape(n, v * s, s, 2)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.view(n, c, v, s, s).permute(2, 0, 1, 3, 4).reshape(v * n, c, s, s)
 
 
 class ViewSource(Protocol):
-    """A training batch's pixels, whatever the storage: each view's crop on request."""
+    """A training batch's pixels, whatever the storage: the crops of a run of views on request."""
+
+    device: torch.device  # where the pixels are
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "ViewSource": ...
 
-    def cut(self, k: int, spec: CropSpec, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """View k of the plan (its geometry `spec`), float in [0, 1], (n, C, spec.size, spec.size)."""
+    def __len__(self) -> int:
+        """The images in the batch."""
+        ...
+
+    def cut(self, views: range, spec: CropSpec, u: torch.Tensor) -> torch.Tensor:
+        """Views `views` of the plan (all of geometry `spec`), float in [0, 1], (len(views) * n, C, s, s)
+        view-major; u (len(views), n, CROP_COLUMNS): their uniforms (whole images are cut where they say)."""
         ...
 
 
 @dataclass
 class WholeImages:
-    """uint8 (n, C, H, W) whole images: each view is drawn and cut on their device (data.storage=memory)."""
+    """uint8 (n, C, H, W) whole images: the views are cut on their device (data.storage=memory)."""
 
     images: torch.Tensor
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "WholeImages":
         return WholeImages(self.images.to(device, non_blocking=non_blocking))
 
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
     @functools.cached_property
     def unit(self) -> torch.Tensor:
         """The images as float in [0, 1], converted once for all the views."""
         return self.images.float().div_(255)
 
-    def cut(self, k: int, spec: CropSpec, generator: Optional[torch.Generator]) -> torch.Tensor:
-        return cut_whole(self.unit, spec, generator)
+    def cut(self, views: range, spec: CropSpec, u: torch.Tensor) -> torch.Tensor:
+        return cut_whole(self.unit, spec, u)
 
 
 @dataclass
@@ -154,5 +195,12 @@ class CutViews:
     def to(self, device: torch.device, non_blocking: bool = False) -> "CutViews":
         return CutViews(tuple(c.to(device, non_blocking=non_blocking) for c in self.crops))
 
-    def cut(self, k: int, spec: CropSpec, generator: Optional[torch.Generator]) -> torch.Tensor:
-        return self.crops[k].float().div_(255)
+    def __len__(self) -> int:
+        return len(self.crops[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.crops[0].device
+
+    def cut(self, views: range, spec: CropSpec, u: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.crops[k] for k in views]).float().div_(255)
