@@ -43,6 +43,7 @@ RESUME_MAY_DIFFER = {
     "train.on_preempt": "what follows a pre-emption checkpoint",
     "train.channels_last": "the memory layout (float rounding may differ)",
     "train.compile": "whether the model is compiled (float rounding may differ)",
+    "augment.compile": "whether the views' colour chain is compiled (float rounding may differ)",
     "train.nonfinite": "what a NaN/Inf step does",
     "train.nonfinite_max_skips": "how many consecutive NaN/Inf steps are skipped",
     "data.cache_dir": "where decoded imagefolder data is cached",

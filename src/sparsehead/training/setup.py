@@ -27,7 +27,7 @@ from sparsehead.core.step_hook import StepHook
 from sparsehead.core.sync_batchnorm import convert_sync_batchnorm
 from sparsehead.data import datasets, image_check
 from sparsehead.data.feed import open_feed
-from sparsehead.data.views import ViewGenerator
+from sparsehead.data.views import ViewGenerator, views_dtype
 from sparsehead.models.backbones import use_channels_last
 from sparsehead.runs import checkpoint, provenance
 from sparsehead.runs.folder import RunDir
@@ -93,7 +93,7 @@ def build_run(
     channels_last = cfg.train.channels_last and use_channels_last(cfg.model, cfg.data.image_size, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     mean, std = data.channel_stats()
-    views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std, memory_format)
+    views = ViewGenerator(cfg.augment, cfg.data.image_size, mean, std, memory_format, views_dtype(precision, device))
     feed, steps_per_epoch = training_feed(cfg, data, views, device)
     total_steps = steps_per_epoch * cfg.train.epochs
 
