@@ -63,8 +63,8 @@ class ParquetRecords(layout.ShardRecords):
             if column is None:
                 table = self._files.get(shard).read_row_group(group, columns=[self.image_column])
                 column = table.column(0).combine_chunks()
-                if self.image_column.endswith(".bytes"):
-                    column = column.field(0)
+                if self.image_column.endswith(".bytes"):  # {bytes} structs: a null struct gives null bytes
+                    column = column.flatten()[0]
             self._groups[key] = column
             if len(self._groups) > GROUPS_KEPT:
                 self._groups.popitem(last=False)
@@ -132,15 +132,16 @@ def _scanner(cfg: DataConfig):
             if values.null_count:
                 raise DataError(f"{path}: {values.null_count} record(s) have no {cfg.label_column}; fix the shard")
             names = names or _class_names(schema, cfg.label_column)
-            rows = [meta.metadata.row_group(g).num_rows for g in range(meta.metadata.num_row_groups)]
-            parts["paths"] += [f"{path.name}/{r}" for r in range(sum(rows))]
-            parts["shard"] += [s] * sum(rows)
-            parts["group"] += [g for g, n in enumerate(rows) for _ in range(n)]
-            parts["row"] += [r for n in rows for r in range(n)]
-            parts["values"] += values.to_pylist()
+            rows = np.array([meta.metadata.row_group(g).num_rows for g in range(meta.metadata.num_row_groups)])
+            total, starts = int(rows.sum()), np.repeat(np.cumsum(rows) - rows, rows)  # numpy: no object per record
+            parts["paths"] += [f"{path.name}/{r}" for r in range(total)]
+            parts["shard"].append(np.full(total, s))
+            parts["group"].append(np.repeat(np.arange(len(rows)), rows))
+            parts["row"].append(np.arange(total) - starts)
+            parts["values"].append(values.to_numpy())
         if len(columns) > 1:
             raise DataError(f"the files {files[0].parent} hold the images in different columns: {sorted(columns)}")
-        out = {k: v if k == "paths" else np.asarray(v, dtype=np.int64) for k, v in parts.items()}
+        out = {k: v if k == "paths" else np.concatenate(v).astype(np.int64) for k, v in parts.items()}
         return {**out, "names": names, "column": columns.pop()}
 
     return scan
