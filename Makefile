@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PINS)
-	$(BIN)/pip install --quiet -e ".[test,tensorboard]"
+	$(BIN)/pip install --quiet -e ".[test,tensorboard,shards]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,7 +1,8 @@
 """Data sources decoded once into uint8 tensors (N, C, H, W): an epoch never re-decodes a file.
 
 Sources: scikit-learn's digits (embedded, no download), torchvision's CIFAR-10/100 and STL-10,
-and any ImageFolder-style folder (root/train/<class>/*, root/test/<class>/*).
+and the sources read record by record (records.py): any ImageFolder-style folder
+(root/train/<class>/*, root/test/<class>/*), the ImageNet layouts, WebDataset and parquet shards.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from sparsehead.data import readers, settings, sources, storage, subsets
+from sparsehead.data import records, settings, sources, storage, subsets
 from sparsehead.data.cache import building, read_cache, write_cache
 from sparsehead.data.decode import decode_resized, decoder_name, torchcodec_decoders
 from sparsehead.data.errors import DataError
@@ -68,15 +69,15 @@ def load(cfg: DataConfig, split: str):
     memory, or a stream.StreamSet (a file index, decoded batch by batch) as data.storage decides."""
     if split not in ("pretrain", "train", "test"):
         raise ValueError(f"split must be pretrain, train or test, not {split!r}")
-    if cfg.eval_crop is not None and cfg.source not in sources.FOLDER_SOURCES:
+    if cfg.eval_crop is not None and cfg.source not in sources.RECORD_SOURCES:
         raise DataError(
             f"data.eval_crop={cfg.eval_crop}: the crop ratio applies to images decoded from files "
-            f"({', '.join(sources.FOLDER_SOURCES)}); data.source={cfg.source} is evaluated on whole images: "
+            f"({', '.join(sources.RECORD_SOURCES)}); data.source={cfg.source} is evaluated on whole images: "
             "drop data.eval_crop"
         )
     if storage.choose(cfg, split) == "stream":
         return StreamSet.open(cfg, split)
-    loader = _imagefolder if cfg.source in sources.FOLDER_SOURCES else MEMORY_LOADERS[cfg.source]
+    loader = _records if cfg.source in sources.RECORD_SOURCES else MEMORY_LOADERS[cfg.source]
     data = loader(cfg, split)
     if (keep := subsets.subset_indices(cfg, split, data.labels.numpy())) is not None:
         data = _select(data, torch.as_tensor(keep))
@@ -132,18 +133,20 @@ def _stl10(cfg: DataConfig, split: str) -> ImageSet:
 
 
 # ----------------------------------------------------------------------------------------------
-# ImageFolder: decoded in parallel once (data/decode.py), then kept as a uint8 cache file with a checksum.
+# Image files and shards: decoded in parallel once (data/decode.py), then kept as a uint8 cache file with a checksum.
 
 
-def _cache_key(files: list[Path], size: int, ratio: float, bad_images: str) -> str:
+def _cache_key(index: records.Records, size: int, ratio: float, bad_images: str) -> str:
     # bad_images is part of the key: a cache built with "skip" must not hide bad files from "fail"
     # The decoder is part of the cache's content (TorchCodec and Pillow give the same pixels wherever
     # tested, but the key must not promise it). v3: torchvision's resize and crop rounding and the
-    # crop ratio; v2: the decoder named; v1: torchvision.io.
-    h = hashlib.sha256(f"v3 decoder={decoder_name()} size={size} crop={ratio} bad_images={bad_images}".encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    # crop ratio; v2: the decoder named; v1: torchvision.io. v4: records by name and their files' stamps.
+    h = hashlib.sha256(
+        f"v4 decoder={decoder_name()} size={size} crop={ratio} bad_images={bad_images} {index.where}".encode()
+    )
+    h.update("\n".join(index.paths).encode())
+    h.update(np.ascontiguousarray(index.labels, dtype=np.int64).tobytes())
+    h.update(index.stamps().numpy().tobytes())
     return h.hexdigest()[:24]
 
 
@@ -151,18 +154,17 @@ def _checksum(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy()).hexdigest()  # read in place: no copy of a mapped set
 
 
-def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
-    index = readers.index(cfg, split)
-    files = [Path(p) for p in index.full_paths()]
+def _records(cfg: DataConfig, split: str) -> ImageSet:
+    index = records.index(cfg, split)
     size, ratio = cfg.image_size, settings.crop_ratio_of(cfg, split)
     if not cfg.cache_dir:
-        return _decode_folder(index, files, size, ratio, cfg.bad_images)
-    key = _cache_key(files, size, ratio, cfg.bad_images)
+        return _decode_records(index, size, ratio, cfg.bad_images)
+    key = _cache_key(index, size, ratio, cfg.bad_images)
     cache_path = Path(cfg.cache_dir).expanduser() / f"imagefolder-{key}.pt"
     with building(cache_path):  # the processes of a node: the first decodes, the others map its file
         data = _read_cache(cache_path)
         if data is None:
-            decoded = _decode_folder(index, files, size, ratio, cfg.bad_images)
+            decoded = _decode_records(index, size, ratio, cfg.bad_images)
             _write_cache(cache_path, decoded)
             data = _read_cache(cache_path)  # mapped, as the others will map it
             if data is None:  # the cache could not be written: this process keeps its own copy
@@ -171,21 +173,22 @@ def _imagefolder(cfg: DataConfig, split: str) -> ImageSet:
     return data
 
 
-def _decode_folder(index, files: list[Path], size: int, ratio: float, bad_images: str) -> ImageSet:
-    folder, labels, classes = index.root, index.labels.tolist(), index.classes
+def _decode_records(index: records.Records, size: int, ratio: float, bad_images: str) -> ImageSet:
+    labels, classes = index.labels.tolist(), index.classes
     torchcodec_decoders()  # import and check the decoder once, before the threads
 
-    def decode(path):
+    def decode(i):
+        source = index.source(i)
         try:
-            return decode_resized(path, size, ratio)
-        except Exception as err:  # any decoder failure is this file's problem, reported by path
+            return decode_resized(source if isinstance(source, bytes) else Path(source), size, ratio)
+        except Exception as err:  # any decoder failure is this image's problem, reported by name
             return err
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(decode, files, chunksize=256))
-    bad = [(f, r) for f, r in zip(files, decoded) if isinstance(r, Exception)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # in order: a shard's records read together
+        decoded = list(pool.map(decode, range(len(index)), chunksize=256))
+    bad = [(index.name(i), r) for i, r in enumerate(decoded) if isinstance(r, Exception)]
     keep = [i for i, r in enumerate(decoded) if not isinstance(r, Exception)]
-    report_bad(bad, len(files), folder, bad_images)
+    report_bad(bad, len(index), index.where, bad_images)
     return ImageSet(
         torch.stack([decoded[i] for i in keep]),
         torch.tensor([labels[i] for i in keep]),

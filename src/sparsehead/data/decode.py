@@ -64,12 +64,12 @@ def _as_tensor(raw: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
 
-def read_rgb(path: Path) -> torch.Tensor:
-    """An image file as uint8 RGB (3, H, W): grayscale, RGBA (alpha dropped) and palette images are
-    converted, 16-bit images keep their high byte, an animated GIF or WebP gives its first frame.
-    TorchCodec decodes JPEG/PNG/WebP/GIF; Pillow the other formats (BMP, TIFF, PPM), and all of
-    them where TorchCodec is missing."""
-    raw = path.read_bytes()
+def read_rgb(source: Path | str | bytes) -> torch.Tensor:
+    """An image (a file's path, or a record's bytes) as uint8 RGB (3, H, W): grayscale, RGBA (alpha
+    dropped) and palette images are converted, 16-bit images keep their high byte, an animated GIF
+    or WebP gives its first frame. TorchCodec decodes JPEG/PNG/WebP/GIF; Pillow the other formats
+    (BMP, TIFF, PPM), and all of them where TorchCodec is missing."""
+    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
     if not raw:
         raise ValueError("the file is empty")
     fmt = _sniff(raw)
@@ -104,8 +104,8 @@ def _read_pillow(raw: bytes) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)  # a view, as TorchCodec's
 
 
-def decode_resized(path: Path, size: int, crop_ratio: float = 1.0) -> torch.Tensor:
-    return resize_crop(read_rgb(path), size, crop_ratio)
+def decode_resized(source: Path | str | bytes, size: int, crop_ratio: float = 1.0) -> torch.Tensor:
+    return resize_crop(read_rgb(source), size, crop_ratio)
 
 
 def resize_crop(img: torch.Tensor, size: int, crop_ratio: float = 1.0) -> torch.Tensor:

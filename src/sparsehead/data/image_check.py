@@ -1,15 +1,18 @@
-"""Unreadable image files, found before any training: which files of a split cannot be decoded, each
-checked once, and check_splits(), the data checks a run can make before its first step.
+"""Unreadable images, found before any training: which records of a split (image files or shard
+records, records.py) cannot be decoded, each checked once, and check_splits(), the data checks a
+run can make before its first step.
 
-The check decodes every file (a JPEG at its smallest DCT scale); its result is cached in
-data.cache_dir with each file's size and mtime, and a file is checked again only when these change
-(edited, truncated or replaced in place) or when it was found unreadable (a repaired file is taken
-back at once). A file added to the split is checked alone; the others keep their result.
+The check decodes every record (a JPEG at its smallest DCT scale); its result is cached in
+data.cache_dir with the size and mtime of each record's file, and a record is checked again only
+when these change (edited, truncated or replaced in place) or when it was found unreadable (a
+repaired file is taken back at once). A file added to the split is checked alone; the others keep
+their result (a shard rewritten: each of its records again).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -19,22 +22,23 @@ from typing import Optional
 import numpy as np
 import torch
 
-from sparsehead.data import readers, sources
+from sparsehead.data import records, sources
 from sparsehead.data.cache import building, read_cache, write_cache
 from sparsehead.data.errors import DataError
-from sparsehead.data.readers import FileIndex
+from sparsehead.data.records import Records
 from sparsehead.data.settings import DataConfig
 
 CHECK_VERSION = 2  # v2: one cache per split folder, each file stamped by size and mtime
 
 
-def unreadable(path: str) -> Optional[str]:
-    """Why the image file cannot be decoded, or None: the whole file decoded, a JPEG at its
-    smallest DCT scale (1/8: a few times faster, and a truncated file still fails)."""
+def unreadable(source: str | bytes) -> Optional[str]:
+    """Why the image (a file's path, or a record's bytes) cannot be decoded, or None: the whole
+    image decoded, a JPEG at its smallest DCT scale (1/8: a few times faster, and a truncated file
+    still fails)."""
     from PIL import Image
 
     try:
-        with Image.open(path) as pil:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as pil:
             if pil.format == "JPEG":
                 pil.draft("RGB", (1, 1))
             pil.load()
@@ -43,7 +47,7 @@ def unreadable(path: str) -> Optional[str]:
     return None
 
 
-def _reusable(blob: Optional[dict], idx: FileIndex, now: torch.Tensor) -> np.ndarray:
+def _reusable(blob: Optional[dict], idx: Records, now: torch.Tensor) -> np.ndarray:
     """Per file of `idx`: whether the cached result stands (listed with the same stamp, found readable)."""
     if blob is None:
         return np.zeros(len(idx), dtype=bool)
@@ -54,26 +58,25 @@ def _reusable(blob: Optional[dict], idx: FileIndex, now: torch.Tensor) -> np.nda
     return listed & same
 
 
-def problems(idx: FileIndex, cache_dir: Optional[str]) -> list[Optional[str]]:
-    """Why each file of `idx` cannot be decoded (None where it can); from the cache in `cache_dir`
-    (None: no cache) for each file whose size and mtime are those it was checked with. The
+def problems(idx: Records, cache_dir: Optional[str]) -> list[Optional[str]]:
+    """Why each record of `idx` cannot be decoded (None where it can); from the cache in `cache_dir`
+    (None: no cache) for each record whose file has the size and mtime it was checked with. The
     processes of a node take turns (the cache's lock): the first checks, the others read its result."""
     if not cache_dir:
         return _check(idx, None)
-    key = hashlib.sha256(f"v{CHECK_VERSION} {idx.root}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"v{CHECK_VERSION} {idx.where}".encode()).hexdigest()[:24]
     cache = Path(cache_dir).expanduser() / f"badimages-{key}.pt"
     with building(cache):
         return _check(idx, cache)
 
 
-def _check(idx: FileIndex, cache: Optional[Path]) -> list[Optional[str]]:
-    paths = idx.full_paths()
-    now = readers.stamps(paths)
+def _check(idx: Records, cache: Optional[Path]) -> list[Optional[str]]:
+    now = idx.stamps()
     blob = None if cache is None else read_cache(cache, "bad-image list", "checking every image again", _well_formed)
     todo = np.flatnonzero(~_reusable(blob, idx, now)).tolist()
-    found: list[Optional[str]] = [None] * len(paths)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for i, why in zip(todo, pool.map(unreadable, [paths[i] for i in todo], chunksize=256)):
+    found: list[Optional[str]] = [None] * len(idx)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # in order: a shard's records read together
+        for i, why in zip(todo, pool.map(lambda i: unreadable(idx.source(i)), todo, chunksize=256)):
             found[i] = why
     bad = torch.tensor([why is not None for why in found], dtype=torch.bool)
     changed = blob is None or blob["paths"] != "\n".join(idx.paths) or not torch.equal(blob["stamps"], now)
@@ -90,7 +93,7 @@ def _well_formed(blob: dict) -> bool:
 
 
 def report_bad(bad: list, total: int, folder, bad_images: str) -> None:
-    """The unreadable files [(path, error)] of a folder of `total`: an error listing them under
+    """The unreadable images [(name, error)] of a folder or shard set of `total`: an error listing them under
     data.bad_images=fail, or when none is readable; else one warning each and a count."""
     if bad and bad_images == "fail":
         listing = "\n".join(f"  {f}: {r}" for f, r in bad[:10])
@@ -111,15 +114,16 @@ def report_bad(bad: list, total: int, folder, bad_images: str) -> None:
 def check_splits(cfg: DataConfig) -> None:
     """Everything the data config `cfg` (a DataConfig) lets be checked before a run's first step,
     checked now, so that nothing about the data stops a run after hours of training: each split's
-    file index (a missing test/ or val/ folder, a test class train/ lacks, a damaged annotation
-    file) and the images of each split (the cached check above: under data.bad_images=fail any
-    unreadable file is an error; under skip, a split with none readable). Raises DataError. The
+    record index (a missing test/ or val/ folder, a test class train/ lacks, a damaged annotation
+    file or shard, a test label value the training shards lack) and the images of each split (the
+    cached check above: under data.bad_images=fail any unreadable image is an error; under skip, a
+    split with none readable). Raises DataError. The
     torchvision sources check the files of every split whenever one is loaded; digits is embedded."""
-    if cfg.source not in sources.FOLDER_SOURCES:
+    if cfg.source not in sources.RECORD_SOURCES:
         return
     for split in ("train", "test"):
-        idx = readers.index(cfg, split)
+        idx = records.index(cfg, split)
         why = problems(idx, cfg.cache_dir)
-        bad = [(path, reason) for path, reason in zip(idx.full_paths(), why) if reason is not None]
+        bad = [(idx.name(i), reason) for i, reason in enumerate(why) if reason is not None]
         if cfg.bad_images == "fail" or len(bad) == len(idx):  # skip: the loaders warn of each file they leave out
-            report_bad(bad, len(idx), idx.root, cfg.bad_images)
+            report_bad(bad, len(idx), idx.where, cfg.bad_images)

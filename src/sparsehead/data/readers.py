@@ -45,6 +45,25 @@ class FileIndex:
         root = str(self.root)
         return [os.path.join(root, p) for p in self.paths]
 
+    # What the record-reading code asks of any split's index (records.py: folders and shards alike).
+    @property
+    def where(self) -> str:
+        return str(self.root)
+
+    def source(self, i: int) -> str:
+        """What the decoders open for image i: its file's path (read by them, in one open)."""
+        return os.path.join(self.root, self.paths[i])
+
+    def name(self, i: int) -> str:
+        return self.source(i)  # its name in messages: the path
+
+    def stamps(self) -> torch.Tensor:
+        return stamps(self.full_paths())
+
+    def select(self, keep) -> "FileIndex":
+        keep = np.asarray(keep, dtype=np.int64)
+        return FileIndex(self.root, [self.paths[i] for i in keep], self.labels[keep], self.classes)
+
 
 def imagenet100_classes() -> list[str]:
     """CMC's ImageNet-100 wnids (Tian et al. 2019), in the order of the shipped list."""

@@ -16,23 +16,27 @@ from sparsehead.data import sources
 @dataclass
 class DataConfig:
     source: Literal[sources.NAMES] = opt("digits", sources.HELP)
-    root: Optional[str] = opt(None, "data folder (torchvision sets, imagefolder); unused for digits")
+    root: Optional[str] = opt(None, "data folder (torchvision sets, image folders, shards); unused for digits")
+    image_column: Optional[str] = opt(
+        None, "data.source=parquet: the column of image bytes (null: the one holding {bytes, path} structs)"
+    )
+    label_column: str = opt("label", "data.source=parquet: the column of integer labels")
     download: bool = opt(False, "let torchvision download cifar10/cifar100/stl10 when missing")
     image_size: int = opt(32, "side of the square training views (images are resized to it)", min=8)
     subset: Optional[int] = opt(None, "use a class-stratified subset of this many training images", min=1)
     cache_dir: Optional[str] = opt(
         "~/.cache/sparsehead",
-        "where decoded uint8 copies of folder data sets and their file indexes are cached (null: off)",
+        "where decoded uint8 copies of image-file and shard data sets and their indexes are cached (null: off)",
     )
     bad_images: Literal["fail", "skip"] = opt(
-        "fail", "an unreadable image in an imagefolder: stop with its path, or skip it and count it"
+        "fail", "an unreadable image file or shard record: stop with its name, or skip it and count it"
     )
     storage: Literal["memory", "stream", "auto"] = opt(
         "auto",
         "memory: decode the set once into uint8 at data.image_size; stream: keep only a file index and "
-        "decode in DataLoader workers, each view's crop cut from the full-resolution image (folder sources: "
-        "imagefolder, imagenet, imagenet100, tinyimagenet); auto: memory when the decoded set fits "
-        "data.memory_budget_gb, else stream",
+        "decode in DataLoader workers, each view's crop cut from the full-resolution image (image-file and "
+        "shard sources: imagefolder, imagenet, imagenet100, tinyimagenet, webdataset, parquet); auto: memory "
+        "when the decoded set fits data.memory_budget_gb, else stream",
     )
     memory_budget_gb: float = opt(
         16.0,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from sparsehead.core import distributed as dist
-from sparsehead.data import cache, readers, sources, subsets
+from sparsehead.data import cache, records, sources, subsets
 from sparsehead.data.errors import DataError
 from sparsehead.data.settings import DataConfig
 
@@ -22,16 +22,16 @@ def decoded_bytes(num_images: int, image_size: int) -> int:
 
 def choose(cfg: DataConfig, split: str) -> str:
     """ "memory" or "stream" for `split` of the data config `cfg`."""
-    if cfg.source not in sources.FOLDER_SOURCES:
+    if cfg.source not in sources.RECORD_SOURCES:
         if cfg.storage == "stream":
             raise DataError(
-                f"data.storage=stream reads folder sources ({', '.join(sources.FOLDER_SOURCES)}); "
+                f"data.storage=stream reads folder sources and shards ({', '.join(sources.RECORD_SOURCES)}); "
                 f"data.source={cfg.source} is decoded in memory: set data.storage=memory or auto"
             )
         return "memory"
     if cfg.storage == "stream":
         return "stream"
-    n = subsets.subset_size(cfg, split, len(readers.index(cfg, split)))
+    n = subsets.subset_size(cfg, split, len(records.index(cfg, split)))
     # The node's processes share one decoded copy through the cache (data/cache.py); without it each holds its own.
     copies = 1 if cache.can_write(cfg.cache_dir, decoded_bytes(n, cfg.image_size)) else dist.local_world_size()
     need = copies * decoded_bytes(n, cfg.image_size) / 1e9

@@ -1,12 +1,14 @@
 """data.storage=stream: a data set that is never held whole, decoded batch by batch in DataLoader workers.
 
-Each training item is one image and its views (the crop plan: crops.crop_plan, global views and
-any local crops): the image is decoded ONCE, each view's RandomResizedCrop box and flip are drawn
-on the FULL-resolution size (crops.draw_crops, the sampler the in-memory views use) and cut from it,
-with reduced-size JPEG decoding (PIL's draft: 1/2, 1/4, 1/8) whenever every box still has at least
-its view's size a side at that scale, then resized to that size, flipped where drawn and returned
-as uint8. The rest of the augmentation (jitter, grayscale, blur, solarize) runs batched on the
-device (views.ViewGenerator on the crops.CutViews batch).
+Its images are the records of a split (records.Records: image files or shard records, read by the
+worker that decodes them). Each training item is one image and its views (the crop plan:
+crops.crop_plan, global views and any local crops): the image is decoded ONCE, each view's
+RandomResizedCrop box and flip are drawn on the FULL-resolution size (crops.draw_crops, the
+sampler the in-memory views use) and cut from it, with reduced-size JPEG decoding (PIL's draft:
+1/2, 1/4, 1/8) whenever every box still has at least its view's size a side at that scale, then
+resized to that size, flipped where drawn and returned as uint8. The rest of the augmentation
+(jitter, grayscale, blur, solarize) runs batched on the device (views.ViewGenerator on the
+crops.CutViews batch).
 
 Randomness: the boxes and flips of image i in epoch e come from a generator seeded by (seed, e, i)
 alone, never from a worker id or global state, so any number of workers, a resumed run and each
@@ -16,6 +18,7 @@ DDP rank (which draws the same boxes for its share of the indices as one process
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sparsehead.data import image_check, settings, subsets
+from sparsehead.data import image_check, records, settings, subsets
 from sparsehead.data.crops import CropSpec, CutViews, draw_crops
 from sparsehead.data.decode import decode_resized
 from sparsehead.data.errors import DataError
 from sparsehead.data.evalset import EvalBatches
-from sparsehead.data.readers import FileIndex
-from sparsehead.data.readers import index as file_index
+from sparsehead.data.records import Records
 from sparsehead.data.settings import DataConfig
 
 STATS_SAMPLE = 256  # images the channel mean/std are estimated on (a stream never sees the whole set at once)
@@ -43,24 +45,25 @@ def view_seed(seed: int, epoch: int, i: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def _unreadable_error(path: str, err: Exception) -> DataError:
+def _unreadable_error(name: str, err: Exception) -> DataError:
     return DataError(
-        f"cannot read image {path} ({err}); remove or repair it, or set data.bad_images=skip to "
-        "leave unreadable files out"
+        f"cannot read image {name} ({err}); remove or repair it, or set data.bad_images=skip to "
+        "leave unreadable images out"
     )
 
 
-def _image(path: str):
-    """The opened image file (only its header read yet): the one open of the file; close it (`with`)."""
+def _image(source: str | bytes, name: str = ""):
+    """The opened image (a file's path: the one open of the file; a record's bytes), only its header
+    read yet; close it (`with`). `name` names it in an error (by default the path)."""
     from PIL import Image
 
     try:
-        return Image.open(path)
-    except Exception as err:  # the file's problem, reported by path
-        raise _unreadable_error(path, err) from None
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Exception as err:  # the image's problem, reported by name
+        raise _unreadable_error(name or str(source), err) from None
 
 
-def _decode(pil, path: str, request: tuple[int, int] | None = None):
+def _decode(pil, name: str, request: tuple[int, int] | None = None):
     """The opened image `pil` decoded as RGB; a JPEG at the smallest of 1, 1/2, 1/4, 1/8 scale that is
     still at least `request` (width, height). Returns (image, (x scale, y scale) of the decoded image):
     each side is rounded up on its own (ceil(W / k), ceil(H / k)), so the two scales differ."""
@@ -70,7 +73,7 @@ def _decode(pil, path: str, request: tuple[int, int] | None = None):
             pil.draft("RGB", request)
         rgb = pil.convert("RGB")
     except Exception as err:
-        raise _unreadable_error(path, err) from None
+        raise _unreadable_error(name, err) from None
     return rgb, (rgb.size[0] / full[0], rgb.size[1] / full[1])
 
 
@@ -85,17 +88,21 @@ def _box(pil, scale: tuple[float, float], top, left, height, width) -> tuple[flo
     return left * sx, top * sy, min((left + width) * sx, pil.size[0]), min((top + height) * sy, pil.size[1])
 
 
-def cut_views(path: str, plan: Sequence[CropSpec], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """The views of one file, one uint8 (3, spec.size, spec.size) per CropSpec of `plan`, from one decode."""
+def cut_views(
+    source: str | bytes, plan: Sequence[CropSpec], generator: torch.Generator, name: str = ""
+) -> tuple[torch.Tensor, ...]:
+    """The views of one image (a file's path or a record's bytes; `name` for errors, by default the
+    path), one uint8 (3, spec.size, spec.size) per CropSpec of `plan`, from one decode."""
     from PIL import Image
 
-    with _image(path) as opened:  # one open: the header gives the size the boxes need, then the decode
+    name = name or str(source)
+    with _image(source, name) as opened:  # one open: the header gives the size the boxes need, then the decode
         width, height = opened.size
         drawn = [draw_crops(spec, 1, height, width, generator, "cpu") for spec in plan]
         boxes = [b[0].tolist() for b, _ in drawn]
         # The decoded image may be this much smaller: every box keeps at least its view's size a side.
         reduce = min([1.0] + [spec.size / min(h, w) for spec, (_, _, h, w) in zip(plan, boxes)])
-        pil, s = _decode(opened, path, (math.ceil(width * reduce), math.ceil(height * reduce)))
+        pil, s = _decode(opened, name, (math.ceil(width * reduce), math.ceil(height * reduce)))
     views = []
     for spec, box, (_, flip) in zip(plan, boxes, drawn):
         view = pil.resize((spec.size, spec.size), Image.BILINEAR, box=_box(pil, s, *box))
@@ -103,27 +110,22 @@ def cut_views(path: str, plan: Sequence[CropSpec], generator: torch.Generator) -
     return tuple(views)
 
 
-def centre_crop(path: str, size: int, ratio: float) -> torch.Tensor:
+def centre_crop(source: str | bytes, size: int, ratio: float, name: str = "") -> torch.Tensor:
     """Evaluation input, uint8 (3, size, size): the in-memory set's own decode (the shorter side
     resized to size / ratio, the centre square of `size`; decode.decode_resized), so that a streamed
-    and an in-memory evaluation of the same files see the same pixels."""
+    and an in-memory evaluation of the same images see the same pixels."""
     try:
-        return decode_resized(Path(path), size, ratio)
-    except Exception as err:  # the file's problem, reported by path
-        raise _unreadable_error(path, err) from None
-
-
-def _select(idx: FileIndex, keep) -> FileIndex:
-    keep = np.asarray(keep, dtype=np.int64)
-    return FileIndex(idx.root, [idx.paths[i] for i in keep], idx.labels[keep], idx.classes)
+        return decode_resized(source if isinstance(source, bytes) else Path(source), size, ratio)
+    except Exception as err:  # the image's problem, reported by name
+        raise _unreadable_error(name or str(source), err) from None
 
 
 @dataclass
 class StreamSet(EvalBatches):
-    """The ImageSet of data.storage=stream: labels and classes in memory, pixels on disk
+    """The ImageSet of data.storage=stream: labels and classes in memory, pixels in the records' files
     (evalset.EvalSet: what evaluation reads of it)."""
 
-    index: FileIndex
+    index: Records
     image_size: int
     skipped: int = 0
     workers: int = 0  # DataLoader worker processes of its evaluation batches (data.workers)
@@ -131,14 +133,14 @@ class StreamSet(EvalBatches):
 
     @classmethod
     def open(cls, cfg: DataConfig, split: str) -> "StreamSet":
-        idx, skipped = file_index(cfg, split), 0
-        if cfg.bad_images == "skip":  # every file checked up front (once: cached): an epoch never meets a bad one
+        idx, skipped = records.index(cfg, split), 0
+        if cfg.bad_images == "skip":  # every record checked up front (once: cached): an epoch never meets a bad one
             problems = image_check.problems(idx, cfg.cache_dir)
-            bad = [(p, e) for p, e in zip(idx.full_paths(), problems) if e is not None]
-            image_check.report_bad(bad, len(idx), idx.root, cfg.bad_images)
-            idx, skipped = _select(idx, [i for i, e in enumerate(problems) if e is None]), len(bad)
+            bad = [(idx.name(i), e) for i, e in enumerate(problems) if e is not None]
+            image_check.report_bad(bad, len(idx), idx.where, cfg.bad_images)
+            idx, skipped = idx.select([i for i, e in enumerate(problems) if e is None]), len(bad)
         if (keep := subsets.subset_indices(cfg, split, idx.labels)) is not None:
-            idx = _select(idx, keep)
+            idx = idx.select(keep)
         return cls(
             idx, cfg.image_size, skipped=skipped, workers=cfg.workers, crop_ratio=settings.crop_ratio_of(cfg, split)
         )
@@ -158,14 +160,15 @@ class StreamSet(EvalBatches):
     def names(self) -> list[str]:
         return self.index.paths
 
-    def path(self, i: int) -> str:
-        return str(self.index.root / self.index.paths[i])
+    def centre_crop(self, i: int) -> torch.Tensor:
+        """Image i's evaluation input (centre_crop)."""
+        return centre_crop(self.index.source(i), self.image_size, self.crop_ratio, self.index.name(i))
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std in [0, 1] of the centre crops of a fixed sample of the images."""
         n = len(self)
         pick = np.random.default_rng(0).permutation(n)[:STATS_SAMPLE]
-        x = torch.stack([centre_crop(self.path(int(i)), self.image_size, self.crop_ratio) for i in np.sort(pick)])
+        x = torch.stack([self.centre_crop(int(i)) for i in np.sort(pick)])
         x = x.float().div_(255).transpose(0, 1).reshape(3, -1)
         return x.mean(dim=1).tolist(), x.std(dim=1).clamp_min(1e-3).tolist()
 
@@ -174,9 +177,9 @@ class StreamSet(EvalBatches):
         return (3, self.image_size, self.image_size)
 
     def fingerprint(self) -> str:
-        """A short hash of the files (by path, in order), the labels, the image size and crop; the
+        """A short hash of the records (by name, in order), the labels, the image size and crop; the
         pixels are never all read (a file rewritten under its name keeps the fingerprint)."""
-        h = hashlib.sha256(f"stream {self.image_size} {self.crop_ratio} {self.index.root}".encode())
+        h = hashlib.sha256(f"stream {self.image_size} {self.crop_ratio} {self.index.where}".encode())
         h.update("\n".join(self.index.paths).encode())
         h.update(np.ascontiguousarray(self.index.labels, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
@@ -200,7 +203,8 @@ class ViewCrops(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         epoch, i = key
         generator = torch.Generator().manual_seed(view_seed(self.seed, epoch, i))
-        return cut_views(self.data.path(i), self.plan, generator), int(self.data.index.labels[i])
+        index = self.data.index
+        return cut_views(index.source(i), self.plan, generator, index.name(i)), int(index.labels[i])
 
 
 class CentreCrops(Dataset):
@@ -211,7 +215,7 @@ class CentreCrops(Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return centre_crop(self.data.path(i), self.data.image_size, self.data.crop_ratio)
+        return self.data.centre_crop(i)
 
 
 class EpochBatches(Sampler):
