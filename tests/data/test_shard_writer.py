@@ -17,6 +17,7 @@ import pytest
 
 from conftest import CIFAR10_ROOT, requires_cifar10
 from sparsehead.cli import main
+from sparsehead.cli.shard import size
 from sparsehead.core.atomic import WriteError
 from sparsehead.data import shard_writer, tar_writer
 from sparsehead.data.errors import DataError
@@ -199,6 +200,7 @@ def test_help_and_what_shard_cannot_read(folder, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["shard", str(tmp_path / "out"), "data.source=digits", "--shard-bytes", "lots"])
     assert "expected a size such as 500MB" in capsys.readouterr().err
+    assert [size(t) for t in ("500MB", "2GiB", "1e9", "10kB")] == [5 * 10**8, 2**31, 10**9, 10**4]
     bmp = tmp_path / "bmp"
     shutil.copytree(folder, bmp)
     from PIL import Image

@@ -13,7 +13,7 @@ def size(text: str) -> int:
     """Bytes from 500MB, 1GB, 2GiB, 1e9 or 1000000 (argparse type)."""
     import argparse
 
-    match = re.fullmatch(r"\s*([0-9.e+]+)\s*([KMGT]I?)?B?\s*", text.upper().replace("IB", "I"))
+    match = re.fullmatch(r"\s*([0-9.E+]+)\s*([KMGT]I?)?B?\s*", text.upper().replace("IB", "I"))
     try:
         value = float(match.group(1)) * _UNITS[match.group(2) or ""] if match else 0
     except ValueError:
