@@ -12,11 +12,20 @@ import argparse
 import sys
 
 from sparsehead import __version__, config
-from sparsehead.cli import analyze, evaluate, export, pretrain, report, simulate
+from sparsehead.cli import analyze, evaluate, export, pretrain, report, shard, simulate
 from sparsehead.core.errors import EXIT_INTERRUPTED, Interrupted, SparseheadError
 
 # the help order; `configs` lists the configs shipped inside the package, the names --config takes
-COMMANDS = (pretrain.add, evaluate.add, report.add, analyze.add, export.add, simulate.add, config.names.add_command)
+COMMANDS = (
+    pretrain.add,
+    evaluate.add,
+    report.add,
+    analyze.add,
+    export.add,
+    shard.add,
+    simulate.add,
+    config.names.add_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
