@@ -34,14 +34,16 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float, applied: U
     targets, onlines = list(target.parameters()), [o.detach() for o in online.parameters()]
     t_buffers, o_buffers = list(target.buffers()), list(online.buffers())
     if applied is True:
-        torch._foreach_mul_(targets, momentum)
-        torch._foreach_add_(targets, onlines, alpha=1 - momentum)
+        if targets:  # a module may have none (a fixed layer)
+            torch._foreach_mul_(targets, momentum)
+            torch._foreach_add_(targets, onlines, alpha=1 - momentum)
         if t_buffers:
             torch._foreach_copy_(t_buffers, o_buffers)
         return
-    tau = torch.where(applied, momentum, 1.0)  # 1: the target stays (the online weights are finite)
-    torch._foreach_mul_(targets, tau)
-    torch._foreach_add_(targets, torch._foreach_mul(onlines, 1 - tau))
+    if targets:
+        tau = torch.where(applied, momentum, 1.0)  # 1: the target stays (the online weights are finite)
+        torch._foreach_mul_(targets, tau)
+        torch._foreach_add_(targets, torch._foreach_mul(onlines, 1 - tau))
     for t, o in zip(t_buffers, o_buffers):
         t.copy_(torch.where(applied, o, t))
 
