@@ -1,8 +1,9 @@
 """A training step that does not log reads nothing back from the device (issue 36): in every sparsity
-mode and under either non-finite policy, train_step calls none of the tensor methods that copy a value
-to the host (item, bool, int, float, tolist, numpy, cpu). On the CPU these are no syncs, so the test
-makes them raise while train_step runs; tests/cuda/test_cuda.py checks the same on a GPU under
-torch.cuda.set_sync_debug_mode("error"). The verdict is still read where the run logs or saves."""
+mode and under either non-finite policy (the online classifier and the collapse monitor on), train_step
+calls none of the tensor methods that copy a value to the host (item, bool, int, float, tolist, numpy,
+cpu). On the CPU these are no syncs, so the test makes them raise while train_step runs;
+tests/cuda/test_cuda.py checks the same on a GPU under torch.cuda.set_sync_debug_mode. The verdict is
+still read where the run logs or saves."""
 
 from __future__ import annotations
 
@@ -88,9 +89,11 @@ def test_a_step_that_does_not_log_reads_nothing_back(tmp_path, sparsity, policy)
     cfg = config.load(
         None,
         [*TINY, *SPARSITY[sparsity], f"train.nonfinite={policy}", "train.max_steps=4", "train.threads=1"]
-        + ["data.subset=256", f"train.out_dir={tmp_path}", "train.collapse_threshold=0.1"],
+        + ["data.subset=256", f"train.out_dir={tmp_path}", "train.collapse_threshold=0.1", "eval.online_linear=true"],
     )
     logs = steps_without_reads(cfg, tmp_path / "run")
+    assert 0 <= logs["online_linear_acc"] <= 1  # the online classifier and the collapse window took part
+    assert logs["r/effective_rank"] > 0
     if sparsity != "none":
         assert logs["head/support"] > 0
     if sparsity == "prune":  # 4 of 4 steps taken: the schedule's end, round(0.25 x 32) columns kept
