@@ -8,7 +8,6 @@ units instead, which is not the paper's penalty.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -18,6 +17,7 @@ import torch.nn as nn
 from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
 from sparsehead.core.step_hook import StepHook
+from sparsehead.maths.concentration import gini, top_share
 from sparsehead.models.heads import HEADS, linear_layers
 
 
@@ -44,18 +44,17 @@ class SparsityConfig:
     )
     mode: Literal[SPARSITY_MODES] = opt(
         "penalty",
-        "penalty (the default, the paper's method; use it to reproduce the paper): lambda * L2,1 "
-        "added to the loss. Every method but VICReg ignores the head layer's scale, so the penalty mostly "
-        "shrinks the whole layer: under Adam, AdamW and SGD with momentum it also spreads the column norms "
-        "but zeroes none; under LARS (trust ratio) it barely acts. proximal: no loss term, each column "
-        "group-soft-thresholded by lr * lambda after every optimiser step (exact zeros): the proximal "
-        "gradient step under plain SGD (with momentum it is weaker than the penalty at the same lambda, "
-        "which momentum amplifies); under Adam/AdamW lambda must be of order 1-10, with a narrow window "
-        "between no effect and a collapsed head; under LARS lr * lambda is off LARS's step scale. prune "
-        "(recommended for a sparse head; the same under every optimiser): the penalty as above if lambda > "
-        "0, plus pruning of the smallest-norm columns on a cubic schedule from sparsity.prune_start to "
-        "sparsity.prune_end to exactly round(target_support * columns); pruned columns are set to exact "
-        "zero after every step and stay zero; the mask is saved in checkpoints. See docs/sparsehead.md",
+        "penalty (the default, the paper's method; use it to reproduce the paper): lambda * L2,1 added to the loss. "
+        "Every method but VICReg ignores the head layer's scale, so the penalty mostly shrinks the whole layer: under"
+        " Adam, AdamW and SGD with momentum it also spreads the column norms but zeroes none; under LARS (trust "
+        "ratio) it barely acts. proximal: no loss term, each column group-soft-thresholded by lr * lambda after every"
+        " optimiser step (exact zeros): the proximal gradient step under plain SGD (with momentum it is weaker than "
+        "the penalty at the same lambda, which momentum amplifies); under Adam/AdamW lambda must be of order 1-10, "
+        "with a narrow window between no effect and a collapsed head; under LARS lr * lambda is off LARS's step "
+        "scale. prune (recommended for a sparse head; the same under every optimiser): the penalty as above if lambda"
+        " > 0, plus pruning of the smallest-norm columns on a cubic schedule from sparsity.prune_start to "
+        "sparsity.prune_end to exactly round(target_support * columns); pruned columns are set to exact zero after "
+        "every step and stay zero; the mask is saved in checkpoints. See docs/sparsehead.md",
     )
     target_support: Optional[float] = opt(
         None,
@@ -148,35 +147,27 @@ def penalty(layers: list[nn.Module]) -> torch.Tensor:
     return sum((l21_norm(layer.weight) for layer in layers), torch.zeros(()))
 
 
-def support_size(weight: torch.Tensor, threshold: float = 1e-3) -> int:
-    """Number of columns whose norm is at least `threshold` times the largest column norm."""
+def support_count(weight: torch.Tensor, threshold: float = 1e-3) -> torch.Tensor:
+    """Number of columns whose norm is at least `threshold` times the largest column norm (on the device)."""
     norms = column_norms(weight.detach())
-    return int((norms >= threshold * norms.max().clamp_min(1e-30)).sum())
+    return (norms >= threshold * norms.max().clamp_min(1e-30)).sum()
 
 
-def top_share(norms: torch.Tensor, fraction: float = 0.1) -> float:
-    """Share of the total held by the largest `fraction` of the values (0.1 for equal ones): how
-    concentrated a layer's column norms are."""
-    x = norms.detach().double().flatten().sort(descending=True).values
-    total = x.sum()
-    return float(x[: max(1, math.ceil(fraction * x.numel()))].sum() / total) if total > 0 else 0.0
+def support_size(weight: torch.Tensor, threshold: float = 1e-3) -> int:
+    return int(support_count(weight, threshold))
 
 
-def gini(norms: torch.Tensor) -> float:
-    """Gini coefficient of non-negative values: 0 when all are equal, (n - 1) / n when one holds all."""
-    x = norms.detach().double().flatten().sort().values
-    n, total = x.numel(), x.sum()
-    if total == 0:
-        return 0.0
-    ranks = torch.arange(1, n + 1, dtype=x.dtype)
-    return float(2 * (ranks * x).sum() / (n * total) - (n + 1) / n)
-
-
-def group_soft_threshold_(weight: torch.Tensor, step: float) -> None:
+def group_soft_threshold_(weight: torch.Tensor, step, applied=True) -> None:
     """In place, the proximal map of step * ||W||_{2,1}: W[:, j] <- W[:, j] * max(0, 1 - step /
-    ||W[:, j]||). Columns with norm <= step become exactly zero; the others shrink by `step`."""
-    norms = column_norms(weight)
-    weight.mul_((1 - step / norms.clamp_min(1e-30)).clamp_min(0))
+    ||W[:, j]||). Columns with norm <= step become exactly zero; the others shrink by `step` (a float
+    or a device tensor). `applied` (True or a device bool): where False, W stays."""
+    shrink = (1 - column_norms(weight).clamp_min(1e-30).reciprocal() * step).clamp_min(0)
+    weight.mul_(gated(applied, shrink, 1.0))
+
+
+def gated(applied, new: torch.Tensor, old):
+    """`new` where a step's update went ahead (`applied`: True, or a device bool), else `old`."""
+    return new if applied is True else torch.where(applied, new, old)
 
 
 def pruning_keep(step: int, total_steps: int, columns: int, target: float, start: float, end: float) -> int:
@@ -198,16 +189,14 @@ def pruning_keep(step: int, total_steps: int, columns: int, target: float, start
 
 
 @torch.no_grad()
-def prune_mask(weight: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
-    """The new column mask: of the columns `mask` still keeps, the `keep` of largest norm (ties: the
-    lower index). Pruned columns stay pruned, so the support only shrinks."""
-    if int(mask.sum()) <= keep:
-        return mask
+def prune_mask(weight: torch.Tensor, mask: torch.Tensor, keep) -> torch.Tensor:
+    """The new column mask: of the columns `mask` still keeps, the `keep` (an int or a device tensor) of
+    largest norm (ties: the lower index). Pruned columns stay pruned, so the support only shrinks.
+    Computed on the device: each column's rank by norm, nothing read back."""
     norms = column_norms(weight).float().masked_fill(~mask, -1.0)
-    kept = torch.argsort(norms, descending=True, stable=True)[:keep]
-    new = torch.zeros_like(mask)
-    new[kept] = True
-    return new
+    order = torch.argsort(norms, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
+    return mask & (rank < keep)
 
 
 def sparsity_logs(layers: list[nn.Module], threshold: float) -> dict[str, float]:
@@ -227,72 +216,90 @@ def sparsity_logs(layers: list[nn.Module], threshold: float) -> dict[str, float]
 
 
 class SparseHeadRegularizer(StepHook):
-    """What the training loop needs of SparseHead: the penalty term, the work after an optimiser
-    step, and what to log. Variants live here, not in the loop:
-    - mode "penalty": lambda * L2,1 in the loss (the paper); "proximal": no loss term, a group
-      soft-threshold by lr * lambda after each optimiser step (proximal SGD's step, also used
-      after Adam: see docs/sparsehead.md); "prune": the paper's penalty (if lambda > 0) plus
-      scheduled magnitude pruning of whole columns to `target_support`: after each optimiser step
-      the columns outside a mask are set to exact zero, and the mask drops the smallest-norm
-      columns as pruning_keep() schedules (needs total_steps, the length of the schedules).
-    - target_support (penalty, proximal): lambda <- lambda * exp(gain * (support_frac - target))
-      every adapt_every steps, within [lam / lam_range, lam * lam_range]. In prune mode it is the
-      support the schedule ends at, and lambda stays fixed.
-    The lambda, the step count and (prune) the masks are this object's state: save state_dict()
-    with each checkpoint for an exact resume."""
+    """What the training loop needs of SparseHead: the penalty term, the work after an optimiser step, and what to
+    log. Variants live here, not in the loop:
+    - mode "penalty": lambda * L2,1 in the loss (the paper); "proximal": no loss term, a group soft-threshold by
+      lr * lambda after each optimiser step (proximal SGD's step, also used after Adam: see docs/sparsehead.md);
+      "prune": the paper's penalty (if lambda > 0) plus scheduled magnitude pruning of whole columns to
+      `target_support`: after each optimiser step the columns outside a mask are set to exact zero, and the mask
+      drops the smallest-norm columns as pruning_keep() schedules (needs total_steps, the length of the
+      schedules).
+    - target_support (penalty, proximal): lambda <- lambda * exp(gain * (support_frac - target)) every adapt_every
+      steps, within [lam / lam_range, lam * lam_range]. In prune mode it is the support the schedule ends at, and
+      lambda stays fixed.
+    The lambda, the step count and (prune) the masks are this object's state: save state_dict() with each
+    checkpoint for an exact resume."""
 
     state_key = "sparsity"
 
     def __init__(self, cfg: SparsityConfig, head: nn.Module, total_steps: Optional[int] = None):
         self.cfg = cfg
         self.layers = penalized_layers(head, cfg.layers)
-        self.lam = cfg.lam
-        self.steps = 0  # optimiser steps taken, for adapt_every and the pruning schedule
+        device = self.layers[0].weight.device if self.layers else torch.device("cpu")
+        # On the device, so that a step reads nothing back: lambda (float64) and the updates taken.
+        self._lam = torch.tensor(cfg.lam, dtype=torch.float64, device=device)
+        self._steps = torch.zeros((), dtype=torch.int64, device=device)
         self.pruning = cfg.mode == "prune"
         if self.pruning:
             if total_steps is None or cfg.target_support is None:
                 raise ValueError("mode prune needs target_support and the run's total_steps")
-            self.total_steps = total_steps
-            self.masks = [
-                torch.ones(layer.weight.shape[1], dtype=torch.bool, device=layer.weight.device) for layer in self.layers
+            self.masks = [torch.ones(layer.weight.shape[1], dtype=torch.bool, device=device) for layer in self.layers]
+            c = cfg
+            steps = range(round(c.prune_end * total_steps) + 1)  # the schedule is flat from the last of these on
+            self.keep_at = [  # per layer, the columns kept after each step count
+                torch.tensor(
+                    [pruning_keep(t, total_steps, n, c.target_support, c.prune_start, c.prune_end) for t in steps]
+                ).to(device)
+                for n in (layer.weight.shape[1] for layer in self.layers)
             ]
+
+    @property
+    def lam(self) -> float:  # read back: for logs and checkpoints
+        return float(self._lam)
+
+    @property
+    def steps(self) -> int:
+        return int(self._steps)
 
     def penalty(self) -> torch.Tensor:
         """lambda * sum of the L2,1 norms of the penalised weights (0 when off or proximal)."""
-        if self.lam == 0 or not self.layers or self.cfg.mode == "proximal":
+        if self.cfg.lam == 0 or not self.layers or self.cfg.mode == "proximal":
             return torch.zeros((), device=self.layers[0].weight.device if self.layers else "cpu")
-        return self.lam * penalty(self.layers)
+        return self._lam.float() * penalty(self.layers)
+
+    def after_step(self, step: int, lr: float) -> None:  # an update known to have gone ahead
+        self.after_update(step, lr, True)
 
     @torch.no_grad()
-    def after_step(self, step: int, lr: float) -> None:
-        """After each optimiser update, with its learning rate (this object counts its own steps:
-        the updates that went ahead, for adapt_every and the pruning schedule)."""
-        self.steps += 1
-        if self.cfg.mode == "proximal" and self.lam > 0:
+    def after_update(self, step: int, lr: float, applied=True) -> None:
+        """After each step, with its learning rate; where `applied` (True, or a device bool) is False the update
+        was skipped and nothing moves (this object counts the updates that went ahead). All on the device."""
+        self._steps += applied
+        if self.cfg.mode == "proximal" and self.cfg.lam > 0:
             for layer in self.layers:
-                group_soft_threshold_(layer.weight, lr * self.lam)
+                group_soft_threshold_(layer.weight, lr * self._lam, applied)
         if self.pruning:
-            self.prune()
-        elif self.cfg.target_support is not None and self.layers and self.steps % self.cfg.adapt_every == 0:
-            self.lam = adapted_lambda(self.lam, self.support_frac(), self.cfg)
+            self.prune(applied)
+        elif self.cfg.target_support is not None and self.layers:
+            # The controller: more columns kept than the target -> larger lambda (float64, as Python's floats).
+            c, due = self.cfg, gated(applied, self._steps % self.cfg.adapt_every == 0, False)
+            lam = (self._lam * torch.exp(c.adapt_gain * (self.support_frac() - c.target_support))).clamp(
+                c.lam / c.lam_range, c.lam * c.lam_range
+            )
+            self._lam = torch.where(due, lam, self._lam)
 
-    def scheduled_keep(self, columns: int) -> int:
-        c = self.cfg
-        return pruning_keep(self.steps, self.total_steps, columns, c.target_support, c.prune_start, c.prune_end)
-
-    @torch.no_grad()
-    def prune(self) -> None:
+    def prune(self, applied=True) -> None:
         """Shrink each layer's mask to the schedule, then zero every column outside it (again after
         every step: the optimiser moves zeroed weights, whose gradient is not zero)."""
         for i, layer in enumerate(self.layers):
-            self.masks[i] = prune_mask(layer.weight, self.masks[i], self.scheduled_keep(layer.weight.shape[1]))
-            if not self.masks[i].all():
-                layer.weight.mul_(self.masks[i].to(layer.weight.dtype))
+            keep = self.keep_at[i].gather(0, self._steps.clamp(max=len(self.keep_at[i]) - 1).view(1))
+            self.masks[i] = gated(applied, prune_mask(layer.weight, self.masks[i], keep), self.masks[i])
+            layer.weight.mul_(self.masks[i].to(layer.weight.dtype))
 
-    def support_frac(self) -> float:
-        """Kept columns over all penalised layers, as a fraction of their columns."""
-        kept = sum(support_size(layer.weight, self.cfg.support_threshold) for layer in self.layers)
-        return kept / sum(layer.weight.shape[1] for layer in self.layers)
+    def support_frac(self) -> torch.Tensor:
+        """Kept columns over all penalised layers, as a fraction of their columns (float64, on the device)."""
+        kept = sum(support_count(layer.weight, self.cfg.support_threshold) for layer in self.layers)
+        return kept.double() / sum(layer.weight.shape[1] for layer in self.layers)
 
     def logs(self) -> dict[str, float]:
         l21 = sum(l21_norm(layer.weight.detach()).item() for layer in self.layers)
@@ -308,7 +315,8 @@ class SparseHeadRegularizer(StepHook):
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.lam, self.steps = float(state["lam"]), int(state["steps"])
+        self._lam.fill_(float(state["lam"]))
+        self._steps.fill_(int(state["steps"]))
         if self.pruning:
             if len(state.get("masks", ())) != len(self.layers):
                 raise ValueError("the checkpoint has no pruning masks for this head (made with another sparsity.mode?)")
@@ -316,12 +324,6 @@ class SparseHeadRegularizer(StepHook):
                 m.to(dtype=torch.bool, device=layer.weight.device).clone()
                 for m, layer in zip(state["masks"], self.layers)
             ]
-
-
-def adapted_lambda(lam: float, support_frac: float, cfg: SparsityConfig) -> float:
-    """One multiplicative controller step: more columns kept than the target -> larger lambda."""
-    lam = lam * math.exp(cfg.adapt_gain * (support_frac - cfg.target_support))
-    return min(max(lam, cfg.lam / cfg.lam_range), cfg.lam * cfg.lam_range)
 
 
 def head_sparsity(head: nn.Module, which: str = "last", threshold: float = 1e-3) -> list[dict]:

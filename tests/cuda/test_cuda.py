@@ -214,32 +214,42 @@ def test_the_knn_bank_on_the_gpu_in_chunks_agrees_with_the_cpu(monkeypatch, dtyp
     assert (gpu == cpu).float().mean() >= (0.99 if dtype == torch.float32 else 0.97)  # near ties may swap
 
 
-def test_a_training_step_that_does_not_log_makes_no_host_sync_but_the_nonfinite_check():
-    """Views, forward, backward and the optimiser step run without waiting for the GPU, apart from
-    the NonFiniteGuard's one read of 'loss and gradients finite' (it decides whether to update)."""
-    from sparsehead.training.faults import NonFiniteGuard
+SYNC_FREE_RUNS = {  # every sparsity mode under either non-finite policy; BYOL + LARS: the EMA and LARS
+    "none-stop": [],
+    "penalty-skip": ["sparsity.lam=0.3", "train.nonfinite=skip"],
+    "adaptive-stop": ["sparsity.lam=0.05", "sparsity.target_support=0.25"],
+    "adaptive-skip": ["sparsity.lam=0.05", "sparsity.target_support=0.25", "train.nonfinite=skip"],
+    "proximal-skip": [
+        "sparsity.mode=proximal",
+        "sparsity.lam=0.5",
+        "sparsity.target_support=0.25",
+        "train.nonfinite=skip",
+    ],
+    "prune-stop": ["sparsity.mode=prune", "sparsity.target_support=0.25", "sparsity.prune_start=0"],
+    "prune-skip": [
+        "sparsity.mode=prune",
+        "sparsity.target_support=0.25",
+        "sparsity.prune_start=0",
+        "train.nonfinite=skip",
+    ],
+    "byol-lars-skip": ["method.name=byol", "optim.name=lars", "train.nonfinite=skip"],
+    "adamw-compiled": ["optim.name=adamw", "train.compile=true"],
+}
 
-    cfg = config.load(None, TINY + ["optim.name=adam"])
-    method = build_model(cfg).to(CUDA, memory_format=torch.channels_last)
-    views, images = _views(), _images(256, 16).to(CUDA)
-    order = torch.randperm(256, device=CUDA)
-    opt = torch.optim.Adam(method.parameters(), lr=1e-3)
-    guard = NonFiniteGuard(cfg.train, method, "unused")
-    gen = torch.Generator(CUDA).manual_seed(0)
 
-    def step(b):
-        idx = order[b * 64 : (b + 1) * 64]
-        x1, x2 = views(images[idx], gen)
-        with autocast("bf16", torch.device(CUDA)):
-            loss = method(x1, x2).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if guard.allows_update(b + 1, loss):
-            opt.step()
-            method.after_step(b + 1, 10)
+@pytest.mark.parametrize("overrides", SYNC_FREE_RUNS.values(), ids=SYNC_FREE_RUNS.keys())
+def test_a_training_step_that_does_not_log_makes_no_host_sync(tmp_path, overrides):
+    """The whole train_step of a bf16 run (views, forward, backward, the non-finite verdict, the fused or
+    LARS update, SparseHead's after-step work, the EMA) never waits for the GPU: the verdict is read only
+    where the run logs or saves (tests/training/test_sync_free.py checks the same on the CPU)."""
+    from sparsehead.training.setup import setup
+    from sparsehead.training.step import train_step
 
-    step(0)  # warm-up: lazy initialisation (cuDNN, the optimiser's state) may sync once
-    torch.cuda.synchronize()
+    cfg = config.load(
+        None,
+        TINY + overrides + ["train.device=cuda", "train.precision=bf16", "data.subset=512", "train.max_steps=6"]
+        + [f"train.out_dir={tmp_path}"],
+    )  # fmt: skip
     syncs = []
 
     def record_site(message, *_):
@@ -249,16 +259,23 @@ def test_a_training_step_that_does_not_log_makes_no_host_sync_but_the_nonfinite_
             frames = [f for f in traceback.extract_stack() if "sparsehead" in f.filename and "tests" not in f.filename]
             syncs.append(f"{frames[-1].filename.split('sparsehead/')[-1]}:{frames[-1].lineno}" if frames else "?")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = record_site
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            step(1)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    # The guard's stacked .tolist() is the one D2H copy of a step; the views make none (VIEW_SYNCS).
-    assert len(syncs) <= 1 + VIEW_SYNCS, "\n".join(f"{n} x {site}" for site, n in Counter(syncs).most_common())
+    with setup(cfg, tmp_path / "run") as run:
+        for images, labels in run.batches():
+            if run.state.step < 2:  # warm-up: lazy initialisation (cuDNN, compile, optimiser state) may sync
+                train_step(run, images, labels)
+                torch.cuda.synchronize()
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.showwarning = record_site
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    train_step(run, images, labels)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+        logs = {k: v for hook in run.hooks for k, v in hook.logs().items()}  # the reads, at a log line
+    assert len(syncs) <= VIEW_SYNCS, "\n".join(f"{n} x {site}" for site, n in Counter(syncs).most_common())
+    assert logs.get("nonfinite_skipped", 0) == 0
 
 
 # The views make no host sync: the colour jitter and the blur act on the whole batch with per-image

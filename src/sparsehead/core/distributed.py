@@ -180,7 +180,7 @@ def global_moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torc
     """Mean and biased variance over `dims` of the batch of ALL processes (each holding the same
     batch size), with gradients through the all-reduce, and the global count: the statistics of
     BatchNorm on the concatenated batch (GlobalBatchNorm, Barlow Twins' standardisation)."""
-    count = math.prod(x.shape[d] for d in dims) * world_size()
+    count = math.prod([x.shape[d] for d in dims]) * world_size()  # a list: a generator breaks torch.compile's graph
     mean = all_reduce_sum_with_grad(x.sum(dim=dims, keepdim=True)) / count
     var = all_reduce_sum_with_grad(((x - mean) ** 2).sum(dim=dims, keepdim=True)) / count
     return mean, var, count

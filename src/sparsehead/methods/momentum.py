@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Union
 
 import torch
 import torch.nn as nn
@@ -27,12 +27,25 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """target <- momentum * target + (1 - momentum) * online; buffers (BN statistics) copied."""
-    for t, o in zip(target.parameters(), online.parameters()):
-        t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
-    for t, o in zip(target.buffers(), online.buffers()):
-        t.copy_(o)
+def ema_update(target: nn.Module, online: nn.Module, momentum: float, applied: Union[bool, torch.Tensor] = True):
+    """target <- momentum * target + (1 - momentum) * online; buffers (BN statistics) copied. Multi-tensor
+    operations (a few kernels, not a loop over parameters). `applied` (True, or a device bool): where False
+    (the step's update was skipped) the target stays as it was, decided on the device."""
+    targets, onlines = list(target.parameters()), [o.detach() for o in online.parameters()]
+    t_buffers, o_buffers = list(target.buffers()), list(online.buffers())
+    if applied is True:
+        if targets:  # a module may have none (a fixed layer)
+            torch._foreach_mul_(targets, momentum)
+            torch._foreach_add_(targets, onlines, alpha=1 - momentum)
+        if t_buffers:
+            torch._foreach_copy_(t_buffers, o_buffers)
+        return
+    if targets:
+        tau = torch.where(applied, momentum, 1.0)  # 1: the target stays (the online weights are finite)
+        torch._foreach_mul_(targets, tau)
+        torch._foreach_add_(targets, torch._foreach_mul(onlines, 1 - tau))
+    for t, o in zip(t_buffers, o_buffers):
+        t.copy_(torch.where(applied, o, t))
 
 
 def cosine_momentum(base: float, step: int, total_steps: int) -> float:
@@ -84,7 +97,8 @@ class MomentumMethod(Method):
             return projector(backbone(x))
 
     @torch.no_grad()
-    def after_step(self, step, total_steps):
+    def after_step(self, step, total_steps, applied: Union[bool, torch.Tensor] = True):
+        """The EMA of the momentum copies; `applied` as ema_update's (training/hooks.py passes it)."""
         momentum = self.momentum_schedule(self.params.momentum, step, total_steps)
         for target, online in self.momentum_pairs():
-            ema_update(target, online, momentum)
+            ema_update(target, online, momentum, applied)

@@ -11,6 +11,8 @@ import torch
 
 from sparsehead.config import Config
 from sparsehead.core.step_hook import StepHook
+from sparsehead.methods.base import Method
+from sparsehead.methods.momentum import MomentumMethod
 
 HookFactory = Callable[[Config, torch.nn.Module], StepHook]
 REGISTERED: list[HookFactory] = []  # called in setup with the run's config and method, after the built-in hooks
@@ -32,10 +34,33 @@ class MethodAfterStep(StepHook):
     def after_step(self, step: int, lr: float) -> None:
         self.method.after_step(step, self.total_steps)
 
+    def after_update(self, step: int, lr: float, applied) -> None:
+        """The EMA gated on the device; nothing for a method without after-step work; the host-side work
+        of the others (DirectPred's statistics, SwAV's prototypes) only after an update, read back."""
+        work = type(self.method).after_step
+        if work is MomentumMethod.after_step:
+            self.method.after_step(step, self.total_steps, applied)
+        elif work is not Method.after_step and (applied is True or bool(applied)):
+            self.after_step(step, lr)
+
 
 def total_penalty(hooks: list[StepHook]) -> torch.Tensor:
     """The sum of the hooks' loss terms (SparseHead's L2,1 penalty)."""
     return functools.reduce(operator.add, [p for hook in hooks if (p := hook.penalty()) is not None])
+
+
+def after_update(hooks: list[StepHook], step: int, lr: float, applied) -> None:
+    """Every hook's work after the optimiser update, in order. A hook with after_update(step, lr, applied)
+    does it on the device, conditioned there on `applied` (True, or a device bool: whether the update
+    went ahead); another hook's after_step runs only after an update, which reads `applied` back (once)."""
+    went_ahead = None
+    for hook in hooks:
+        if (gated := getattr(hook, "after_update", None)) is not None:
+            gated(step, lr, applied)
+        elif type(hook).after_step is not StepHook.after_step:
+            went_ahead = (applied is True or bool(applied)) if went_ahead is None else went_ahead
+            if went_ahead:
+                hook.after_step(step, lr)
 
 
 def gathered(hooks: list[StepHook], call) -> dict[str, float]:

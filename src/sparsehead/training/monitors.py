@@ -23,6 +23,7 @@ from sparsehead.core.step_hook import StepHook
 from sparsehead.data import datasets
 from sparsehead.data.views import ViewGenerator
 from sparsehead.evaluate.knn_shards import sharded_knn_report
+from sparsehead.training.faults import gated_update
 
 
 def knn_summary(method: torch.nn.Module, cfg: Config, views: ViewGenerator, device: torch.device) -> dict:
@@ -57,40 +58,37 @@ class OnlineMonitor(StepHook):
         self.knn_every = cfg.knn_every
         self.knn = knn  # returns the k-NN accuracies of the current backbone
         self.classifier = None
-        self._sums = {"loss": 0.0, "correct": 0, "count": 0}
+        self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x rows, correct, rows
         if cfg.online_linear:
             with torch.random.fork_rng(devices=[]):  # leave the run's random stream as it was
                 self.classifier = nn.Linear(feature_dim, num_classes).to(device)
-            self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=cfg.online_linear_lr)
+            self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=cfg.online_linear_lr, fused=True)
 
     def observe(self, labels: torch.Tensor, r: Optional[torch.Tensor], z: tuple = ()) -> None:
-        """One step of the online classifier on this training step's r (of the first view)."""
+        """One step of the online classifier on this training step's r (of the first view), on the
+        labelled rows with a finite r, all on the device (no read: rows are masked, not selected)."""
         if self.classifier is None or r is None:
             return
-        r = r.detach()
-        labels = labels.to(r.device)
+        r = r.detach().float()
+        labels = labels.to(r.device, non_blocking=True)
         keep = (labels >= 0) & torch.isfinite(r).all(dim=1)  # a non-finite step must not poison it
-        if not keep.any():
-            return
+        rows = keep.sum()
         with torch.enable_grad():
-            logits = self.classifier(r[keep].float())
-            loss = F.cross_entropy(logits, labels[keep])
+            logits = self.classifier(torch.where(keep[:, None], r, 0.0))
+            losses = F.cross_entropy(logits, labels.clamp_min(0), reduction="none") * keep
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-        n = int(keep.sum())
-        self._sums["loss"] += loss.item() * n
-        self._sums["correct"] += int((logits.argmax(dim=1) == labels[keep]).sum())
-        self._sums["count"] += n
+            (losses.sum() / rows.clamp_min(1)).backward()
+        gated_update(self.optimizer, rows > 0)  # no update from a batch without a usable row
+        correct = ((logits.argmax(dim=1) == labels) & keep).sum()
+        self._sums += torch.stack([losses.detach().sum(), correct, rows]).double()
 
     def logs(self) -> dict[str, float]:
         """Accuracy and loss of the online classifier since the last call (empty when off)."""
-        n = self._sums["count"]
+        loss, correct, n = self._sums.tolist()
         if not n:
             return {}
-        out = {"online_linear_acc": self._sums["correct"] / n, "online_linear_loss": self._sums["loss"] / n}
-        self._sums = {"loss": 0.0, "correct": 0, "count": 0}
-        return out
+        self._sums.zero_()
+        return {"online_linear_acc": correct / n, "online_linear_loss": loss / n}
 
     def end_of_epoch(self, step: int, steps_per_epoch: int) -> dict[str, float]:
         """The k-NN monitor's numbers when `step` closes an epoch it is due at, else nothing."""

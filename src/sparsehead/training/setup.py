@@ -62,6 +62,7 @@ def setup(cfg: Config, run_dir: Optional[str | Path] = None, force: bool = False
     device = resolve_device(cfg.train.device)
     check_loggers(cfg.train.loggers)  # a missing tracker's extra, before any work
     dist.setup(device)
+    torch.backends.cudnn.benchmark |= device.type == "cuda" and not torch.backends.cudnn.deterministic  # fixed shapes
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)

@@ -1,0 +1,132 @@
+"""A training step that does not log reads nothing back from the device (issue 36): in every sparsity
+mode and under either non-finite policy (the online classifier and the collapse monitor on), train_step
+calls none of the tensor methods that copy a value to the host (item, bool, int, float, tolist, numpy,
+cpu). On the CPU these are no syncs, so the test makes them raise while train_step runs;
+tests/cuda/test_cuda.py checks the same on a GPU under torch.cuda.set_sync_debug_mode. The verdict is
+still read where the run logs or saves."""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+
+import pytest
+import torch
+
+from conftest import TINY
+from sparsehead import config
+from sparsehead.training.setup import setup
+from sparsehead.training.step import train_step
+
+READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__")
+
+
+class HostRead(AssertionError):
+    """A tensor's value was read back to the host inside a training step."""
+
+
+@contextlib.contextmanager
+def no_host_reads():
+    """Every host read of a tensor value raises HostRead, naming the call site."""
+    saved = {name: getattr(torch.Tensor, name) for name in READS}
+
+    def trap(name):
+        def read(self, *args, **kwargs):
+            raise HostRead(f"Tensor.{name} in a non-logging step:\n{''.join(traceback.format_stack(limit=6))}")
+
+        return read
+
+    try:
+        for name in READS:
+            setattr(torch.Tensor, name, trap(name))
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+SPARSITY = {
+    "none": [],
+    "penalty": ["sparsity.lam=0.3"],
+    "adaptive": ["sparsity.lam=0.05", "sparsity.target_support=0.25", "sparsity.adapt_gain=0.5"],
+    "proximal": ["sparsity.mode=proximal", "sparsity.lam=0.5", "sparsity.target_support=0.25"],
+    "prune": [
+        "sparsity.mode=prune",
+        "sparsity.target_support=0.25",
+        "sparsity.prune_start=0",
+        "sparsity.prune_end=0.5",
+    ],
+}
+
+
+def poison(model):
+    """`model` with a NaN loss (after a finite forward pass, whose BatchNorm statistics count)."""
+
+    def forward(*crops):
+        out = model(*crops)
+        return out._replace(loss=out.loss * float("nan"))
+
+    return forward
+
+
+def steps_without_reads(cfg, run_dir, poisoned=(), after=lambda run: None) -> dict:
+    """Four steps of the run `cfg` describes (a NaN loss at the `poisoned` ones); steps 2-4 (step 1
+    creates the optimiser's state) under no_host_reads, `after(run)` after each. Returns the logs the
+    run would write then (they read)."""
+    with setup(cfg, run_dir) as run:
+        model = run.model
+        for images, labels in run.batches():
+            run.model = poison(model) if run.state.step + 1 in poisoned else model
+            with no_host_reads() if run.state.step else contextlib.nullcontext():
+                train_step(run, images, labels)
+            after(run)
+        return {k: v for hook in run.hooks for k, v in hook.logs().items()}
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+@pytest.mark.parametrize("sparsity", SPARSITY)
+def test_a_step_that_does_not_log_reads_nothing_back(tmp_path, sparsity, policy):
+    cfg = config.load(
+        None,
+        [*TINY, *SPARSITY[sparsity], f"train.nonfinite={policy}", "train.max_steps=4", "train.threads=1"]
+        + ["data.subset=256", f"train.out_dir={tmp_path}", "train.collapse_threshold=0.1", "eval.online_linear=true"],
+    )
+    logs = steps_without_reads(cfg, tmp_path / "run")
+    assert 0 <= logs["online_linear_acc"] <= 1  # the online classifier and the collapse window took part
+    assert logs["r/effective_rank"] > 0
+    if sparsity != "none":
+        assert logs["head/support"] > 0
+    if sparsity == "prune":  # 4 of 4 steps taken: the schedule's end, round(0.25 x 32) columns kept
+        assert logs["prune_keep_frac"] == 0.25
+
+
+def test_byol_with_lars_skips_a_poisoned_step_without_reading_it(tmp_path):
+    """The skip, LARS, the EMA and the adaptive lambda on the device: the poisoned step 3 changes
+    nothing (weights, BatchNorm statistics, targets, momenta, lambda and its step count), and the
+    skip is counted when the run reads its verdict."""
+    cfg = config.load(
+        None,
+        [*TINY, "method.name=byol", "optim.name=lars", "train.nonfinite=skip", "train.max_steps=4"]
+        + ["sparsity.lam=0.05", "sparsity.target_support=0.25", "data.subset=256", "train.threads=1"]
+        + [f"train.out_dir={tmp_path}"],
+    )
+    states = {}
+
+    def keep(run):
+        state = run.state.state_dict()
+        states[run.state.step] = {
+            "model": {k: v.clone() for k, v in state["model"].items()},
+            "optimizer": [b.clone() for s in run.optimizer.state.values() for b in s.values()],
+            "sparsity": state["sparsity"],
+        }
+
+    with pytest.warns(UserWarning, match="skipping step 3: non-finite loss"):
+        logs = steps_without_reads(cfg, tmp_path / "run", poisoned={3}, after=keep)
+    assert logs["nonfinite_skipped"] == 1
+    before, after = states[2], states[3]
+    assert before["sparsity"] == after["sparsity"] and before["sparsity"]["steps"] == 2
+    assert all(torch.equal(a, b) for a, b in zip(before["optimizer"], after["optimizer"]))
+    assert before["model"].keys() == after["model"].keys()
+    for key in before["model"]:
+        assert torch.equal(before["model"][key], after["model"][key]), key
+    assert not torch.equal(after["model"]["backbone.conv1.weight"], states[4]["model"]["backbone.conv1.weight"])
