@@ -7,6 +7,12 @@ saves and restores them from that one list; a new monitor plugs in without touch
 Each method has a default that does nothing, so a hook overrides only what it needs. In the order
 a run calls them: before_step, observe, penalty, allows_update, after_step (the step); logs and
 notes (a logging step); end_of_epoch, before_checkpoint, stop_reason (a step boundary); at_end.
+
+The step reads nothing back from the device (training/step.py). A hook whose after-step work can be
+gated on the device defines `after_update(step, lr, applied)` instead of after_step: it is called
+after every step with `applied` (True, or a 0-dim device bool: whether the update went ahead) and
+must not read it (training.hooks.after_update); the after_step of the other hooks runs only after an
+update that went ahead, which costs one read of the verdict per step.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ class StepHook:
         """A term added to the method's loss (None: none)."""
         return None
 
-    def allows_update(self, step: int, loss: torch.Tensor, check_grads: bool) -> bool:
-        """After backward: False vetoes this step's optimiser update (the non-finite guard).
-        check_grads=False when an fp16 GradScaler checks the gradients itself."""
+    def allows_update(self, step: int, loss: torch.Tensor, check_grads: bool) -> bool | torch.Tensor:
+        """After backward: False (or a 0-dim device bool, decided without a read) vetoes this step's
+        optimiser update (the non-finite guard). check_grads=False when an fp16 GradScaler checks the
+        gradients itself."""
         return True
 
     def after_step(self, step: int, lr: float) -> None:
