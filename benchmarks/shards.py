@@ -32,7 +32,7 @@ from torch.utils.data import DistributedSampler
 from _data import CIFAR10, link_subset, synthetic_images, temp_dir
 from _toy import parse_args
 
-TOY = dict(images=40, rss_images=[20, 40], repeats=1, per_shard=16, batch=8)
+TOY = dict(images=40, rss_images=[20], repeats=1, per_shard=16, batch=8)  # one RSS size: each is 3 new interpreters
 KINDS = {"folder": "imagefolder", "tar": "webdataset", "parquet": "parquet"}
 
 
