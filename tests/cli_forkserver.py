@@ -51,15 +51,12 @@ def _preload() -> None:
     import sparsehead.training.resume  # noqa: F401
 
 
-def _child(request: dict) -> None:
-    """In the forked child: become `python -m sparsehead ARGS` and exit as it would."""
-    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(out, fd)
-        os.close(out)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
+def _child(request: dict, fds: list[int]) -> None:
+    """In the forked child: become `python -m sparsehead ARGS` (stdin, stdout, stderr the client's `fds`)
+    and exit as it would."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
     os.environ.clear()
     os.environ.update(request["env"])
     for entry in reversed(request["env"].get("PYTHONPATH", "").split(os.pathsep)):
@@ -85,20 +82,28 @@ def _child(request: dict) -> None:
 
 
 def _serve_one(conn: socket.socket, listener: socket.socket) -> None:
-    """In the intermediate process: fork the command, answer its pid, wait, answer its status."""
+    """In the intermediate process: fork the command, answer its pid, wait for it (killing it if the
+    client goes away first: a test that timed out, a torchrun worker killed), answer its status."""
     listener.close()
+    _, fds, _, _ = socket.recv_fds(conn, 1, 3)
     request = json.loads(conn.makefile("r").readline())
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         conn.close()
-        _child(request)
+        _child(request, fds)
+    for fd in fds:
+        os.close(fd)
+    ended = os.pidfd_open(pid)
     try:
         conn.sendall(f"{pid}\n".encode())
+        while ended not in select.select([conn, ended], [], [])[0]:
+            if not conn.recv(1):  # the client is gone
+                os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         conn.sendall(f"{status}\n".encode())
-    except OSError:  # the client gave up (its timeout killed the command)
+    except OSError:
         pass
     os._exit(0)
 
@@ -139,15 +144,17 @@ class ForkServer:
         self.count = 0
 
     def start(self, args: list[str], env: dict, cwd=None, script: str | None = None) -> "ForkedCommand":
-        """`python -m sparsehead ARGS`, or `python SCRIPT ARGS` with `script`, started."""
+        """`python -m sparsehead ARGS`, or `python SCRIPT ARGS` with `script`, started; its output to files."""
         self.count += 1
         out, err = (os.path.join(self.folder, f"{self.count}.{name}") for name in ("out", "err"))
-        request = {"args": list(args), "script": script, "env": env, "cwd": str(cwd) if cwd else None}
-        request.update(stdout=out, stderr=err)
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(self.path)
-        conn.sendall((json.dumps(request) + "\n").encode())
-        return ForkedCommand(args, script, conn, out, err)
+        fds = [os.open(os.devnull, os.O_RDONLY)] + [
+            os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) for f in (out, err)
+        ]
+        try:
+            return launch(self.path, args, env, cwd, fds, script, outputs=(out, err))
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def run(self, args: list[str], env: dict, cwd, timeout: float, script: str | None = None):
         """The command run to its end: a subprocess.CompletedProcess."""
@@ -166,13 +173,23 @@ if __name__ == "__main__":
     serve(sys.argv[1])
 
 
+def launch(server: str, args: list[str], env: dict, cwd, fds: list[int], script=None, outputs=None):
+    """Start a command under the fork server listening at `server`, its stdin, stdout and stderr `fds`."""
+    request = {"args": list(args), "script": script, "env": env, "cwd": str(cwd) if cwd else None}
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(server)
+    socket.send_fds(conn, [b"F"], fds)
+    conn.sendall((json.dumps(request) + "\n").encode())
+    return ForkedCommand(args, script, conn, outputs)
+
+
 class ForkedCommand:
     """A command running under the fork server, used as a subprocess.Popen is (pid, poll, send_signal,
     kill, communicate, returncode)."""
 
-    def __init__(self, args: list[str], script: str | None, conn: socket.socket, out: str, err: str):
+    def __init__(self, args: list[str], script: str | None, conn: socket.socket, outputs=None):
         self.args = [sys.executable, *([script] if script else ["-m", "sparsehead"]), *args]
-        self._conn, self._buffer, self._out, self._err = conn, b"", out, err
+        self._conn, self._buffer, self._outputs = conn, b"", outputs
         self.pid = int(self._line(None))
         self.returncode = None
 
@@ -216,5 +233,7 @@ class ForkedCommand:
             self.kill()
             self.poll(None)
             raise subprocess.TimeoutExpired(self.args, timeout)
-        with open(self._out) as o, open(self._err) as e:
+        if self._outputs is None:  # the output went to the caller's own stdout and stderr
+            return "", ""
+        with open(self._outputs[0]) as o, open(self._outputs[1]) as e:
             return o.read(), e.read()

@@ -59,13 +59,13 @@ def shard(t: torch.Tensor, rank: int) -> torch.Tensor:
     return t[rank * n : (rank + 1) * n]
 
 
-def torchrun_sparsehead(*args: str) -> list[str]:
-    """The command `torchrun --standalone --nproc_per_node=2 -m sparsehead ARGS` (WORLD gloo processes on the CPU)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"] + [
-        "-m",
-        "sparsehead",
-        *args,
-    ]
+def torchrun_sparsehead(*args: str, flags: tuple[str, ...] = ()) -> list[str]:
+    """The command `torchrun --standalone --nproc_per_node=2 FLAGS -m sparsehead ARGS` (WORLD gloo processes on
+    the CPU), each worker a child of the tests' fork server (tests/forked_sparsehead.py stands in for it)."""
+    from conftest import TESTS, cli_fork_server
+
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", *flags]
+    return [*launcher, str(TESTS / "forked_sparsehead.py"), cli_fork_server().path, *args]
 
 
 def torchrun_workers(agent: subprocess.Popen) -> dict[int, int]:

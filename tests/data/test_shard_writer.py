@@ -209,3 +209,22 @@ def test_help_and_what_shard_cannot_read(folder, tmp_path, capsys):
     with pytest.raises(DataError, match=r"\.bmp .*odd\.bmp.*jpg, png and webp"):
         write_shards(cfg_of(bmp), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists(), "refused before any work"
+
+
+def test_the_webdataset_source_reads_the_shards_with_the_folders_class_names(folder, converted):
+    """The round trip: what `sparsehead shard` writes, data.source=webdataset reads as the folder source
+    reads the folder (the same images decoded, labels and class names), class names from shards.json."""
+    from sparsehead.data import datasets
+
+    out, _ = converted
+
+    def by_image(data):  # the shards hold the images shuffled: compare (pixels, label) as sorted lists
+        return sorted(zip(map(bytes, data.images.flatten(1).numpy()), data.labels.tolist()))
+
+    for split in ("pretrain", "test"):
+        shards, folders = (
+            datasets.load(DataConfig(source=source, root=str(root), cache_dir=None, image_size=16), split)
+            for source, root in (("webdataset", out), ("imagefolder", folder))
+        )
+        assert shards.classes == folders.classes == sorted(CLASSES)
+        assert by_image(shards) == by_image(folders), split

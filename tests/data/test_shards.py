@@ -227,13 +227,27 @@ def test_a_tar_stream_run_stopped_by_sigterm_resumes_bitwise_and_evaluates(roots
     assert 0 <= record["r"]["top1"] <= 1
 
 
-def test_a_parquet_run_trains_streamed_and_evaluates(roots, tmp_path):
-    from sparsehead.training.loop import pretrain
-
-    args = [*TINY_FOLDER, "data.source=parquet", f"data.root={roots['parquet']}", "data.storage=stream"]
-    cfg = config.load(None, args + ["data.workers=0", "train.max_steps=2", f"train.out_dir={tmp_path}"])
-    run_dir = pretrain(cfg)["run_dir"]
-    assert checkpoint.load(checkpoint.find(run_dir))["step"] == 2
-    record = api.evaluate(run_dir, "knn", k_weighted=20)
+def test_a_sigkilled_parquet_stream_run_resumes_bitwise_and_analyze_and_export_work(roots, tmp_path):
+    """One epoch of 6 steps streamed from the parquet shards, killed (SIGKILL) after step 3 and resumed:
+    bitwise the unbroken run; then evaluate, analyze and export on it."""
+    run = [*TINY_FOLDER, "data.source=parquet", f"data.root={roots['parquet']}", "data.storage=stream"]
+    run += ["data.workers=0", "train.epochs=1", "train.checkpoint_every=2"]
+    env = {"OMP_NUM_THREADS": "1"}
+    ref = run_cli("pretrain", *run, "--run-dir", str(tmp_path / "ref"), env=env)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    killed = run_cli(
+        "pretrain", *run, "--run-dir", str(tmp_path / "run"), env={**env, "SPARSEHEAD_TEST_SIGKILL": "step:3"}
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    done = run_cli("pretrain", "--resume", str(tmp_path / "run"), env=env)
+    assert done.returncode == 0 and "resuming" in done.stderr, done.stderr[-2000:]
+    a, b = (checkpoint.load(checkpoint.find(tmp_path / r)) for r in ("ref", "run"))
+    assert_same_training_state(a, b, 6)
+    record = api.evaluate(tmp_path / "ref", "knn", k_weighted=20)
     assert record["data"]["source"] == "parquet" and record["data"]["test_images"] == 16
     assert 0 <= record["r"]["top1"] <= 1
+    assert run_cli("analyze", str(tmp_path / "ref"), "--device", "cpu", env=env).returncode == 0
+    assert json.loads((tmp_path / "ref" / "analysis" / "analysis.json").read_text())["data"]["source"] == "parquet"
+    exported = run_cli("export", str(tmp_path / "ref"), "--out", str(tmp_path / "backbone.pt"), env=env)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert torch.load(tmp_path / "backbone.pt", weights_only=True)

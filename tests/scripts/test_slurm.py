@@ -131,9 +131,8 @@ def test_signal_to_the_torchrun_agent_checkpoints_and_the_same_command_resumes_b
     --signals-to-handle) to torchrun alone: it forwards the signal, both workers stop after the step
     it arrived in with one checkpoint, and the same command run again ends like an unbroken run."""
     run_dir = tmp_path / "run"
-    cmd = torchrun_sparsehead("pretrain", *BASE, *ARGS, "--run-dir", str(run_dir))
-    if sig == signal.SIGUSR1:
-        cmd.insert(cmd.index("-m", 3), _multi_node_signals_flag())
+    flags = (_multi_node_signals_flag(),) if sig == signal.SIGUSR1 else ()
+    cmd = torchrun_sparsehead("pretrain", *BASE, *ARGS, "--run-dir", str(run_dir), flags=flags)
     env = {**os.environ, "PYTHONPATH": str(SRC), **ENV}
     with (tmp_path / "first.log").open("w") as out:
         agent = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)

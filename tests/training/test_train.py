@@ -14,10 +14,11 @@ from sparsehead.runs.model import build_model
 from sparsehead.training.loop import pretrain
 
 
-@pytest.mark.numerics
 def test_demo_config_learns_on_digits(tmp_path):
-    """The demo (configs/demo.yaml, seed 0, 150 steps): the loss falls and 5-NN reaches 93%
-    (chance: 10%; the randomly initialised network scores about 89-90% here, measured 96.4%)."""
+    """The demo (configs/demo.yaml, seed 0, 150 steps): the loss falls and 5-NN reaches 93% (chance: 10%;
+    the randomly initialised network scores about 89-90% here; measured 96.1% under AVX2 kernels).
+    Not in the `numerics` pass (its 150 steps were a third of it): the CIFAR-10 and every-method learning
+    tests there hold the same loop to its margins under the other kernels."""
     cfg = config.load(
         REPO / "configs" / "demo.yaml",
         ["train.progress=false", "train.log_every=1", f"train.out_dir={tmp_path}", "train.seed=0"],

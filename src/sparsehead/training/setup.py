@@ -110,6 +110,9 @@ def build_run(
     augment_rng = torch.Generator(device=device)
     augment_rng.manual_seed(cfg.train.seed * 1_000_003 + dist.rank())  # per-rank views, reproducible
     state = TrainState(method, optimizer, scheduler, scaler, hooks, augment_rng)
+    # Seeded again now the run is built: an import on the way may draw from Python's random when first
+    # made (scikit-learn's progress bars), so the state would depend on what the process imported before.
+    random.seed(cfg.train.seed)
     if resumed is not None:
         restore(state, resumed, run_dir, len(data), steps_per_epoch, force)
     logger = open_run_folder(cfg, run_dir, method, device, state.step)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,6 +24,7 @@ from sparsehead.data import readers
 from sparsehead.data.cache import read_cache, write_cache
 from sparsehead.data.errors import DataError
 from sparsehead.data.settings import DataConfig
+from sparsehead.data.shard_writer import INDEX as WRITTEN_INDEX
 
 SCAN_VERSION = 1
 Columns = dict  # name -> np.ndarray (one entry per record), "paths": list[str], "names": class names or None
@@ -107,6 +109,24 @@ def _scanned(cfg: DataConfig, where: str, files: list[Path], scan: Callable[[lis
     return columns
 
 
+def written_class_names(root: Path) -> Optional[list[str]]:
+    """The class names `sparsehead shard` kept in its index (root/shards.json, label v names classes[v]),
+    or None where the shards came from elsewhere."""
+    index = root / WRITTEN_INDEX
+    if not index.is_file():
+        return None
+    try:
+        names = json.loads(index.read_text())["classes"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(
+            f"{index} cannot be read ({err}): it is damaged; write the shards again with `sparsehead shard`, "
+            "or remove it to name the classes by their label values"
+        ) from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise DataError(f"{index}: 'classes' is not a list of names; write the shards again with `sparsehead shard`")
+    return names
+
+
 def split_records(cfg: DataConfig, split: str, find: Callable[[Path, str], tuple[str, list[Path]]], scan, make):
     """The records of `split` ("test": the evaluation split; else train), labelled by the training
     split's sorted label values: `find(root, split)` -> (where, files), `scan(files)` -> columns,
@@ -116,7 +136,7 @@ def split_records(cfg: DataConfig, split: str, find: Callable[[Path, str], tuple
     train_where, train_files = find(root, "train")
     train = _scanned(cfg, train_where, train_files, scan)
     values = np.unique(train["values"])
-    names = train.get("names")
+    names = train.get("names") or written_class_names(root)
     classes = [names[v] if names and 0 <= v < len(names) else str(v) for v in values.tolist()]
     where, files, columns = train_where, train_files, train
     if split == "test":
