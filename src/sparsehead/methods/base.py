@@ -120,7 +120,13 @@ class Method(nn.Module):
 
     def project_views(self, x1: torch.Tensor, x2: torch.Tensor):
         """(r1, z1, z2): the online representation of view 1 and the embeddings of both views
-        (view 1 first, so BatchNorm statistics and random draws follow the two-view order)."""
+        (view 1 first, so BatchNorm statistics and random draws follow the two-view order). A backbone
+        without batch statistics (a ViT: LayerNorm only) takes both views as one batch: the same function,
+        and one large forward instead of two on a GPU; a BatchNorm backbone keeps its statistics per view,
+        as these methods' official code."""
+        if x1.shape == x2.shape and not has_batch_statistics(self.backbone):
+            r1, r2 = self.backbone(torch.cat([x1, x2])).chunk(2)
+            return r1, self.projector(r1), self.projector(r2)
         r1 = self.backbone(x1)
         return r1, self.projector(r1), self.projector(self.backbone(x2))
 
@@ -156,6 +162,11 @@ class Method(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         """Called before each epoch's first step (also on resume), for state that starts at an epoch."""
+
+
+def has_batch_statistics(module: nn.Module) -> bool:
+    """Whether any layer of `module` normalises by the statistics of the batch (BatchNorm, SyncBatchNorm)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def temperature_opt(default: float):
