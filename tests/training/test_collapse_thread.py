@@ -127,3 +127,16 @@ def test_the_training_is_bitwise_the_same_with_the_monitor_on_a_thread_or_off(tm
     assert_same_training_state(states["off"], states["thread"], 3, "the monitor on a thread changed the training")
     lines = [line for line in read_metrics(tmp_path / "thread") if "loss" in line]
     assert [line.get("collapse/step") for line in lines] == [None, 1, 2]  # log_every=1: the previous step's window
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_the_window_goes_to_a_thread_through_pinned_memory_with_the_cpu_measures():
+    gpu, cpu = monitor(96), monitor(96, "train.collapse_spectra=step")  # auto: a thread on a GPU
+    for r, z in batches(4, 32):
+        gpu.observe(torch.zeros(32), r.to("cuda"), tuple(v.to("cuda") for v in z))
+        cpu.observe(torch.zeros(32), r, z)
+    assert logged(gpu, 4) == {} and gpu.pending is not None
+    expected = logged(cpu, 4)
+    gpu.observe(torch.zeros(32), torch.full((32, 80), 7.0, device="cuda"), (torch.ones(32, 16, device="cuda"),) * 2)
+    assert gpu.final_logs(5) == {**expected, "collapse/step": 4}  # the copy, not the ring the step overwrote
+    assert not spectra_threads()
