@@ -155,9 +155,13 @@ ALARM = f"train.collapse_threshold={TrainConfig().collapse_threshold}"
 TWO_EPOCHS = TINY + [ALARM, "train.epochs=2", "train.checkpoint_every=0", "train.on_collapse=stop"]
 
 
-def test_a_run_made_to_collapse_stops_within_its_first_epochs_with_a_checkpoint(simsiam_without_predictor, tmp_path):
+@pytest.mark.parametrize("spectra", ["step", "thread"])  # thread: the alarm acts at the next logging step
+def test_a_run_made_to_collapse_stops_within_its_first_epochs_with_a_checkpoint(
+    simsiam_without_predictor, tmp_path, spectra
+):
+    overrides = [f"method.name={simsiam_without_predictor}", f"train.collapse_spectra={spectra}"]
     with pytest.raises(CollapseError, match="collapse alarm at step") as err:
-        pretrain(config.load(None, TWO_EPOCHS + [f"method.name={simsiam_without_predictor}"]), tmp_path)
+        pretrain(config.load(None, TWO_EPOCHS + overrides), tmp_path)
     step = read_metrics(tmp_path)[-1]["step"]
     assert step <= 2 * 22 and f"checkpoint of step {step}" in str(err.value)  # 22 steps an epoch
     assert "train.on_collapse=warn" in str(err.value) and "sparsehead analyze" in str(err.value)

@@ -138,6 +138,13 @@ class TrainConfig:
     collapse_window: int = opt(
         1024, "embeddings (of all processes together) the collapse monitor's spectra are estimated from", min=2
     )
+    collapse_spectra: Literal["auto", "thread", "step"] = opt(
+        "auto",
+        "where the collapse monitor's eigensolves run: thread (float64 on a CPU thread while training goes on; "
+        "logged, and the alarm acts, at the next logging step, collapse/step naming the window's step), step "
+        "(at the logging step, on the training device, which waits for them), auto (thread when training on a "
+        "GPU, step on the CPU, where a thread would take the step's own cores)",
+    )
     collapse_threshold: float = opt(
         0.1,
         "collapse alarm: the effective rank of r or z below this fraction of its dimension (of the "
