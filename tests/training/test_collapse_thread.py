@@ -127,6 +127,8 @@ def test_the_training_is_bitwise_the_same_with_the_monitor_on_a_thread_or_off(tm
     assert_same_training_state(states["off"], states["thread"], 3, "the monitor on a thread changed the training")
     lines = [line for line in read_metrics(tmp_path / "thread") if "loss" in line]
     assert [line.get("collapse/step") for line in lines] == [None, 1, 2]  # log_every=1: the previous step's window
+    last = [line for line in read_metrics(tmp_path / "thread") if line.get("collapse/step") == 3]
+    assert len(last) == 1 and "r/effective_rank" in last[0]  # the last window's measures, logged at the end
 
 
 @pytest.mark.cuda

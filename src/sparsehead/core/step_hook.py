@@ -70,6 +70,11 @@ class StepHook:
         Every process calls it, so a hook may agree with the other processes here."""
         return None
 
+    def final_logs(self, step: int) -> dict[str, float]:
+        """After the last step (or a stop), before its checkpoint: what a hook still has to log (work it
+        finished in the background: the collapse monitor's last spectra). Every process calls it."""
+        return {}
+
     def at_end(self, step: int, finished: bool) -> None:
         """After the last step and its checkpoint (finished: every step was taken); raise to end
         the command with a hook's error (a collapse, a pre-emption)."""

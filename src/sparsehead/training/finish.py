@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sparsehead.core import distributed as dist
 from sparsehead.runs.folder import RunDir
+from sparsehead.training.hooks import gathered
 from sparsehead.training.monitors import knn_summary
 from sparsehead.training.run import Run
 
@@ -14,6 +15,8 @@ def finish(run: Run) -> dict:
     and the k = 200 monitor). A collective under DDP: every process does its share of the k-NN."""
     run.bar.close()
     step = run.state.step
+    if late := gathered(run.hooks, lambda h: h.final_logs(step)):
+        run.logger.log({"step": step, "epoch": step / run.steps_per_epoch, **late})
     if run.saved_at != step:  # the last checkpoint_every save may already be this step's
         run.save_checkpoint()
     run.release_model()
