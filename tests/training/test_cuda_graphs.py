@@ -1,17 +1,21 @@
-"""train.cuda_graphs on the CPU (training/graphs.py): what runs here of the graphed path. torch.compile is
-replaced by a recorder that returns the module unchanged (inductor on this CPU takes 30 s or more per
-tiny model), so these runs check the wiring: the mode asked for, the one warning of a run that cannot
-use graphs, the graphed model in the real step giving the plain step's results bitwise, and a graph
-torch skips named in one warning. tests/cuda/test_cuda_graphs.py replays the graphs on a GPU."""
+"""train.cuda_graphs on the CPU (training/graphs.py): what runs here of the graphed path. In the runs
+torch.compile is replaced by a recorder that returns the module unchanged (inductor on this CPU takes
+30 s or more per tiny method), so they check the wiring: the mode asked for, the one warning of a run
+that cannot use graphs, the graphed model in the real step giving the plain step's results bitwise, a
+graph torch skips named in one warning. One test compiles for real, a Linear + BatchNorm: mode
+reduce-overhead in the graphed model against the default mode. tests/cuda/test_cuda_graphs.py replays
+the graphs on a GPU."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 
 import pytest
 import torch
-from torch._dynamo.utils import counters
+import torch._dynamo
+from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
 
 from conftest import TINY
 from sparsehead import config
@@ -77,11 +81,10 @@ def test_the_graphed_model_in_the_step_trains_as_the_plain_step(tmp_path, monkey
 
 
 class SkipsAGraph(torch.nn.Module):
-    """Stands in for a compiled model whose graph torch skips: it counts and logs the skip as inductor does."""
+    """Stands in for a compiled model whose graph torch skips: inductor's own call counts and logs it."""
 
     def forward(self, x):
-        counters["inductor"]["cudagraph_skips"] += 1
-        logging.getLogger(SKIP_LOGGERS[0]).warning(
+        log_cudagraph_skip_and_bump_counter(
             "skipping cudagraphs due to mutated inputs (1 instances). Found from : \n  File model.py, line 3"
         )
         return x * 2
@@ -103,3 +106,33 @@ def test_a_graph_torch_skips_is_named_in_one_warning(monkeypatch):
         "to mutated inputs (1 instances)); it runs compiled"
     ]
     assert model.skipped not in logging.getLogger(SKIP_LOGGERS[0]).handlers
+
+
+def test_compiled_for_graphs_it_trains_on_the_cpu_as_compiled_without(monkeypatch):
+    """The real torch.compile, mode reduce-overhead inside the graphed model (a new graph-trees iteration
+    each step) against the default mode: bitwise the same training of a Linear + BatchNorm (its buffers
+    mutated in the graph). On the CPU inductor leaves the graphs out and counts it, which the model names.
+    About 15 s on a cold inductor cache here (2 cores), 1-5 s warm."""
+    torch._dynamo.reset()
+    base = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8))
+    plain, graphed = copy.deepcopy(base), copy.deepcopy(base)
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+
+    def train(module, call):
+        opt = torch.optim.SGD(module.parameters(), lr=0.1)
+        for _ in range(3):
+            loss = call(x).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    train(plain, torch.compile(plain))
+    model = GraphedModel(torch.compile(graphed, mode=graphs.GRAPH_MODE))
+    try:
+        with pytest.warns(UserWarning, match="train.cuda_graphs: torch.compile left part of the step without CUDA"):
+            train(graphed, model)
+    finally:
+        model.close()
+        torch._dynamo.reset()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(graphed.state_dict()[key], value), key

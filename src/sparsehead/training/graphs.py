@@ -26,8 +26,8 @@ from sparsehead.core import distributed as dist
 
 GRAPH_MODE = "reduce-overhead"  # torch.compile's mode that records and replays CUDA graphs
 SKIP_MESSAGE = "skipping cudagraphs"  # how inductor's log line of a graph left un-graphed begins
-# Where torch logs those lines: the "cudagraphs" log (torch 2.6 on), or the "perf_hints" log before,
-# which is off unless TORCH_LOGS names it, and so does not reach the parents' handlers.
+# Where torch logs those lines: its "cudagraphs" log (torch 2.14), or in older versions its "perf_hints"
+# log, which is off unless TORCH_LOGS names it and so reaches no handler of the parent loggers.
 SKIP_LOGGERS = ("torch._inductor.cudagraph_utils.__cudagraphs", "torch._inductor.cudagraph_utils.__perf_hints")
 
 
