@@ -77,12 +77,12 @@ def steps(tmp_path, graphs: bool) -> dict:
                 else:
                     no_sync(step)
             weights = {k: v.clone() for k, v in run.method.state_dict().items()}
-            if graphs:
+            said = [str(w.message) for w in caught if "train.cuda_graphs" in str(w.message)]
+            if graphs:  # another batch size: compiled and recorded anew (or left un-graphed, with a warning)
                 half = train_step(run, WholeImages(images.images[:32]), labels[:32]).loss.clone()
                 full = train_step(run, images, labels).loss.clone()
                 assert half.isfinite() and full.isfinite()
     torch._dynamo.reset()
-    said = [str(w.message) for w in caught if "train.cuda_graphs" in str(w.message)]
     return {"losses": torch.stack(losses).cpu(), "weights": weights, "launches": counts, "said": said}
 
 
