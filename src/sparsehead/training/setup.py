@@ -38,6 +38,7 @@ from sparsehead.sparsity import SparseHeadRegularizer
 from sparsehead.training import memory_check, resume
 from sparsehead.training.collapse import CollapseMonitor
 from sparsehead.training.faults import NonFiniteGuard
+from sparsehead.training.graphs import GraphedModel, compile_model
 from sparsehead.training.hooks import REGISTERED, MethodAfterStep
 from sparsehead.training.monitors import OnlineMonitor, knn_summary
 from sparsehead.training.optim import build_optimizer, describe_lr, warmup_cosine
@@ -99,6 +100,8 @@ def build_run(
     total_steps = steps_per_epoch * cfg.train.epochs
 
     method, model = build_training_model(cfg, device, memory_format)
+    if isinstance(model, GraphedModel):
+        closers.append(model.close)
     scaler = grad_scaler(precision, device)
     optimizer = build_optimizer(cfg.optim, method, cfg.train.batch_size)
     if dist.is_main():  # the logged lr follows the schedule from this peak
@@ -199,16 +202,15 @@ def step_hooks(
 
 
 def build_training_model(cfg: Config, device: torch.device, memory_format: torch.memory_format):
-    """The method, and the module the step calls: wrapped for DDP, SyncBatchNorm and compiled as asked."""
+    """The method, and the module the step calls: wrapped for DDP, SyncBatchNorm, compiled and replayed
+    as CUDA graphs as asked (training/graphs.py)."""
     method = build_model(cfg).to(device, memory_format=memory_format)
     if dist.world_size() > 1 and cfg.model.sync_batchnorm:
         method = convert_sync_batchnorm(method, device)
     model = method
     if dist.world_size() > 1:
         model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        model = torch.compile(model)
-    return method, model
+    return method, compile_model(model, cfg.train, device)
 
 
 def restore(state: TrainState, resumed: tuple[Path, dict], run_dir: Path, size: int, steps_per_epoch: int, force: bool):
