@@ -44,6 +44,8 @@ RESUME_MAY_DIFFER = {
     "train.channels_last": "the memory layout (float rounding may differ)",
     "train.compile": "whether the model is compiled (float rounding may differ)",
     "augment.compile": "whether the views' colour chain is compiled (float rounding may differ)",
+    "train.cuda_graphs": "whether the compiled model replays as CUDA graphs (float rounding may differ)",
+    "train.collapse_spectra": "where the collapse monitor's spectra are computed (on a thread, a logging step later)",
     "train.nonfinite": "what a NaN/Inf step does",
     "train.nonfinite_max_skips": "how many consecutive NaN/Inf steps are skipped",
     "data.cache_dir": "where decoded imagefolder data is cached",
