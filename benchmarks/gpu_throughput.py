@@ -26,8 +26,9 @@
     stream against the same step fed one batch held in memory; `exposed_data_share` = (fed - held) /
     fed, and the stream alone's images/s. `--stream-data` adds data options (data.KEY=VALUE) to the
     stream's config, e.g. another decoder.
-Each part writes OUT/throughput_<part>_<gpu>_torch<version>_<date>.json (part: simclr, vit, stream)
-as soon as it is done, each with the machine (GPU, torch, CUDA), the date and the settings.
+Each part writes OUT/throughput_<part>_<gpu>_torch<version>_<date>.json (part: simclr, vit, stream;
+stream-<options> under --stream-data) as soon as it is done, each with the machine (GPU, torch, CUDA),
+the date and the settings.
 The dry run keeps every step and every JSON key at toy size (tiny widths and batches, CPU, fp32).
 """
 
@@ -393,7 +394,10 @@ def streamed_jpegs(root: Path, sz, device, precision, data_options: list[str]) -
     held_s = wall_per_step(lambda i: views(held, gen), step, steps, sz["warmup"], device)
     stream = batches(0)  # a fresh pass: the workers start now, their queue empty
     fed_s = wall_per_step(lambda i: views(next(stream), gen), step, steps, warmup, device)
-    stream, start = batches(2), time.perf_counter()  # the stream alone: decode and cut, nothing else
+    stream = batches(2)  # the stream alone (decode, cut, copy), past the workers' first batches
+    for _ in range(warmup):
+        next(stream)
+    start = time.perf_counter()
     for _ in range(steps):
         next(stream)
     alone_s = (time.perf_counter() - start) / steps
@@ -512,7 +516,8 @@ def main() -> None:
         result = streamed_jpegs(stream_root, sz, device, precision, args.stream_data)
         w, h = sz["stream_jpeg"]
         stream_header = {**header, "data": f"{result['images']} synthetic {w}x{h} JPEGs (and portrait), streamed"}
-        write_part(args.out_dir, "stream", stream_header, result)
+        variant = slug("-".join(args.stream_data))  # other data options: a file of their own beside the default's
+        write_part(args.out_dir, f"stream-{variant}" if variant else "stream", stream_header, result)
 
 
 if __name__ == "__main__":

@@ -117,8 +117,8 @@ for part, key in (
     ("vit", "fraction_of_bf16_peak"),
     ("stream", "exposed_data_share"),
 ):
-    for p in out.glob(f"throughput_{part}_*.json"):
-        headline[f"{part}: {key}"] = json.loads(p.read_text()).get(key)
+    for p in out.glob(f"throughput_{part}[_-]*.json"):
+        headline[f"{p.name.split('_')[1]}: {key}"] = json.loads(p.read_text()).get(key)
 session = {
     "budget_s": budget,
     "dry_run": bool(dry),
