@@ -123,7 +123,7 @@ session = {
     "budget_s": budget,
     "dry_run": bool(dry),
     "wall_s": {"setup": setup_s, "check": check_s - setup_s, "cell": end_s - check_s},
-    **json.loads((work / "setup.json").read_text()),
+    **(json.loads((work / "setup.json").read_text()) if (work / "setup.json").is_file() else {}),
     "check_exit": sys.argv[8],
     "check": json.loads(check.read_text()) if check.is_file() else None,
     "headline": headline,
