@@ -9,7 +9,7 @@ OLDEST_TORCH_PINS ?= torch==2.11.0 torchvision==0.26.0
 OLDEST_VENV ?= .venv-oldest-torch
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slurm test-oldest-torch venv clean bench docs
+.PHONY: demo test test-slurm test-oldest-torch venv clean bench docs device-bundle
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ test-oldest-torch:
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/throughput.py
+
+# What a lent GPU machine lacks, in .device/ (ignored; the device `run` of docs/gpu.md carries it to
+# scripts/device_session.sh): lightly's and torchcodec's wheels for its Python 3.12 (pip download, so an
+# index must be reachable here) and CIFAR-10 from ../shared/data/cifar10 (or $$SPARSEHEAD_CIFAR10) as one
+# tar.gz. Prints the sizes; fails if the bundle and the working tree exceed the 64 MiB a run carries.
+device-bundle:
+	$(PYTHON) scripts/device_bundle.py --out .device
 
 # The documentation site (mkdocs.yml) into build/site/, warnings as errors: the API reference from the docstrings,
 # the command-line reference from every sub-command's --help. `$(BIN)/mkdocs serve` previews it.

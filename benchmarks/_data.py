@@ -9,8 +9,10 @@ import atexit
 import os
 import shutil
 import tempfile
+from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -64,3 +66,30 @@ def toy_cifar10(root: Path, n: int) -> Path:
         else:
             synthetic_images(out / split, n, seed)
     return out
+
+
+def _imagenet_like_jpeg(job: tuple[Path, int, int, int]) -> None:
+    path, seed, width, height = job
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:height, :width].astype(np.float32)
+    smooth = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], 2)
+    noisy = smooth + rng.normal(0, 20, (height, width, 3)).astype(np.float32)  # ~90 KB at quality 90
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def imagenet_like_jpegs(dest: Path, n: int, size: tuple[int, int] = (500, 375), workers: int = 1) -> Path:
+    """dest/train/class<k>/ filled with n JPEGs of ImageNet's commonest size (500x375, every other one
+    portrait) and file size (about 90 KB: gradients and noise), in 10 classes, by `workers` processes."""
+    jobs = []
+    for i in range(n):
+        folder = dest / "train" / f"class{i % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        width, height = size if i % 2 == 0 else size[::-1]
+        jobs.append((folder / f"{i}.jpg", i, width, height))
+    if workers > 1:
+        with get_context("fork").Pool(workers) as pool:
+            pool.map(_imagenet_like_jpeg, jobs, chunksize=16)
+    else:
+        for job in jobs:
+            _imagenet_like_jpeg(job)
+    return dest

@@ -1,33 +1,47 @@
-"""GPU throughput against the published GPU numbers, one JSON of results (scripts/gpu_check.sh runs it).
+"""GPU throughput against lightly and the published GPU numbers: one JSON per part (scripts/gpu_check.sh runs it).
 
-    PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT.json [--data ../shared/data/cifar10/train]
-    PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT.json --dry-run   # toy sizes on the CPU
-    ... [--regions] [--compile-views]   # + each step per region; the views compiled (augment.compile)
+    PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out-dir OUT [--data ../shared/data/cifar10/train]
+    PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out-dir OUT --dry-run   # toy sizes on the CPU
+    ... [--parts simclr,vit,stream] [--regions] [--compile-views] [--stream-data data.decode=device ...]
 
 (a) SimCLR, CIFAR ResNet-18 width 64, 32 px, batch 512: sparsehead (uint8 cache on the device,
     batched views, model step) against lightly's documented recipe (SimCLRTransform, torchvision
     ImageFolder, a torch DataLoader of 8 and 16 workers, the same network and loss); end-to-end
-    images/s. lightly is skipped (and said so in the JSON) where it is not importable.
+    images/s, `ratio_sparsehead_over_best_lightly`. lightly is skipped (and said so in the JSON, the
+    ratio null) where it is not importable.
 (b) Barlow Twins, timm's ViT-S/16 (built directly: sparsehead has no timm backbone yet), two 224 px
     views, batch 256, views made from a uint8 memory cache on the device (256 px images), against
-    stable-pretraining's published 870.9 samples/s on one H200 (benchmarks/imagenet10/RESULTS.md).
-(c) per model step: FLOPs of one forward + backward (torch.utils.flop_counter.FlopCounterMode),
-    the achieved TFLOP/s over the timed step, against the dense bf16 peak (H200 SXM: 989 TFLOP/s,
-    NVIDIA's H200 datasheet, 1,979 with 2:4 sparsity), and the data side's share of the step (view
-    generation against the model step, timed with CUDA events on the GPU).
-(d) `--regions`: each sparsehead step per region (views, forward, backward, optimiser: host issue time,
-    GPU time by CUDA events, ops and kernels; benchmarks/_regions.py) and a bf16 GEMM's TFLOP/s on the
-    same GPU in the same call, under the key "regions". The views are bf16 where the step is.
-The dry run keeps every step and every JSON key at toy size (tiny widths, batch 32, CPU, fp32).
+    stable-pretraining's published 870.9 samples/s on one H200 (benchmarks/imagenet10/RESULTS.md);
+    its model step's `fraction_of_bf16_peak`.
+(c) per model step of (a) and (b): FLOPs of one forward + backward (torch.utils.flop_counter.FlopCounterMode),
+    the achieved TFLOP/s over the timed step, against the GPU model's dense bf16 peak (BF16_DENSE_PEAKS;
+    null for a GPU not listed), and the data side's share of the step (view generation against the
+    model step, timed with CUDA events on the GPU).
+(d) `--regions`: each sparsehead step of (a) and (b) per region (views, forward, backward, optimiser:
+    host issue time, GPU time by CUDA events, ops and kernels; benchmarks/_regions.py) and a bf16 GEMM's
+    TFLOP/s on the same GPU in the same call, under the key "regions". The views are bf16 where the step is.
+(e) ImageNet-size JPEGs streamed from files: synthetic 500x375 JPEGs (about 90 KB, written here
+    first), data.source=imagefolder with data.storage=stream (DataLoader workers decode and cut the
+    crops, the device makes the views), SimCLR on ResNet-50 at 224 px, batch 256: the step fed by the
+    stream against the same step fed one batch held in memory; `exposed_data_share` = (fed - held) /
+    fed, and the stream alone's images/s. `--stream-data` adds data options (data.KEY=VALUE) to the
+    stream's config, e.g. another decoder.
+Each part writes OUT/throughput_<part>_<gpu>_torch<version>_<date>.json (part: simclr, vit, stream;
+stream-<options> under --stream-data) as soon as it is done, each with the machine (GPU, torch, CUDA),
+the date and the settings.
+The dry run keeps every step and every JSON key at toy size (tiny widths and batches, CPU, fp32).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import statistics
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -35,20 +49,29 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import subset_folder, synthetic_images, temp_dir  # noqa: E402
+from _data import imagenet_like_jpegs, subset_folder, synthetic_images, temp_dir  # noqa: E402
 from _regions import StepParts, region_report  # noqa: E402
 from sparsehead import config  # noqa: E402
 from sparsehead.core.atomic import atomic_write_json  # noqa: E402
 from sparsehead.core.precision import autocast, resolve_precision  # noqa: E402
 from sparsehead.data import datasets  # noqa: E402
+from sparsehead.data.feed import open_feed  # noqa: E402
 from sparsehead.data.views import ViewGenerator, views_dtype  # noqa: E402
 from sparsehead.methods.losses import barlow_twins_loss  # noqa: E402
 from sparsehead.runs.model import build_model  # noqa: E402
 from throughput import lightly_parts  # noqa: E402  (the CPU benchmark's recipe)
 
 REPO = Path(__file__).resolve().parents[1]
-H200_BF16_DENSE_TFLOPS = 989.0
-PEAK_SOURCE = "NVIDIA H200 datasheet: 1,979 TFLOP/s bf16 with 2:4 sparsity, half of it dense"
+# Dense bf16 tensor-core peaks, TFLOP/s: NVIDIA's datasheets give the rate with 2:4 sparsity, the dense
+# one is half of it. H100 datasheet (nvidia.com/en-us/data-center/h100): SXM 1,979 -> 989, PCIe
+# 1,513 -> 756; H200 datasheet (nvidia.com/en-us/data-center/h200): SXM 1,979 -> 989. The pattern is
+# matched against torch.cuda.get_device_name() (an H100 SXM reads "NVIDIA H100 80GB HBM3"); the NVL
+# boards (other clocks) and every other GPU are not listed: their peak is null, not guessed.
+BF16_DENSE_PEAKS = (
+    (r"H100 (80GB HBM3|SXM)", 989.0, "NVIDIA H100 datasheet, SXM: 1,979 TFLOP/s bf16 with 2:4 sparsity, half dense"),
+    (r"H100 PCIe", 756.0, "NVIDIA H100 datasheet, PCIe: 1,513 TFLOP/s bf16 with 2:4 sparsity, half dense"),
+    (r"H200(?! NVL)", 989.0, "NVIDIA H200 datasheet, SXM: 1,979 TFLOP/s bf16 with 2:4 sparsity, half dense"),
+)
 PUBLISHED_BARLOW_VIT = 870.9  # stable-pretraining benchmarks/imagenet10/RESULTS.md, one H200
 SIZES = {  # full: the issue's settings; dry: the same steps at toy size on the CPU
     False: dict(
@@ -63,6 +86,12 @@ SIZES = {  # full: the issue's settings; dry: the same steps at toy size on the 
         workers=[8, 16],
         images=10240,
         gemm_size=8192,
+        stream_batch=256,
+        stream_size=224,
+        stream_width=64,
+        stream_workers=min(16, os.cpu_count() or 1),
+        stream_warmup=8,  # the workers' first batches arrive together: a step per worker or so
+        stream_jpeg=(500, 375),
     ),
     True: dict(
         simclr_width=4,
@@ -76,6 +105,12 @@ SIZES = {  # full: the issue's settings; dry: the same steps at toy size on the 
         workers=[0],
         images=128,
         gemm_size=64,
+        stream_batch=4,
+        stream_size=32,
+        stream_width=4,
+        stream_workers=1,
+        stream_warmup=1,
+        stream_jpeg=(40, 30),
     ),
 }
 
@@ -152,6 +187,14 @@ def endless(loader):
         yield from loader
 
 
+def bf16_peak(device_name: str) -> tuple[float | None, str]:
+    """The GPU model's dense bf16 peak (TFLOP/s) and its source; None where the model is not listed."""
+    for pattern, tflops, source in BF16_DENSE_PEAKS:
+        if re.search(pattern, device_name):
+            return tflops, source
+    return None, f"unknown: {device_name!r} is not in BF16_DENSE_PEAKS (benchmarks/gpu_throughput.py)"
+
+
 def report(batch, total, data, model, flops, peak):
     return {
         "img_per_s": batch / total,
@@ -161,7 +204,7 @@ def report(batch, total, data, model, flops, peak):
         "data_share": data / (data + model),
         "model_gflop_per_step": flops / 1e9,
         "model_tflops": flops / model / 1e12,
-        "fraction_of_bf16_peak": flops / model / 1e12 / peak,
+        "fraction_of_bf16_peak": flops / model / 1e12 / peak if peak else None,
     }
 
 
@@ -207,7 +250,8 @@ def simclr(root: Path, sz, device, precision, peak, per_region=False, compile_vi
     try:
         transform, model, loss = lightly_parts(cfg, mean, std)
     except ImportError as e:
-        out["lightly"] = {"skipped": f"lightly not importable ({e}); carry its wheel (scripts/gpu_check.sh)"}
+        out["lightly"] = {"skipped": f"lightly not importable ({e}); carry its wheel (make device-bundle)"}
+        out["ratio_sparsehead_over_best_lightly"] = None
         return out
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
@@ -244,7 +288,7 @@ def simclr(root: Path, sz, device, precision, peak, per_region=False, compile_vi
     best = max(v["img_per_s"] for v in lightly.values())
     out["lightly"] = lightly
     out["ratio_sparsehead_over_best_lightly"] = out["sparsehead"]["img_per_s"] / best
-    out["target_ratio"] = 2.5
+    out["target_ratio"] = 2.0  # issue 36
     return out
 
 
@@ -290,9 +334,86 @@ def barlow_vit(images: torch.Tensor, sz, device, precision, peak, per_region=Fal
         published_samples_per_s=PUBLISHED_BARLOW_VIT,
         ratio_over_published=out["img_per_s"] / PUBLISHED_BARLOW_VIT,
         target_ratio=2.0,
-        source="uint8 memory cache on the device (streaming not merged)",
+        target_fraction_of_bf16_peak=0.30,  # issue 36
+        source="uint8 memory cache on the device",
     )
     return out
+
+
+def wall_per_step(make_views, model_step, steps, warmup, device) -> float:
+    """Mean wall seconds per step over `steps` steps after `warmup`, synchronised only at both ends:
+    the host waiting on its data shows, the GPU's own queue does not."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    for i in range(warmup):
+        model_step(*make_views(i))
+    sync()
+    start = time.perf_counter()
+    for i in range(steps):
+        model_step(*make_views(warmup + i))
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
+def streamed_jpegs(root: Path, sz, device, precision, data_options: list[str]) -> dict:
+    """(e): SimCLR on ResNet-50 fed by data.storage=stream from the JPEG files under root/train, against
+    the same step fed one batch held in memory; `data_options` (data.KEY=VALUE) go into the config last."""
+    batch, size = sz["stream_batch"], sz["stream_size"]
+    cfg = config.load(
+        None,
+        [
+            "data.source=imagefolder",
+            f"data.root={root}",
+            "data.storage=stream",
+            "data.cache_dir=null",
+            f"data.image_size={size}",
+            f"data.workers={sz['stream_workers']}",
+            "augment.recipe=simclr",
+            "method.name=simclr",
+            "model.backbone=resnet50",
+            f"model.width={sz['stream_width']}",
+            f"train.batch_size={batch}",
+            "optim.name=adam",
+            *data_options,
+        ],
+    )
+    data = datasets.load(cfg.data, "pretrain")
+    mean, std = data.channel_stats()
+    views = ViewGenerator(cfg.augment, size, mean, std, torch.channels_last, views_dtype(precision, device))
+    gen = torch.Generator(device).manual_seed(0)
+    torch.manual_seed(0)
+    method = build_model(cfg).to(device, memory_format=torch.channels_last)
+    step = optimised_step(method.parameters(), lambda a, b: method(a, b).loss, precision, device)
+    sampler = torch.utils.data.DistributedSampler(range(len(data)), num_replicas=1, rank=0, drop_last=True)
+    feed = open_feed(data, sampler, batch, views.plan, cfg.train.seed, cfg.data.workers, device)
+
+    def batches(epoch):
+        return (crops.to(device, non_blocking=True) for crops, _ in feed.epoch(epoch, 0))
+
+    held = next(batches(1))
+    steps, warmup = sz["steps"], sz["stream_warmup"]
+    held_s = wall_per_step(lambda i: views(held, gen), step, steps, sz["warmup"], device)
+    stream = batches(0)  # a fresh pass: the workers start now, their queue empty
+    fed_s = wall_per_step(lambda i: views(next(stream), gen), step, steps, warmup, device)
+    stream = batches(2)  # the stream alone (decode, cut, copy), past the workers' first batches
+    for _ in range(warmup):
+        next(stream)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(stream)
+    alone_s = (time.perf_counter() - start) / steps
+    exposed = max(0.0, fed_s - held_s)
+    return {
+        "img_per_s": batch / fed_s,
+        "step_s": fed_s,
+        "step_held_batch_s": held_s,
+        "exposed_data_s": exposed,
+        "exposed_data_share": exposed / fed_s,
+        "target_exposed_data_share": 0.10,  # issue 36: under 10% of the step
+        "stream_alone_img_per_s": batch / alone_s,
+        "images": len(data),
+        "data_options": list(data_options),
+        "workers": cfg.data.workers,
+    }
 
 
 def cache_images(folder: Path, n: int, size: int) -> torch.Tensor:
@@ -307,48 +428,96 @@ def cache_images(folder: Path, n: int, size: int) -> torch.Tensor:
     return out
 
 
+PARTS = ("simclr", "vit", "stream")
+
+
+def slug(text: str) -> str:
+    """text as a file-name part: lower case, runs of anything but letters, digits and dots as one '-'."""
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+def machine(device: torch.device, precision: str) -> dict:
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    return {
+        "device": name,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "precision": precision,
+        "cpus": os.cpu_count(),
+    }
+
+
+def part_path(out_dir: Path, part: str, header: dict) -> Path:
+    """OUT/throughput_<part>_<gpu>_torch<version>_<date>.json, e.g.
+    throughput_vit_h100-80gb-hbm3_torch2.11.0-cu130_2026-12-07.json."""
+    gpu = slug(header["machine"]["device"].removeprefix("NVIDIA "))
+    return out_dir / f"throughput_{part}_{gpu}_torch{slug(header['machine']['torch'])}_{header['date']}.json"
+
+
+def write_part(out_dir: Path, part: str, header: dict, result: dict) -> None:
+    path = part_path(out_dir, part, header)
+    atomic_write_json(path, {"part": part, **header, **result})
+    print(json.dumps(result, indent=1), f"\nwrote {path}", flush=True)
+
+
+def parse_parts(text: str) -> list[str]:
+    parts = [p for p in text.split(",") if p]
+    unknown = set(parts) - set(PARTS)
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"--parts {text!r}: give a comma-separated subset of {','.join(PARTS)}")
+    return parts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="the JSON of results to write")
+    ap.add_argument("--out-dir", type=Path, required=True, help="the folder of the parts' JSONs")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10" / "train")
     ap.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU: every step and JSON key")
-    ap.add_argument("--only", choices=["simclr", "barlow_vit"], help="run one part only")
+    ap.add_argument("--parts", type=parse_parts, default=list(PARTS), help=f"comma-separated, of {','.join(PARTS)}")
     ap.add_argument("--regions", action="store_true", help="each step per region, and the GEMM ceiling")
     ap.add_argument("--compile-views", action="store_true", help="the views compiled (augment.compile)")
+    ap.add_argument(
+        "--stream-data", nargs="*", default=[], metavar="data.KEY=VALUE", help="more data options for part (e)"
+    )
     args = ap.parse_args()
+    bad = [o for o in args.stream_data if not re.fullmatch(r"data\.\w+=.*", o)]
+    if bad:
+        ap.error(f"--stream-data {bad[0]!r}: each option is data.KEY=VALUE, e.g. data.workers=8")
     sz = SIZES[args.dry_run]
+    stream_root = None
+    if "stream" in args.parts:  # before CUDA starts: the writers are forked processes
+        n = sz["stream_batch"] * (sz["stream_warmup"] + sz["steps"])
+        writers = 1 if args.dry_run else os.cpu_count()
+        stream_root = imagenet_like_jpegs(temp_dir("sparsehead-gpu-stream-"), n, sz["stream_jpeg"], writers)
     device = torch.device("cpu" if args.dry_run or not torch.cuda.is_available() else "cuda")
     precision = resolve_precision("auto", device)
     torch.backends.cudnn.benchmark = True
     real = args.data.is_dir() and not args.dry_run
     folder = args.data if real else synthetic_images(temp_dir("sparsehead-gpu-bench-") / "train", sz["images"])
     root = subset_folder(folder, sz["images"])
-    results = {
-        "machine": {
-            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda,
-            "precision": precision,
-        },
+    header = {
+        "machine": machine(device, precision),
+        "date": datetime.now(timezone.utc).date().isoformat(),
         "dry_run": args.dry_run,
         "data": f"CIFAR-10 JPEGs from {folder}" if real else "synthetic random JPEGs",
-        "bf16_dense_peak_tflops": H200_BF16_DENSE_TFLOPS,
-        "peak_source": PEAK_SOURCE,
         "settings": {**sz, "regions": args.regions, "compile_views": args.compile_views},
     }
-    if args.only in (None, "simclr"):
-        results["simclr_resnet18"] = simclr(
-            root, sz, device, precision, H200_BF16_DENSE_TFLOPS, args.regions, args.compile_views
-        )
-        print(json.dumps(results["simclr_resnet18"], indent=1), flush=True)
-    if args.only in (None, "barlow_vit"):
+    peak, source = bf16_peak(header["machine"]["device"])
+    header.update(bf16_dense_peak_tflops=peak, peak_source=source)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    if "simclr" in args.parts:
+        result = simclr(root, sz, device, precision, peak, args.regions, args.compile_views)
+        write_part(args.out_dir, "simclr", header, result)
+    if "vit" in args.parts:
         images = cache_images(root / "train", sz["vit_batch"] * 4, sz["cache_size"])
-        results["barlow_twins_vit_s16"] = barlow_vit(
-            images, sz, device, precision, H200_BF16_DENSE_TFLOPS, args.regions, args.compile_views
-        )
-        print(json.dumps(results["barlow_twins_vit_s16"], indent=1), flush=True)
-    atomic_write_json(args.out, results)
-    print(f"wrote {args.out}")
+        result = barlow_vit(images, sz, device, precision, peak, args.regions, args.compile_views)
+        write_part(args.out_dir, "vit", header, result)
+    if stream_root is not None:
+        result = streamed_jpegs(stream_root, sz, device, precision, args.stream_data)
+        w, h = sz["stream_jpeg"]
+        stream_header = {**header, "data": f"{result['images']} synthetic {w}x{h} JPEGs (and portrait), streamed"}
+        variant = slug("-".join(args.stream_data))  # other data options: a file of their own beside the default's
+        write_part(args.out_dir, f"stream-{variant}" if variant else "stream", stream_header, result)
 
 
 if __name__ == "__main__":
