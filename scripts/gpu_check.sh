@@ -25,8 +25,9 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 } >"$LOG" 2>&1
 
-# 1. The CUDA tests (they skip, with their reason, on a machine without a GPU).
-timeout "${GPU_CHECK_TESTS_S:-180}" "$PY" -m pytest -q -rs -p no:cacheprovider tests/cuda >>"$LOG" 2>&1
+# 1. The CUDA tests, tests/cuda and those marked cuda beside the CPU tests of the same thing (they skip, with
+# their reason, on a machine without a GPU).
+timeout "${GPU_CHECK_TESTS_S:-180}" "$PY" -m pytest -q -rs -p no:cacheprovider -m cuda tests/cuda tests/training/test_collapse_thread.py >>"$LOG" 2>&1
 TESTS_RC=$?
 # 2. The throughput benchmark: (a) SimCLR vs lightly, (b) Barlow Twins ViT-S/16, (c) TFLOP/s and data
 # share, (d) per region, (e) streamed ImageNet-size JPEGs; one JSON per part, each written when done.
