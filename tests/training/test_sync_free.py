@@ -100,16 +100,9 @@ def test_a_step_that_does_not_log_reads_nothing_back(tmp_path, sparsity, policy)
         assert logs["prune_keep_frac"] == 0.25
 
 
-def test_byol_with_lars_skips_a_poisoned_step_without_reading_it(tmp_path):
-    """The skip, LARS, the EMA and the adaptive lambda on the device: the poisoned step 3 changes
-    nothing (weights, BatchNorm statistics, targets, momenta, lambda and its step count), and the
-    skip is counted when the run reads its verdict."""
-    cfg = config.load(
-        None,
-        [*TINY, "method.name=byol", "optim.name=lars", "train.nonfinite=skip", "train.max_steps=4"]
-        + ["sparsity.lam=0.05", "sparsity.target_support=0.25", "data.subset=256", "train.threads=1"]
-        + [f"train.out_dir={tmp_path}"],
-    )
+def states_around_a_poisoned_step(cfg, run_dir) -> tuple[dict, dict]:
+    """Four steps of `cfg` (train.nonfinite=skip) with a NaN loss at step 3, read-free from step 2: the
+    training state after each step (model, optimiser, sparsity) and the logs, the skip warned of."""
     states = {}
 
     def keep(run):
@@ -121,12 +114,62 @@ def test_byol_with_lars_skips_a_poisoned_step_without_reading_it(tmp_path):
         }
 
     with pytest.warns(UserWarning, match="skipping step 3: non-finite loss"):
-        logs = steps_without_reads(cfg, tmp_path / "run", poisoned={3}, after=keep)
+        logs = steps_without_reads(cfg, run_dir, poisoned={3}, after=keep)
     assert logs["nonfinite_skipped"] == 1
-    before, after = states[2], states[3]
-    assert before["sparsity"] == after["sparsity"] and before["sparsity"]["steps"] == 2
+    return states, logs
+
+
+def assert_the_step_changed_nothing(before: dict, after: dict) -> None:
+    assert before["sparsity"] == after["sparsity"]
     assert all(torch.equal(a, b) for a, b in zip(before["optimizer"], after["optimizer"]))
     assert before["model"].keys() == after["model"].keys()
     for key in before["model"]:
         assert torch.equal(before["model"][key], after["model"][key]), key
-    assert not torch.equal(after["model"]["backbone.conv1.weight"], states[4]["model"]["backbone.conv1.weight"])
+
+
+def test_byol_with_lars_skips_a_poisoned_step_without_reading_it(tmp_path):
+    """The skip, LARS, the EMA and the adaptive lambda on the device: the poisoned step 3 changes
+    nothing (weights, BatchNorm statistics, targets, momenta, lambda and its step count), and the
+    skip is counted when the run reads its verdict."""
+    cfg = config.load(
+        None,
+        [*TINY, "method.name=byol", "optim.name=lars", "train.nonfinite=skip", "train.max_steps=4"]
+        + ["sparsity.lam=0.05", "sparsity.target_support=0.25", "data.subset=256", "train.threads=1"]
+        + [f"train.out_dir={tmp_path}"],
+    )
+    states, _ = states_around_a_poisoned_step(cfg, tmp_path / "run")
+    assert states[2]["sparsity"]["steps"] == 2
+    assert_the_step_changed_nothing(states[2], states[3])
+    assert not torch.equal(states[3]["model"]["backbone.conv1.weight"], states[4]["model"]["backbone.conv1.weight"])
+
+
+METHODS_WITH_AFTER_STEP_WORK = {  # what each moves after an update besides the EMA, and where it lives
+    "directpred": (["method.name=directpred"], ["corr", "predictor.weight"]),
+    "directcopy": (["method.name=directcopy"], ["corr", "predictor.weight"]),
+    # A queue of 2 batches, filling from step 1: full from step 3's forward on (both codes are tried).
+    "swav": (
+        ["method.name=swav", "method.swav_queue_length=128", "method.swav_epoch_queue_starts=0"],
+        ["prototypes.weight", "queue"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", METHODS_WITH_AFTER_STEP_WORK)
+def test_a_method_after_step_work_skips_a_poisoned_step_without_reading_it(tmp_path, name):
+    """DirectPred's F, its count and predictor, DirectCopy's, SwAV's prototypes and queue: gated on the
+    device, the poisoned step 3 leaves them (and everything else) as step 2 left them; step 4 moves them."""
+    overrides, moved = METHODS_WITH_AFTER_STEP_WORK[name]
+    cfg = config.load(
+        None,
+        [*TINY, *overrides, "train.nonfinite=skip", "train.max_steps=4", "data.subset=256", "train.threads=1"]
+        + [f"train.out_dir={tmp_path}"],
+    )
+    states, _ = states_around_a_poisoned_step(cfg, tmp_path / "run")
+    assert_the_step_changed_nothing(states[2], states[3])
+    model = {step: state["model"] for step, state in states.items()}
+    for key in moved:
+        assert not torch.equal(model[3][key], model[4][key]), key
+    if name == "swav":  # the queue filled at steps 1 and 2, then took step 4's batch
+        assert model[2]["queue"][:, -1].any() and torch.equal(model[4]["queue"][:, 64:], model[2]["queue"][:, :64])
+    else:
+        assert [model[step]["corr_updates"].item() for step in (1, 2, 3, 4)] == [1, 2, 2, 3]

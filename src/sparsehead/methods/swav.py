@@ -15,7 +15,13 @@ process puts its own share (every world-th row) into the global Sinkhorn, so the
 the official per-process queues of queue_length / world rows. Prototypes are never frozen.
 
 Prototypes are a bias-free linear layer whose rows are kept on the unit sphere: normalised at
-construction and after every optimiser step, so each forward sees unit prototypes.
+construction and after every optimiser update that went ahead, so each forward sees unit prototypes.
+
+Nothing is read back in a training step: whether the queue is full (its last row written) is a device
+bool that picks between the codes with and without the queue, both computed while a queue is
+configured. A host-side count of the rows would not be exact: a step the non-finite guard skips puts
+the queue back on the device. The extra Sinkhorn costs O((queue + batch) x prototypes), as the
+queue's own does once it is full.
 """
 
 from dataclasses import dataclass
@@ -27,7 +33,7 @@ import torch.nn.functional as F
 from sparsehead.core.distributed import gather_no_grad, rank, world_size
 from sparsehead.core.errors import ConfigError
 from sparsehead.core.options import opt
-from sparsehead.methods.base import Method, MethodOutput, register, temperature_opt
+from sparsehead.methods.base import Applied, Method, MethodOutput, register, temperature_opt, where_applied
 from sparsehead.methods.losses import sinkhorn_knopp, swapped_prediction
 from sparsehead.sparsity import SparsityConfig
 
@@ -80,8 +86,10 @@ class SwAV(Method):
             )
 
     @torch.no_grad()
-    def normalize_prototypes(self):
-        self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+    def normalize_prototypes(self, applied: Applied = True):
+        """Each prototype back to unit length, where the step's update went ahead (`applied`, on the device)."""
+        weight = self.prototypes.weight
+        weight.copy_(where_applied(applied, F.normalize(weight, dim=1), weight))
 
     def set_epoch(self, epoch):
         self.queue_filling = self.params.swav_queue_length > 0 and epoch >= self.params.swav_epoch_queue_starts
@@ -101,18 +109,20 @@ class SwAV(Method):
     @torch.no_grad()
     def codes(self, crop: int, scores: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         """Sinkhorn codes of global crop `crop`'s batch, with the queue's scores before it once the
-        queue is full (its last row written); then the gathered batch enters the queue."""
+        queue is full (its last row written, decided on the device); then the gathered batch enters the queue."""
         p = self.params
         queue = self.queue[crop]
-        if self.training and p.swav_queue_length and queue[-1].any():
+        q = sinkhorn_knopp(scores, p.swav_epsilon, p.swav_sinkhorn_iters)
+        if self.training and p.swav_queue_length:
             share = queue[rank() :: world_size()]  # this process's part of the global queue
-            scores = torch.cat([at_least_float32(share @ self.prototypes.weight.T), scores])
-        q = sinkhorn_knopp(scores, p.swav_epsilon, p.swav_sinkhorn_iters)[-embedding.shape[0] :]
+            queued = torch.cat([at_least_float32(share @ self.prototypes.weight.T), scores])
+            q_queued = sinkhorn_knopp(queued, p.swav_epsilon, p.swav_sinkhorn_iters)[-embedding.shape[0] :]
+            q = torch.where(queue[-1].any(), q_queued, q)
         if self.training and self.queue_filling:
             new = gather_no_grad(embedding).to(queue.dtype)
             queue.copy_(torch.cat([new, queue[: -new.shape[0]]]))  # newest first, as SwAV's code
         return q
 
     @torch.no_grad()
-    def after_step(self, step, total_steps):
-        self.normalize_prototypes()
+    def after_step(self, step, total_steps, applied: Applied = True):
+        self.normalize_prototypes(applied)
