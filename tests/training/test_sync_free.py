@@ -59,24 +59,25 @@ SPARSITY = {
 }
 
 
-def poison(model):
-    """`model` with a NaN loss (after a finite forward pass, whose BatchNorm statistics count)."""
+def poison(model, factor=float("nan")):
+    """`model` with its loss times `factor`, a NaN loss by default (after a finite forward pass, whose
+    BatchNorm statistics count)."""
 
     def forward(*crops):
         out = model(*crops)
-        return out._replace(loss=out.loss * float("nan"))
+        return out._replace(loss=out.loss * factor)
 
     return forward
 
 
-def steps_without_reads(cfg, run_dir, poisoned=(), after=lambda run: None) -> dict:
-    """Four steps of the run `cfg` describes (a NaN loss at the `poisoned` ones); steps 2-4 (step 1
-    creates the optimiser's state) under no_host_reads, `after(run)` after each. Returns the logs the
-    run would write then (they read)."""
+def steps_without_reads(cfg, run_dir, poisoned=(), after=lambda run: None, factor=float("nan")) -> dict:
+    """Four steps of the run `cfg` describes (the loss times `factor`, NaN, at the `poisoned` ones);
+    steps 2-4 (step 1 creates the optimiser's state) under no_host_reads, `after(run)` after each.
+    Returns the logs the run would write then (they read)."""
     with setup(cfg, run_dir) as run:
         model = run.model
         for images, labels in run.batches():
-            run.model = poison(model) if run.state.step + 1 in poisoned else model
+            run.model = poison(model, factor) if run.state.step + 1 in poisoned else model
             with no_host_reads() if run.state.step else contextlib.nullcontext():
                 train_step(run, images, labels)
             after(run)
@@ -173,3 +174,36 @@ def test_a_method_after_step_work_skips_a_poisoned_step_without_reading_it(tmp_p
         assert model[2]["queue"][:, -1].any() and torch.equal(model[4]["queue"][:, 64:], model[2]["queue"][:, :64])
     else:
         assert [model[step]["corr_updates"].item() for step in (1, 2, 3, 4)] == [1, 2, 2, 3]
+
+
+def test_an_fp16_step_reads_nothing_back_and_skips_what_the_grad_scaler_skips(tmp_path, monkeypatch):
+    """fp16's GradScaler (here a CPU one, torch has it; train.precision=fp16 itself needs CUDA) in the
+    one step: its verdict on the gradients joins the hooks' on the device. Step 3's scaled loss
+    overflows (x 1e36, finite unscaled): no update, no EMA, F or predictor move, the scale halves, and
+    the non-finite guard counts no skip (an overflow is the scaler's routine)."""
+    from sparsehead.training import setup as setup_module
+
+    monkeypatch.setattr(setup_module, "grad_scaler", lambda precision, device: torch.amp.GradScaler("cpu"))
+    cfg = config.load(
+        None,
+        [*TINY, "method.name=directpred", "train.nonfinite=skip", "train.max_steps=4", "data.subset=256"]
+        + ["train.threads=1", f"train.out_dir={tmp_path}"],
+    )
+    weights, scales = {}, {}
+
+    def keep(run):
+        kept = dict(run.method.named_parameters()) | {k: getattr(run.method, k) for k in ("corr", "corr_updates")}
+        weights[run.state.step] = {k: v.detach().clone() for k, v in kept.items()}
+        weights[run.state.step]["optimizer"] = [b.clone() for s in run.optimizer.state.values() for b in s.values()]
+        scales[run.state.step] = run.scaler.get_scale()
+
+    logs = steps_without_reads(cfg, tmp_path / "run", poisoned={3}, after=keep, factor=1e36)
+    assert logs["nonfinite_skipped"] == 0
+    assert scales == {1: 2.0**16, 2: 2.0**16, 3: 2.0**15, 4: 2.0**15}
+    for key, value in weights[2].items():
+        pairs = zip(value, weights[3][key]) if key == "optimizer" else [(value, weights[3][key])]
+        assert all(torch.equal(a, b) for a, b in pairs), key
+    for key in ("backbone.conv1.weight", "predictor.weight", "corr"):
+        assert not torch.equal(weights[3][key], weights[4][key]), key
+    key = "target_backbone.conv1.weight"  # the EMA's momentum reaches 1 at the last step, 4
+    assert not torch.equal(weights[1][key], weights[2][key])
