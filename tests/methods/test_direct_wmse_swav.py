@@ -170,6 +170,30 @@ def test_predictor_freq_sets_the_weight_only_every_n_steps():
     torch.testing.assert_close(weights[2], directpred_weight(method.corr, 0.01))
 
 
+@pytest.mark.parametrize("name", ["directpred", "directcopy", "swav"])
+def test_after_step_is_gated_on_the_device_verdict(name):
+    """after_step with applied a device False (a skipped update) leaves F, its count, the predictor, the
+    prototypes and the EMA target as they were; a device True does exactly what True does (the EMA
+    aside: its gated form rounds otherwise, methods/momentum.py)."""
+    states = []
+    for applied in (True, torch.tensor(True), torch.tensor(False)):
+        method = tiny_method(name)
+        method.train()
+        with torch.no_grad():
+            method(*views())  # DirectPred's batch correlation
+            if name == "swav":
+                method.prototypes.weight.mul_(2)  # off the unit sphere, as an update leaves them
+        before = {k: v.clone() for k, v in method.state_dict().items()}
+        method.after_step(1, 10, applied)
+        states.append({k: v.clone() for k, v in method.state_dict().items()})
+    host, device, skipped = states
+    ema = tuple(getattr(method, "MOMENTUM_COPIES", ()))
+    assert all(torch.equal(host[k], device[k]) for k in host if not k.startswith(ema))
+    assert all(torch.equal(before[k], skipped[k]) for k in before)
+    moved = [k for k in host if not torch.equal(host[k], before[k])]
+    assert set(moved) >= ({"prototypes.weight"} if name == "swav" else {"corr", "corr_updates", "predictor.weight"})
+
+
 # --- W-MSE -----------------------------------------------------------------------------------------
 
 

@@ -153,6 +153,25 @@ def test_swav_queue_enters_the_loss_once_full():
     np.testing.assert_allclose(method.queue[0, :8].numpy(), newest, rtol=1e-12)  # newest first
 
 
+def test_swav_ignores_a_queue_not_yet_full_whatever_the_host_row_count():
+    """The rows counted on the host are an upper bound only (a skipped step's are put back on the device,
+    a loaded queue's are not counted): where the count says full but the last row is unwritten, the
+    device picks the codes without the queue, those of a method that counted exactly."""
+    counted, overcounted = (
+        tiny_method(
+            "swav", "method.swav_prototypes=12", "method.swav_queue_length=24", "method.swav_epoch_queue_starts=0"
+        )
+        for _ in range(2)
+    )
+    for method in (counted, overcounted):
+        method.set_epoch(0)
+        method(*crops(0, seed=1))  # 8 of 24 rows
+    overcounted.queue_rows = 24
+    views = crops(0, seed=2)
+    assert torch.equal(counted(*views).loss, overcounted(*views).loss)
+    assert torch.equal(counted.queue, overcounted.queue)
+
+
 def test_swav_queue_and_multi_crop_resume_bitwise(tmp_path, capsys):
     """Three global crops (three queues) and two local crops through the training loop."""
     threads = torch.get_num_threads()

@@ -13,7 +13,7 @@ from sparsehead import cli
 from sparsehead.methods.simclr import SimCLR
 from sparsehead.runs import checkpoint
 from sparsehead.runs.metrics_log import read_metrics
-from sparsehead.training.faults import NonFiniteError, NonFiniteGuard
+from sparsehead.training.faults import NonFiniteError, NonFiniteGuard, gated_update, scaler_verdict
 from sparsehead.training.loop import pretrain
 
 FAST = ["data.subset=256", "train.epochs=2", "train.checkpoint_every=1", "train.keep_checkpoints=10"]
@@ -121,3 +121,32 @@ def test_under_ddp_every_rank_takes_the_same_non_finite_verdict():
 
     for result in run_on_ranks(_guard_verdicts):
         assert result["verdicts"].tolist() == [True, False, True] and int(result["skipped"]) == 1
+
+
+def test_the_grad_scaler_verdict_is_a_device_bool_that_skips_an_overflow():
+    """fp16's GradScaler driven as the step drives it (here on the CPU, where torch has one too): unscale_
+    gives the unscaled loss's gradients and the verdict True; a scaled loss that overflows float32 gives
+    False, the fused update then leaves weights and moments, and update() halves the scale."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.Adam(model.parameters(), fused=True)
+    scaler = torch.amp.GradScaler("cpu")
+    x = torch.randn(8, 4)
+    expected = torch.autograd.grad(model(x).square().mean(), list(model.parameters()))
+
+    def weights_and_moments():
+        return [*model.parameters(), *(t for state in optimizer.state.values() for t in state.values())]
+
+    for factor, finite, scale in ((1.0, True, 2.0**16), (1e36, False, 2.0**15)):  # 1e36 x 2^16 > float32 max
+        optimizer.zero_grad()
+        scaler.scale(model(x).square().mean() * factor).backward()
+        verdict = scaler_verdict(scaler, optimizer)
+        assert isinstance(verdict, torch.Tensor) and bool(verdict) is finite
+        if finite:  # scaled and unscaled by a power of 2: exactly the unscaled gradients
+            assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), expected))
+        before = [t.clone() for t in weights_and_moments()]
+        gated_update(optimizer, verdict)
+        scaler.update()
+        assert all(torch.equal(a, b) for a, b in zip(before, weights_and_moments())) is not finite
+        assert scaler.get_scale() == scale
+    assert scaler_verdict(torch.amp.GradScaler("cpu", enabled=False), optimizer) is True

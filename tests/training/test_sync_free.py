@@ -59,24 +59,25 @@ SPARSITY = {
 }
 
 
-def poison(model):
-    """`model` with a NaN loss (after a finite forward pass, whose BatchNorm statistics count)."""
+def poison(model, factor=float("nan")):
+    """`model` with its loss times `factor`, a NaN loss by default (after a finite forward pass, whose
+    BatchNorm statistics count)."""
 
     def forward(*crops):
         out = model(*crops)
-        return out._replace(loss=out.loss * float("nan"))
+        return out._replace(loss=out.loss * factor)
 
     return forward
 
 
-def steps_without_reads(cfg, run_dir, poisoned=(), after=lambda run: None) -> dict:
-    """Four steps of the run `cfg` describes (a NaN loss at the `poisoned` ones); steps 2-4 (step 1
-    creates the optimiser's state) under no_host_reads, `after(run)` after each. Returns the logs the
-    run would write then (they read)."""
+def steps_without_reads(cfg, run_dir, poisoned=(), after=lambda run: None, factor=float("nan")) -> dict:
+    """Four steps of the run `cfg` describes (the loss times `factor`, NaN, at the `poisoned` ones);
+    steps 2-4 (step 1 creates the optimiser's state) under no_host_reads, `after(run)` after each.
+    Returns the logs the run would write then (they read)."""
     with setup(cfg, run_dir) as run:
         model = run.model
         for images, labels in run.batches():
-            run.model = poison(model) if run.state.step + 1 in poisoned else model
+            run.model = poison(model, factor) if run.state.step + 1 in poisoned else model
             with no_host_reads() if run.state.step else contextlib.nullcontext():
                 train_step(run, images, labels)
             after(run)
@@ -100,16 +101,9 @@ def test_a_step_that_does_not_log_reads_nothing_back(tmp_path, sparsity, policy)
         assert logs["prune_keep_frac"] == 0.25
 
 
-def test_byol_with_lars_skips_a_poisoned_step_without_reading_it(tmp_path):
-    """The skip, LARS, the EMA and the adaptive lambda on the device: the poisoned step 3 changes
-    nothing (weights, BatchNorm statistics, targets, momenta, lambda and its step count), and the
-    skip is counted when the run reads its verdict."""
-    cfg = config.load(
-        None,
-        [*TINY, "method.name=byol", "optim.name=lars", "train.nonfinite=skip", "train.max_steps=4"]
-        + ["sparsity.lam=0.05", "sparsity.target_support=0.25", "data.subset=256", "train.threads=1"]
-        + [f"train.out_dir={tmp_path}"],
-    )
+def states_around_a_poisoned_step(cfg, run_dir) -> tuple[dict, dict]:
+    """Four steps of `cfg` (train.nonfinite=skip) with a NaN loss at step 3, read-free from step 2: the
+    training state after each step (model, optimiser, sparsity) and the logs, the skip warned of."""
     states = {}
 
     def keep(run):
@@ -121,12 +115,95 @@ def test_byol_with_lars_skips_a_poisoned_step_without_reading_it(tmp_path):
         }
 
     with pytest.warns(UserWarning, match="skipping step 3: non-finite loss"):
-        logs = steps_without_reads(cfg, tmp_path / "run", poisoned={3}, after=keep)
+        logs = steps_without_reads(cfg, run_dir, poisoned={3}, after=keep)
     assert logs["nonfinite_skipped"] == 1
-    before, after = states[2], states[3]
-    assert before["sparsity"] == after["sparsity"] and before["sparsity"]["steps"] == 2
+    return states, logs
+
+
+def assert_the_step_changed_nothing(before: dict, after: dict) -> None:
+    assert before["sparsity"] == after["sparsity"]
     assert all(torch.equal(a, b) for a, b in zip(before["optimizer"], after["optimizer"]))
     assert before["model"].keys() == after["model"].keys()
     for key in before["model"]:
         assert torch.equal(before["model"][key], after["model"][key]), key
-    assert not torch.equal(after["model"]["backbone.conv1.weight"], states[4]["model"]["backbone.conv1.weight"])
+
+
+def test_byol_with_lars_skips_a_poisoned_step_without_reading_it(tmp_path):
+    """The skip, LARS, the EMA and the adaptive lambda on the device: the poisoned step 3 changes
+    nothing (weights, BatchNorm statistics, targets, momenta, lambda and its step count), and the
+    skip is counted when the run reads its verdict."""
+    cfg = config.load(
+        None,
+        [*TINY, "method.name=byol", "optim.name=lars", "train.nonfinite=skip", "train.max_steps=4"]
+        + ["sparsity.lam=0.05", "sparsity.target_support=0.25", "data.subset=256", "train.threads=1"]
+        + [f"train.out_dir={tmp_path}"],
+    )
+    states, _ = states_around_a_poisoned_step(cfg, tmp_path / "run")
+    assert states[2]["sparsity"]["steps"] == 2
+    assert_the_step_changed_nothing(states[2], states[3])
+    assert not torch.equal(states[3]["model"]["backbone.conv1.weight"], states[4]["model"]["backbone.conv1.weight"])
+
+
+METHODS_WITH_AFTER_STEP_WORK = {  # what each moves after an update besides the EMA, and where it lives
+    "directpred": (["method.name=directpred"], ["corr", "predictor.weight"]),
+    "directcopy": (["method.name=directcopy"], ["corr", "predictor.weight"]),
+    # A queue of 2 batches, filling from step 1: full from step 3's forward on (both codes are tried).
+    "swav": (
+        ["method.name=swav", "method.swav_queue_length=128", "method.swav_epoch_queue_starts=0"],
+        ["prototypes.weight", "queue"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", METHODS_WITH_AFTER_STEP_WORK)
+def test_a_method_after_step_work_skips_a_poisoned_step_without_reading_it(tmp_path, name):
+    """DirectPred's F, its count and predictor, DirectCopy's, SwAV's prototypes and queue: gated on the
+    device, the poisoned step 3 leaves them (and everything else) as step 2 left them; step 4 moves them."""
+    overrides, moved = METHODS_WITH_AFTER_STEP_WORK[name]
+    cfg = config.load(
+        None,
+        [*TINY, *overrides, "train.nonfinite=skip", "train.max_steps=4", "data.subset=256", "train.threads=1"]
+        + [f"train.out_dir={tmp_path}"],
+    )
+    states, _ = states_around_a_poisoned_step(cfg, tmp_path / "run")
+    assert_the_step_changed_nothing(states[2], states[3])
+    model = {step: state["model"] for step, state in states.items()}
+    for key in moved:
+        assert not torch.equal(model[3][key], model[4][key]), key
+    if name == "swav":  # the queue filled at steps 1 and 2, then took step 4's batch
+        assert model[2]["queue"][:, -1].any() and torch.equal(model[4]["queue"][:, 64:], model[2]["queue"][:, :64])
+    else:
+        assert [model[step]["corr_updates"].item() for step in (1, 2, 3, 4)] == [1, 2, 2, 3]
+
+
+def test_an_fp16_step_reads_nothing_back_and_skips_what_the_grad_scaler_skips(tmp_path, monkeypatch):
+    """fp16's GradScaler (here a CPU one, torch has it; train.precision=fp16 itself needs CUDA) in the
+    one step: its verdict on the gradients joins the hooks' on the device. Step 3's scaled loss
+    overflows (x 1e36, finite unscaled): no update, no EMA, F or predictor move, the scale halves, and
+    the non-finite guard counts no skip (an overflow is the scaler's routine)."""
+    from sparsehead.training import setup as setup_module
+
+    monkeypatch.setattr(setup_module, "grad_scaler", lambda precision, device: torch.amp.GradScaler("cpu"))
+    cfg = config.load(
+        None,
+        [*TINY, "method.name=directpred", "train.nonfinite=skip", "train.max_steps=4", "data.subset=256"]
+        + ["train.threads=1", f"train.out_dir={tmp_path}"],
+    )
+    weights, scales = {}, {}
+
+    def keep(run):
+        kept = dict(run.method.named_parameters()) | {k: getattr(run.method, k) for k in ("corr", "corr_updates")}
+        weights[run.state.step] = {k: v.detach().clone() for k, v in kept.items()}
+        weights[run.state.step]["optimizer"] = [b.clone() for s in run.optimizer.state.values() for b in s.values()]
+        scales[run.state.step] = run.scaler.get_scale()
+
+    logs = steps_without_reads(cfg, tmp_path / "run", poisoned={3}, after=keep, factor=1e36)
+    assert logs["nonfinite_skipped"] == 0
+    assert scales == {1: 2.0**16, 2: 2.0**16, 3: 2.0**15, 4: 2.0**15}
+    for key, value in weights[2].items():
+        pairs = zip(value, weights[3][key]) if key == "optimizer" else [(value, weights[3][key])]
+        assert all(torch.equal(a, b) for a, b in pairs), key
+    for key in ("backbone.conv1.weight", "predictor.weight", "corr"):
+        assert not torch.equal(weights[3][key], weights[4][key]), key
+    key = "target_backbone.conv1.weight"  # the EMA's momentum reaches 1 at the last step, 4
+    assert not torch.equal(weights[1][key], weights[2][key])

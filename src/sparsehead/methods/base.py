@@ -15,8 +15,8 @@ A method is one file: an nn.Module subclass registered with `@register("name")` 
   `forward(self, *views)` (its `global_crops` first, through the backbone by `encode_crops`) and
   defines which global/local pairs its loss sees; config validation refuses local crops and more
   than two global crops for the others;
-- optionally `after_step(step, total_steps)` (EMA updates and the like), `set_epoch(epoch)` and
-  `sparse_head()`.
+- optionally `after_step(step, total_steps, applied=True)` (EMA updates and the like, gated on the
+  device on whether the update went ahead: `where_applied`), `set_epoch(epoch)` and `sparse_head()`.
 
 It is built with explicit arguments, so it is usable without a Config:
 
@@ -32,7 +32,7 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple, Optional
+from typing import ClassVar, NamedTuple, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -48,6 +48,13 @@ METHODS = Registry(
     hint=" (a method of a plugin module is registered when the module is named in SPARSEHEAD_PLUGINS)",
 )
 register = METHODS.register
+
+Applied = Union[bool, torch.Tensor]  # whether a step's update went ahead: True, or a 0-dim device bool
+
+
+def where_applied(applied: Applied, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """`new` where the step's update went ahead, else `old`: chosen on the device, nothing read back."""
+    return new if applied is True else torch.where(applied, new, old)
 
 
 class MethodOutput(NamedTuple):
@@ -157,8 +164,10 @@ class Method(nn.Module):
         return r, self.projector(r)
 
     @torch.no_grad()
-    def after_step(self, step: int, total_steps: int) -> None:
-        """Called after each optimiser step (EMA updates and the like)."""
+    def after_step(self, step: int, total_steps: int, applied: Applied = True) -> None:
+        """Called after every optimiser step (EMA updates and the like). `applied` (True, or a 0-dim device
+        bool): whether the step's update went ahead. The work is gated on it on the device (where_applied),
+        never read back (the step reads nothing: training/step.py), so a skipped step leaves the state."""
 
     def set_epoch(self, epoch: int) -> None:
         """Called before each epoch's first step (also on resume), for state that starts at an epoch."""

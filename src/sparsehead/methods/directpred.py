@@ -5,9 +5,14 @@ Each training forward measures mean(f f^T) over the detached online projections 
 (averaged across ranks, so every rank sets the same predictor); after each optimiser step it is
 folded into F <- rho F + (1 - rho) mean(f f^T) (the first step sets F to it, as the official code's
 accumulator), and every `predictor_freq` steps (after the 1st, (1 + freq)th, ...) the predictor
-weight is set from F. Doing both in after_step means a skipped (non-finite) step leaves F alone, and
-F and the weight are in the state_dict, so a resumed run is identical. Before the first step the
-predictor is nn.Linear's initialisation, as in the official code.
+weight is set from F. Doing both in after_step, gated on the device on whether the update went ahead,
+means a skipped (non-finite) step leaves F, its count and the weight alone without a read; F and the
+weight are in the state_dict, so a resumed run is identical. Before the first update the predictor
+is nn.Linear's initialisation, as in the official code.
+
+The eigendecomposition is torch.linalg.eigh, as the official code: on CUDA it reads its error code
+back (ATen's _linalg_check_errors, `infos.any().item()`), one host sync at each step that sets the
+weight; the rest of the after-step work reads nothing. DirectCopy, without it, reads nothing.
 """
 
 from dataclasses import dataclass
@@ -17,7 +22,7 @@ import torch.nn as nn
 
 from sparsehead.core.distributed import all_reduce_sum_no_grad, world_size
 from sparsehead.core.options import opt
-from sparsehead.methods.base import MethodOutput, register
+from sparsehead.methods.base import Applied, MethodOutput, register, where_applied
 from sparsehead.methods.byol import BYOL
 from sparsehead.methods.momentum import momentum_opt
 
@@ -71,12 +76,25 @@ class DirectPred(BYOL):
         return MethodOutput(self.regress_target(z1, z2, x1, x2), {}, r1, (z1, z2))
 
     @torch.no_grad()
-    def after_step(self, step, total_steps):
-        super().after_step(step, total_steps)
+    def after_step(self, step, total_steps, applied: Applied = True):
+        """The EMA, then, where the update went ahead (`applied`, on the device): this step's mean(f f^T)
+        folded into F, and every predictor_freq steps the predictor set from F (once F has any)."""
+        super().after_step(step, total_steps, applied)
         if self.pending_corr is not None:
-            rho = self.params.predictor_rho if self.corr_updates > 0 else 0.0
-            self.corr.mul_(rho).add_(self.pending_corr, alpha=1 - rho)
-            self.corr_updates += 1
+            self.fold_correlation(self.pending_corr, applied)
             self.pending_corr = None
-        if (step - 1) % self.params.predictor_freq == 0 and self.corr_updates > 0:
-            self.predictor.weight.copy_(self.predictor_weight(self.corr))
+        if (step - 1) % self.params.predictor_freq == 0:
+            weight = self.predictor.weight
+            weight.copy_(where_applied(applied & (self.corr_updates > 0), self.predictor_weight(self.corr), weight))
+
+    def fold_correlation(self, batch_corr: torch.Tensor, applied: Applied) -> None:
+        """F <- rho F + (1 - rho) batch_corr, with rho = 0 at F's first update; F and its count stay where
+        the update did not go ahead. Both candidates are computed (F is m x m) and the device picks."""
+        rho = self.params.predictor_rho
+        folded = torch.where(
+            self.corr_updates > 0,
+            self.corr.mul(rho).add_(batch_corr, alpha=1 - rho),
+            self.corr.mul(0.0).add_(batch_corr, alpha=1.0),  # rho = 0 in the same arithmetic
+        )
+        self.corr.copy_(where_applied(applied, folded, self.corr))
+        self.corr_updates += applied

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, ClassVar, Union
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn as nn
 
 from sparsehead.core.options import opt
-from sparsehead.methods.base import Method
+from sparsehead.methods.base import Applied, Method
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -27,10 +27,11 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, momentum: float, applied: Union[bool, torch.Tensor] = True):
+def ema_update(target: nn.Module, online: nn.Module, momentum: float, applied: Applied = True):
     """target <- momentum * target + (1 - momentum) * online; buffers (BN statistics) copied. Multi-tensor
     operations (a few kernels, not a loop over parameters). `applied` (True, or a device bool): where False
-    (the step's update was skipped) the target stays as it was, decided on the device."""
+    (the step's update was skipped) the target stays as it was, decided on the device (the gated form's
+    last bits may differ from the True form's: tau scales online separately, not in one fused add)."""
     targets, onlines = list(target.parameters()), [o.detach() for o in online.parameters()]
     t_buffers, o_buffers = list(target.buffers()), list(online.buffers())
     if applied is True:
@@ -97,8 +98,8 @@ class MomentumMethod(Method):
             return projector(backbone(x))
 
     @torch.no_grad()
-    def after_step(self, step, total_steps, applied: Union[bool, torch.Tensor] = True):
-        """The EMA of the momentum copies; `applied` as ema_update's (training/hooks.py passes it)."""
+    def after_step(self, step, total_steps, applied: Applied = True):
+        """The EMA of the momentum copies; `applied` as ema_update's."""
         momentum = self.momentum_schedule(self.params.momentum, step, total_steps)
         for target, online in self.momentum_pairs():
             ema_update(target, online, momentum, applied)

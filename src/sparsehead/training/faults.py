@@ -155,18 +155,28 @@ class NonFiniteGuard(StepHook):
         self._counts[0], self._counts[1] = state["skipped"], state["consecutive"]
 
 
-def update_verdict(hooks: list[StepHook], step: int, loss: torch.Tensor) -> Verdict:
+def update_verdict(hooks: list[StepHook], step: int, loss: torch.Tensor, check_grads: bool = True) -> Verdict:
     """Every hook's allows_update (each is asked), combined without a read: True, or a device bool."""
     verdict: Verdict = True
     for hook in hooks:
-        verdict = verdict & hook.allows_update(step, loss, True)
+        verdict = verdict & hook.allows_update(step, loss, check_grads)
     return verdict
 
 
+def scaler_verdict(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> Verdict:
+    """fp16: the GradScaler's own verdict, on the device: the gradients unscaled in place (its unscale_,
+    no read) and True where none overflowed (its found_inf, the flags its update() lowers the scale by).
+    True where no scaler is in use (bf16, fp32)."""
+    if not scaler.is_enabled():
+        return True
+    scaler.unscale_(optimizer)
+    return sum(scaler._found_inf_per_device(optimizer).values()) == 0
+
+
 def gated_update(optimizer: torch.optim.Optimizer, applied: Verdict) -> None:
-    """optimizer.step() where `applied` holds. Fused Adam/AdamW/SGD and LARS skip the update themselves
-    given a found_inf tensor (as a GradScaler drives them), so nothing is read back; another optimiser
-    reads the verdict."""
+    """optimizer.step() where `applied` holds, on gradients already unscaled. Fused Adam/AdamW/SGD and LARS
+    skip the update themselves given a found_inf tensor (as a GradScaler drives them), so nothing is read
+    back; another optimiser reads the verdict."""
     if applied is True:
         optimizer.step()
     elif getattr(optimizer, "_step_supports_amp_scaling", False):
@@ -177,17 +187,3 @@ def gated_update(optimizer: torch.optim.Optimizer, applied: Verdict) -> None:
             del optimizer.grad_scale, optimizer.found_inf
     elif bool(applied):
         optimizer.step()
-
-
-def scaler_step(scaler, optimizer) -> bool:
-    """fp16: scaler.step + scaler.update; False when the GradScaler skipped the update (gradients that
-    overflowed: it then lowers its scale), so the hooks' after_step must not run. Reads the scale."""
-    before = scaler.get_scale()
-    scaler.step(optimizer)
-    scaler.update()
-    return not update_skipped(before, scaler.get_scale())
-
-
-def update_skipped(scale_before: float, scale_after: float) -> bool:
-    """The GradScaler only ever lowers its scale when it skipped a step whose gradients overflowed."""
-    return scale_after < scale_before

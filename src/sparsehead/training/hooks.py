@@ -12,7 +12,6 @@ import torch
 from sparsehead.config import Config
 from sparsehead.core.step_hook import StepHook
 from sparsehead.methods.base import Method
-from sparsehead.methods.momentum import MomentumMethod
 
 HookFactory = Callable[[Config, torch.nn.Module], StepHook]
 REGISTERED: list[HookFactory] = []  # called in setup with the run's config and method, after the built-in hooks
@@ -26,22 +25,14 @@ def register_hook(factory: HookFactory) -> HookFactory:
 
 
 class MethodAfterStep(StepHook):
-    """The method's own work after each update (EMA targets and their momentum schedule, queues)."""
+    """The method's own work after each step (EMA targets and their momentum schedule, DirectPred's
+    predictor, SwAV's prototypes), gated by the method on the device on whether the update went ahead."""
 
-    def __init__(self, method, total_steps: int):
+    def __init__(self, method: Method, total_steps: int):
         self.method, self.total_steps = method, total_steps
 
-    def after_step(self, step: int, lr: float) -> None:
-        self.method.after_step(step, self.total_steps)
-
     def after_update(self, step: int, lr: float, applied) -> None:
-        """The EMA gated on the device; nothing for a method without after-step work; the host-side work
-        of the others (DirectPred's statistics, SwAV's prototypes) only after an update, read back."""
-        work = type(self.method).after_step
-        if work is MomentumMethod.after_step:
-            self.method.after_step(step, self.total_steps, applied)
-        elif work is not Method.after_step and (applied is True or bool(applied)):
-            self.after_step(step, lr)
+        self.method.after_step(step, self.total_steps, applied)
 
 
 def total_penalty(hooks: list[StepHook]) -> torch.Tensor:

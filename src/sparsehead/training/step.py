@@ -1,21 +1,22 @@
 """The training step: one optimisation step and nothing else (no logging, no I/O), the same for every
 method, head, data set and device. It reads nothing back from the device (docs/performance.md, the
 sync-free step): the hooks' verdict on the update, the update itself and the hooks' work after it are
-decided on the device. Under fp16 the GradScaler's own skip is read back, once a step."""
+decided on the device, under fp16 too (the GradScaler's verdict on the gradients joins the hooks')."""
 
 from __future__ import annotations
 
 import torch
 
 from sparsehead.core.precision import autocast
-from sparsehead.training.faults import gated_update, scaler_step, update_verdict
+from sparsehead.training.faults import gated_update, scaler_verdict, update_verdict
 from sparsehead.training.hooks import after_update, total_penalty
 from sparsehead.training.run import Run, StepOutput
 
 
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
     """Views, forward, the method's loss plus the hooks' penalty, backward, the optimiser update (unless
-    a hook vetoes it: a non-finite loss or gradient), the hooks' after-step work, the schedule."""
+    a hook vetoes it, a non-finite loss or gradient, or under fp16 the GradScaler finds an overflow), the
+    hooks' after-step work, the schedule."""
     hooks, state = run.hooks, run.state
     for hook in hooks:
         hook.before_step()
@@ -30,18 +31,12 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> StepOutp
     run.scaler.scale(loss).backward()
     step = state.step + 1
     lr = run.scheduler.get_last_lr()[0]
-    if run.scaler.is_enabled():
-        # fp16: the scaler itself skips the updates whose gradients overflowed, so the hooks check only the
-        # loss; after an update either skipped, the hooks do not shrink, prune or move the EMA.
-        if all([bool(hook.allows_update(step, loss, False)) for hook in hooks]) and scaler_step(
-            run.scaler, run.optimizer
-        ):
-            for hook in hooks:
-                hook.after_step(step, lr)
-    else:
-        applied = update_verdict(hooks, step, loss)  # True, or a device bool
-        gated_update(run.optimizer, applied)
-        after_update(hooks, step, lr, applied)
+    # fp16: the hooks check the loss only (overflowing scaled gradients are routine), the scaler the gradients.
+    fp16 = run.scaler.is_enabled()
+    applied = update_verdict(hooks, step, loss, not fp16) & scaler_verdict(run.scaler, run.optimizer)
+    gated_update(run.optimizer, applied)  # True, or a device bool: whether the update went ahead
+    run.scaler.update()  # fp16: the scale lowered after an overflow, raised after a run without; on the device
+    after_update(hooks, step, lr, applied)
     run.scheduler.step()
     state.step = step
     return StepOutput(ssl_loss.detach(), penalty.detach(), logs)
