@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import SRC, TINY, TINY_FOLDER, assert_same_training_state, make_imagefolder, run_cli, start_cli
 from ddp_harness import torchrun_sparsehead, torchrun_workers
@@ -22,7 +21,7 @@ from sparsehead import config
 from sparsehead.core.errors import EXIT_INTERRUPTED
 from sparsehead.core.signals import StopFlag, StopSignals
 from sparsehead.runs import checkpoint
-from sparsehead.training import faults, preempt
+from sparsehead.training import preempt
 
 # BYOL (EMA target, predictor), 4 steps per epoch over 10 epochs: long enough for a signal to land
 # mid-run; checkpoint_every=0, so the pre-emption's is the only checkpoint before the end.
@@ -192,61 +191,6 @@ def test_unknown_signal_names_are_refused():
 def test_without_ddp_the_stop_flag_is_this_process_own():
     assert StopFlag().any_rank(None) is False
     assert StopFlag().any_rank("SIGTERM") is True
-
-
-# --- fp16: an update the GradScaler skipped runs no after_step hooks ----------------------------
-
-
-class FakeScaler:
-    """An enabled GradScaler stand-in that skips the updates of the given steps (and halves its scale)."""
-
-    def __init__(self, skip: set[int]):
-        self.skip, self.calls, self.scale_ = skip, 0, 2.0**16
-
-    def is_enabled(self):
-        return True
-
-    def scale(self, loss):
-        return loss
-
-    def get_scale(self):
-        return self.scale_
-
-    def step(self, optimizer):
-        self.calls += 1
-        if self.calls not in self.skip:
-            optimizer.step()
-
-    def update(self):
-        if self.calls in self.skip:
-            self.scale_ /= 2
-
-    def state_dict(self):
-        return {"scale": self.scale_}
-
-    def load_state_dict(self, state):
-        self.scale_ = state["scale"]
-
-
-def test_update_skipped_is_a_lower_scale():
-    assert faults.update_skipped(65536.0, 32768.0)
-    assert not faults.update_skipped(65536.0, 65536.0)
-    assert not faults.update_skipped(65536.0, 131072.0)  # growth after a run of good steps
-
-
-def test_hooks_after_step_skip_the_updates_the_scaler_skipped(monkeypatch, tmp_path):
-    from sparsehead.training import hooks, loop, setup
-
-    ran = []
-    monkeypatch.setattr(hooks.MethodAfterStep, "after_step", lambda self, step, lr: ran.append(step))
-    monkeypatch.setattr(setup, "grad_scaler", lambda precision, device: FakeScaler(skip={2, 3}))
-    threads = torch.get_num_threads()
-    try:
-        cfg = config.load(None, [*TINY, "data.subset=256", "train.threads=1", "train.checkpoint_every=0"])
-        loop.pretrain(cfg, tmp_path / "run")
-    finally:
-        torch.set_num_threads(threads)
-    assert ran == [1, 4]  # 4 steps; the scaler skipped steps 2 and 3
 
 
 # --- DDP: two gloo ranks under torchrun stop after the same step --------------------------------
