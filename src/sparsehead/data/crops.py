@@ -9,6 +9,9 @@ per image) serve both storages. A training batch is a ViewSource, which hands th
   the views of one size are cut there by one grid_sample.
 - CutViews (data.storage=stream): one uint8 (n, C, s, s) tensor per view, cut in the DataLoader
   workers from the full-resolution image with the boxes and flips `draw_crops` draws for it (stream.py).
+- image_batch.ImageBatch (data.storage=stream, data.decode=device): whole images of varied sizes
+  decoded on the device; the boxes come from the views' uniforms as for WholeImages, each drawn on its
+  own image's size (boxes_from_uniforms takes a size per image).
 """
 
 from __future__ import annotations

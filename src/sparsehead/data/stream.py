@@ -8,7 +8,8 @@ sampler the in-memory views use) and cut from it, with reduced-size JPEG decodin
 1/2, 1/4, 1/8) whenever every box still has at least its view's size a side at that scale, then
 resized to that size, flipped where drawn and returned as uint8. The rest of the augmentation
 (jitter, grayscale, blur, solarize) runs batched on the device (views.ViewGenerator on the
-crops.CutViews batch).
+crops.CutViews batch). Under data.decode=device the workers only read the bytes and the device decodes
+and cuts (device_decode.py).
 
 Randomness: the boxes and flips of image i in epoch e come from a generator seeded by (seed, e, i)
 alone, never from a worker id or global state, so any number of workers, a resumed run and each
