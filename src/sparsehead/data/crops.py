@@ -9,6 +9,9 @@ per image) serve both storages. A training batch is a ViewSource, which hands th
   the views of one size are cut there by one grid_sample.
 - CutViews (data.storage=stream): one uint8 (n, C, s, s) tensor per view, cut in the DataLoader
   workers from the full-resolution image with the boxes and flips `draw_crops` draws for it (stream.py).
+- image_batch.ImageBatch (data.storage=stream, data.decode=device): whole images of varied sizes
+  decoded on the device; the boxes come from the views' uniforms as for WholeImages, each drawn on its
+  own image's size (boxes_from_uniforms takes a size per image).
 """
 
 from __future__ import annotations
@@ -67,42 +70,61 @@ def sample_crops(
 def boxes_from_uniforms(
     u: torch.Tensor,
     offsets: torch.Tensor,
-    height: int,
-    width: int,
+    height: int | torch.Tensor,
+    width: int | torch.Tensor,
     scale: tuple[float, float],
     ratio: tuple[float, float],
 ) -> torch.Tensor:
     """RandomResizedCrop boxes (top, left, h, w) as float (n, 4) from uniforms in [0, 1): u (n, tries, 2)
-    the tries' area and log-aspect draws, `offsets` (n, 2) the box's top and left draws."""
-    area = height * width
+    the tries' area and log-aspect draws, `offsets` (n, 2) the box's top and left draws; the images'
+    height and width ints, or float (n,) tensors: each image's own (whole images of varied sizes)."""
+    if isinstance(height, torch.Tensor):  # one size per row, against each row's tries
+        return _boxes(u, offsets, height, width, height[:, None], width[:, None], scale, ratio)
+    return _boxes(u, offsets, height, width, height, width, scale, ratio)
+
+
+def _fallback(height, width, ratio: tuple[float, float]):
+    """RandomResizedCrop's box when no try fits: the largest centred crop with an allowed aspect ratio."""
+    if isinstance(height, torch.Tensor):
+        in_ratio = width / height
+        fw = torch.where(in_ratio > ratio[1], torch.round(height * ratio[1]), width)
+        return fw, torch.where(in_ratio < ratio[0], torch.round(width / ratio[0]), height)
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        return width, round(width / ratio[0])
+    if in_ratio > ratio[1]:
+        return round(height * ratio[1]), height
+    return width, height
+
+
+def _boxes(u, offsets, height, width, tries_height, tries_width, scale, ratio) -> torch.Tensor:
+    """boxes_from_uniforms, the images' sizes given twice: as they are, and broadcastable to u's tries."""
+    area = tries_height * tries_width
     target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
     w = torch.round(torch.sqrt(target * aspect))
     h = torch.round(torch.sqrt(target / aspect))
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    ok = (w > 0) & (w <= tries_width) & (h > 0) & (h <= tries_height)
     first = ok.float().argmax(dim=1)  # first acceptable try
 
     def pick(t):
         return t.gather(1, first[:, None]).squeeze(1)
 
     w, h, any_ok = pick(w), pick(h), ok.any(dim=1)
-    # Fallback when no try fits: the largest centred crop with an allowed aspect ratio.
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        fw, fh = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        fw, fh = round(height * ratio[1]), height
-    else:
-        fw, fh = width, height
-    w = torch.where(any_ok, w, torch.full_like(w, fw))
-    h = torch.where(any_ok, h, torch.full_like(h, fh))
+    fw, fh = _fallback(height, width, ratio)
+    w, h = torch.where(any_ok, w, _filled(w, fw)), torch.where(any_ok, h, _filled(h, fh))
     # Uniform integer offsets in [0, H - h] and [0, W - w], as torch.randint does per image.
     top = torch.floor(offsets[:, 0] * (height - h + 1)).clamp(max=height - h)
     left = torch.floor(offsets[:, 1] * (width - w + 1)).clamp(max=width - w)
-    top = torch.where(any_ok, top, torch.full_like(top, (height - fh) // 2))
-    left = torch.where(any_ok, left, torch.full_like(left, (width - fw) // 2))
+    top = torch.where(any_ok, top, _filled(top, (height - fh) // 2))
+    left = torch.where(any_ok, left, _filled(left, (width - fw) // 2))
     return torch.stack([top, left, h, w], dim=1)
+
+
+def _filled(like: torch.Tensor, value) -> torch.Tensor:
+    """`value` as a tensor like `like`: a Python number filled in on its device (no copy to it), a tensor as it is."""
+    return value if isinstance(value, torch.Tensor) else torch.full_like(like, value)
 
 
 def draw_crops(
@@ -113,11 +135,16 @@ def draw_crops(
     return boxes, torch.rand(n, generator=generator, device=device) < spec.flip_p
 
 
-def crops_from_uniforms(spec: CropSpec, u: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def crops_from_uniforms(
+    spec: CropSpec, u: torch.Tensor, height: int | torch.Tensor, width: int | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The boxes (..., 4) and flips (...) of views of `spec` of height x width images from uniforms
-    u (..., CROP_COLUMNS) in [0, 1)."""
+    u (..., CROP_COLUMNS) in [0, 1); height and width ints, or float tensors broadcastable to u's
+    leading dimensions (each image's own size: (n,) for u (views, n, CROP_COLUMNS))."""
     lead, tries = u.shape[:-1], 2 * CROP_TRIES
     u = u.reshape(-1, CROP_COLUMNS)
+    if isinstance(height, torch.Tensor):
+        height, width = height.expand(lead).reshape(-1), width.expand(lead).reshape(-1)
     boxes = boxes_from_uniforms(u[:, :tries].view(-1, CROP_TRIES, 2), u[:, tries:-1], height, width, spec.scale, RATIO)
     return boxes.view(*lead, 4), (u[:, -1] < spec.flip_p).view(lead)
 

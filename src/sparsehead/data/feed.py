@@ -3,7 +3,8 @@ pixels a crops.ViewSource whatever the storage (ViewGenerator takes it as it com
 
 memory: crops.WholeImages, uint8 (n, C, H, W) indexed from the decoded set (on the GPU when training
 there), each view drawn and cut on the device by the views; stream: crops.CutViews, each view cut by
-the DataLoader workers (stream.StreamFeed).
+the DataLoader workers (stream.StreamFeed), or under data.decode=device image_batch.ImageBatch, the
+full-size images decoded on the training device, each view cut there (device_decode.DeviceDecodeFeed).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from sparsehead.data.crops import CropSpec, WholeImages
 from sparsehead.data.datasets import ImageSet
+from sparsehead.data.device_decode import DeviceDecodeFeed
 from sparsehead.data.stream import StreamFeed, StreamSet
 
 
@@ -41,7 +43,10 @@ def open_feed(
     device: torch.device,
 ):
     """The feed of `data`; a stream's workers cut the views of `plan` (ViewGenerator.plan), their boxes
-    drawn from `seed` (train.seed), in `workers` processes (data.workers)."""
+    drawn from `seed` (train.seed), in `workers` processes (data.workers), or only read its bytes
+    (data.decode=device)."""
     if isinstance(data, ImageSet):
         return MemoryFeed(data, sampler, batch_size, device)
+    if data.decode == "device":
+        return DeviceDecodeFeed(data, sampler, batch_size, workers, device)
     return StreamFeed(data, sampler, batch_size, plan, seed, workers, device)

@@ -46,6 +46,13 @@ class DataConfig:
         exclusive_min=True,
     )
     workers: int = opt(4, "DataLoader worker processes of data.storage=stream (0: decode in the main process)", min=0)
+    decode: Literal["workers", "device"] = opt(
+        "workers",
+        "data.storage=stream: where the training images are decoded. workers: each DataLoader worker decodes "
+        "and cuts the views; device: the workers only read the encoded bytes, the training device decodes "
+        "each batch whole (nvJPEG on a GPU, on a side stream a batch ahead) and cuts every view straight "
+        "from the full-size images (PNG, CMYK and other non-RGB-JPEG records are still decoded by a worker)",
+    )
     eval_crop: Optional[float] = opt(
         None,
         "evaluation crop ratio: the shorter side resized to data.image_size / ratio, then the centre "

@@ -8,7 +8,8 @@ sampler the in-memory views use) and cut from it, with reduced-size JPEG decodin
 1/2, 1/4, 1/8) whenever every box still has at least its view's size a side at that scale, then
 resized to that size, flipped where drawn and returned as uint8. The rest of the augmentation
 (jitter, grayscale, blur, solarize) runs batched on the device (views.ViewGenerator on the
-crops.CutViews batch).
+crops.CutViews batch). Under data.decode=device the workers only read the bytes and the device decodes
+and cuts (device_decode.py).
 
 Randomness: the boxes and flips of image i in epoch e come from a generator seeded by (seed, e, i)
 alone, never from a worker id or global state, so any number of workers, a resumed run and each
@@ -45,7 +46,7 @@ def view_seed(seed: int, epoch: int, i: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def _unreadable_error(name: str, err: Exception) -> DataError:
+def unreadable_error(name: str, err: Exception) -> DataError:
     return DataError(
         f"cannot read image {name} ({err}); remove or repair it, or set data.bad_images=skip to "
         "leave unreadable images out"
@@ -60,7 +61,7 @@ def _image(source: str | bytes, name: str = ""):
     try:
         return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Exception as err:  # the image's problem, reported by name
-        raise _unreadable_error(name or str(source), err) from None
+        raise unreadable_error(name or str(source), err) from None
 
 
 def _decode(pil, name: str, request: tuple[int, int] | None = None):
@@ -73,7 +74,7 @@ def _decode(pil, name: str, request: tuple[int, int] | None = None):
             pil.draft("RGB", request)
         rgb = pil.convert("RGB")
     except Exception as err:
-        raise _unreadable_error(name, err) from None
+        raise unreadable_error(name, err) from None
     return rgb, (rgb.size[0] / full[0], rgb.size[1] / full[1])
 
 
@@ -117,7 +118,7 @@ def centre_crop(source: str | bytes, size: int, ratio: float, name: str = "") ->
     try:
         return decode_resized(source if isinstance(source, bytes) else Path(source), size, ratio)
     except Exception as err:  # the image's problem, reported by name
-        raise _unreadable_error(name or str(source), err) from None
+        raise unreadable_error(name or str(source), err) from None
 
 
 @dataclass
@@ -129,6 +130,7 @@ class StreamSet(EvalBatches):
     image_size: int
     skipped: int = 0
     workers: int = 0  # DataLoader worker processes of its evaluation batches (data.workers)
+    decode: str = "workers"  # where its training images are decoded (data.decode; device_decode.py)
     crop_ratio: float = 1.0  # of its evaluation crops (settings.crop_ratio_of)
 
     @classmethod
@@ -142,7 +144,12 @@ class StreamSet(EvalBatches):
         if (keep := subsets.subset_indices(cfg, split, idx.labels)) is not None:
             idx = idx.select(keep)
         return cls(
-            idx, cfg.image_size, skipped=skipped, workers=cfg.workers, crop_ratio=settings.crop_ratio_of(cfg, split)
+            idx,
+            cfg.image_size,
+            skipped=skipped,
+            workers=cfg.workers,
+            decode=cfg.decode,
+            crop_ratio=settings.crop_ratio_of(cfg, split),
         )
 
     def __len__(self) -> int:
@@ -188,7 +195,9 @@ class StreamSet(EvalBatches):
         """Centre crops decoded by DataLoader workers (self.workers; 0: in this process), one batch
         per index list, at most a few batches ahead."""
         plan = [list(b) for b in plan]
-        return iter(_loader(CentreCrops(self), self.workers, torch.device("cpu"), persistent=False, batch_sampler=plan))
+        return iter(
+            data_loader(CentreCrops(self), self.workers, torch.device("cpu"), persistent=False, batch_sampler=plan)
+        )
 
 
 class ViewCrops(Dataset):
@@ -236,7 +245,7 @@ class EpochBatches(Sampler):
             yield [(self.epoch, i) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
 
 
-def _loader(dataset, workers: int, device: torch.device, persistent: bool = True, **kwargs) -> DataLoader:
+def data_loader(dataset, workers: int, device: torch.device, persistent: bool = True, **kwargs) -> DataLoader:
     return DataLoader(
         dataset,
         num_workers=workers,
@@ -265,7 +274,7 @@ class StreamFeed:
         device: torch.device,
     ):
         self.batches = EpochBatches(sampler, batch_size)
-        self.loader = _loader(ViewCrops(data, plan, seed), workers, device, batch_sampler=self.batches)
+        self.loader = data_loader(ViewCrops(data, plan, seed), workers, device, batch_sampler=self.batches)
 
     def epoch(self, epoch: int, first_batch: int):
         self.batches.epoch, self.batches.first_batch = epoch, first_batch
