@@ -79,7 +79,7 @@ CHECK_RC=skipped
 if [ "$SKIP_CHECK" = 0 ]; then
     DRY_ARG=()
     [ "$DRY" = 1 ] && DRY_ARG=(--dry-run)
-    GPU_CHECK_TESTS_S=$((BUDGET * 27 / 100)) GPU_CHECK_BENCH_S=$((BUDGET * 43 / 100)) \
+    GPU_CHECK_TESTS_S=$((BUDGET * 27 / 100)) GPU_CHECK_BENCH_S=$((BUDGET * 40 / 100)) GPU_CHECK_DECODE_S=$((BUDGET * 12 / 100)) \
         SPARSEHEAD_BENCH_DATA="$WORK/cifar10/train" PYTHON="$PY" scripts/gpu_check.sh "${DRY_ARG[@]}" "$WORK/check"
     CHECK_RC=$?
     mv "$WORK"/check/throughput_*.json "$OUT"/ 2>/dev/null

@@ -10,7 +10,7 @@
 #
 # PYTHON picks the interpreter (default python3). SPARSEHEAD_BENCH_DATA names the CIFAR-10 train
 # folder of part (a) (default: the benchmark's own, ../shared/data/cifar10/train; synthetic JPEGs
-# where it is absent). GPU_CHECK_TESTS_S and GPU_CHECK_BENCH_S bound the two steps (default 180, 270 s).
+# where it is absent). GPU_CHECK_TESTS_S, GPU_CHECK_BENCH_S and GPU_CHECK_DECODE_S bound the steps (default 180, 270, 90 s).
 set -uo pipefail
 DRY=0
 if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
@@ -36,6 +36,12 @@ BENCH_ARGS=(--out-dir "$OUT" --regions)
 [ -n "${SPARSEHEAD_BENCH_DATA:-}" ] && BENCH_ARGS+=(--data "$SPARSEHEAD_BENCH_DATA")
 timeout "${GPU_CHECK_BENCH_S:-270}" "$PY" benchmarks/gpu_throughput.py "${BENCH_ARGS[@]}" >>"$LOG" 2>&1
 BENCH_RC=$?
+# (e) again with the JPEGs decoded on the GPU (data.decode=device): a file of its own beside (e)'s.
+DECODE_ARGS=(--out-dir "$OUT" --parts stream --stream-data data.decode=device)
+[ "$DRY" = 1 ] && DECODE_ARGS+=(--dry-run)
+timeout "${GPU_CHECK_DECODE_S:-90}" "$PY" benchmarks/gpu_throughput.py "${DECODE_ARGS[@]}" >>"$LOG" 2>&1
+DECODE_RC=$?
+[ "$BENCH_RC" = 0 ] && BENCH_RC=$DECODE_RC
 # The tests' outcome and the parts written, in one JSON.
 "$PY" - "$OUT" "$LOG" "$TESTS_RC" "$BENCH_RC" <<'PYEOF' >>"$LOG" 2>&1
 import re, sys
