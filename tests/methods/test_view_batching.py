@@ -50,3 +50,18 @@ def test_a_batchnorm_backbone_keeps_one_forward_per_view():
     reference, reference_grads, _ = loss_and_grads(nn.BatchNorm1d(12), batched=False)
     assert batches == [5, 5]
     assert torch.equal(loss, reference) and all(torch.equal(g, r) for g, r in zip(grads, reference_grads))
+
+
+def test_byol_and_moco_v3_targets_take_both_views_in_one_forward_of_a_layernorm_backbone():
+    from sparsehead.methods.byol import BYOL
+    from sparsehead.methods.moco_v3 import MoCoV3
+
+    x1, x2 = torch.randn(2, 5, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    for cls in (BYOL, MoCoV3):
+        torch.manual_seed(0)
+        method = cls(CountingBackbone(nn.LayerNorm(12)), mlp(8, 16, 6))
+        method(x1, x2)
+        assert method.backbone.batches == [10] and getattr(method, cls.MOMENTUM_COPIES[0]).batches == [10]
+        t1, t2 = method.momentum_embed_views(x1, x2)
+        torch.testing.assert_close(t1, method.momentum_embed(x1))
+        torch.testing.assert_close(t2, method.momentum_embed(x2))

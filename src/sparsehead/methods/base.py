@@ -131,11 +131,8 @@ class Method(nn.Module):
         without batch statistics (a ViT: LayerNorm only) takes both views as one batch: the same function,
         and one large forward instead of two on a GPU; a BatchNorm backbone keeps its statistics per view,
         as these methods' official code."""
-        if x1.shape == x2.shape and not has_batch_statistics(self.backbone):
-            r1, r2 = self.backbone(torch.cat([x1, x2])).chunk(2)
-            return r1, self.projector(r1), self.projector(r2)
-        r1 = self.backbone(x1)
-        return r1, self.projector(r1), self.projector(self.backbone(x2))
+        r1, r2 = encode_pair(self.backbone, x1, x2)
+        return r1, self.projector(r1), self.projector(r2)
 
     def encode_crops(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """r of every view, in order. Each run of consecutive views of one size goes through the
@@ -176,6 +173,14 @@ class Method(nn.Module):
 def has_batch_statistics(module: nn.Module) -> bool:
     """Whether any layer of `module` normalises by the statistics of the batch (BatchNorm, SyncBatchNorm)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def encode_pair(backbone: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's r of two views: one forward of both where it has no batch statistics, else one a view."""
+    if x1.shape == x2.shape and not has_batch_statistics(backbone):
+        r1, r2 = backbone(torch.cat([x1, x2])).chunk(2)
+        return r1, r2
+    return backbone(x1), backbone(x2)
 
 
 def temperature_opt(default: float):

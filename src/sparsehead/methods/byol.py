@@ -38,5 +38,5 @@ class BYOL(MomentumMethod):
     def regress_target(self, z1, z2, x1, x2):
         """The symmetrised BYOL loss of the online projections z1, z2 of views x1, x2."""
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        t1, t2 = self.momentum_embed(x1), self.momentum_embed(x2)
+        t1, t2 = self.momentum_embed_views(x1, x2)
         return byol_loss(p1, t2) + byol_loss(p2, t1)

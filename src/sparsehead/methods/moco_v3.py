@@ -28,9 +28,8 @@ class MoCoV3(MomentumMethod):
         self.add_momentum_copies()
 
     def forward(self, x1, x2):
-        r1 = self.backbone(x1)
-        z1, z2 = self.projector(r1), self.projector(self.backbone(x2))
+        r1, z1, z2 = self.project_views(x1, x2)
         q1, q2 = self.predictor(z1), self.predictor(z2)
-        k1, k2 = self.momentum_embed(x1), self.momentum_embed(x2)
+        k1, k2 = self.momentum_embed_views(x1, x2)
         tau = self.params.temperature
         return MethodOutput(moco_v3_loss(q1, k2, tau) + moco_v3_loss(q2, k1, tau), {}, r1, (z1, z2))

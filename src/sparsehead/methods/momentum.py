@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from sparsehead.core.options import opt
-from sparsehead.methods.base import Applied, Method
+from sparsehead.methods.base import Applied, Method, encode_pair
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -96,6 +96,14 @@ class MomentumMethod(Method):
         (backbone, _), (projector, _) = self.momentum_pairs()
         with torch.no_grad():
             return projector(backbone(x))
+
+    def momentum_embed_views(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The momentum copy's projections of two views (as project_views: one backbone forward of both
+        where the backbone has no batch statistics), no gradient."""
+        (backbone, _), (projector, _) = self.momentum_pairs()
+        with torch.no_grad():
+            r1, r2 = encode_pair(backbone, x1, x2)
+            return projector(r1), projector(r2)
 
     @torch.no_grad()
     def after_step(self, step, total_steps, applied: Applied = True):
