@@ -53,3 +53,9 @@ def test_no_module_is_over_the_size_limit_and_few_sit_at_the_top():
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}; split them by job"
     top = sorted(p.name for p in package.glob("*.py"))
     assert len(top) < 10, f"{top}: a module belongs in the capability folder of its job"
+
+
+def test_no_two_test_modules_share_a_file_name():
+    # tests/ has no __init__.py: pytest imports each module by its file name, and refuses a second one.
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert not {n for n in names if names.count(n) > 1}
