@@ -4,11 +4,14 @@
     PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out-dir OUT --dry-run   # toy sizes on the CPU
     ... [--parts simclr,vit,stream] [--regions] [--compile-views] [--stream-data data.decode=device ...]
 
-(a) SimCLR, CIFAR ResNet-18 width 64, 32 px, batch 512: sparsehead (uint8 cache on the device,
-    batched views, model step) against lightly's documented recipe (SimCLRTransform, torchvision
-    ImageFolder, a torch DataLoader of 8 and 16 workers, the same network and loss); end-to-end
-    images/s, `ratio_sparsehead_over_best_lightly`. lightly is skipped (and said so in the JSON, the
-    ratio null) where it is not importable.
+(a) SimCLR, CIFAR ResNet-18 width 64, 32 px, batch 512: sparsehead against lightly's documented recipe
+    (SimCLRTransform, torchvision ImageFolder, a torch DataLoader of 8 and 16 workers, the same network
+    and loss); end-to-end images/s. sparsehead twice: its training step as `sparsehead pretrain` takes it
+    (configs/gpu_cifar10_simclr.yaml through training.setup and train_step, benchmarks/_train_step.py; in
+    each of `--step-variants`: eager, compile, graphs), whose best gives `ratio_sparsehead_over_best_lightly`,
+    and the bare step of the first GPU run (uint8 cache on the device, batched views, forward, backward,
+    Adam), `ratio_bare_step_over_best_lightly`, split into its parts by (c) and (d). lightly is skipped
+    (and said so in the JSON, the ratios null) where it is not importable.
 (b) Barlow Twins, timm's ViT-S/16 (built directly: sparsehead has no timm backbone yet), two 224 px
     views, batch 256, views made from a uint8 memory cache on the device (256 px images), against
     stable-pretraining's published 870.9 samples/s on one H200 (benchmarks/imagenet10/RESULTS.md);
@@ -51,6 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import imagenet_like_jpegs, subset_folder, synthetic_images, temp_dir  # noqa: E402
 from _regions import StepParts, region_report  # noqa: E402
+from _train_step import parse_variants, train_step_rates  # noqa: E402
 from sparsehead import config  # noqa: E402
 from sparsehead.core.atomic import atomic_write_json  # noqa: E402
 from sparsehead.core.precision import autocast, resolve_precision  # noqa: E402
@@ -182,6 +186,11 @@ def regions(make_views, loss_fn, params, sz, device, precision) -> dict:
     return region_report(StepParts(make_views, loss, opt), device, sz["steps"], sz["warmup"], sz["gemm_size"])
 
 
+def best_rate(rates: dict) -> float:
+    """The best images/s of the training step's variants that ran (0 when none did)."""
+    return max((r["img_per_s"] for r in rates.values() if "img_per_s" in r), default=0.0)
+
+
 def endless(loader):
     while True:
         yield from loader
@@ -208,9 +217,28 @@ def report(batch, total, data, model, flops, peak):
     }
 
 
-def simclr(root: Path, sz, device, precision, peak, per_region=False, compile_views=False) -> dict:
-    """(a): sparsehead's SimCLR step against lightly's DataLoader recipe on the same network."""
+def simclr(root: Path, sz, device, precision, peak, per_region=False, compile_views=False, variants=()) -> dict:
+    """(a): sparsehead's SimCLR step against lightly's DataLoader recipe on the same network: the training
+    step `sparsehead pretrain` takes (configs/gpu_cifar10_simclr.yaml, in each variant of the speed options),
+    and the bare step (views, forward, backward, Adam) the first GPU run measured, split into its parts."""
     batch = sz["simclr_batch"]
+    if not (root / "test").exists():  # a run checks its evaluation split before step 1 (the timed steps end sooner)
+        (root / "test").symlink_to(root / "train")
+    train_step = train_step_rates(
+        "gpu_cifar10_simclr",
+        [
+            f"data.root={root}",
+            f"data.cache_dir={root.parent / 'cache'}",
+            f"model.width={sz['simclr_width']}",
+            f"train.batch_size={batch}",
+            f"train.precision={precision}",
+            f"train.device={device.type}",
+            f"augment.compile={str(compile_views).lower()}",
+        ],
+        variants,
+        sz["steps"],
+        sz["warmup"],
+    )
     cfg = config.load(
         None,
         [
@@ -241,7 +269,7 @@ def simclr(root: Path, sz, device, precision, peak, per_region=False, compile_vi
 
     total, d, m = time_pipeline(make, step, sz["steps"], sz["warmup"], device)
     x1, x2 = make(0)
-    out = {"sparsehead": report(batch, total, d, m, model_step_flops(step, x1, x2), peak)}
+    out = {"sparsehead": report(batch, total, d, m, model_step_flops(step, x1, x2), peak), "train_step": train_step}
     if per_region:
         out["sparsehead"]["regions"] = regions(
             make, lambda a, b: method(a, b).loss, method.parameters(), sz, device, precision
@@ -251,7 +279,7 @@ def simclr(root: Path, sz, device, precision, peak, per_region=False, compile_vi
         transform, model, loss = lightly_parts(cfg, mean, std)
     except ImportError as e:
         out["lightly"] = {"skipped": f"lightly not importable ({e}); carry its wheel (make device-bundle)"}
-        out["ratio_sparsehead_over_best_lightly"] = None
+        out["ratio_sparsehead_over_best_lightly"] = out["ratio_bare_step_over_best_lightly"] = None
         return out
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
@@ -287,7 +315,8 @@ def simclr(root: Path, sz, device, precision, peak, per_region=False, compile_vi
         lightly[f"workers_{w}"] = {"img_per_s": batch / statistics.median(times)}
     best = max(v["img_per_s"] for v in lightly.values())
     out["lightly"] = lightly
-    out["ratio_sparsehead_over_best_lightly"] = out["sparsehead"]["img_per_s"] / best
+    out["ratio_sparsehead_over_best_lightly"] = best_rate(out["train_step"]) / best or None  # None: no variant ran
+    out["ratio_bare_step_over_best_lightly"] = out["sparsehead"]["img_per_s"] / best
     out["target_ratio"] = 2.0  # issue 36
     return out
 
@@ -477,6 +506,13 @@ def main() -> None:
     ap.add_argument("--regions", action="store_true", help="each step per region, and the GEMM ceiling")
     ap.add_argument("--compile-views", action="store_true", help="the views compiled (augment.compile)")
     ap.add_argument(
+        "--step-variants",
+        type=parse_variants,
+        default=None,
+        help="(a)'s training step in these variants of the speed options, comma-separated, of eager,compile,graphs "
+        "(default: eager,graphs; the dry run: eager)",
+    )
+    ap.add_argument(
         "--stream-data", nargs="*", default=[], metavar="data.KEY=VALUE", help="more data options for part (e)"
     )
     args = ap.parse_args()
@@ -506,7 +542,8 @@ def main() -> None:
     header.update(bf16_dense_peak_tflops=peak, peak_source=source)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if "simclr" in args.parts:
-        result = simclr(root, sz, device, precision, peak, args.regions, args.compile_views)
+        variants = args.step_variants or (["eager"] if args.dry_run else ["eager", "graphs"])
+        result = simclr(root, sz, device, precision, peak, args.regions, args.compile_views, variants)
         write_part(args.out_dir, "simclr", header, result)
     if "vit" in args.parts:
         images = cache_images(root / "train", sz["vit_batch"] * 4, sz["cache_size"])

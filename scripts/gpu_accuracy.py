@@ -43,10 +43,13 @@ def next_cell(ledger: dict) -> dict:
 
 
 def measured_img_per_s(path: Path | None) -> float | None:
-    """sparsehead's images/s in a SimCLR part's JSON (the one-file layout before issue 36 nests it)."""
+    """sparsehead's images/s in a SimCLR part's JSON: its training step as the cell runs it (the config as it
+    is, `eager`), else the bare step (older files; the one-file layout before issue 36 nests it)."""
     if path is None or not path.is_file():
         return None
     results = json.loads(path.read_text())
+    if rate := results.get("train_step", {}).get("eager", {}).get("img_per_s"):
+        return rate
     part = results.get("sparsehead") or results.get("simclr_resnet18", {}).get("sparsehead", {})
     return part.get("img_per_s")
 
