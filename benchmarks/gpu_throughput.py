@@ -54,7 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import imagenet_like_jpegs, subset_folder, synthetic_images, temp_dir  # noqa: E402
 from _regions import StepParts, region_report  # noqa: E402
-from _train_step import parse_variants, train_step_rates  # noqa: E402
+from _train_step import give_an_evaluation_split, parse_variants, train_step_rates  # noqa: E402
 from sparsehead import config  # noqa: E402
 from sparsehead.core.atomic import atomic_write_json  # noqa: E402
 from sparsehead.core.precision import autocast, resolve_precision  # noqa: E402
@@ -222,8 +222,7 @@ def simclr(root: Path, sz, device, precision, peak, per_region=False, compile_vi
     step `sparsehead pretrain` takes (configs/gpu_cifar10_simclr.yaml, in each variant of the speed options),
     and the bare step (views, forward, backward, Adam) the first GPU run measured, split into its parts."""
     batch = sz["simclr_batch"]
-    if not (root / "test").exists():  # a run checks its evaluation split before step 1 (the timed steps end sooner)
-        (root / "test").symlink_to(root / "train")
+    give_an_evaluation_split(root)
     train_step = train_step_rates(
         "gpu_cifar10_simclr",
         [
