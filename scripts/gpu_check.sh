@@ -26,8 +26,9 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 } >"$LOG" 2>&1
 
 # 1. The CUDA tests, tests/cuda and those marked cuda beside the CPU tests of the same thing (they skip, with
-# their reason, on a machine without a GPU).
-timeout "${GPU_CHECK_TESTS_S:-180}" "$PY" -m pytest -q -rs -p no:cacheprovider -m cuda tests/cuda tests/training/test_collapse_thread.py >>"$LOG" 2>&1
+# their reason, on a machine without a GPU); -v puts each test's outcome in the log as it ends, should the time
+# limit stop the run.
+timeout "${GPU_CHECK_TESTS_S:-180}" "$PY" -m pytest -v -rs -p no:cacheprovider -m cuda tests/cuda tests/training/test_collapse_thread.py >>"$LOG" 2>&1
 TESTS_RC=$?
 # 2. The throughput benchmark: (a) SimCLR vs lightly, (b) Barlow Twins ViT-S/16, (c) TFLOP/s and data
 # share, (d) per region, (e) streamed ImageNet-size JPEGs; one JSON per part, each written when done.
