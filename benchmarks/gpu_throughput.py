@@ -12,7 +12,7 @@
     and the bare step of the first GPU run (uint8 cache on the device, batched views, forward, backward,
     Adam), `ratio_bare_step_over_best_lightly`, split into its parts by (c) and (d). lightly is skipped
     (and said so in the JSON, the ratios null) where it is not importable.
-(b) Barlow Twins, timm's ViT-S/16 (built directly: sparsehead has no timm backbone yet), two 224 px
+(b) sparsehead's Barlow Twins on timm's ViT-S/16 (model.backbone=timm:...; both views one forward), two 224 px
     views, batch 256, views made from a uint8 memory cache on the device (256 px images), against
     stable-pretraining's published 870.9 samples/s on one H200 (benchmarks/imagenet10/RESULTS.md);
     its model step's `fraction_of_bf16_peak`.
@@ -48,7 +48,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,7 +60,6 @@ from sparsehead.core.precision import autocast, resolve_precision  # noqa: E402
 from sparsehead.data import datasets  # noqa: E402
 from sparsehead.data.feed import open_feed  # noqa: E402
 from sparsehead.data.views import ViewGenerator, views_dtype  # noqa: E402
-from sparsehead.methods.losses import barlow_twins_loss  # noqa: E402
 from sparsehead.runs.model import build_model  # noqa: E402
 from throughput import lightly_parts  # noqa: E402  (the CPU benchmark's recipe)
 
@@ -321,31 +319,31 @@ def simclr(root: Path, sz, device, precision, peak, per_region=False, compile_vi
 
 
 def barlow_vit(images: torch.Tensor, sz, device, precision, peak, per_region=False, compile_views=False) -> dict:
-    """(b): Barlow Twins on timm's ViT-S/16, two views from the uint8 memory cache on the device."""
-    import timm
-
+    """(b): sparsehead's Barlow Twins on timm's ViT-S/16 (model.backbone=timm:vit_small_patch16_224, a 3-layer
+    2048-d head: the method's own forward, both views through the ViT as one batch), two views from the uint8
+    memory cache on the device."""
     batch, size = sz["vit_batch"], sz["vit_size"]
-    torch.manual_seed(0)
-    backbone = timm.create_model("vit_small_patch16_224", num_classes=0, **sz["vit_args"])
-    dim = backbone.num_features
-    projector = nn.Sequential(
-        nn.Linear(dim, 2048),
-        nn.BatchNorm1d(2048),
-        nn.ReLU(),
-        nn.Linear(2048, 2048),
-        nn.BatchNorm1d(2048),
-        nn.ReLU(),
-        nn.Linear(2048, 2048),
-    )
-    net = nn.Sequential(backbone, projector).to(device)
     cfg = config.load(
-        None, ["augment.recipe=byol", f"data.image_size={size}", f"augment.compile={str(compile_views).lower()}"]
+        None,
+        [
+            "method.name=barlow_twins",
+            "model.backbone=timm:vit_small_patch16_224",
+            *[f"model.timm_args.{key}={value}" for key, value in sz["vit_args"].items()],
+            "head.hidden_dim=2048",
+            "head.out_dim=2048",
+            "head.num_layers=3",
+            "augment.recipe=byol",
+            f"data.image_size={size}",
+            f"augment.compile={str(compile_views).lower()}",
+        ],
     )
+    torch.manual_seed(0)
+    method = build_model(cfg).to(device)
     imagenet = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     views = ViewGenerator(cfg.augment, size, *imagenet, dtype=views_dtype(precision, device))
     images = images.to(device)
     gen = torch.Generator(device).manual_seed(0)
-    step = optimised_step(net.parameters(), lambda a, b: barlow_twins_loss(net(a), net(b)), precision, device)
+    step = optimised_step(method.parameters(), lambda a, b: method(a, b).loss, precision, device)
     per_epoch = len(images) // batch
 
     def make(i):
@@ -355,9 +353,7 @@ def barlow_vit(images: torch.Tensor, sz, device, precision, peak, per_region=Fal
     x1, x2 = make(0)
     out = report(batch, total, d, m, model_step_flops(step, x1, x2), peak)
     if per_region:
-        out["regions"] = regions(
-            make, lambda a, b: barlow_twins_loss(net(a), net(b)), net.parameters(), sz, device, precision
-        )
+        out["regions"] = regions(make, lambda a, b: method(a, b).loss, method.parameters(), sz, device, precision)
     out.update(
         published_samples_per_s=PUBLISHED_BARLOW_VIT,
         ratio_over_published=out["img_per_s"] / PUBLISHED_BARLOW_VIT,
