@@ -9,7 +9,7 @@ OLDEST_TORCH_PINS ?= torch==2.11.0 torchvision==0.26.0
 OLDEST_VENV ?= .venv-oldest-torch
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slurm test-oldest-torch venv clean bench docs device-bundle
+.PHONY: demo test test-slurm test-device-session test-oldest-torch venv clean bench docs device-bundle
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ TEST_WORKERS ?= auto
 XDIST := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(XDIST) -m "not slurm" --durations=10
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slurm and not device_session" --durations=10
 	env $(OTHER_KERNELS) $(BIN)/python -m pytest -q $(XDIST) -m numerics
+
+# A GPU session's command (docs/gpu.md) at toy size on the CPU: the session with a toy bundle, the GPU
+# benchmark's dry run (.ci/run runs them; kept out of `make test`, whose 10 minutes they would pass).
+test-device-session: $(STAMP)
+	$(BIN)/python -m pytest -q $(XDIST) -m device_session
 
 # The SLURM recipes under a stand-in SLURM (tests/scripts/test_slurm.py: minutes of 2-process runs), kept
 # out of `make test`; .ci/run runs them here and, in test-oldest-torch, on the oldest declared torch.

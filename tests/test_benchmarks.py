@@ -22,7 +22,13 @@ BENCHMARKS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if not p.name.
 TOY_ARGS = {"gpu_throughput.py": lambda tmp: ["--dry-run", "--regions", "--out-dir", str(tmp / "gpu")]}
 
 
-@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
+# gpu_throughput's dry run belongs to the device session's tests (make test-device-session).
+SCRIPTS = [
+    pytest.param(p, marks=pytest.mark.device_session) if p.name == "gpu_throughput.py" else p for p in BENCHMARKS
+]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
 def test_toy_mode_runs(script, tmp_path):
     args = TOY_ARGS.get(script.name, lambda tmp: ["--toy"])(tmp_path)
     # one thread: the toy steps are tiny, and spare threads only contend with other tests for the cores

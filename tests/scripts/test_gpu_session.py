@@ -83,7 +83,7 @@ def test_record_writes_a_done_cell_into_the_ledger_and_refuses_a_dry_run(tmp_pat
     assert gpu_accuracy.next_cell(json.loads(ledger.read_text()))["name"] != name
 
 
-@pytest.mark.slow  # a toy bundle, then a 2-epoch toy run of the ledger's next cell: about 15 s
+@pytest.mark.device_session  # a toy bundle, then a 2-epoch toy run of the ledger's next cell: about 15 s
 def test_device_session_dry_run_brings_back_the_cell(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(SRC), PYTHON=sys.executable, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))
     bundle, out = tmp_path / "bundle", tmp_path / "out"
