@@ -209,7 +209,7 @@ def test_reduced_decode_scales_each_axis_of_the_crop_box_by_its_own_factor(tmp_p
     """A JPEG decoded at 1/8 is ceil(W/8) x ceil(H/8): 1001 x 123 -> 126 x 16, x scale 0.1259 but y
     scale 0.1301; a box's rows must follow the y scale (the whole image is the whole decoded image)."""
     write_jpeg(tmp_path / "wide.jpg", 123, 1001)
-    with stream._image(str(tmp_path / "wide.jpg")) as opened:
+    with stream.opened_image(str(tmp_path / "wide.jpg")) as opened:
         pil, scale = stream._decode(opened, str(tmp_path / "wide.jpg"), (120, 15))
     assert pil.size == (126, 16) and scale == pytest.approx((126 / 1001, 16 / 123))
     assert stream._box(pil, scale, 0, 0, 123, 1001) == pytest.approx((0, 0, 126, 16))

@@ -31,14 +31,14 @@ from torch.utils.data import Dataset
 
 from sparsehead.data.decode import read_rgb, torchcodec_decoders
 from sparsehead.data.image_batch import ImageBatch
-from sparsehead.data.stream import EpochBatches, StreamSet, _image, data_loader, unreadable_error
+from sparsehead.data.stream import EpochBatches, StreamSet, data_loader, opened_image, unreadable_error
 
 
 def payload(source: str | bytes, name: str) -> torch.Tensor:
     """What a worker hands over for one record (a file's path or a record's bytes): its bytes, uint8 (L,),
     for an RGB JPEG; else its pixels, uint8 (3, H, W), decoded here."""
     raw = source if isinstance(source, bytes) else Path(source).read_bytes()
-    with _image(raw, name) as opened:  # the header only
+    with opened_image(raw, name) as opened:  # the header only
         on_device = opened.format == "JPEG" and opened.mode == "RGB"
     if on_device:
         return torch.frombuffer(bytearray(raw), dtype=torch.uint8)

@@ -53,7 +53,7 @@ def unreadable_error(name: str, err: Exception) -> DataError:
     )
 
 
-def _image(source: str | bytes, name: str = ""):
+def opened_image(source: str | bytes, name: str = ""):
     """The opened image (a file's path: the one open of the file; a record's bytes), only its header
     read yet; close it (`with`). `name` names it in an error (by default the path)."""
     from PIL import Image
@@ -97,7 +97,7 @@ def cut_views(
     from PIL import Image
 
     name = name or str(source)
-    with _image(source, name) as opened:  # one open: the header gives the size the boxes need, then the decode
+    with opened_image(source, name) as opened:  # one open: the header gives the size the boxes need, then the decode
         width, height = opened.size
         drawn = [draw_crops(spec, 1, height, width, generator, "cpu") for spec in plan]
         boxes = [b[0].tolist() for b, _ in drawn]
